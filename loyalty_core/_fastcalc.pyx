@@ -44,6 +44,9 @@ cdef extern from *:
         *r = rr;
     }
 
+    /* Written in C because Cython would divide this type as a double. */
+    static inline lc_u128 lc_udiv(lc_u128 a, lc_u128 b) { return a / b; }
+
     /* floor(a*b/c) for a, b >= 0 and c > 0 when the result is known to fit int64. */
     static inline int64_t lc_muldiv(int64_t a, int64_t b, int64_t c) {
         lc_u128 q, r;
@@ -56,6 +59,7 @@ cdef extern from *:
     bint mul_overflow "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t *r) noexcept nogil
     void muldivrem "lc_muldivrem"(uint64_t a, u128 b, u128 c, u128 *q, u128 *r) noexcept nogil
     int64_t muldiv "lc_muldiv"(int64_t a, int64_t b, int64_t c) noexcept nogil
+    u128 udiv "lc_udiv"(u128 a, u128 b) noexcept nogil
 
 NEVER = 2**63 - 1
 
@@ -359,7 +363,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
             base = money_due[i] if discounted_earn or not line_discount[i] else 0
             w[i] = <u128>base * <u128>cash[cat[i]]
             earn_whole += w[i]
-        res.earned_total = <int64_t>(earn_whole / (<u128>BPS * <u128>pv))
+        res.earned_total = <int64_t>udiv(earn_whole, <u128>BPS * <u128>pv)
         _largest_remainder(res.earned_total, w, earn_whole, n, earned, scratch)
     finally:
         free(w)
