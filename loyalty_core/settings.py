@@ -51,6 +51,9 @@ class Settings:
     # The server gives up on any call after this long (DEADLINE_EXCEEDED), whatever the client's
     # deadline: a stuck call must not hold a pooled connection and a member's lock for ever.
     rpc_time_limit_s: float = 30.0
+    # Outstanding points, open holds and expiry lag are read from the database when /metrics is
+    # scraped, at most this often (several scrapers cost one query).
+    ledger_gauges_max_age_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:

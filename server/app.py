@@ -35,7 +35,8 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
         # The auth interceptor runs inside the first, which turns its refusals into statuses.
         interceptors=[
             ServerInterceptor(deps.metrics, deps.health),
-            AuthInterceptor(KeyCache(deps.db, settings.auth_cache_ttl_s), rpc_time_limit_s=settings.rpc_time_limit_s),
+            AuthInterceptor(KeyCache(deps.db, settings.auth_cache_ttl_s), rpc_time_limit_s=settings.rpc_time_limit_s,
+                            observer=deps.metrics),
         ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

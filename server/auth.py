@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from loyalty_core import errors
+from loyalty_core import errors, observe
 from loyalty_core.store import keys
 from loyalty_core.store.db import Database
 from server import limits, rights
@@ -81,12 +81,14 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     In order: credential (UNAUTHENTICATED), right (PERMISSION_DENIED), request limits
     (INVALID_ARGUMENT), programme (PERMISSION_DENIED); then the servicer runs under the
-    server-side time limit with the caller published in ``current_caller()``.
+    server-side time limit with the caller published in ``current_caller()`` and the server's
+    metrics as the observer of what the domain does.
     """
 
-    def __init__(self, cache: KeyCache, *, rpc_time_limit_s: float) -> None:
+    def __init__(self, cache: KeyCache, *, rpc_time_limit_s: float, observer: observe.Observer) -> None:
         self.cache = cache
         self.rpc_time_limit_s = rpc_time_limit_s
+        self.observer = observer
 
     async def intercept_service(
         self,
@@ -121,10 +123,11 @@ class AuthInterceptor(aio.ServerInterceptor):
             try:
                 limit = asyncio.timeout(self.rpc_time_limit_s)
                 try:
-                    async with limit:
-                        result = behavior(request, context)
-                        # The generated base servicer's methods (UNIMPLEMENTED) are plain functions.
-                        return await result if inspect.isawaitable(result) else result
+                    with observe.observed_by(self.observer):
+                        async with limit:
+                            result = behavior(request, context)
+                            # The generated base servicer's methods (UNIMPLEMENTED) are plain functions.
+                            return await result if inspect.isawaitable(result) else result
                 except TimeoutError:
                     if not limit.expired():
                         raise

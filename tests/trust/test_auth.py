@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc, points_pb2, points_pb2_grpc, programme_pb2, programme_pb2_grpc
 from tests.fixtures.keys import revoke_key
-from tests.fixtures.server import ServerThread, make_test_settings
+from tests.fixtures.server import ServerThread, make_test_settings, wait_for
 
 REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
@@ -121,10 +121,10 @@ def test_creating_and_listing_programmes_need_every_programme(channel_with):
 
 def test_refusals_are_counted_like_any_call(channel_with, grpc_server):
     get_programme(channel_with(key=""), str(uuid.uuid4()))
-    sample = grpc_server.registry.get_sample_value("grpc_server_handled_total", {
+    # The server counts the call just after the client has its answer.
+    wait_for(lambda: grpc_server.registry.get_sample_value("grpc_server_handled_total", {
         "grpc_type": "unary", "grpc_service": "loyalty.v1.ProgrammeService", "grpc_method": "GetProgramme",
-        "grpc_code": "UNAUTHENTICATED"})
-    assert sample and sample >= 1
+        "grpc_code": "UNAUTHENTICATED"}), timeout_s=5, what="UNAUTHENTICATED counted")
 
 
 @pytest.fixture
