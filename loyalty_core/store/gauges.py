@@ -1,7 +1,7 @@
 """The ledger's state as an SRE watches it: outstanding points by expiry month, open holds, expiry lag.
 
-Read at scrape time (cached briefly), never per RPC. Each query reads through a partial index
-(``lot_usable``, ``hold_open_expiry``, ``lot_to_expire``), so it costs the live rows, not the history.
+Read at scrape time (cached briefly), never per RPC. Each query reads live rows only (lots with
+points left, open holds, overdue lots and holds), which partial indexes serve, not the history.
 """
 
 from __future__ import annotations
@@ -32,14 +32,21 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
     """Read every gauge in one transaction (a consistent picture), as of ``now``."""
     g = LedgerGauges()
     with conn.transaction():
-        # Points the programme owes: what is left in lots, held points included (a hold is still
-        # owed until it is captured), by the calendar month (UTC) they burn in.
+        # Points the programme owes, by the calendar month (UTC) they burn in: what is left in lots,
+        # and what open holds took from lots (a hold is still owed until it is captured; it goes
+        # back to the very lots it came from, so it burns with them).
         for programme_id, month, points in conn.execute(
-            """SELECT m.programme_id::text,
-                      coalesce(to_char(l.expires_at AT TIME ZONE 'UTC', 'YYYY-MM'), %s),
-                      sum(l.remaining)
-               FROM lot l JOIN member m USING (member_id)
-               WHERE l.remaining > 0
+            """SELECT o.programme_id::text,
+                      coalesce(to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM'), %s),
+                      sum(o.points)
+               FROM (SELECT m.programme_id, l.expires_at, l.remaining AS points
+                     FROM lot l JOIN member m USING (member_id)
+                     WHERE l.remaining > 0
+                     UNION ALL
+                     SELECT h.programme_id, l.expires_at, a.points
+                     FROM hold h CROSS JOIN unnest(h.lot_ids, h.lot_points) AS a(lot_id, points)
+                     JOIN lot l ON l.member_id = h.member_id AND l.lot_id = a.lot_id
+                     WHERE h.state = 'open') o
                GROUP BY 1, 2""",
             (NEVER,),
         ):

@@ -38,16 +38,19 @@ def insert_member(conn, programme_id) -> str:
     return member_id
 
 
-def insert_lot(conn, member_id, remaining, expires_at):
-    conn.execute("INSERT INTO lot (member_id, source, amount, remaining, activates_at, expires_at, created_at) "
-                 "VALUES (%s, 'manual_accrual', %s, %s, %s, %s, %s)",
-                 (member_id, remaining + 5, remaining, NOW - timedelta(days=400), expires_at, NOW))
+def insert_lot(conn, member_id, remaining, expires_at) -> int:
+    return conn.execute(
+        "INSERT INTO lot (member_id, source, amount, remaining, activates_at, expires_at, created_at) "
+        "VALUES (%s, 'manual_accrual', %s, %s, %s, %s, %s) RETURNING lot_id",
+        (member_id, remaining + 50, remaining, NOW - timedelta(days=400), expires_at, NOW)).fetchone()[0]
 
 
-def insert_hold(conn, member_id, programme_id, points, created_at, expires_at):
+def insert_hold(conn, member_id, programme_id, taken, created_at, expires_at):
+    """An open hold of the points it took from lots: taken = [(lot_id, points)]."""
     conn.execute("INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points, "
-                 "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, 'open', '{}', '{}', %s, %s)",
-                 (member_id, uuid.uuid4(), programme_id, str(uuid.uuid4()), points, created_at, expires_at))
+                 "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s)",
+                 (member_id, uuid.uuid4(), programme_id, str(uuid.uuid4()), sum(p for _, p in taken),
+                  [lot for lot, _ in taken], [p for _, p in taken], created_at, expires_at))
 
 
 @pytest.fixture
@@ -65,16 +68,18 @@ def test_outstanding_points_open_holds_and_expiry_lag_are_read_on_scrape(own_dat
     with psycopg.connect(database_url) as conn:
         programme = insert_programme(conn)
         member = insert_member(conn, programme)
-        insert_lot(conn, member, 100, datetime(2026, 3, 10, tzinfo=UTC))
+        march = insert_lot(conn, member, 100, datetime(2026, 3, 10, tzinfo=UTC))
         insert_lot(conn, member, 40, datetime(2026, 3, 31, 23, tzinfo=UTC))
-        insert_lot(conn, member, 7, None)
+        never = insert_lot(conn, member, 7, None)
         insert_lot(conn, member, 0, datetime(2026, 4, 1, tzinfo=UTC))  # spent: owes nothing
-        insert_hold(conn, member, programme, 30, NOW - timedelta(minutes=20), NOW + timedelta(minutes=10))
-        insert_hold(conn, member, programme, 12, NOW - timedelta(minutes=5), NOW + timedelta(minutes=25))
+        # Held points are still owed, in the month of the lots they came from.
+        insert_hold(conn, member, programme, [(march, 30)], NOW - timedelta(minutes=20), NOW + timedelta(minutes=10))
+        insert_hold(conn, member, programme, [(march, 2), (never, 10)], NOW - timedelta(minutes=5),
+                    NOW + timedelta(minutes=25))
 
     assert value("loyalty_ledger_gauges_up") == 1
-    assert value("loyalty_outstanding_points", {"programme_id": programme, "expiry_month": "2026-03"}) == 140
-    assert value("loyalty_outstanding_points", {"programme_id": programme, "expiry_month": "never"}) == 7
+    assert value("loyalty_outstanding_points", {"programme_id": programme, "expiry_month": "2026-03"}) == 172
+    assert value("loyalty_outstanding_points", {"programme_id": programme, "expiry_month": "never"}) == 17
     assert value("loyalty_outstanding_points", {"programme_id": programme, "expiry_month": "2026-04"}) is None
     assert value("loyalty_open_holds", {"programme_id": programme}) == 2
     assert value("loyalty_open_held_points", {"programme_id": programme}) == 42
