@@ -43,6 +43,24 @@ def test_an_over_long_string_is_invalid(checkout, request_):
     assert call(checkout.Quote, request_) == (grpc.StatusCode.INVALID_ARGUMENT, "value_too_long")
 
 
+def test_nul_characters_are_invalid(checkout):
+    # PostgreSQL text cannot hold them: refused at the door rather than failing in the database.
+    request = checkout_pb2.QuoteRequest(programme_id=PROGRAMME, lines=[checkout_pb2.BasketLine(sku="a\x00b")])
+    assert call(checkout.Quote, request) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+
+
+@pytest.mark.parametrize("seconds,nanos", [(-(2**63), 0), (limits.MAX_TIMESTAMP_S + 1, 0), (0, -1),
+                                           (limits.MIN_TIMESTAMP_S - 1, 0)])
+def test_a_time_outside_years_1_to_9999_is_invalid(channel, seconds, nanos):
+    stub = points_pb2_grpc.PointsServiceStub(channel)
+    request = points_pb2.RunExpiryRequest(programme_id=PROGRAMME)
+    request.as_of_time.seconds, request.as_of_time.nanos = seconds, nanos
+    assert call(stub.RunExpiry, request) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+    nested = points_pb2.AccruePointsRequest(request_id="r", programme_id=PROGRAMME, points=1)
+    nested.expiry.expire_time.seconds, nested.expiry.expire_time.nanos = seconds, nanos
+    assert call(stub.AccruePoints, nested) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+
+
 def test_free_text_has_a_longer_limit(channel):
     stub = points_pb2_grpc.PointsServiceStub(channel)
     request = points_pb2.AccruePointsRequest(request_id="r", programme_id=PROGRAMME, points=1, comment="c" * 2000)
