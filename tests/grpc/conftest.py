@@ -53,6 +53,10 @@ class Api:
         return self.points.AccruePoints(points_pb2.AccruePointsRequest(
             request_id=new_id(), programme_id=programme_id, member_id=member_id, points=points, **fields)).movement
 
+    def redeem(self, programme_id: str, member_id: str, points: int, **fields: Any) -> points_pb2.Movement:
+        return self.points.RedeemPoints(points_pb2.RedeemPointsRequest(
+            request_id=new_id(), programme_id=programme_id, member_id=member_id, points=points, **fields)).movement
+
     def balance(self, programme_id: str, member_id: str) -> member_pb2.Balance:
         return self.members.GetBalance(member_pb2.GetBalanceRequest(programme_id=programme_id,
                                                                     member_id=member_id)).balance
