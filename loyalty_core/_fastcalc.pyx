@@ -67,11 +67,6 @@ cdef int64_t BPS = 10000
 cdef array _INT64 = array("q")
 
 
-ctypedef struct Remainder:
-    u128 r
-    Py_ssize_t i
-
-
 ctypedef struct Lot:
     int64_t expires
     int64_t activates
@@ -102,39 +97,104 @@ cdef inline int64_t* _data(array a) noexcept:
     return <int64_t*>a.data.as_voidptr
 
 
-cdef int _by_remainder(const void* a, const void* b) noexcept nogil:
-    """Largest remainder first, ties to the lower index."""
-    cdef const Remainder* x = <const Remainder*>a
-    cdef const Remainder* y = <const Remainder*>b
-    if x.r != y.r:
-        return -1 if x.r > y.r else 1
-    return -1 if x.i < y.i else (1 if x.i > y.i else 0)
+cdef int _descending(const void* a, const void* b) noexcept nogil:
+    cdef u128 x = (<const u128*>a)[0]
+    cdef u128 y = (<const u128*>b)[0]
+    return -1 if x > y else (1 if x < y else 0)
+
+
+cdef u128 _kth_largest(u128* v, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
+    """The ``k``-th largest (from 0) of ``v[0..m)``, reordering ``v``.
+
+    Quickselect with a three-way partition, so runs of equal remainders cost one round;
+    after 64 rounds it sorts what is left, so no input makes it quadratic.
+    """
+    cdef Py_ssize_t lo = 0, hi = m - 1, lt, gt, i, rounds = 0
+    cdef u128 pivot, a, b, c, tmp
+    while lo < hi:
+        rounds += 1
+        if rounds > 64:
+            qsort(v + lo, hi - lo + 1, sizeof(u128), _descending)
+            return v[k]
+        a = v[lo]
+        b = v[lo + ((hi - lo) >> 1)]
+        c = v[hi]
+        if a < b:
+            a, b = b, a
+        if b < c:
+            b = a if a < c else c
+        pivot = b  # the median of the three
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            if v[i] > pivot:
+                tmp = v[lt]
+                v[lt] = v[i]
+                v[i] = tmp
+                lt += 1
+                i += 1
+            elif v[i] < pivot:
+                tmp = v[gt]
+                v[gt] = v[i]
+                v[i] = tmp
+                gt -= 1
+            else:
+                i += 1
+        # v[lo..lt) > pivot, v[lt..gt] == pivot, v(gt..hi] < pivot
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return pivot
+    return v[k]
 
 
 cdef void _largest_remainder(int64_t total, const u128* w, u128 whole, Py_ssize_t n,
-                             int64_t* out, Remainder* scratch) noexcept nogil:
-    """Split ``total`` over ``w`` (sum ``whole``) as ``_calc_py._largest_remainder`` does."""
+                             int64_t* out, u128* rem, u128* sel) noexcept nogil:
+    """Split ``total`` over ``w`` (sum ``whole``) as ``_calc_py._largest_remainder`` does.
+
+    ``rem`` and ``sel`` are scratch space for ``n`` remainders each.
+    """
     cdef Py_ssize_t i, m = 0
-    cdef u128 q, r
-    cdef int64_t given = 0, left
+    cdef u128 q, threshold
+    cdef int64_t given = 0, left, ties
     if whole == 0:
         for i in range(n):
             out[i] = 0
         return
     for i in range(n):
-        muldivrem(<uint64_t>total, w[i], whole, &q, &r)
+        muldivrem(<uint64_t>total, w[i], whole, &q, &rem[i])
         out[i] = <int64_t>q
         given += <int64_t>q
-        if r:
-            scratch[m].r = r
-            scratch[m].i = i
+        if rem[i]:
+            sel[m] = rem[i]
             m += 1
     left = total - given
-    # The leftover is below the number of non-zero remainders, so only those compete.
-    if left > 0:
-        qsort(scratch, m, sizeof(Remainder), _by_remainder)
-        for i in range(left):
-            out[scratch[i].i] += 1
+    if left == 0:
+        return
+    # The leftover is below the number of non-zero remainders. The `left` largest get a unit
+    # each: all above the smallest of them, then those equal to it by index. No sort needed.
+    threshold = _kth_largest(sel, m, left - 1)
+    ties = left
+    for i in range(n):
+        if rem[i] > threshold:
+            ties -= 1
+    for i in range(n):
+        if rem[i] > threshold:
+            out[i] += 1
+        elif rem[i] == threshold and ties > 0:
+            out[i] += 1
+            ties -= 1
+
+
+cdef u128* _alloc_wide(Py_ssize_t n) except NULL:
+    """Room for ``n`` weights and two times ``n`` remainders, 128 bits each."""
+    cdef u128* wide = <u128*>malloc((3 * n + 1) * sizeof(u128))
+    if wide == NULL:
+        raise MemoryError()
+    return wide
 
 
 def spread(total, weights):
@@ -160,13 +220,11 @@ def spread(total, weights):
     if whole == 0 and t:
         raise InvalidArgument("value_out_of_range", "a non-zero total needs a non-zero weight", field="total")
     cdef array out = clone(_INT64, n, False)
-    cdef u128* wide = <u128*>malloc((n + 1) * (sizeof(u128) + sizeof(Remainder)))
-    if wide == NULL:
-        raise MemoryError()
+    cdef u128* wide = _alloc_wide(n)
     try:
         for i in range(n):
             wide[i] = <u128>w[i]
-        _largest_remainder(t, wide, <u128>whole, n, _data(out), <Remainder*>(wide + n + 1))
+        _largest_remainder(t, wide, <u128>whole, n, _data(out), wide + n, wide + 2 * n)
     finally:
         free(wide)
     return out
@@ -328,10 +386,9 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     if overflow:
         raise _overflow("lines")
 
-    cdef u128* w = <u128*>malloc((n + 1) * (sizeof(u128) + sizeof(Remainder)))
-    if w == NULL:
-        raise MemoryError()
-    cdef Remainder* scratch = <Remainder*>(w + n + 1)
+    cdef u128* w = _alloc_wide(n)
+    cdef u128* rem = w + n
+    cdef u128* sel = w + 2 * n
     cdef int64_t after_total = gross_total - line_discount_total
     cdef int64_t order_discount_total = 0 if instead else muldiv(after_total, disc, BPS)
     cdef int64_t net_total = 0, caps_total = 0, cap, order_cap, points_max, applied
@@ -340,7 +397,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     try:
         for i in range(n):
             w[i] = <u128>(gross[i] - line_discount[i])
-        _largest_remainder(order_discount_total, w, <u128>after_total, n, order_discount, scratch)
+        _largest_remainder(order_discount_total, w, <u128>after_total, n, order_discount, rem, sel)
 
         for i in range(n):
             net[i] = gross[i] - line_discount[i] - order_discount[i]
@@ -354,7 +411,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
         order_cap = muldiv(net_total, order_share, BPS) // pv
         points_max = min(available, order_cap, caps_total)
         applied = min(requested, points_max)
-        _largest_remainder(applied, w, <u128>caps_total, n, points, scratch)
+        _largest_remainder(applied, w, <u128>caps_total, n, points, rem, sel)
 
         for i in range(n):
             points_money[i] = points[i] * pv
@@ -364,7 +421,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
             w[i] = <u128>base * <u128>cash[cat[i]]
             earn_whole += w[i]
         res.earned_total = <int64_t>udiv(earn_whole, <u128>BPS * <u128>pv)
-        _largest_remainder(res.earned_total, w, earn_whole, n, earned, scratch)
+        _largest_remainder(res.earned_total, w, earn_whole, n, earned, rem, sel)
     finally:
         free(w)
 
