@@ -4,6 +4,7 @@
 from cpython.array cimport array, clone
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memmove
 
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 
@@ -467,26 +468,53 @@ cdef Lot* _alloc_lots(Py_ssize_t n) except NULL:
     return lots
 
 
+cdef void _sort_lots(Lot* lots, Py_ssize_t m) noexcept nogil:
+    """Sort in burn order, skipping the sort when the lots already are in it.
+
+    Lots come from the store in id order, which is earning order, and so mostly already
+    in expiry order: one pass to see that is far cheaper than a sort.
+    """
+    cdef Py_ssize_t i
+    for i in range(1, m):
+        if _by_burn_order(&lots[i - 1], &lots[i]) > 0:
+            qsort(lots, m, sizeof(Lot), _by_burn_order)
+            return
+
+
 cdef Py_ssize_t _usable(const int64_t[:] ids, const int64_t[:] rem, const int64_t[:] act, const int64_t[:] exp,
                         int64_t now, Py_ssize_t skip, Lot* lots, int64_t* total, bint* overflow) noexcept nogil:
     """Collect usable lots (active now, remaining > 0), except ``skip``, sorted in burn order.
 
-    Returns how many; ``total`` gets their sum and ``overflow`` whether that sum left int64.
+    ``lots`` has room for every lot. Returns how many are usable; ``total`` gets their sum
+    and ``overflow`` whether that sum left int64.
     """
-    cdef Py_ssize_t i, m = 0
+    cdef Py_ssize_t i, n = rem.shape[0], m = 0, never = 0
+    cdef Lot* lot
     total[0] = 0
     overflow[0] = False
-    for i in range(rem.shape[0]):
+    for i in range(n):
         if rem[i] > 0 and act[i] <= now < exp[i] and i != skip:
-            lots[m].expires = exp[i]
-            lots[m].activates = act[i]
-            lots[m].lot_id = ids[i]
-            lots[m].remaining = rem[i]
-            lots[m].pos = i
+            # Never-expiring lots sort after all others, and would break every run of the rest:
+            # they fill the buffer from its end, so each group can be checked for order alone.
+            if exp[i] == INT64_MAX:
+                never += 1
+                lot = &lots[n - never]
+            else:
+                lot = &lots[m]
+                m += 1
+            lot.expires = exp[i]
+            lot.activates = act[i]
+            lot.lot_id = ids[i]
+            lot.remaining = rem[i]
+            lot.pos = i
             overflow[0] |= add_overflow(total[0], rem[i], total)
-            m += 1
-    qsort(lots, m, sizeof(Lot), _by_burn_order)
-    return m
+    _sort_lots(lots, m)
+    # The never-expiring group was written backwards: reverse it, then put it after the others.
+    for i in range(never // 2):
+        lots[n - never + i], lots[n - 1 - i] = lots[n - 1 - i], lots[n - never + i]
+    memmove(&lots[m], &lots[n - never], never * sizeof(Lot))
+    _sort_lots(&lots[m], never)
+    return m + never
 
 
 cdef list _take(const Lot* lots, Py_ssize_t m, int64_t* amount):
@@ -596,7 +624,7 @@ def expired_lots(lot_ids, remaining, expires_at, as_of):
                 lots[m].remaining = rem[i]
                 lots[m].pos = i
                 m += 1
-        qsort(lots, m, sizeof(Lot), _by_burn_order)
+        _sort_lots(lots, m)
         for i in range(m):
             due.append((lots[i].lot_id, lots[i].remaining))
     finally:
@@ -661,7 +689,7 @@ def burn_forecast(remaining, activates_at, expires_at, now, window_end):
                 m += 1
         if overflow:
             raise _overflow("lots")
-        qsort(lots, m, sizeof(Lot), _by_burn_order)
+        _sort_lots(lots, m)
         i = 0
         while i < m:
             group = 0
