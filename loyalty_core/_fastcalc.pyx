@@ -2,6 +2,7 @@
 """Compiled twin of loyalty_core._calc_py: the same names, results and errors, computed on C int64."""
 
 from cpython.array cimport array, clone
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memmove
@@ -92,6 +93,37 @@ cdef int64_t _scalar(object value, str field, int64_t lo, int64_t hi, bint amoun
 
 cdef object _overflow(str field):
     return InvalidArgument("amount_overflows_int64", f"a sum over {field} does not fit in int64", field=field)
+
+
+cdef class _Int64Arrays:
+    """The request's int64 arrays, borrowed as C pointers for one call and released when it ends.
+
+    A plain buffer request costs far less than a typed memoryview, which matters for small
+    baskets where setting up the call is most of the work.
+    """
+
+    cdef Py_buffer views[6]
+    cdef int count
+
+    cdef const int64_t* borrow(self, object obj, str name, Py_ssize_t* n) except? NULL:
+        """A pointer to the int64 items of ``obj`` (a contiguous buffer such as ``array('q')``); ``n`` gets their count."""
+        cdef Py_buffer* view = &self.views[self.count]
+        PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        self.count += 1
+        cdef const char* fmt = view.format
+        if fmt == NULL:  # no format means unsigned bytes
+            raise TypeError(f"{name} must be a one-dimensional int64 buffer such as array('q')")
+        if fmt[0] == b"@" or fmt[0] == b"=":
+            fmt += 1
+        if view.ndim != 1 or view.itemsize != 8 or (fmt[0] != b"q" and fmt[0] != b"l") or fmt[1] != 0:
+            raise TypeError(f"{name} must be a one-dimensional int64 buffer such as array('q')")
+        n[0] = view.shape[0]
+        return <const int64_t*>view.buf
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(self.count):
+            PyBuffer_Release(&self.views[i])
 
 
 cdef inline int64_t* _data(array a) noexcept:
@@ -208,8 +240,9 @@ def spread(total, weights):
     split only a total of 0. Returns an ``array('q')``.
     """
     cdef int64_t t = _scalar(total, "total", 0, INT64_MAX, True)
-    cdef const int64_t[:] w = weights
-    cdef Py_ssize_t i, n = w.shape[0]
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t i, n
+    cdef const int64_t* w = arrays.borrow(weights, "weights", &n)
     cdef int64_t whole = 0
     cdef bint overflow = False
     for i in range(n):
@@ -282,9 +315,9 @@ cdef class BasketPricing:
         return "BasketPricing(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS) + ")"
 
 
-cdef void _check_bps(const int64_t[:] values, str name) except *:
+cdef void _check_bps(const int64_t* values, Py_ssize_t n, str name) except *:
     cdef Py_ssize_t k
-    for k in range(values.shape[0]):
+    for k in range(n):
         if not 0 <= values[k] <= BPS:
             raise InvalidArgument("value_out_of_range", f"{name}[{k}] must be 0..{BPS} bps", field=f"{name}[{k}]")
 
@@ -312,16 +345,18 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     Per-line results are ``array('q')``.
     """
     cdef int64_t disc = _scalar(discount_bps, "discount_bps", 0, BPS, False)
-    cdef const int64_t[:] cash = cashback_bps
-    cdef const int64_t[:] share = category_pay_share_bps
-    _check_bps(cash, "cashback_bps")
-    if share.shape[0] != cash.shape[0]:
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t ncat, nshare, n, nqty, nprice, ndisc
+    cdef const int64_t* cash = arrays.borrow(cashback_bps, "cashback_bps", &ncat)
+    cdef const int64_t* share = arrays.borrow(category_pay_share_bps, "category_pay_share_bps", &nshare)
+    _check_bps(cash, ncat, "cashback_bps")
+    if nshare != ncat:
         raise InvalidArgument(
             "value_out_of_range",
             "category_pay_share_bps must have one rate per category, as cashback_bps has",
             field="category_pay_share_bps",
         )
-    _check_bps(share, "category_pay_share_bps")
+    _check_bps(share, nshare, "category_pay_share_bps")
     cdef int64_t order_share = _scalar(order_pay_share_bps, "order_pay_share_bps", 0, BPS, False)
     cdef int64_t pv = _scalar(point_value_minor, "point_value_minor", 1, INT64_MAX, True)
     cdef int64_t available = _scalar(available_points, "available_points", 0, INT64_MAX, True)
@@ -329,12 +364,12 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     cdef bint discounted_earn = discounted_items_earn
     cdef bint instead = points_instead_of_discounts and requested > 0
 
-    cdef const int64_t[:] cat = categories
-    cdef const int64_t[:] qty = quantities
-    cdef const int64_t[:] price = unit_prices
-    cdef const int64_t[:] ldisc = line_discounts
-    cdef Py_ssize_t i, n = cat.shape[0], ncat = cash.shape[0]
-    if qty.shape[0] != n or price.shape[0] != n or ldisc.shape[0] != n:
+    cdef const int64_t* cat = arrays.borrow(categories, "categories", &n)
+    cdef const int64_t* qty = arrays.borrow(quantities, "quantities", &nqty)
+    cdef const int64_t* price = arrays.borrow(unit_prices, "unit_prices", &nprice)
+    cdef const int64_t* ldisc = arrays.borrow(line_discounts, "line_discounts", &ndisc)
+    cdef Py_ssize_t i
+    if nqty != n or nprice != n or ndisc != n:
         raise InvalidArgument("value_out_of_range", "every line needs a category, quantity, price and discount", field="lines")
 
     cdef BasketPricing res = BasketPricing.__new__(BasketPricing)
@@ -437,9 +472,9 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     return res
 
 
-cdef Py_ssize_t _check_lots(const int64_t[:] remaining, Py_ssize_t n1, Py_ssize_t n2, Py_ssize_t n3) except -1:
+cdef Py_ssize_t _check_lots(const int64_t* remaining, Py_ssize_t n, Py_ssize_t n1, Py_ssize_t n2, Py_ssize_t n3) except -1:
     """Parallel lot arrays must have one length; remaining is never negative. Returns that length."""
-    cdef Py_ssize_t i, n = remaining.shape[0]
+    cdef Py_ssize_t i
     if n1 != n or n2 != n or n3 != n:
         raise InvalidArgument("value_out_of_range", "lot arrays must have the same length", field="lots")
     for i in range(n):
@@ -481,14 +516,14 @@ cdef void _sort_lots(Lot* lots, Py_ssize_t m) noexcept nogil:
             return
 
 
-cdef Py_ssize_t _usable(const int64_t[:] ids, const int64_t[:] rem, const int64_t[:] act, const int64_t[:] exp,
+cdef Py_ssize_t _usable(const int64_t* ids, const int64_t* rem, const int64_t* act, const int64_t* exp, Py_ssize_t n,
                         int64_t now, Py_ssize_t skip, Lot* lots, int64_t* total, bint* overflow) noexcept nogil:
     """Collect usable lots (active now, remaining > 0), except ``skip``, sorted in burn order.
 
     ``lots`` has room for every lot. Returns how many are usable; ``total`` gets their sum
     and ``overflow`` whether that sum left int64.
     """
-    cdef Py_ssize_t i, n = rem.shape[0], m = 0, never = 0
+    cdef Py_ssize_t i, m = 0, never = 0
     cdef Lot* lot
     total[0] = 0
     overflow[0] = False
@@ -541,16 +576,18 @@ def draw_fifo(lot_ids, remaining, activates_at, expires_at, amount, now):
     """
     cdef int64_t want = _scalar(amount, "amount", 0, INT64_MAX, True)
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t m, n = _check_lots(rem, ids.shape[0], act.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nact, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t m, n = _check_lots(rem, nrem, nids, nact, nexp)
     cdef int64_t available
     cdef bint overflow
     cdef Lot* lots = _alloc_lots(n)
     try:
-        m = _usable(ids, rem, act, exp, t, -1, lots, &available, &overflow)
+        m = _usable(ids, rem, act, exp, n, t, -1, lots, &available, &overflow)
         if overflow:
             raise _overflow("lots")
         if want == 0:
@@ -575,11 +612,13 @@ def clawback(lot_ids, remaining, activates_at, expires_at, amount, now, preferre
     cdef int64_t want = _scalar(amount, "amount", 0, INT64_MAX, True)
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t preferred_id = _scalar(preferred_lot_id, "preferred_lot_id", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m, preferred = -1, n = _check_lots(rem, ids.shape[0], act.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nact, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m, preferred = -1, n = _check_lots(rem, nrem, nids, nact, nexp)
     cdef int64_t taken, usable_total
     cdef bint overflow
     if want == 0:
@@ -596,7 +635,7 @@ def clawback(lot_ids, remaining, activates_at, expires_at, amount, now, preferre
     cdef Lot* lots = _alloc_lots(n)
     try:
         # Takes stop at `want`, so the usable total and its overflow do not matter here.
-        m = _usable(ids, rem, act, exp, t, preferred, lots, &usable_total, &overflow)
+        m = _usable(ids, rem, act, exp, n, t, preferred, lots, &usable_total, &overflow)
         allocations.extend(_take(lots, m, &want))
     finally:
         free(lots)
@@ -609,10 +648,12 @@ def expired_lots(lot_ids, remaining, expires_at, as_of):
     Ordered by ``(expires_at, lot_id)``, then input order. Whole lots, so no rounding.
     """
     cdef int64_t t = _scalar(as_of, "as_of", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, ids.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, nrem, nids, nexp, nexp)
     cdef list due = []
     cdef Lot* lots = _alloc_lots(n)
     try:
@@ -641,10 +682,12 @@ def lot_summary(remaining, activates_at, expires_at, now, window_end):
     """
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t end = _scalar(window_end, "window_end", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, n = _check_lots(rem, act.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nrem, nact, nexp
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, n = _check_lots(rem, nrem, nact, nexp, nexp)
     cdef int64_t active = 0, pending = 0, burning = 0
     cdef bint overflow = False
     for i in range(n):
@@ -669,10 +712,12 @@ def burn_forecast(remaining, activates_at, expires_at, now, window_end):
     """
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t end = _scalar(window_end, "window_end", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, act.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nrem, nact, nexp
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, nrem, nact, nexp, nexp)
     cdef int64_t total = 0, group
     cdef bint overflow = False
     cdef list forecast = []

@@ -311,3 +311,11 @@ def test_bad_lots_are_refused_alike():
     assert error == InvalidArgument("amount_overflows_int64", "", field="lots")
     kind, error, details = same("draw_fifo", q([1, 2]), q([3, 4]), q([0, 0]), q([9, 9]), 8, 0)
     assert error.code == "points_must_not_exceed_balance" and details == {"available": 7}
+
+
+def test_the_compiled_twin_takes_any_contiguous_int64_buffer_and_nothing_else():
+    remaining, activates, expires = q([1, 2]), q([0, 0]), q([9, 9])
+    assert fast.lot_summary(memoryview(remaining), activates, expires, 0, 5) == (3, 0, 0)
+    for wrong in (array("d", [1.0, 2.0]), array("i", [1, 2]), array("Q", [1, 2]), memoryview(q([1, 0, 2]))[::2]):
+        with pytest.raises((TypeError, BufferError)):
+            fast.lot_summary(wrong, activates, expires, 0, 5)
