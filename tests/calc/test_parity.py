@@ -244,6 +244,16 @@ def test_spread_agrees(total, weights):
         assert sum(rest[0]) == total
 
 
+@slow_settings
+@given(st.integers(0, 20_000), st.sampled_from([[0, 3, 7], range(11), range(10**12)]), st.integers(0, 2**32), st.data())
+def test_long_spreads_agree(n, choices, seed, data):
+    """Thousands of weights, many with equal remainders: the compiled twin selects rather than sorts them."""
+    rng = random.Random(seed)
+    weights = [rng.choice(choices) for _ in range(n)]
+    total = data.draw(st.one_of(st.integers(0, 3 * n), st.integers(0, 10**15))) if any(weights) else 0
+    same("spread", total, q(weights))
+
+
 @fast_settings
 @given(
     st.one_of(st.integers(0, 10**6), st.integers(0, INT64_MAX), st.sampled_from([-1, 2**63])),
