@@ -92,6 +92,7 @@ cdef int64_t _scalar(object value, str field, int64_t lo, int64_t hi, bint amoun
 
 
 cdef object _overflow(str field):
+    """The refusal for a sum over ``field`` that left int64."""
     return InvalidArgument("amount_overflows_int64", f"a sum over {field} does not fit in int64", field=field)
 
 
@@ -107,6 +108,7 @@ cdef class _Int64Arrays:
 
     cdef const int64_t* borrow(self, object obj, str name, Py_ssize_t* n) except? NULL:
         """A pointer to the int64 items of ``obj`` (a contiguous buffer such as ``array('q')``); ``n`` gets their count."""
+        assert self.count < 6, "a call borrows at most six arrays"
         cdef Py_buffer* view = &self.views[self.count]
         PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
         self.count += 1
@@ -127,10 +129,12 @@ cdef class _Int64Arrays:
 
 
 cdef inline int64_t* _data(array a) noexcept:
+    """The items of an ``array('q')`` made here, to be filled in place."""
     return <int64_t*>a.data.as_voidptr
 
 
 cdef int _descending(const void* a, const void* b) noexcept nogil:
+    """Largest first, for qsort over 128-bit remainders."""
     cdef u128 x = (<const u128*>a)[0]
     cdef u128 y = (<const u128*>b)[0]
     return -1 if x > y else (1 if x < y else 0)
@@ -316,6 +320,7 @@ cdef class BasketPricing:
 
 
 cdef void _check_bps(const int64_t* values, Py_ssize_t n, str name) except *:
+    """Every per-category rate is 0..10000 bps; the first that is not names the field."""
     cdef Py_ssize_t k
     for k in range(n):
         if not 0 <= values[k] <= BPS:
@@ -497,6 +502,7 @@ cdef int _by_burn_order(const void* a, const void* b) noexcept nogil:
 
 
 cdef Lot* _alloc_lots(Py_ssize_t n) except NULL:
+    """Room for ``n`` lots (at least one, so that no lots is not an allocation failure)."""
     cdef Lot* lots = <Lot*>malloc((n + 1) * sizeof(Lot))
     if lots == NULL:
         raise MemoryError()
