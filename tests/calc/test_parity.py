@@ -278,12 +278,26 @@ def lot_sets(draw):
     huge = draw(st.booleans()) and draw(st.booleans())  # a quarter of the sets risk int64 sums
     unique_ids = draw(st.booleans())
     ids = rng.sample(range(1, 4 * n + 2), n) if unique_ids else [rng.randint(1, max(1, n // 3)) for _ in range(n)]
-    remaining, activates, expires = [], [], []
-    for _ in range(n):
-        remaining.append(rng.choice([0, rng.randint(1, 100), rng.randint(1, 10**9), 2**62 if huge else 5]))
-        activates.append(rng.choice(TIMES[:-1]))
-        expires.append(rng.choice(TIMES))
-    return q(ids), q(remaining), q(activates), q(expires)
+    lots = [
+        (
+            lot_id,
+            rng.choice([0, rng.randint(1, 100), rng.randint(1, 10**9), 2**62 if huge else 5]),
+            rng.choice(TIMES[:-1]),
+            rng.choice(TIMES),
+        )
+        for lot_id in ids
+    ]
+    if draw(st.booleans()):
+        # As the store keeps them (earning order): each of the expiring and the never-expiring
+        # lots in burn order, the never-expiring ones scattered among the others.
+        key = lambda lot: (lot[3], lot[2], lot[0])  # noqa: E731
+        never = sorted((lot for lot in lots if lot[3] == NEVER), key=key)
+        others = iter(sorted((lot for lot in lots if lot[3] != NEVER), key=key))
+        at = set(rng.sample(range(n), len(never)))
+        never_iter = iter(never)
+        lots = [next(never_iter) if i in at else next(others) for i in range(n)]
+    columns = list(zip(*lots)) if lots else [(), (), (), ()]
+    return tuple(q(column) for column in columns)
 
 
 @slow_settings
