@@ -422,7 +422,8 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
         overflow |= add_overflow(gross_total, g, &gross_total)
         gross[i] = g
         line_discount[i] = d
-        line_discount_total += d
+        # Bounded by the gross total, but only known to fit once that is checked: no wrapping meanwhile.
+        overflow |= add_overflow(line_discount_total, d, &line_discount_total)
     # Every other sum (discounts, net, points' money, money due) is bounded by the gross total.
     if overflow:
         raise _overflow("lines")
