@@ -197,7 +197,8 @@ cdef void _largest_remainder(int64_t total, const u128* w, u128 whole, Py_ssize_
     cdef Py_ssize_t i, m = 0
     cdef u128 q, threshold
     cdef int64_t given = 0, left, ties
-    if whole == 0:
+    # Nothing to split is common (no order discount, no points asked): skip the divisions.
+    if whole == 0 or total == 0:
         for i in range(n):
             out[i] = 0
         return
