@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 from loyalty_core import errors
+from loyalty_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,9 @@ class RecordingSender:
         raise LookupError(f"no message was sent to {phone}")
 
 
-def sender_from_settings(settings: object) -> SmsSender:
+def sender_from_settings(settings: Settings) -> SmsSender:
     """The webhook sender when ``LOYALTY_SMS_WEBHOOK_URL`` is set, else the log sender."""
-    url = getattr(settings, "sms_webhook_url", None)
-    if url:
-        return WebhookSender(url, timeout_s=getattr(settings, "sms_webhook_timeout_s"),
-                             auth_header=getattr(settings, "sms_webhook_auth_header"))
+    if settings.sms_webhook_url:
+        return WebhookSender(settings.sms_webhook_url, timeout_s=settings.sms_webhook_timeout_s,
+                             auth_header=settings.sms_webhook_auth_header)
     return LogSender()

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from loyalty_core import errors, sms
+from loyalty_core.settings import Settings
 
 MESSAGE = sms.SmsMessage(phone="+15550001111", text="Your code: 123456", purpose="phone_confirmation",
                          programme_id="p1", member_id="m1")
@@ -95,3 +96,9 @@ async def test_the_log_sender_writes_the_message_to_the_log(caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="loyalty_core.sms"):
         await sms.LogSender().send(MESSAGE)
     assert "Your code: 123456" in caplog.text
+
+
+def test_the_settings_choose_the_sender(gateway: Gateway) -> None:
+    assert isinstance(sms.sender_from_settings(Settings()), sms.LogSender)
+    chosen = sms.sender_from_settings(Settings(sms_webhook_url=gateway.url, sms_webhook_timeout_s=1.5))
+    assert isinstance(chosen, sms.WebhookSender) and (chosen.url, chosen.timeout_s) == (gateway.url, 1.5)
