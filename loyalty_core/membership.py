@@ -9,7 +9,9 @@ from typing import Any
 from loyalty_core import calc
 from loyalty_core.levels import (
     CASHBACK, DISCOUNT, US_PER_DAY, Level, Purchase, group_applies, ladder, level_after_purchase, longest_period_days,
+    progress,
 )
+from loyalty_core.model import Member
 from loyalty_core.store import membership as store
 
 ACTIVE = "active"
@@ -156,7 +158,8 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
 
     Only members whose privileges count purchases (not deactivated, not off-boarded) get it; an
     order counts once however often this is called. The amount is the order's total after discounts
-    (what points paid included: points are a way to pay). The member's row lock is the caller's.
+    (what points paid included: points are a way to pay). The member's row lock and the order's
+    ``counted`` flag are the caller's.
     """
     levels = [s.level for s in await store.levels_of(conn, programme.programme_id)]
     if not privileges(member, programme, levels, now).purchases_count:
@@ -172,7 +175,6 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
     await store.insert_purchase(conn, member.member_id, programme.programme_id, order.order_id, amount,
                                 by_category, member.accumulative_discount_bps, now)
     await store.set_totals(conn, member.member_id, total, rate)
-    await store.set_order_counted(conn, programme.programme_id, order.order_id, True)
     await store.add_event(conn, member.member_id, "orders", "purchase_counted", now, actor=SYSTEM,
                           details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
     rungs = ladder(levels, member.customer_group)
@@ -223,3 +225,32 @@ async def assign_level(conn: Any, member: Any, level: Level | None, now: int, *,
     await store.add_event(conn, member.member_id, "participation", "level_assigned", now, actor=actor, comment=comment,
                           details={"from": member.level_id or "", "to": "" if level is None else level.level_id,
                                    "level_name": "" if level is None else level.name, "reason": reason})
+
+
+async def levels_for(conn: Any, member: Any) -> list[Level]:
+    """The levels ``privileges`` needs for this member: none when the member has no level (no query)."""
+    if member.level_id is None:
+        return []
+    return [s.level for s in await store.levels_of(conn, member.programme_id)]
+
+
+@dataclass(frozen=True)
+class MemberCard:
+    """A member as the member card shows them: the row, the level's name and the way to the next one."""
+
+    member: Member
+    level_name: str = ""
+    next_level_name: str = ""
+    next_level_spend_needed_minor: int = 0
+
+
+async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
+    """The member card's level part: the level's name, the next level and the spend still needed."""
+    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
+    if not rungs:
+        return MemberCard(member)
+    purchases = await recent_purchases(conn, member.member_id, rungs, now)
+    ahead = progress(rungs, member.level_id, purchases, now)
+    name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
+    return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
+                      ahead.next_level_spend_needed_minor)

@@ -58,16 +58,6 @@ class ConfirmationPolicy:
 # -- Requests and results --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class MemberCard:
-    """A member as the member card shows them: the row, the level's name and the way to the next one."""
-
-    member: Member
-    level_name: str = ""
-    next_level_name: str = ""
-    next_level_spend_needed_minor: int = 0
-
-
-@dataclass(frozen=True)
 class ChangeStatus:
     request_id: str
     programme_id: str
@@ -106,7 +96,7 @@ class ConfirmAnswer:
     """A confirmation's outcome. A wrong code is an answer that is stored (the attempt must count
     even though the call is refused), so ``refusal`` carries it out of the transaction."""
 
-    card: MemberCard
+    card: membership.MemberCard
     refusal: str = ""
     attempts_left: int = 0
 
@@ -126,7 +116,7 @@ class CardIssued:
     """The member with the new card or secret. ``card_secret`` is shown once: it is never stored
     in the clear, so a replay of the request answers with it empty."""
 
-    card: MemberCard
+    card: membership.MemberCard
     card_secret: str = ""
 
 
@@ -227,18 +217,6 @@ async def _reread(conn: Any, member: Member) -> Member:
         await member_store.find(conn, member.programme_id, MemberRef(member_id=member.member_id)), "with this id")
 
 
-async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
-    """The member card's level part: the level's name, the next level and the spend still needed."""
-    rungs = levels.ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
-    if not rungs:
-        return MemberCard(member)
-    purchases = await membership.recent_purchases(conn, member.member_id, rungs, now)
-    ahead = levels.progress(rungs, member.level_id, purchases, now)
-    name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
-    return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
-                      ahead.next_level_spend_needed_minor)
-
-
 async def _member_write(
     db: Database, clock: Clock, method: str, req: Any, result_type: type[T],
     change: Callable[[Any, Member, int], Awaitable[T]],
@@ -257,21 +235,21 @@ async def _member_write(
 
 # -- Status ------------------------------------------------------------------------------------------
 
-async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> MemberCard:
+async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> membership.MemberCard:
     """Move a member to another status; the comment is required and kept in history."""
     if req.status not in membership.STATUSES:
         raise InvalidArgument("field_required", "status must be active, not_confirmed or deactivated", field="status")
     _comment(req.comment, required=True)
 
-    async def change(conn: Any, member: Member, now: int) -> MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
         if member.status != req.status:
             await store.set_status(conn, member.member_id, req.status)
             await store.add_event(conn, member.member_id, "participation", "status_changed", now,
                                   actor=req.context.actor, comment=req.comment,
                                   details={"from": member.status, "to": req.status})
-        return await member_card(conn, await _reread(conn, member), now)
+        return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "ChangeMemberStatus", req, MemberCard, change)
+    return await _member_write(db, clock, "ChangeMemberStatus", req, membership.MemberCard, change)
 
 
 # -- Phone confirmation ------------------------------------------------------------------------------
@@ -313,7 +291,7 @@ async def start_confirmation(db: Database, clock: Clock, sender: SmsSender, poli
     return await _member_write(db, clock, "StartPhoneConfirmation", req, ConfirmationStarted, change)
 
 
-async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> MemberCard:
+async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> membership.MemberCard:
     """Check the code the member read out. A right code confirms the phone and activates a member
     who was not confirmed; a wrong one counts against the code's attempts, and at the limit the
     code is locked until a new one is sent."""
@@ -331,7 +309,7 @@ async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> Member
             raise FailedPrecondition("confirmation_code_expired", "the code has expired; send a new one")
         if not await cards.secret_matches_async(req.code, pending.code_hash):
             await store.record_attempt(conn, member.member_id, confirmed_at=None)
-            return ConfirmAnswer(MemberCard(member), "confirmation_code_wrong", pending.attempts_max - pending.attempts - 1)
+            return ConfirmAnswer(membership.MemberCard(member), "confirmation_code_wrong", pending.attempts_max - pending.attempts - 1)
         await store.record_attempt(conn, member.member_id, confirmed_at=now)
         status = membership.ACTIVE if member.status == membership.NOT_CONFIRMED else member.status
         await store.set_status(conn, member.member_id, status, phone_confirmed=True)
@@ -341,7 +319,7 @@ async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> Member
             await store.add_event(conn, member.member_id, "participation", "status_changed", now,
                                   actor=req.context.actor, details={"from": member.status, "to": status,
                                                                     "reason": "phone_confirmed"})
-        return ConfirmAnswer(await member_card(conn, await _reread(conn, member), now))
+        return ConfirmAnswer(await membership.member_card(conn, await _reread(conn, member), now))
 
     answer = await _member_write(db, clock, "ConfirmPhone", req, ConfirmAnswer, change)
     if answer.refusal:
@@ -376,7 +354,7 @@ async def _issue_card(db: Database, clock: Clock, method: str, req: CardChange, 
                               details=details)
         shown["secret"] = secret
         # Stored for replays without the secret: it is shown once and kept only as a hash.
-        return CardIssued(await member_card(conn, await _reread(conn, member), now))
+        return CardIssued(await membership.member_card(conn, await _reread(conn, member), now))
 
     issued = await _member_write(db, clock, method, req, CardIssued, change)
     return dataclasses.replace(issued, card_secret=shown.get("secret", ""))
@@ -392,31 +370,31 @@ async def generate_virtual_card(db: Database, clock: Clock, req: CardChange) -> 
 
 # -- Personal discount -------------------------------------------------------------------------------
 
-async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDiscount) -> MemberCard:
+async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDiscount) -> membership.MemberCard:
     if not 0 <= req.discount_bps <= levels.BPS:
         raise InvalidArgument("value_out_of_range", f"discount_bps must be 0..{levels.BPS}", field="discount_bps")
     _comment(req.comment, required=False)
 
-    async def change(conn: Any, member: Member, now: int) -> MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
         if member.personal_discount_bps != req.discount_bps:
             await store.set_personal_discount(conn, member.member_id, req.discount_bps)
             await store.add_event(conn, member.member_id, "participation", "personal_discount_set", now,
                                   actor=req.context.actor, comment=req.comment,
                                   details={"from": member.personal_discount_bps, "to": req.discount_bps})
-        return await member_card(conn, await _reread(conn, member), now)
+        return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "SetPersonalDiscount", req, MemberCard, change)
+    return await _member_write(db, clock, "SetPersonalDiscount", req, membership.MemberCard, change)
 
 
 # -- Levels ------------------------------------------------------------------------------------------
 
-async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> MemberCard:
+async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> membership.MemberCard:
     """Set a member's level by hand: one open to the member's group whose spend requirement is not
     below what the member has already spent in its period."""
     level_id = checks.uuid_arg(req.level_id, "level_id")
     _comment(req.comment, required=True)
 
-    async def change(conn: Any, member: Member, now: int) -> MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
         rungs = levels.ladder([s.level for s in await store.levels_of(conn, member.programme_id)],
                               member.customer_group)
         purchases = await membership.recent_purchases(conn, member.member_id, rungs, now)
@@ -424,9 +402,9 @@ async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> MemberCa
         if level.level_id != member.level_id:
             await membership.assign_level(conn, member, level, now, reason="manual", actor=req.context.actor,
                                           comment=req.comment)
-        return await member_card(conn, await _reread(conn, member), now)
+        return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "ChangeMemberLevel", req, MemberCard, change)
+    return await _member_write(db, clock, "ChangeMemberLevel", req, membership.MemberCard, change)
 
 
 def _record(stored: store.StoredLevel) -> LevelRecord:
