@@ -51,8 +51,9 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     async with reading(db) as conn:
         programme = await programme_of(conn, programme_id)
         member = await identify(conn, programme, ref)
+        levels = await membership.levels_for(conn, member)
         lots = await ledger.lots(conn, member.member_id)
-    return quote_for(programme, member, lots, req, now)[0]
+    return quote_for(programme, member, levels, lots, req, now)[0]
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -67,8 +68,9 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         if await orders.exists(conn, programme_id, req.order_id):
             raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
                                 field="order_id")
+        levels = await membership.levels_for(conn, member)
         lots = await ledger.lots(conn, member.member_id)
-        pricing, rights, available = quote_for(programme, member, lots, req.quote, now)
+        pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
             _refuse_points(member.status, rights, requested, available, pricing.points_max)
@@ -190,7 +192,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         )
         await orders.capture(conn, captured, posted.lot_id, counted, now)
         if counted:
-            await membership.count_purchase(conn, member, captured, now)
+            await membership.count_purchase(conn, programme, member, captured, now)
         return Captured(captured, points, earned), member.member_id
 
     return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
@@ -282,7 +284,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
             # calc.prorate keeps a running cap: repeated partial refunds never exceed the line's value.
             return sum(calc.prorate(getattr(line, value), line.refunded_quantity, k, line.quantity) for line, k in wanted)
 
-        money, net, clawback = share("money_due_minor"), share("net_minor"), share("earned_points")
+        money, clawback = share("money_due_minor"), share("earned_points")
         returned = share("points") if programme.refund_returns_spent_points else 0
         ctx = req.context
         if returned and stored.hold is not None and stored.hold.hold.state == "captured":
@@ -327,7 +329,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         await orders.insert_refund(conn, programme_id, order.order_id, member.member_id, record,
                                    [line.line_no for line, _ in wanted])
         if stored.counted:
-            await membership.uncount_purchase(conn, member, order, now, money_minor=net)
+            await membership.uncount_purchase(conn, programme, member, order, now)
         refunded = dataclasses.replace(order, refunds=(*order.refunds, record))
         return Refunded(refunded, record), member.member_id
 
@@ -352,7 +354,7 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
             member, programme, (), now
         ).purchases_count:
             await orders.set_counted(conn, programme_id, order.order_id, True)
-            await membership.count_purchase(conn, member, order, now)
+            await membership.count_purchase(conn, programme, member, order, now)
         return dataclasses.replace(order, state="completed"), order.member_id
 
     return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,

@@ -12,7 +12,7 @@ from loyalty_core.store.convert import to_dt, to_us
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
-    card_secret_hash IS NOT NULL AS has_card_secret FROM member"""
+    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at FROM member"""
 
 # The unique constraints PostgreSQL names by default, and the rule each one enforces.
 UNIQUE_RULES = {"member_programme_id_phone_key": "phone_taken", "member_programme_id_card_number_key": "card_number_taken"}
@@ -21,6 +21,7 @@ UNIQUE_RULES = {"member_programme_id_phone_key": "phone_taken", "member_programm
 def _member(row: dict[str, Any]) -> Member:
     row["enrolled_at"] = to_us(row["enrolled_at"])
     row["offboarded_at"] = to_us(row["offboarded_at"])
+    row["level_assigned_at"] = to_us(row["level_assigned_at"])
     return Member(**row)
 
 
