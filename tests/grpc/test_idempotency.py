@@ -50,7 +50,12 @@ def test_every_write_replayed_gives_the_same_answer_and_one_effect(api, rows):
     for call, request in writes(api, p, m):
         first = call(request)
         after_first = rows.count()
-        assert call(request) == first, call
+        again = call(request)
+        if isinstance(first, member_pb2.EnrolMemberResponse):
+            # A generated card secret is shown once and never stored in clear, so a replay lacks it.
+            assert first.generated_card_secret and not again.generated_card_secret
+            first.ClearField("generated_card_secret")
+        assert again == first, call
         assert rows.count() == after_first, call
 
 
