@@ -244,6 +244,16 @@ def test_spread_agrees(total, weights):
         assert sum(rest[0]) == total
 
 
+@slow_settings
+@given(st.integers(0, 20_000), st.sampled_from([[0, 3, 7], range(11), range(10**12)]), st.integers(0, 2**32), st.data())
+def test_long_spreads_agree(n, choices, seed, data):
+    """Thousands of weights, many with equal remainders: the compiled twin selects rather than sorts them."""
+    rng = random.Random(seed)
+    weights = [rng.choice(choices) for _ in range(n)]
+    total = data.draw(st.one_of(st.integers(0, 3 * n), st.integers(0, 10**15))) if any(weights) else 0
+    same("spread", total, q(weights))
+
+
 @fast_settings
 @given(
     st.one_of(st.integers(0, 10**6), st.integers(0, INT64_MAX), st.sampled_from([-1, 2**63])),
@@ -268,12 +278,26 @@ def lot_sets(draw):
     huge = draw(st.booleans()) and draw(st.booleans())  # a quarter of the sets risk int64 sums
     unique_ids = draw(st.booleans())
     ids = rng.sample(range(1, 4 * n + 2), n) if unique_ids else [rng.randint(1, max(1, n // 3)) for _ in range(n)]
-    remaining, activates, expires = [], [], []
-    for _ in range(n):
-        remaining.append(rng.choice([0, rng.randint(1, 100), rng.randint(1, 10**9), 2**62 if huge else 5]))
-        activates.append(rng.choice(TIMES[:-1]))
-        expires.append(rng.choice(TIMES))
-    return q(ids), q(remaining), q(activates), q(expires)
+    lots = [
+        (
+            lot_id,
+            rng.choice([0, rng.randint(1, 100), rng.randint(1, 10**9), 2**62 if huge else 5]),
+            rng.choice(TIMES[:-1]),
+            rng.choice(TIMES),
+        )
+        for lot_id in ids
+    ]
+    if draw(st.booleans()):
+        # As the store keeps them (earning order): each of the expiring and the never-expiring
+        # lots in burn order, the never-expiring ones scattered among the others.
+        key = lambda lot: (lot[3], lot[2], lot[0])  # noqa: E731
+        never = sorted((lot for lot in lots if lot[3] == NEVER), key=key)
+        others = iter(sorted((lot for lot in lots if lot[3] != NEVER), key=key))
+        at = set(rng.sample(range(n), len(never)))
+        never_iter = iter(never)
+        lots = [next(never_iter) if i in at else next(others) for i in range(n)]
+    columns = list(zip(*lots)) if lots else [(), (), (), ()]
+    return tuple(q(column) for column in columns)
 
 
 @slow_settings
@@ -311,3 +335,11 @@ def test_bad_lots_are_refused_alike():
     assert error == InvalidArgument("amount_overflows_int64", "", field="lots")
     kind, error, details = same("draw_fifo", q([1, 2]), q([3, 4]), q([0, 0]), q([9, 9]), 8, 0)
     assert error.code == "points_must_not_exceed_balance" and details == {"available": 7}
+
+
+def test_the_compiled_twin_takes_any_contiguous_int64_buffer_and_nothing_else():
+    remaining, activates, expires = q([1, 2]), q([0, 0]), q([9, 9])
+    assert fast.lot_summary(memoryview(remaining), activates, expires, 0, 5) == (3, 0, 0)
+    for wrong in (array("d", [1.0, 2.0]), array("i", [1, 2]), array("Q", [1, 2]), memoryview(q([1, 0, 2]))[::2]):
+        with pytest.raises((TypeError, BufferError)):
+            fast.lot_summary(wrong, activates, expires, 0, 5)
