@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from loyalty_core import observe
 from loyalty_core.clock import Clock
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.model import (
@@ -164,9 +166,11 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     as_of = clock.now_us() if as_of is None else as_of
     if not 0 <= as_of <= MAX_US:
         raise InvalidArgument("value_out_of_range", "as_of_time must be between 1970 and 9999", field="as_of_time")
+    started = time.perf_counter()
     async with reading(db) as conn:
         due = await expiry.due_members(conn, programme_id, as_of)
     runs = [await db.run_in_transaction(_expire_member, member_id, as_of) for member_id in due]
+    observe.expiry_run(time.perf_counter() - started)
     return ExpiryRun(*(sum(getattr(r, f) for r in runs) for f in (
         "lots_expired", "points_expired", "lots_activated", "points_activated", "holds_released", "points_released",
     )))

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from loyalty_core import observe
 from loyalty_core.model import LotAllocation, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
 
@@ -108,10 +109,10 @@ WITH new_lot AS (
 ), counters AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
-    RETURNING member_id
+    RETURNING programme_id
 )
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
-       (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
+       (SELECT count(*) FROM lots), (SELECT programme_id::text FROM counters)
 """
 
 
@@ -147,7 +148,12 @@ async def post(
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
         },
     )
-    lot_id, movement_ids, _, _ = await cur.fetchone()
+    lot_id, movement_ids, _, programme_id = await cur.fetchone()
+    for e in entries:
+        # The points each kind moves, as TOTALS_SQL counts them; reported once the transaction commits.
+        moved = {"spent": -(e.points + e.held_delta), "expired": -e.points, "held": e.held_delta}.get(e.kind, e.points)
+        if moved > 0:
+            observe.points_moved(e.kind, programme_id, moved)
     return Posted(list(movement_ids or []), lot_id)
 
 
