@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
+
+# The server forks only to exec (pg_ctl of the embedded PostgreSQL); gRPC's fork handlers are not
+# needed for that and would log a warning about its threads. Read by gRPC at import: set it first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from loyalty_core.settings import Settings
 from server import logs
