@@ -93,8 +93,8 @@ def cases(twin) -> dict[str, object]:
 def per_call_us(call, budget_s: float, repeat: int) -> float:
     """Best of ``repeat`` timeit runs, each sized to about ``budget_s``, in microseconds per call."""
     timer = timeit.Timer(call)
-    number, _ = timer.autorange()
-    number = max(1, int(number * budget_s / 0.2))
+    once = timer.timeit(number=1)  # also warms up
+    number = max(1, int(budget_s / max(once, 1e-7)))
     return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
 
 
