@@ -130,7 +130,8 @@ def _open_hold(stored: StoredOrder, now: int) -> None:
 
 def _release_entry(stored: StoredOrder, points: int, lot_points: list[int]) -> Entry:
     assert stored.hold is not None
-    return Entry("released", points, held_delta=-points, lots=list(zip(stored.hold.lot_ids, lot_points)),
+    lots = [(lot, p) for lot, p in zip(stored.hold.lot_ids, lot_points) if p]
+    return Entry("released", points, held_delta=-points, lots=lots,
                  order_id=stored.order.order_id, hold_id=stored.hold.hold.hold_id)
 
 

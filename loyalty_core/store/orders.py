@@ -191,7 +191,7 @@ async def lines(conn: Any, programme_id: str, order_id: str) -> list[StoredLine]
 async def returnable(conn: Any, member_id: str, hold_id: str, order_id: str) -> tuple[list[int], list[int]]:
     """The lots the order's spent points came from and how many of them refunds may still return there."""
     cur = await conn.execute(
-        """SELECT s.lot_id, s.points - coalesce(sum(r.points), 0)
+        """SELECT s.lot_id, (s.points - coalesce(sum(r.points), 0))::bigint
            FROM hold h, unnest(h.lot_ids, h.lot_points) WITH ORDINALITY AS s(lot_id, points, i)
            LEFT JOIN (SELECT a.lot_id, a.points FROM movement m, unnest(m.lot_ids, m.lot_points) AS a(lot_id, points)
                       WHERE m.member_id = %(m)s AND m.kind = 'refund_return' AND m.order_id = %(o)s) r

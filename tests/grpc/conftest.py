@@ -53,6 +53,10 @@ class Api:
         return self.points.AccruePoints(points_pb2.AccruePointsRequest(
             request_id=new_id(), programme_id=programme_id, member_id=member_id, points=points, **fields)).movement
 
+    def redeem(self, programme_id: str, member_id: str, points: int, **fields: Any) -> points_pb2.Movement:
+        return self.points.RedeemPoints(points_pb2.RedeemPointsRequest(
+            request_id=new_id(), programme_id=programme_id, member_id=member_id, points=points, **fields)).movement
+
     def balance(self, programme_id: str, member_id: str) -> member_pb2.Balance:
         return self.members.GetBalance(member_pb2.GetBalanceRequest(programme_id=programme_id,
                                                                     member_id=member_id)).balance
@@ -66,6 +70,15 @@ class Api:
     def capture(self, programme_id: str, order_id: str, **fields: Any) -> checkout_pb2.CaptureResponse:
         return self.checkout.Capture(checkout_pb2.CaptureRequest(
             request_id=new_id(), programme_id=programme_id, order_id=order_id, **fields))
+
+    def history(self, programme_id: str, member_id: str, *kinds: str) -> list[points_pb2.Movement]:
+        """The member's movements, newest first, of ``kinds`` (names such as "HELD"; all when none)."""
+        return list(self.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
+            programme_id=programme_id, member_id=member_id, page_size=500,
+            kinds=[points_pb2.MovementKind.Value(f"MOVEMENT_KIND_{k}") for k in kinds])).movements)
+
+    def lots_of(self, movement: points_pb2.Movement) -> dict[str, int]:
+        return {a.lot_id: a.points for a in movement.lots}
 
     def verify(self) -> points_pb2.VerifyLedgerResponse:
         return self.points.VerifyLedger(points_pb2.VerifyLedgerRequest())
