@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,6 +226,17 @@ async def assign_level(conn: Any, member: Any, level: Level | None, now: int, *,
     await store.add_event(conn, member.member_id, "participation", "level_assigned", now, actor=actor, comment=comment,
                           details={"from": member.level_id or "", "to": "" if level is None else level.level_id,
                                    "level_name": "" if level is None else level.name, "reason": reason})
+
+
+async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) -> Member:
+    """A new member starts on the highest level met without any purchase (the lowest level usually
+    asks nothing); the member as it is then."""
+    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
+    first = level_after_purchase(rungs, None, [], now)
+    if first is None:
+        return member
+    await assign_level(conn, member, first, now, reason="enrolled", actor=actor)
+    return dataclasses.replace(member, level_id=first.level_id, level_assigned_at=now)
 
 
 async def levels_for(conn: Any, member: Any) -> list[Level]:
