@@ -1,0 +1,1 @@
+"""loyalty: the generated gRPC client of loyalty-core and its thin typed wrapper."""

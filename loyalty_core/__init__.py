@@ -1,0 +1,1 @@
+"""loyalty-core: the domain of a points-and-discounts engine (no gRPC, no protobuf here)."""

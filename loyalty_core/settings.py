@@ -1,0 +1,105 @@
+"""Settings: every LOYALTY_* environment variable, read once at start-up into one frozen object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PREFIX = "LOYALTY_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Configuration of one server process; units come last in names (``_s``, ``_size``).
+
+    Each field ``x`` is read from ``LOYALTY_X``. The README lists them all with their defaults;
+    ``tests/test_settings.py`` fails if the README and this class disagree.
+    """
+
+    # PostgreSQL to use. Unset: start an embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    # Folder of the embedded PostgreSQL (only used when database_url is unset).
+    data_dir: Path = Path(".loyalty-data")
+    grpc_addr: str = "127.0.0.1:50051"
+    metrics_addr: str = "127.0.0.1:9464"
+    # In-flight calls get this long to finish after SIGTERM/SIGINT.
+    shutdown_grace_s: float = 10.0
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    # How long a request waits for a pooled connection before failing with UNAVAILABLE.
+    pool_timeout_s: float = 5.0
+    # A lost connection is retried with backoff for this long, then retried on demand.
+    pool_reconnect_timeout_s: float = 5.0
+    db_connect_timeout_s: float = 3.0
+    # Attempts of a transaction that meets a serialization failure or deadlock.
+    tx_attempts_max: int = 5
+    # The health probe re-checks the database this often.
+    health_probe_interval_s: float = 1.0
+    # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
+        """Read every field from ``LOYALTY_<FIELD>``; an empty variable counts as unset."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = PREFIX + field.name.upper()
+            raw = environ.get(name, "")
+            if raw == "":
+                continue
+            values[field.name] = _parse(name, raw, field.default)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, naming the variable."""
+        if self.pool_min_size < 0 or self.pool_max_size < max(1, self.pool_min_size):
+            raise ValueError("LOYALTY_POOL_MAX_SIZE must be at least 1 and at least LOYALTY_POOL_MIN_SIZE")
+        if self.tx_attempts_max < 1:
+            raise ValueError("LOYALTY_TX_ATTEMPTS_MAX must be at least 1")
+        for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
+                     "health_probe_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive")
+        for name in ("grpc_addr", "metrics_addr"):
+            split_host_port(getattr(self, name), PREFIX + name.upper())
+
+    @staticmethod
+    def env_names() -> dict[str, Any]:
+        """Every variable name with its default, for the README and its test."""
+        return {PREFIX + f.name.upper(): f.default for f in dataclasses.fields(Settings)}
+
+
+def split_host_port(addr: str, name: str = "address") -> tuple[str, int]:
+    """'127.0.0.1:50051' -> ('127.0.0.1', 50051); '[::1]:0' -> ('::1', 0)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{name} must be HOST:PORT, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as err:
+        raise ValueError(f"{name}={raw!r}: {err}") from None

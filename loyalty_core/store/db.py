@@ -1,0 +1,161 @@
+"""Database: the connection pool, one transaction per use case, connection failures as Unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+import psycopg.errors
+import psycopg_pool
+
+from loyalty_core import errors
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# A transaction that lost a serialization race or a deadlock is safe to run again from the start.
+RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+# Everything that says "the database cannot be reached now" rather than "your query is wrong".
+# (SerializationFailure is an OperationalError too: RETRYABLE is tested first.)
+CONNECTION_FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+
+
+class Database:
+    """An ``AsyncConnectionPool`` with the rules every use case follows.
+
+    ``run_in_transaction(fn, *args)`` is the way in: it calls ``await fn(conn, *args)`` inside one
+    transaction and runs it again (up to ``tx_attempts_max``) on a serialization failure or a
+    deadlock, so ``fn`` must have no effect outside the database. Lost connections and pool
+    time-outs become ``errors.Unavailable("database_unavailable")``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout_s: float = 5.0,
+        pool_reconnect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
+        tx_attempts_max: int = 5,
+        name: str = "loyalty",
+    ) -> None:
+        self.url = url
+        self.tx_attempts_max = tx_attempts_max
+        self.pool = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            timeout=pool_timeout_s,
+            reconnect_timeout=pool_reconnect_timeout_s,
+            name=name,
+            open=False,
+            # prepare_threshold=0: every statement is prepared on first use and reused by the
+            # connection; psycopg sends Parse with the first Execute, so no extra round trip.
+            kwargs={"prepare_threshold": 0, "connect_timeout": max(1, round(connect_timeout_s))},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any, url: str) -> Database:
+        return cls(
+            url,
+            pool_min_size=settings.pool_min_size,
+            pool_max_size=settings.pool_max_size,
+            pool_timeout_s=settings.pool_timeout_s,
+            pool_reconnect_timeout_s=settings.pool_reconnect_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            tx_attempts_max=settings.tx_attempts_max,
+        )
+
+    async def open(self, *, wait: bool = False, timeout_s: float = 30.0) -> None:
+        """Open the pool; with ``wait=False`` it fills in the background, so a database that is
+        down at start-up does not stop the server from starting (health says NOT_SERVING)."""
+        await self.pool.open(wait=wait, timeout=timeout_s)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        await self.pool.close(timeout=timeout_s)
+
+    async def __aenter__(self) -> Database:
+        await self.open(wait=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection outside any retry (reads that need no transaction)."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except CONNECTION_FAILURES as err:
+            if isinstance(err, RETRYABLE):
+                raise
+            raise _unavailable(err) from err
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """One attempt of one transaction. A ``with`` block cannot be re-run, so this does not
+        retry: use ``run_in_transaction`` for anything that may meet a serialization failure."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def run_in_transaction(
+        self,
+        fn: Callable[Concatenate[psycopg.AsyncConnection[Any], P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``await fn(conn, *args)`` in one transaction, re-run on 40001/40P01 a bounded number of times."""
+        for attempt in range(1, self.tx_attempts_max + 1):
+            try:
+                async with self.transaction() as conn:
+                    return await fn(conn, *args, **kwargs)
+            except RETRYABLE as err:
+                if attempt == self.tx_attempts_max:
+                    log.warning("transaction gave up after %d attempts: %s", attempt, err.sqlstate)
+                    raise
+                # Jittered backoff so the transactions that collided do not collide again.
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def check(self, timeout_s: float = 2.0) -> bool:
+        """True when a pooled connection answers a query now (for the health probe)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.pool.connection(timeout=timeout_s) as conn:
+                    await conn.execute("SELECT 1")
+            return True
+        except (TimeoutError, *CONNECTION_FAILURES):
+            return False
+
+    async def discard_broken(self) -> None:
+        """Close idle connections that the server dropped (e.g. after a database restart)."""
+        try:
+            await self.pool.check()
+        except CONNECTION_FAILURES:  # pragma: no cover - check() logs and discards on its own
+            pass
+
+    def stats(self) -> dict[str, int]:
+        """Pool size, connections in use and requests waiting, for the metrics."""
+        s = self.pool.get_stats()
+        size = s.get("pool_size", 0)
+        return {
+            "size": size,
+            "max_size": s.get("pool_max", self.pool.max_size),
+            "in_use": size - s.get("pool_available", 0),
+            "waiting": s.get("requests_waiting", 0),
+        }
+
+
+def _unavailable(err: BaseException) -> errors.Unavailable:
+    # The message names the failure's class, never the connection string (it may hold a password).
+    return errors.Unavailable("database_unavailable", f"the database cannot be reached now ({type(err).__name__})")

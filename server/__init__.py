@@ -1,0 +1,1 @@
+"""server: the gRPC transport of loyalty-core (servicers, interceptors, health, metrics, CLI)."""

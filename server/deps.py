@@ -1,0 +1,36 @@
+"""Deps: what every servicer is constructed with (database, clock, metrics, settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+
+from loyalty_core.clock import Clock, SystemClock
+from loyalty_core.settings import Settings
+from loyalty_core.store.db import Database
+from server.health import Health
+from server.metrics import Metrics
+
+
+@dataclass
+class Deps:
+    """Built once per process by ``Deps.create``; tests pass their own clock and registry."""
+
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    metrics: Metrics = field(init=False)
+    health: Health = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.registry)
+        self.metrics.watch_pool(self.db.stats)
+        self.health = Health(
+            self.db,
+            interval_s=self.settings.health_probe_interval_s,
+            migrate_on_start=self.settings.migrate_on_start,
+            migrations_url=self.db.url,
+        )
+        self.health.on_change.append(lambda ok: self.metrics.db_up.set(1 if ok else 0))

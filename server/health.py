@@ -1,0 +1,100 @@
+"""Health: SERVING only while the database answers and is migrated; a background probe re-checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from grpc_health.v1 import health, health_pb2
+
+from loyalty_core.store import migrate
+from loyalty_core.store.db import Database
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Health:
+    """The standard grpc.health.v1 service plus the probe that drives it.
+
+    Status "" (the whole server) and every service of ours share one state: all of them need
+    the database and nothing else. ``ready`` is read by the interceptor to fail fast with
+    UNAVAILABLE while the database is away.
+    """
+
+    def __init__(self, db: Database, *, interval_s: float, migrate_on_start: bool, migrations_url: str) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self.migrate_on_start = migrate_on_start
+        self.migrations_url = migrations_url
+        self.servicer = health.aio.HealthServicer()
+        self.services: list[str] = [""]
+        self.ready = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._migrated = False
+        self.on_change: list = []
+
+    def add_services(self, names: Iterable[str]) -> None:
+        self.services.extend(n for n in names if n not in self.services)
+
+    async def start(self) -> None:
+        await self._publish(False)
+        self._task = asyncio.create_task(self._run(), name="health-probe")
+
+    async def probe_once(self) -> bool:
+        """Migrate if needed and allowed, then check; never raises."""
+        try:
+            if not self._migrated:
+                if self.migrate_on_start:
+                    await migrate.migrate(self.migrations_url)
+                async with self.db.connection() as conn:
+                    self._migrated = await migrate.is_current(conn)
+                if not self._migrated:
+                    log.warning("database is not migrated; run `loyalty-core migrate`",
+                                extra={"event": "database_not_migrated"})
+                    return False
+            if await self.db.check():
+                return True
+            # A restarted database leaves dead connections in the pool: drop them and ask once more.
+            await self.db.discard_broken()
+            return await self.db.check()
+        except migrate.MigrationError:
+            log.exception("migrations refused", extra={"event": "migration_failed"})
+            return False
+        except Exception as err:  # the probe must survive anything the database throws at it
+            log.warning("health probe failed: %s", type(err).__name__, extra={"event": "health_probe_failed"})
+            return False
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            ok = await self.probe_once()
+            if not self._stopping:
+                await self._publish(ok)
+            await asyncio.sleep(self.interval_s)
+
+    async def _publish(self, ok: bool) -> None:
+        if ok != self.ready or not self.ready:
+            if ok != self.ready:
+                log.info("health %s", "SERVING" if ok else "NOT_SERVING",
+                         extra={"event": "health_changed", "serving": ok})
+            self.ready = ok
+            for name in self.services:
+                await self.servicer.set(name, SERVING if ok else NOT_SERVING)
+            for callback in self.on_change:
+                callback(ok)
+
+    async def shutdown(self) -> None:
+        """NOT_SERVING for good (graceful shutdown), and stop probing."""
+        self._stopping = True
+        self.ready = False
+        await self.servicer.enter_graceful_shutdown()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

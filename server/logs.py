@@ -1,0 +1,56 @@
+"""Structured logs: one JSON object per line on stderr; secrets and phone numbers never in clear."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+# LogRecord attributes that are not ours to print again.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# Digits that look like a phone or card number (7+ digits, optional + and separators) are masked.
+_LONG_NUMBER = re.compile(r"\+?\d[\d ()-]{5,}\d")
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key", "phone", "otp", "confirmation_code")
+# Fields that are identifiers we choose ourselves, never a phone or card number: printed as they are.
+_SAFE_KEYS = {"member_id", "method", "grpc_code", "error", "event", "version", "request_id", "data_dir"}
+
+
+def mask(value: str) -> str:
+    """'+44 7700 900123' -> '+*********123': keeps the last 3 digits for support, no more."""
+    return _LONG_NUMBER.sub(lambda m: "*" * (len(m.group()) - 3) + m.group()[-3:], value)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": mask(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            if key in _SAFE_KEYS:
+                pass
+            elif any(s in key.lower() for s in _SECRET_KEYS):
+                value = "[redacted]"
+            elif isinstance(value, str):
+                value = mask(value)
+            entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    """Send every logger's records as JSON lines to stderr (idempotent)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # psycopg_pool logs every reconnection attempt at INFO; warnings are enough.
+    logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))

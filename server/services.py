@@ -1,0 +1,66 @@
+"""The one list of servicers: add a line here to serve a service. Each is constructed with ``deps``.
+
+Every service declared in protos/loyalty/v1 that no line here claims is still registered, with
+its generated base servicer (UNIMPLEMENTED for every method), so that reflection, health, the
+interceptor and the metrics see the whole API from the first day.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+# (add_XServicer_to_server, XServicer) pairs; e.g.
+#   from loyalty.v1 import programme_pb2_grpc
+#   from server.servicers.programme import ProgrammeServicer
+#   SERVICES = [(programme_pb2_grpc.add_ProgrammeServiceServicer_to_server, ProgrammeServicer)]
+SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = []
+
+
+@dataclass(frozen=True)
+class ServiceStub:
+    """A service of our protos: its full name and its generated registration function and base class."""
+
+    full_name: str
+    add_to_server: Callable[[Any, Any], None]
+    base_servicer: type
+
+
+def proto_modules() -> list[ModuleType]:
+    """Every generated ``loyalty.v1.*_pb2_grpc`` module (none before the stubs are generated)."""
+    import loyalty.v1
+
+    names = sorted(m.name for m in pkgutil.iter_modules(loyalty.v1.__path__) if m.name.endswith("_pb2_grpc"))
+    return [importlib.import_module(f"loyalty.v1.{n}") for n in names]
+
+
+def declared_services() -> list[ServiceStub]:
+    """Every service declared in our protos, read from the generated descriptors."""
+    found = []
+    for grpc_module in proto_modules():
+        pb2 = importlib.import_module(grpc_module.__name__.removesuffix("_grpc"))
+        for short, descriptor in pb2.DESCRIPTOR.services_by_name.items():
+            found.append(ServiceStub(
+                descriptor.full_name,
+                getattr(grpc_module, f"add_{short}Servicer_to_server"),
+                getattr(grpc_module, f"{short}Servicer"),
+            ))
+    return found
+
+
+def register_all(server: Any, deps: Any) -> list[str]:
+    """Register SERVICES, then base servicers for the rest; return every full service name."""
+    claimed = set()
+    for add, servicer_cls in SERVICES:
+        add(servicer_cls(deps), server)
+        claimed.add(add)
+    names = []
+    for stub in declared_services():
+        if stub.add_to_server not in claimed:
+            stub.add_to_server(stub.base_servicer(), server)
+        names.append(stub.full_name)
+    return names
