@@ -29,6 +29,7 @@ def _scalar(value: int, field: str, lo: int = INT64_MIN, hi: int = INT64_MAX, *,
 
 
 def _overflow(field: str) -> InvalidArgument:
+    """The refusal for a sum over ``field`` that left int64."""
     return InvalidArgument("amount_overflows_int64", f"a sum over {field} does not fit in int64", field=field)
 
 
@@ -119,6 +120,7 @@ class BasketPricing:
 
 
 def _bps_array(values: Sequence[int], name: str) -> None:
+    """Every per-category rate is 0..10000 bps; the first that is not names the field."""
     for k, v in enumerate(values):
         if not 0 <= v <= BPS:
             raise InvalidArgument("value_out_of_range", f"{name}[{k}] must be 0..{BPS} bps", field=f"{name}[{k}]")

@@ -2,8 +2,10 @@
 """Compiled twin of loyalty_core._calc_py: the same names, results and errors, computed on C int64."""
 
 from cpython.array cimport array, clone
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memmove
 
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 
@@ -44,6 +46,9 @@ cdef extern from *:
         *r = rr;
     }
 
+    /* Written in C because Cython would divide this type as a double. */
+    static inline lc_u128 lc_udiv(lc_u128 a, lc_u128 b) { return a / b; }
+
     /* floor(a*b/c) for a, b >= 0 and c > 0 when the result is known to fit int64. */
     static inline int64_t lc_muldiv(int64_t a, int64_t b, int64_t c) {
         lc_u128 q, r;
@@ -56,16 +61,12 @@ cdef extern from *:
     bint mul_overflow "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t *r) noexcept nogil
     void muldivrem "lc_muldivrem"(uint64_t a, u128 b, u128 c, u128 *q, u128 *r) noexcept nogil
     int64_t muldiv "lc_muldiv"(int64_t a, int64_t b, int64_t c) noexcept nogil
+    u128 udiv "lc_udiv"(u128 a, u128 b) noexcept nogil
 
 NEVER = 2**63 - 1
 
 cdef int64_t BPS = 10000
 cdef array _INT64 = array("q")
-
-
-ctypedef struct Remainder:
-    u128 r
-    Py_ssize_t i
 
 
 ctypedef struct Lot:
@@ -91,46 +92,146 @@ cdef int64_t _scalar(object value, str field, int64_t lo, int64_t hi, bint amoun
 
 
 cdef object _overflow(str field):
+    """The refusal for a sum over ``field`` that left int64."""
     return InvalidArgument("amount_overflows_int64", f"a sum over {field} does not fit in int64", field=field)
 
 
+cdef class _Int64Arrays:
+    """The request's int64 arrays, borrowed as C pointers for one call and released when it ends.
+
+    A plain buffer request costs far less than a typed memoryview, which matters for small
+    baskets where setting up the call is most of the work.
+    """
+
+    cdef Py_buffer views[6]
+    cdef int count
+
+    cdef const int64_t* borrow(self, object obj, str name, Py_ssize_t* n) except? NULL:
+        """A pointer to the int64 items of ``obj`` (a contiguous buffer such as ``array('q')``); ``n`` gets their count."""
+        assert self.count < 6, "a call borrows at most six arrays"
+        cdef Py_buffer* view = &self.views[self.count]
+        PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        self.count += 1
+        cdef const char* fmt = view.format
+        if fmt == NULL:  # no format means unsigned bytes
+            raise TypeError(f"{name} must be a one-dimensional int64 buffer such as array('q')")
+        if fmt[0] == b"@" or fmt[0] == b"=":
+            fmt += 1
+        if view.ndim != 1 or view.itemsize != 8 or (fmt[0] != b"q" and fmt[0] != b"l") or fmt[1] != 0:
+            raise TypeError(f"{name} must be a one-dimensional int64 buffer such as array('q')")
+        n[0] = view.shape[0]
+        return <const int64_t*>view.buf
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(self.count):
+            PyBuffer_Release(&self.views[i])
+
+
 cdef inline int64_t* _data(array a) noexcept:
+    """The items of an ``array('q')`` made here, to be filled in place."""
     return <int64_t*>a.data.as_voidptr
 
 
-cdef int _by_remainder(const void* a, const void* b) noexcept nogil:
-    """Largest remainder first, ties to the lower index."""
-    cdef const Remainder* x = <const Remainder*>a
-    cdef const Remainder* y = <const Remainder*>b
-    if x.r != y.r:
-        return -1 if x.r > y.r else 1
-    return -1 if x.i < y.i else (1 if x.i > y.i else 0)
+cdef int _descending(const void* a, const void* b) noexcept nogil:
+    """Largest first, for qsort over 128-bit remainders."""
+    cdef u128 x = (<const u128*>a)[0]
+    cdef u128 y = (<const u128*>b)[0]
+    return -1 if x > y else (1 if x < y else 0)
+
+
+cdef u128 _kth_largest(u128* v, Py_ssize_t m, Py_ssize_t k) noexcept nogil:
+    """The ``k``-th largest (from 0) of ``v[0..m)``, reordering ``v``.
+
+    Quickselect with a three-way partition, so runs of equal remainders cost one round;
+    after 64 rounds it sorts what is left, so no input makes it quadratic.
+    """
+    cdef Py_ssize_t lo = 0, hi = m - 1, lt, gt, i, rounds = 0
+    cdef u128 pivot, a, b, c, tmp
+    while lo < hi:
+        rounds += 1
+        if rounds > 64:
+            qsort(v + lo, hi - lo + 1, sizeof(u128), _descending)
+            return v[k]
+        a = v[lo]
+        b = v[lo + ((hi - lo) >> 1)]
+        c = v[hi]
+        if a < b:
+            a, b = b, a
+        if b < c:
+            b = a if a < c else c
+        pivot = b  # the median of the three
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            if v[i] > pivot:
+                tmp = v[lt]
+                v[lt] = v[i]
+                v[i] = tmp
+                lt += 1
+                i += 1
+            elif v[i] < pivot:
+                tmp = v[gt]
+                v[gt] = v[i]
+                v[i] = tmp
+                gt -= 1
+            else:
+                i += 1
+        # v[lo..lt) > pivot, v[lt..gt] == pivot, v(gt..hi] < pivot
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return pivot
+    return v[k]
 
 
 cdef void _largest_remainder(int64_t total, const u128* w, u128 whole, Py_ssize_t n,
-                             int64_t* out, Remainder* scratch) noexcept nogil:
-    """Split ``total`` over ``w`` (sum ``whole``) as ``_calc_py._largest_remainder`` does."""
+                             int64_t* out, u128* rem, u128* sel) noexcept nogil:
+    """Split ``total`` over ``w`` (sum ``whole``) as ``_calc_py._largest_remainder`` does.
+
+    ``rem`` and ``sel`` are scratch space for ``n`` remainders each.
+    """
     cdef Py_ssize_t i, m = 0
-    cdef u128 q, r
-    cdef int64_t given = 0, left
+    cdef u128 q, threshold
+    cdef int64_t given = 0, left, ties
     if whole == 0:
         for i in range(n):
             out[i] = 0
         return
     for i in range(n):
-        muldivrem(<uint64_t>total, w[i], whole, &q, &r)
+        muldivrem(<uint64_t>total, w[i], whole, &q, &rem[i])
         out[i] = <int64_t>q
         given += <int64_t>q
-        if r:
-            scratch[m].r = r
-            scratch[m].i = i
+        if rem[i]:
+            sel[m] = rem[i]
             m += 1
     left = total - given
-    # The leftover is below the number of non-zero remainders, so only those compete.
-    if left > 0:
-        qsort(scratch, m, sizeof(Remainder), _by_remainder)
-        for i in range(left):
-            out[scratch[i].i] += 1
+    if left == 0:
+        return
+    # The leftover is below the number of non-zero remainders. The `left` largest get a unit
+    # each: all above the smallest of them, then those equal to it by index. No sort needed.
+    threshold = _kth_largest(sel, m, left - 1)
+    ties = left
+    for i in range(n):
+        if rem[i] > threshold:
+            ties -= 1
+    for i in range(n):
+        if rem[i] > threshold:
+            out[i] += 1
+        elif rem[i] == threshold and ties > 0:
+            out[i] += 1
+            ties -= 1
+
+
+cdef u128* _alloc_wide(Py_ssize_t n) except NULL:
+    """Room for ``n`` weights and two times ``n`` remainders, 128 bits each."""
+    cdef u128* wide = <u128*>malloc((3 * n + 1) * sizeof(u128))
+    if wide == NULL:
+        raise MemoryError()
+    return wide
 
 
 def spread(total, weights):
@@ -143,8 +244,9 @@ def spread(total, weights):
     split only a total of 0. Returns an ``array('q')``.
     """
     cdef int64_t t = _scalar(total, "total", 0, INT64_MAX, True)
-    cdef const int64_t[:] w = weights
-    cdef Py_ssize_t i, n = w.shape[0]
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t i, n
+    cdef const int64_t* w = arrays.borrow(weights, "weights", &n)
     cdef int64_t whole = 0
     cdef bint overflow = False
     for i in range(n):
@@ -156,13 +258,11 @@ def spread(total, weights):
     if whole == 0 and t:
         raise InvalidArgument("value_out_of_range", "a non-zero total needs a non-zero weight", field="total")
     cdef array out = clone(_INT64, n, False)
-    cdef u128* wide = <u128*>malloc((n + 1) * (sizeof(u128) + sizeof(Remainder)))
-    if wide == NULL:
-        raise MemoryError()
+    cdef u128* wide = _alloc_wide(n)
     try:
         for i in range(n):
             wide[i] = <u128>w[i]
-        _largest_remainder(t, wide, <u128>whole, n, _data(out), <Remainder*>(wide + n + 1))
+        _largest_remainder(t, wide, <u128>whole, n, _data(out), wide + n, wide + 2 * n)
     finally:
         free(wide)
     return out
@@ -219,9 +319,10 @@ cdef class BasketPricing:
         return "BasketPricing(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS) + ")"
 
 
-cdef void _check_bps(const int64_t[:] values, str name) except *:
+cdef void _check_bps(const int64_t* values, Py_ssize_t n, str name) except *:
+    """Every per-category rate is 0..10000 bps; the first that is not names the field."""
     cdef Py_ssize_t k
-    for k in range(values.shape[0]):
+    for k in range(n):
         if not 0 <= values[k] <= BPS:
             raise InvalidArgument("value_out_of_range", f"{name}[{k}] must be 0..{BPS} bps", field=f"{name}[{k}]")
 
@@ -249,16 +350,18 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     Per-line results are ``array('q')``.
     """
     cdef int64_t disc = _scalar(discount_bps, "discount_bps", 0, BPS, False)
-    cdef const int64_t[:] cash = cashback_bps
-    cdef const int64_t[:] share = category_pay_share_bps
-    _check_bps(cash, "cashback_bps")
-    if share.shape[0] != cash.shape[0]:
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t ncat, nshare, n, nqty, nprice, ndisc
+    cdef const int64_t* cash = arrays.borrow(cashback_bps, "cashback_bps", &ncat)
+    cdef const int64_t* share = arrays.borrow(category_pay_share_bps, "category_pay_share_bps", &nshare)
+    _check_bps(cash, ncat, "cashback_bps")
+    if nshare != ncat:
         raise InvalidArgument(
             "value_out_of_range",
             "category_pay_share_bps must have one rate per category, as cashback_bps has",
             field="category_pay_share_bps",
         )
-    _check_bps(share, "category_pay_share_bps")
+    _check_bps(share, nshare, "category_pay_share_bps")
     cdef int64_t order_share = _scalar(order_pay_share_bps, "order_pay_share_bps", 0, BPS, False)
     cdef int64_t pv = _scalar(point_value_minor, "point_value_minor", 1, INT64_MAX, True)
     cdef int64_t available = _scalar(available_points, "available_points", 0, INT64_MAX, True)
@@ -266,12 +369,12 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     cdef bint discounted_earn = discounted_items_earn
     cdef bint instead = points_instead_of_discounts and requested > 0
 
-    cdef const int64_t[:] cat = categories
-    cdef const int64_t[:] qty = quantities
-    cdef const int64_t[:] price = unit_prices
-    cdef const int64_t[:] ldisc = line_discounts
-    cdef Py_ssize_t i, n = cat.shape[0], ncat = cash.shape[0]
-    if qty.shape[0] != n or price.shape[0] != n or ldisc.shape[0] != n:
+    cdef const int64_t* cat = arrays.borrow(categories, "categories", &n)
+    cdef const int64_t* qty = arrays.borrow(quantities, "quantities", &nqty)
+    cdef const int64_t* price = arrays.borrow(unit_prices, "unit_prices", &nprice)
+    cdef const int64_t* ldisc = arrays.borrow(line_discounts, "line_discounts", &ndisc)
+    cdef Py_ssize_t i
+    if nqty != n or nprice != n or ndisc != n:
         raise InvalidArgument("value_out_of_range", "every line needs a category, quantity, price and discount", field="lines")
 
     cdef BasketPricing res = BasketPricing.__new__(BasketPricing)
@@ -319,15 +422,15 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
         overflow |= add_overflow(gross_total, g, &gross_total)
         gross[i] = g
         line_discount[i] = d
-        line_discount_total += d
+        # Bounded by the gross total, but only known to fit once that is checked: no wrapping meanwhile.
+        overflow |= add_overflow(line_discount_total, d, &line_discount_total)
     # Every other sum (discounts, net, points' money, money due) is bounded by the gross total.
     if overflow:
         raise _overflow("lines")
 
-    cdef u128* w = <u128*>malloc((n + 1) * (sizeof(u128) + sizeof(Remainder)))
-    if w == NULL:
-        raise MemoryError()
-    cdef Remainder* scratch = <Remainder*>(w + n + 1)
+    cdef u128* w = _alloc_wide(n)
+    cdef u128* rem = w + n
+    cdef u128* sel = w + 2 * n
     cdef int64_t after_total = gross_total - line_discount_total
     cdef int64_t order_discount_total = 0 if instead else muldiv(after_total, disc, BPS)
     cdef int64_t net_total = 0, caps_total = 0, cap, order_cap, points_max, applied
@@ -336,7 +439,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     try:
         for i in range(n):
             w[i] = <u128>(gross[i] - line_discount[i])
-        _largest_remainder(order_discount_total, w, <u128>after_total, n, order_discount, scratch)
+        _largest_remainder(order_discount_total, w, <u128>after_total, n, order_discount, rem, sel)
 
         for i in range(n):
             net[i] = gross[i] - line_discount[i] - order_discount[i]
@@ -350,7 +453,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
         order_cap = muldiv(net_total, order_share, BPS) // pv
         points_max = min(available, order_cap, caps_total)
         applied = min(requested, points_max)
-        _largest_remainder(applied, w, <u128>caps_total, n, points, scratch)
+        _largest_remainder(applied, w, <u128>caps_total, n, points, rem, sel)
 
         for i in range(n):
             points_money[i] = points[i] * pv
@@ -359,8 +462,8 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
             base = money_due[i] if discounted_earn or not line_discount[i] else 0
             w[i] = <u128>base * <u128>cash[cat[i]]
             earn_whole += w[i]
-        res.earned_total = <int64_t>(earn_whole / (<u128>BPS * <u128>pv))
-        _largest_remainder(res.earned_total, w, earn_whole, n, earned, scratch)
+        res.earned_total = <int64_t>udiv(earn_whole, <u128>BPS * <u128>pv)
+        _largest_remainder(res.earned_total, w, earn_whole, n, earned, rem, sel)
     finally:
         free(w)
 
@@ -375,9 +478,9 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     return res
 
 
-cdef Py_ssize_t _check_lots(const int64_t[:] remaining, Py_ssize_t n1, Py_ssize_t n2, Py_ssize_t n3) except -1:
+cdef Py_ssize_t _check_lots(const int64_t* remaining, Py_ssize_t n, Py_ssize_t n1, Py_ssize_t n2, Py_ssize_t n3) except -1:
     """Parallel lot arrays must have one length; remaining is never negative. Returns that length."""
-    cdef Py_ssize_t i, n = remaining.shape[0]
+    cdef Py_ssize_t i
     if n1 != n or n2 != n or n3 != n:
         raise InvalidArgument("value_out_of_range", "lot arrays must have the same length", field="lots")
     for i in range(n):
@@ -400,32 +503,60 @@ cdef int _by_burn_order(const void* a, const void* b) noexcept nogil:
 
 
 cdef Lot* _alloc_lots(Py_ssize_t n) except NULL:
+    """Room for ``n`` lots (at least one, so that no lots is not an allocation failure)."""
     cdef Lot* lots = <Lot*>malloc((n + 1) * sizeof(Lot))
     if lots == NULL:
         raise MemoryError()
     return lots
 
 
-cdef Py_ssize_t _usable(const int64_t[:] ids, const int64_t[:] rem, const int64_t[:] act, const int64_t[:] exp,
+cdef void _sort_lots(Lot* lots, Py_ssize_t m) noexcept nogil:
+    """Sort in burn order, skipping the sort when the lots already are in it.
+
+    Lots come from the store in id order, which is earning order, and so mostly already
+    in expiry order: one pass to see that is far cheaper than a sort.
+    """
+    cdef Py_ssize_t i
+    for i in range(1, m):
+        if _by_burn_order(&lots[i - 1], &lots[i]) > 0:
+            qsort(lots, m, sizeof(Lot), _by_burn_order)
+            return
+
+
+cdef Py_ssize_t _usable(const int64_t* ids, const int64_t* rem, const int64_t* act, const int64_t* exp, Py_ssize_t n,
                         int64_t now, Py_ssize_t skip, Lot* lots, int64_t* total, bint* overflow) noexcept nogil:
     """Collect usable lots (active now, remaining > 0), except ``skip``, sorted in burn order.
 
-    Returns how many; ``total`` gets their sum and ``overflow`` whether that sum left int64.
+    ``lots`` has room for every lot. Returns how many are usable; ``total`` gets their sum
+    and ``overflow`` whether that sum left int64.
     """
-    cdef Py_ssize_t i, m = 0
+    cdef Py_ssize_t i, m = 0, never = 0
+    cdef Lot* lot
     total[0] = 0
     overflow[0] = False
-    for i in range(rem.shape[0]):
+    for i in range(n):
         if rem[i] > 0 and act[i] <= now < exp[i] and i != skip:
-            lots[m].expires = exp[i]
-            lots[m].activates = act[i]
-            lots[m].lot_id = ids[i]
-            lots[m].remaining = rem[i]
-            lots[m].pos = i
+            # Never-expiring lots sort after all others, and would break every run of the rest:
+            # they fill the buffer from its end, so each group can be checked for order alone.
+            if exp[i] == INT64_MAX:
+                never += 1
+                lot = &lots[n - never]
+            else:
+                lot = &lots[m]
+                m += 1
+            lot.expires = exp[i]
+            lot.activates = act[i]
+            lot.lot_id = ids[i]
+            lot.remaining = rem[i]
+            lot.pos = i
             overflow[0] |= add_overflow(total[0], rem[i], total)
-            m += 1
-    qsort(lots, m, sizeof(Lot), _by_burn_order)
-    return m
+    _sort_lots(lots, m)
+    # The never-expiring group was written backwards: reverse it, then put it after the others.
+    for i in range(never // 2):
+        lots[n - never + i], lots[n - 1 - i] = lots[n - 1 - i], lots[n - never + i]
+    memmove(&lots[m], &lots[n - never], never * sizeof(Lot))
+    _sort_lots(&lots[m], never)
+    return m + never
 
 
 cdef list _take(const Lot* lots, Py_ssize_t m, int64_t* amount):
@@ -452,16 +583,18 @@ def draw_fifo(lot_ids, remaining, activates_at, expires_at, amount, now):
     """
     cdef int64_t want = _scalar(amount, "amount", 0, INT64_MAX, True)
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t m, n = _check_lots(rem, ids.shape[0], act.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nact, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t m, n = _check_lots(rem, nrem, nids, nact, nexp)
     cdef int64_t available
     cdef bint overflow
     cdef Lot* lots = _alloc_lots(n)
     try:
-        m = _usable(ids, rem, act, exp, t, -1, lots, &available, &overflow)
+        m = _usable(ids, rem, act, exp, n, t, -1, lots, &available, &overflow)
         if overflow:
             raise _overflow("lots")
         if want == 0:
@@ -486,11 +619,13 @@ def clawback(lot_ids, remaining, activates_at, expires_at, amount, now, preferre
     cdef int64_t want = _scalar(amount, "amount", 0, INT64_MAX, True)
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t preferred_id = _scalar(preferred_lot_id, "preferred_lot_id", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m, preferred = -1, n = _check_lots(rem, ids.shape[0], act.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nact, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m, preferred = -1, n = _check_lots(rem, nrem, nids, nact, nexp)
     cdef int64_t taken, usable_total
     cdef bint overflow
     if want == 0:
@@ -507,7 +642,7 @@ def clawback(lot_ids, remaining, activates_at, expires_at, amount, now, preferre
     cdef Lot* lots = _alloc_lots(n)
     try:
         # Takes stop at `want`, so the usable total and its overflow do not matter here.
-        m = _usable(ids, rem, act, exp, t, preferred, lots, &usable_total, &overflow)
+        m = _usable(ids, rem, act, exp, n, t, preferred, lots, &usable_total, &overflow)
         allocations.extend(_take(lots, m, &want))
     finally:
         free(lots)
@@ -520,10 +655,12 @@ def expired_lots(lot_ids, remaining, expires_at, as_of):
     Ordered by ``(expires_at, lot_id)``, then input order. Whole lots, so no rounding.
     """
     cdef int64_t t = _scalar(as_of, "as_of", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] ids = lot_ids
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, ids.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nids, nrem, nexp
+    cdef const int64_t* ids = arrays.borrow(lot_ids, "lot_ids", &nids)
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, nrem, nids, nexp, nexp)
     cdef list due = []
     cdef Lot* lots = _alloc_lots(n)
     try:
@@ -535,7 +672,7 @@ def expired_lots(lot_ids, remaining, expires_at, as_of):
                 lots[m].remaining = rem[i]
                 lots[m].pos = i
                 m += 1
-        qsort(lots, m, sizeof(Lot), _by_burn_order)
+        _sort_lots(lots, m)
         for i in range(m):
             due.append((lots[i].lot_id, lots[i].remaining))
     finally:
@@ -552,10 +689,12 @@ def lot_summary(remaining, activates_at, expires_at, now, window_end):
     """
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t end = _scalar(window_end, "window_end", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, n = _check_lots(rem, act.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nrem, nact, nexp
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, n = _check_lots(rem, nrem, nact, nexp, nexp)
     cdef int64_t active = 0, pending = 0, burning = 0
     cdef bint overflow = False
     for i in range(n):
@@ -580,10 +719,12 @@ def burn_forecast(remaining, activates_at, expires_at, now, window_end):
     """
     cdef int64_t t = _scalar(now, "now", INT64_MIN, INT64_MAX, False)
     cdef int64_t end = _scalar(window_end, "window_end", INT64_MIN, INT64_MAX, False)
-    cdef const int64_t[:] rem = remaining
-    cdef const int64_t[:] act = activates_at
-    cdef const int64_t[:] exp = expires_at
-    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, act.shape[0], exp.shape[0], exp.shape[0])
+    cdef _Int64Arrays arrays = _Int64Arrays.__new__(_Int64Arrays)
+    cdef Py_ssize_t nrem, nact, nexp
+    cdef const int64_t* rem = arrays.borrow(remaining, "remaining", &nrem)
+    cdef const int64_t* act = arrays.borrow(activates_at, "activates_at", &nact)
+    cdef const int64_t* exp = arrays.borrow(expires_at, "expires_at", &nexp)
+    cdef Py_ssize_t i, m = 0, n = _check_lots(rem, nrem, nact, nexp, nexp)
     cdef int64_t total = 0, group
     cdef bint overflow = False
     cdef list forecast = []
@@ -600,7 +741,7 @@ def burn_forecast(remaining, activates_at, expires_at, now, window_end):
                 m += 1
         if overflow:
             raise _overflow("lots")
-        qsort(lots, m, sizeof(Lot), _by_burn_order)
+        _sort_lots(lots, m)
         i = 0
         while i < m:
             group = 0
