@@ -16,7 +16,8 @@ from loyalty_core.clock import SystemClock
 from loyalty_core.settings import Settings
 from loyalty_core.store import embedded
 from loyalty_core.store.db import Database
-from server import services
+from server import services, tls
+from server.auth import AuthInterceptor, KeyCache
 from server.deps import Deps
 from server.interceptors import ServerInterceptor
 from server.metrics import start_metrics_server, stop_metrics_server
@@ -31,7 +32,12 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
     """A configured, bound, not yet started server and its port. Call it inside the event loop
     that will run the server; then ``await deps.health.start()`` and ``await server.start()``."""
     server = aio.server(
-        interceptors=[ServerInterceptor(deps.metrics, deps.health)],
+        # The auth interceptor runs inside the first, which turns its refusals into statuses.
+        interceptors=[
+            ServerInterceptor(deps.metrics, deps.health),
+            AuthInterceptor(KeyCache(deps.db, settings.auth_cache_ttl_s), rpc_time_limit_s=settings.rpc_time_limit_s,
+                            observer=deps.metrics),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -44,7 +50,7 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(settings.grpc_addr)
+    port = tls.add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"could not bind LOYALTY_GRPC_ADDR={settings.grpc_addr}")
     return server, port
