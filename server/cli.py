@@ -15,10 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.app import serve
+    from server.app import serve_workers
 
-    asyncio.run(serve(settings))
-    return 0
+    return serve_workers(settings)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
