@@ -146,29 +146,79 @@ def client_plan(cfg: Config, scenario: str, concurrency: int, **extra: Any) -> d
             "members": cfg.members, "channels": cfg.channels, "seed": 1, **extra}
 
 
-def measure_ceilings(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int]) -> list[dict[str, Any]]:
-    results = []
+# The order of one (workers, concurrency) round: each load scenario right after its own ceiling,
+# so that the drift of a shared machine (other work starting or stopping) hits both alike.
+ROUND = ("select", "quote", "tx", "checkout_capture", "pos_mix", "tx_hot", "hot_members", "bare", "db_tx",
+         "db_tx_hot")
+
+
+@dataclass
+class LoadTarget:
+    """The seeded real server's coordinates, shared by every load run."""
+
+    url: str
+    api_key: str | None
+    tag: str
+    programme_id: str | None = None
+    seed_s: float | None = None
+    acked_captures: int = 0
+
+
+def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], results: dict[str, Any],
+                target: LoadTarget | None) -> None:
+    """For each worker count: start the ceiling servers and the real server side by side (an idle
+    one costs nothing), then run the ROUND at every concurrency."""
+    from contextlib import ExitStack
+
     request_bytes, response_bytes = sizes
     for workers in cfg.workers:
-        port = procs.free_port()
-        log(f"ceiling servers: {workers} worker(s) on 127.0.0.1:{port}")
-        with procs.start_ceiling(workers, port, stub_dir, url, cfg.pool_size, response_bytes):
-            for name, (scenario, hot) in CEILINGS.items():
-                if not scenario.startswith("ceiling:"):
-                    continue
-                for c in cfg.concurrency:
-                    plan = client_plan(cfg, scenario, c, hot=hot, target=f"127.0.0.1:{port}", stub_dir=stub_dir,
-                                       request_bytes=request_bytes)
-                    results.append(_record(name, workers, c, stats.merge(procs.run_clients(plan))))
-        # The database alone: as many client processes as server workers, each with its own pool,
-        # so "N workers" means N Python processes talking to PostgreSQL in both cases.
-        for name, (scenario, hot) in CEILINGS.items():
-            if scenario != "db:tx":
-                continue
+        with ExitStack() as stack:
+            port = procs.free_port()
+            log(f"{workers} worker(s): ceiling servers on 127.0.0.1:{port}")
+            stack.enter_context(procs.start_ceiling(workers, port, stub_dir, url, cfg.pool_size, response_bytes))
+            server = None
+            if target is not None:
+                from benchmarks import load
+
+                server = stack.enter_context(load.Server(target.url, workers, cfg.pool_size))
+                log(f"{workers} worker(s): loyalty-core on {server.target} (pid {server.pid})")
+                if target.programme_id is None:
+                    target.programme_id, target.seed_s = load.seed(server.target, target.api_key, target.tag,
+                                                                   cfg.members)
+                    log(f"seeded {cfg.members} members by EnrolMember in {target.seed_s:.1f}s "
+                        f"({cfg.members / target.seed_s:.0f}/s)")
             for c in cfg.concurrency:
-                plan = client_plan(cfg, scenario, c, hot=hot, database_url=url, pool_size=cfg.pool_size)
-                results.append(_record(name, workers, c, stats.merge(procs.run_clients(plan, processes=workers))))
-    return results
+                for name in ROUND:
+                    if name in CEILINGS:
+                        scenario, hot = CEILINGS[name]
+                        if scenario == "db:tx":
+                            # The database alone: as many client processes as server workers, each
+                            # with its own pool, so "N workers" means N Python processes on PostgreSQL.
+                            plan = client_plan(cfg, scenario, c, hot=hot, database_url=url, pool_size=cfg.pool_size)
+                            merged = stats.merge(procs.run_clients(plan, processes=workers))
+                        else:
+                            plan = client_plan(cfg, scenario, c, hot=hot, target=f"127.0.0.1:{port}",
+                                               stub_dir=stub_dir, request_bytes=request_bytes)
+                            merged = stats.merge(procs.run_clients(plan))
+                        results["ceilings"].append(_record(name, workers, c, merged))
+                    elif server is not None and target is not None:
+                        spec = LOAD_SCENARIOS[name]
+                        plan = client_plan(cfg, spec["client"], c, hot=spec["hot"], target=server.target,
+                                           programme_id=target.programme_id, api_key=target.api_key,
+                                           run_tag=f"{target.tag}-{name}-w{workers}c{c}")
+                        merged = stats.merge(procs.run_clients(plan))
+                        target.acked_captures += merged["acks"].get("Capture", 0)
+                        results["load"].append(_record(name, workers, c, merged))
+            if server is not None and target is not None and workers == cfg.workers[-1]:
+                from benchmarks import load
+
+                if cfg.profile:
+                    results["profile"] = profile(cfg, server, target)
+                results["verify"] = load.verify(target.url, server.target, target.api_key, target.programme_id,
+                                                target.acked_captures)
+                v = results["verify"]
+                log(f"verify: {v['disagreements']} disagreement(s); captured orders {v['captured_orders']}, "
+                    f"acknowledged captures {v['acked_captures']}")
 
 
 def _record(name: str, workers: int, concurrency: int, merged: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +278,12 @@ def add_ratios(cfg: Config, results: dict[str, Any]) -> None:
     }
 
 
+def profile(cfg: Config, server: Any, target: LoadTarget) -> dict[str, Any]:
+    from benchmarks import profiling
+
+    return profiling.profile_pos_mix(cfg, server, target, client_plan, log)
+
+
 def create_database(postgres_url: str) -> str:
     name = f"loyalty_bench_{secrets.token_hex(4)}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -260,14 +316,20 @@ def run(cfg: Config) -> dict[str, Any]:
         }
         log(f"ceilings: messages of {sizes[0]} B in, {sizes[1]} B out; {cfg.members} member rows")
         ceilings.setup_schema(url, cfg.members)
-        try:
-            results["ceilings"] = measure_ceilings(cfg, url, str(stub_dir), sizes)
-        finally:
-            ceilings.drop_schema(url)
+        target = None
         if not cfg.ceilings_only:
             from benchmarks import load  # needs loyalty-core installed
 
-            load.measure(cfg, url, results, log)
+            tag = secrets.token_hex(4)
+            target = LoadTarget(url=url, api_key=cfg.api_key or load.create_key(url, tag), tag=tag)
+        try:
+            measure_all(cfg, url, str(stub_dir), sizes, results, target)
+        finally:
+            ceilings.drop_schema(url)
+        if target is not None:
+            results["meta"]["programme_id"] = target.programme_id
+            results["meta"]["seed"] = {"how": "concurrent EnrolMember calls (welcome bonus included)",
+                                       "in_flight": 64, "seconds": target.seed_s}
         if not cfg.skip_micro:
             from benchmarks import micro
 
