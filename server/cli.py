@@ -16,10 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.app import serve
+    from server.app import serve_workers
 
-    asyncio.run(serve(settings))
-    return 0
+    return serve_workers(settings)
 
 
 @contextmanager
