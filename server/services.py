@@ -14,11 +14,21 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-# (add_XServicer_to_server, XServicer) pairs; e.g.
-#   from loyalty.v1 import programme_pb2_grpc
-#   from server.servicers.programme import ProgrammeServicer
-#   SERVICES = [(programme_pb2_grpc.add_ProgrammeServiceServicer_to_server, ProgrammeServicer)]
-SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = []
+from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from server.servicers.checkout import CheckoutServicer
+from server.servicers.member import MemberServicer
+from server.servicers.membership import MembershipServicer
+from server.servicers.points import PointsServicer
+from server.servicers.programme import ProgrammeServicer
+
+# (add_XServicer_to_server, XServicer) pairs.
+SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = [
+    (programme_pb2_grpc.add_ProgrammeServiceServicer_to_server, ProgrammeServicer),
+    (member_pb2_grpc.add_MemberServiceServicer_to_server, MemberServicer),
+    (checkout_pb2_grpc.add_CheckoutServiceServicer_to_server, CheckoutServicer),
+    (points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer),
+    (membership_pb2_grpc.add_MembershipServiceServicer_to_server, MembershipServicer),
+]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,511 @@
+"""The ledger's request and result types: frozen dataclasses, times as int64 microseconds, no protobuf."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Times are int64 microseconds since the Unix epoch (UTC), as in loyalty_core.calc.
+US_PER_DAY = 86_400_000_000
+US_PER_S = 1_000_000
+ANONYMOUS = "anonymous"
+
+
+# -- Who, where and why: recorded on every movement a write causes -----------------------------
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """The caller (``actor``), the till, the reason and the correlation id of one write."""
+
+    actor: str = ANONYMOUS
+    store_id: str = ""
+    terminal_id: str = ""
+    reason_code: str = ""
+    correlation_id: str = ""
+
+
+# -- Programmes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryRule:
+    category: str
+    cashback_bps: int
+    pay_share_bps: int
+
+
+@dataclass(frozen=True)
+class DiscountRange:
+    customer_group: str
+    min_purchases_minor: int
+    discount_bps: int
+
+
+@dataclass(frozen=True)
+class Programme:
+    """A programme's settings (see protos/loyalty/v1/programme.proto for each field's meaning)."""
+
+    name: str
+    currency_code: str
+    point_value_minor: int
+    enabled: bool = True
+    starts_at: int | None = None
+    ends_at: int | None = None
+    store_ids: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    point_lifetime_days: int = 0
+    activation_delay_days: int = 0
+    order_pay_share_bps: int = 10_000
+    default_cashback_bps: int = 0
+    default_pay_share_bps: int = 10_000
+    category_rules: tuple[CategoryRule, ...] = ()
+    discounted_items_earn: bool = False
+    compatibility: str = "points_after_discounts"
+    refund_returns_spent_points: bool = False
+    hold_ttl_s: int = 900
+    negative_balance_policy: str = "refuse"
+    debt_limit_points: int = 0
+    welcome_bonus_points: int = 0
+    welcome_bonus_lifetime_days: int = 0
+    require_confirmation: bool = False
+    purchase_counts_when: str = "captured"
+    discount_ranges: tuple[DiscountRange, ...] = ()
+    card_secret_required: bool = False
+    # Output only: set by the store.
+    programme_id: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+
+
+# Fields an update may change; currency_code is immutable (amounts already stored are in it).
+PROGRAMME_MUTABLE_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(Programme)
+) - {"programme_id", "created_at", "updated_at", "currency_code"}
+
+
+@dataclass(frozen=True)
+class CreateProgramme:
+    request_id: str
+    programme: Programme
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class UpdateProgramme:
+    request_id: str
+    programme_id: str
+    # The new values; only the fields named in ``fields`` are read.
+    programme: Programme
+    fields: tuple[str, ...]
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Page(typing.Generic[T]):
+    items: tuple[T, ...]
+    next_page_token: str = ""
+
+
+# -- Members ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    programme_id: str
+    phone: str | None
+    card_number: str | None
+    status: str
+    phone_confirmed: bool
+    customer_group: str
+    personal_discount_bps: int
+    accumulative_discount_bps: int
+    purchases_total_minor: int
+    held_points: int
+    debt_points: int
+    earned_total_points: int
+    spent_total_points: int
+    expired_total_points: int
+    enrolled_at: int
+    offboarded_at: int | None
+    has_card_secret: bool = False
+    # The member's level (loyalty_core.levels) and since when; None without one.
+    level_id: str | None = None
+    level_assigned_at: int | None = None
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """A member by exactly one of id, phone or card number (with the card's secret when given)."""
+
+    member_id: str = ""
+    phone: str = ""
+    card_number: str = ""
+    card_secret: str = ""
+
+
+@dataclass(frozen=True)
+class Enrol:
+    request_id: str
+    programme_id: str
+    phone: str = ""
+    card_number: str = ""
+    generate_card_number: bool = False
+    card_secret: str = ""
+    customer_group: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    member: Member
+    welcome_bonus_points: int
+    # The card secret generated for the member, shown once: never stored, so empty on a replay.
+    generated_card_secret: str = ""
+
+
+@dataclass(frozen=True)
+class Offboard:
+    request_id: str
+    programme_id: str
+    member_id: str
+    comment: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class BurnOut:
+    expires_at: int
+    points: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    active_points: int
+    pending_points: int
+    held_points: int
+    burning_points: int
+    burn_outs: tuple[BurnOut, ...]
+    debt_points: int
+    earned_total_points: int
+    spent_total_points: int
+    expired_total_points: int
+    as_of: int
+
+
+# -- Baskets, orders and the checkout flow ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BasketLine:
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price_minor: int
+    line_discount_minor: int = 0
+
+
+@dataclass(frozen=True)
+class LinePricing:
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price_minor: int
+    gross_minor: int
+    line_discount_minor: int
+    order_discount_minor: int
+    net_minor: int
+    points: int
+    points_money_minor: int
+    money_due_minor: int
+    earned_points: int
+
+
+@dataclass(frozen=True)
+class PricingTerms:
+    """The rates a basket was priced with, kept with the order so capture re-prices with the same ones."""
+
+    discount_bps: int
+    discount_source: str
+    # One rate per category, in the order of ``categories``.
+    categories: tuple[str, ...]
+    cashback_bps: tuple[int, ...]
+    pay_share_bps: tuple[int, ...]
+    order_pay_share_bps: int
+    point_value_minor: int
+    discounted_items_earn: bool
+    points_instead_of_discounts: bool
+
+
+@dataclass(frozen=True)
+class Pricing:
+    currency_code: str
+    member_id: str
+    lines: tuple[LinePricing, ...]
+    gross_minor: int
+    line_discount_minor: int
+    order_discount_minor: int
+    net_minor: int
+    points_max: int
+    points_applied: int
+    points_money_minor: int
+    money_due_minor: int
+    earned_points: int
+    terms: PricingTerms
+
+
+@dataclass(frozen=True)
+class Quote:
+    programme_id: str
+    member: MemberRef
+    lines: tuple[BasketLine, ...]
+    store_id: str = ""
+    channel: str = ""
+    requested_points: int = 0
+    currency_code: str = ""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    request_id: str
+    order_id: str
+    quote: Quote
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Capture:
+    request_id: str
+    programme_id: str
+    order_id: str
+    # None spends everything held.
+    points: int | None = None
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Cancel:
+    request_id: str
+    programme_id: str
+    order_id: str
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class RefundLine:
+    line_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Refund:
+    request_id: str
+    programme_id: str
+    order_id: str
+    # Empty refunds everything not yet refunded.
+    lines: tuple[RefundLine, ...] = ()
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Complete:
+    request_id: str
+    programme_id: str
+    order_id: str
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    points: int
+    state: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    refund_id: str
+    lines: tuple[RefundLine, ...]
+    money_minor: int
+    clawback_points: int
+    returned_points: int
+    shortfall_points: int
+    debt_points: int
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Order:
+    programme_id: str
+    order_id: str
+    member_id: str
+    state: str
+    store_id: str
+    channel: str
+    pricing: Pricing
+    hold: Hold | None
+    refunds: tuple[RefundRecord, ...]
+    created_at: int
+    captured_at: int | None
+    spent_points: int = 0
+    earned_points: int = 0
+
+
+@dataclass(frozen=True)
+class Captured:
+    order: Order
+    spent_points: int
+    earned_points: int
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    order: Order
+    released_points: int
+
+
+@dataclass(frozen=True)
+class Refunded:
+    order: Order
+    refund: RefundRecord
+
+
+# -- Manual points, history, expiry, verification ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """How long accrued points live: exactly one of the rules."""
+
+    rule: str = "programme_default"  # programme_default | lifetime_days | expire_at | never
+    lifetime_days: int = 0
+    expires_at: int = 0
+
+
+@dataclass(frozen=True)
+class Accrue:
+    request_id: str
+    programme_id: str
+    member_id: str
+    points: int
+    expiry: Expiry = field(default_factory=Expiry)
+    comment: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class Redeem:
+    request_id: str
+    programme_id: str
+    member_id: str
+    points: int
+    comment: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
+class LotAllocation:
+    lot_id: int
+    points: int
+
+
+@dataclass(frozen=True)
+class Movement:
+    movement_id: int
+    kind: str
+    # As the API shows it (see docs/ledger.md "Movements"): the signed change of the member's
+    # points; held and released carry the amount moved between active and held.
+    points: int
+    order_id: str
+    created_at: int
+    lots: tuple[LotAllocation, ...]
+    actor: str
+    store_id: str
+    terminal_id: str
+    reason_code: str
+    correlation_id: str
+    comment: str
+
+
+@dataclass(frozen=True)
+class History:
+    programme_id: str
+    member_id: str
+    start_at: int | None = None
+    end_at: int | None = None
+    kinds: tuple[str, ...] = ()
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class ExpiryRun:
+    lots_expired: int = 0
+    points_expired: int = 0
+    lots_activated: int = 0
+    points_activated: int = 0
+    holds_released: int = 0
+    points_released: int = 0
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    programme_id: str
+    member_id: str
+    invariant: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    members_checked: int
+    lots_checked: int
+    disagreements: tuple[Disagreement, ...]
+
+
+# -- JSON for stored results (idempotency replays, orders.pricing) ------------------------------
+
+
+def to_json(value: Any) -> Any:
+    """A dataclass (or a value inside one) as plain JSON types, field by field."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """The inverse of :func:`to_json` for the dataclass ``cls``."""
+    return _decode(cls, data)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(inner[0], data)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_decode(item, v) for v in data)
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        return tp(**{name: _decode(hints[name], v) for name, v in data.items()})
+    return data

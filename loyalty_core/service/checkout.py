@@ -1,0 +1,371 @@
+"""The checkout flow: quote, checkout (hold), capture, cancel, refund, complete, and reading an order."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from loyalty_core import calc, membership
+from loyalty_core.clock import Clock
+from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from loyalty_core.model import (
+    US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, MemberRef, Order,
+    Pricing, Quote, Refund, Refunded, RefundLine, RefundRecord,
+)
+from loyalty_core.service import checks
+from loyalty_core.service.idempotent import run_write
+from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
+from loyalty_core.service.members import check_ref, identify, programme_of
+from loyalty_core.service.pricing import check_basket, quote_for, reprice
+from loyalty_core.service.reading import reading
+from loyalty_core.store import ledger, members, orders
+from loyalty_core.store.db import Database
+from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.orders import StoredHold, StoredOrder
+
+
+def _check_write(request_id: str, programme_id: str, order_id: str, context: Any) -> str:
+    """The fields every order write carries; returns the programme id in canonical form."""
+    checks.text_arg(request_id, "request_id", max_len=128, required=True)
+    checks.text_arg(order_id, "order_id", max_len=checks.MAX_ID, required=True)
+    for name in ("store_id", "terminal_id", "reason_code", "correlation_id"):
+        checks.text_arg(getattr(context, name), f"context.{name}", max_len=checks.MAX_ID if name != "correlation_id" else 128)
+    return checks.uuid_arg(programme_id, "programme_id")
+
+
+def _check_quote(quote: Quote) -> tuple[str, MemberRef]:
+    programme_id = checks.uuid_arg(quote.programme_id, "programme_id")
+    ref = check_ref(quote.member)
+    check_basket(quote)
+    checks.text_arg(quote.store_id, "store_id", max_len=checks.MAX_ID)
+    checks.text_arg(quote.channel, "channel", max_len=checks.MAX_ID)
+    checks.text_arg(quote.currency_code, "currency_code", max_len=3)
+    return programme_id, ref
+
+
+async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
+    """Price the basket for the member now. Reads only."""
+    programme_id, ref = _check_quote(req)
+    now = clock.now_us()
+    async with reading(db) as conn:
+        programme = await programme_of(conn, programme_id)
+        member = await identify(conn, programme, ref)
+        levels = await membership.levels_for(conn, member)
+        lots = await ledger.lots(conn, member.member_id)
+    return quote_for(programme, member, levels, lots, req, now)[0]
+
+
+async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
+    """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
+    programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
+    _, ref = _check_quote(req.quote)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Order, str]:
+        programme = await programme_of(conn, programme_id)
+        member = await identify(conn, programme, ref, lock=True)
+        if await orders.exists(conn, programme_id, req.order_id):
+            raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
+                                field="order_id")
+        levels = await membership.levels_for(conn, member)
+        lots = await ledger.lots(conn, member.member_id)
+        pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
+        requested = req.quote.requested_points
+        if requested > pricing.points_applied:
+            _refuse_points(member.status, rights, requested, available, pricing.points_max)
+        hold = None
+        if pricing.points_applied:
+            taken = draw(lots, pricing.points_applied, now)
+            hold = StoredHold(
+                Hold(str(uuid.uuid4()), pricing.points_applied, "open", now + programme.hold_ttl_s * US_PER_S),
+                tuple(lot for lot, _ in taken), tuple(points for _, points in taken),
+            )
+            await ledger.post(conn, member.member_id, now, req.context, [Entry(
+                "held", -pricing.points_applied, held_delta=pricing.points_applied,
+                lots=[(lot, -points) for lot, points in taken], order_id=req.order_id, hold_id=hold.hold.hold_id,
+            )])
+        order = Order(
+            programme_id=programme_id, order_id=req.order_id, member_id=member.member_id, state="held",
+            store_id=req.quote.store_id, channel=req.quote.channel, pricing=pricing,
+            hold=hold.hold if hold else None, refunds=(), created_at=now, captured_at=None,
+        )
+        await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme_id)
+        return order, member.member_id
+
+    return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
+                           effect=effect)
+
+
+def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
+    """Why a checkout cannot hold the requested points, most fundamental reason first."""
+    if status == "deactivated":
+        raise FailedPrecondition("member_deactivated", "a deactivated member cannot pay with points")
+    if not rights.may_pay_with_points:
+        raise FailedPrecondition("member_not_confirmed", "the member must confirm the phone before points can pay")
+    if requested > available:
+        raise FailedPrecondition("points_must_not_exceed_balance", f"{requested} points asked, {available} usable",
+                                 available=available)
+    raise FailedPrecondition("points_must_not_exceed_payable_limit",
+                             f"{requested} points asked, this order may take at most {most}", points_max=most)
+
+
+async def _locked_order(conn: Any, programme_id: str, order_id: str) -> StoredOrder:
+    """The order, read under its member's lock (every write to an order holds it)."""
+    if await orders.lock_member_of(conn, programme_id, order_id) is None:
+        raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
+    stored = await orders.get(conn, programme_id, order_id)
+    assert stored is not None, "the order was found a statement ago, under its member's lock"
+    return stored
+
+
+def _open_hold(stored: StoredOrder, now: int) -> None:
+    """The order still waits for payment and its hold (if any) is open and not past its lifetime."""
+    hold = stored.hold
+    if hold is not None and (hold.hold.state == "expired" or (hold.hold.state == "open" and now >= hold.hold.expires_at)):
+        raise FailedPrecondition("hold_expired", "the hold outlived its lifetime; check the order out again")
+    if stored.order.state != "held":
+        raise FailedPrecondition("hold_not_open", f"the order is {stored.order.state}, not waiting for payment")
+
+
+def _release_entry(stored: StoredOrder, points: int, lot_points: list[int]) -> Entry:
+    assert stored.hold is not None
+    lots = [(lot, p) for lot, p in zip(stored.hold.lot_ids, lot_points) if p]
+    return Entry("released", points, held_delta=-points, lots=lots,
+                 order_id=stored.order.order_id, hold_id=stored.hold.hold.hold_id)
+
+
+async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
+    """Spend the held points (all or fewer; the rest goes back), re-price so earning is on the money
+    part, credit the earned points (debt first), record the order's lines and count the purchase."""
+    programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
+    if req.points is not None and req.points < 0:
+        raise InvalidArgument("value_out_of_range", "points must not be negative", field="points")
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Captured, str]:
+        stored = await _locked_order(conn, programme_id, req.order_id)
+        _open_hold(stored, now)
+        order, hold = stored.order, stored.hold
+        held = hold.hold.points if hold else 0
+        points = held if req.points is None else req.points
+        if points > held:
+            raise FailedPrecondition("capture_must_not_exceed_hold", f"{points} points to spend, {held} held",
+                                     held=held)
+        programme = await programme_of(conn, programme_id)
+        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
+        pricing = reprice(order.pricing, points)
+        entries = []
+        if hold is not None:
+            # Spent points come from the lots that expire first; the rest goes back to the last ones.
+            spent = fill(hold.lot_points, points)
+            back = fill(hold.lot_points[::-1], held - points)[::-1]
+            if points:
+                entries.append(Entry("spent", 0, held_delta=-points, order_id=order.order_id,
+                                     hold_id=hold.hold.hold_id))
+            if held - points:
+                entries.append(_release_entry(stored, held - points, back))
+        earned = pricing.earned_points
+        repaid, kept = fill([member.debt_points, earned], earned)
+        if repaid:
+            entries.append(Entry("debt_repaid", 0, debt_delta=-repaid, order_id=order.order_id))
+        new_lot = None
+        if kept:
+            activates_at = now + programme.activation_delay_days * US_PER_DAY
+            new_lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days),
+                             order.order_id)
+            entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
+        posted = await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
+        if hold is not None:
+            if points:
+                kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
+                await orders.close_hold(conn, member.member_id, hold.hold.hold_id, "captured", now,
+                                        ([lot for lot, _ in kept_lots], [p for _, p in kept_lots]), points)
+            else:
+                await orders.close_hold(conn, member.member_id, hold.hold.hold_id, "released", now)
+        rights = membership.privileges(member, programme, (), now)
+        counted = rights.purchases_count and programme.purchase_counts_when == "captured"
+        captured = dataclasses.replace(
+            order, state="captured", pricing=pricing, captured_at=now, spent_points=points, earned_points=earned,
+            hold=dataclasses.replace(hold.hold, state="captured" if points else "released", points=points or held)
+            if hold else None,
+        )
+        await orders.capture(conn, captured, posted.lot_id, counted, now)
+        if counted:
+            await membership.count_purchase(conn, programme, member, captured, now)
+        return Captured(captured, points, earned), member.member_id
+
+    return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
+                           effect=effect)
+
+
+async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
+    """Before capture: release the hold to the very lots it came from."""
+    programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Cancelled, str]:
+        stored = await _locked_order(conn, programme_id, req.order_id)
+        order, hold = stored.order, stored.hold
+        if order.state != "held":
+            raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
+        released = 0
+        if hold is not None and hold.hold.state == "open":
+            released = hold.hold.points
+            await ledger.post(conn, order.member_id, now, req.context,
+                              [_release_entry(stored, released, list(hold.lot_points))])
+            await orders.close_hold(conn, order.member_id, hold.hold.hold_id, "released", now)
+        await orders.set_state(conn, programme_id, order.order_id, "cancelled", now)
+        cancelled = dataclasses.replace(
+            order, state="cancelled", hold=dataclasses.replace(hold.hold, state="released") if hold else None
+        )
+        return Cancelled(cancelled, released), order.member_id
+
+    return await run_write(db, method="Cancel", scope=programme_id, request=req, result_type=Cancelled, now=now,
+                           effect=effect)
+
+
+def _refund_units(req: Refund, lines: list[orders.StoredLine]) -> list[tuple[orders.StoredLine, int]]:
+    """(line, units to refund now) for the lines asked, or every unit not yet refunded."""
+    if not req.lines:
+        wanted = [(line, line.quantity - line.refunded_quantity) for line in lines]
+        wanted = [(line, k) for line, k in wanted if k]
+        if not wanted:
+            raise FailedPrecondition("refund_must_not_exceed_captured", "every unit of the order was refunded before")
+        return wanted
+    by_id = {line.line_id: line for line in lines}
+    wanted = []
+    for i, asked in enumerate(req.lines):
+        line = by_id.get(asked.line_id)
+        if line is None:
+            raise NotFound("order_line_not_found", f"the order has no line {asked.line_id!r}", field=f"lines[{i}]")
+        if asked.quantity > line.quantity - line.refunded_quantity:
+            raise FailedPrecondition(
+                "refund_must_not_exceed_captured",
+                f"line {asked.line_id!r}: {asked.quantity} units asked, {line.quantity - line.refunded_quantity} refundable",
+            )
+        wanted.append((line, asked.quantity))
+    return wanted
+
+
+def _check_refund(req: Refund) -> str:
+    programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
+    if len(req.lines) > checks.MAX_LINES:
+        raise InvalidArgument("too_many_items", f"at most {checks.MAX_LINES} lines", field="lines")
+    seen = set()
+    for i, line in enumerate(req.lines):
+        checks.text_arg(line.line_id, f"lines[{i}].line_id", max_len=checks.MAX_ID, required=True)
+        if line.quantity < 1:
+            raise InvalidArgument("value_out_of_range", "quantity must be at least 1", field=f"lines[{i}].quantity")
+        if line.line_id in seen:
+            raise InvalidArgument("value_out_of_range", f"line {line.line_id!r} appears twice", field=f"lines[{i}]")
+        seen.add(line.line_id)
+    return programme_id
+
+
+async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
+    """Refund lines (or all that is left): take back the points earned on them in proportion (the
+    order's own lot first), give back the points spent on them when the programme says so, and
+    apply the negative-balance policy to what cannot be taken back."""
+    programme_id = _check_refund(req)
+    now = clock.now_us()
+    refund_id = str(uuid.uuid4())
+
+    async def effect(conn: Any) -> tuple[Refunded, str]:
+        stored = await _locked_order(conn, programme_id, req.order_id)
+        order = stored.order
+        if order.state not in ("captured", "completed"):
+            raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
+        programme = await programme_of(conn, programme_id)
+        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
+        wanted = _refund_units(req, await orders.lines(conn, programme_id, order.order_id))
+
+        def share(value: str) -> int:
+            # calc.prorate keeps a running cap: repeated partial refunds never exceed the line's value.
+            return sum(calc.prorate(getattr(line, value), line.refunded_quantity, k, line.quantity) for line, k in wanted)
+
+        money, clawback = share("money_due_minor"), share("earned_points")
+        returned = share("points") if programme.refund_returns_spent_points else 0
+        ctx = req.context
+        if returned and stored.hold is not None and stored.hold.hold.state == "captured":
+            lot_ids, room = await orders.returnable(conn, member.member_id, stored.hold.hold.hold_id, order.order_id)
+            parts = calc.spread(returned, int64s(room))
+            await ledger.post(conn, member.member_id, now, ctx, [Entry(
+                "refund_return", returned, lots=[(lot, p) for lot, p in zip(lot_ids, parts) if p],
+                order_id=order.order_id, refund_id=refund_id,
+            )])
+        else:
+            returned = 0
+        # After the return, so points just given back can cover the take-back.
+        lots = await ledger.lots(conn, member.member_id)
+        taken, shortfall = claw(lots, clawback, now, stored.earned_lot_id)
+        taken_total = sum(p for _, p in taken)
+        entries = []
+        if taken:
+            entries.append(Entry("reversed", -taken_total, lots=[(lot, -p) for lot, p in taken],
+                                 order_id=order.order_id, refund_id=refund_id))
+        debt = 0
+        if shortfall:
+            policy = programme.negative_balance_policy
+            if policy == "refuse":
+                raise FailedPrecondition("clawback_exceeds_balance",
+                                         f"{shortfall} of the {clawback} points to take back were already spent",
+                                         shortfall=shortfall)
+            if policy == "debt":
+                if member.debt_points + shortfall > programme.debt_limit_points:
+                    raise FailedPrecondition("debt_limit_exceeded",
+                                             f"a debt of {member.debt_points + shortfall} points would pass the "
+                                             f"limit of {programme.debt_limit_points}", shortfall=shortfall)
+                debt, shortfall = shortfall, 0
+                entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
+                                     refund_id=refund_id))
+        if entries:
+            await ledger.post(conn, member.member_id, now, ctx, entries)
+        record = RefundRecord(
+            refund_id=refund_id, lines=tuple(RefundLine(line.line_id, k) for line, k in wanted), money_minor=money,
+            clawback_points=taken_total, returned_points=returned, shortfall_points=shortfall,
+            debt_points=debt, created_at=now,
+        )
+        await orders.insert_refund(conn, programme_id, order.order_id, member.member_id, record,
+                                   [line.line_no for line, _ in wanted])
+        if stored.counted:
+            await membership.uncount_purchase(conn, programme, member, order, now)
+        refunded = dataclasses.replace(order, refunds=(*order.refunds, record))
+        return Refunded(refunded, record), member.member_id
+
+    return await run_write(db, method="Refund", scope=programme_id, request=req, result_type=Refunded, now=now,
+                           effect=effect)
+
+
+async def complete(db: Database, clock: Clock, req: Complete) -> Order:
+    """Mark a captured order completed; where purchases count on completion, count it now."""
+    programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Order, str]:
+        stored = await _locked_order(conn, programme_id, req.order_id)
+        order = stored.order
+        if order.state != "captured":
+            raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
+        programme = await programme_of(conn, programme_id)
+        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
+        await orders.set_state(conn, programme_id, order.order_id, "completed", now)
+        if not stored.counted and programme.purchase_counts_when == "completed" and membership.privileges(
+            member, programme, (), now
+        ).purchases_count:
+            await orders.set_counted(conn, programme_id, order.order_id, True)
+            await membership.count_purchase(conn, programme, member, order, now)
+        return dataclasses.replace(order, state="completed"), order.member_id
+
+    return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,
+                           now=now, effect=effect)
+
+
+async def get_order(db: Database, programme_id: str, order_id: str) -> Order:
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    checks.text_arg(order_id, "order_id", max_len=checks.MAX_ID, required=True)
+    async with reading(db) as conn:
+        stored = await orders.get(conn, programme_id, order_id)
+    if stored is None:
+        raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
+    return stored.order

@@ -1,0 +1,74 @@
+"""Checks on request fields shared by the use cases: ids, strings, amounts, page sizes; each raises the rule it enforces."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+from loyalty_core.errors import InvalidArgument, NotFound
+from loyalty_core.model import Member
+
+# Put a limit on everything a caller controls.
+MAX_TEXT = 200
+MAX_ID = 64
+MAX_LINES = 500
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+INT64_MAX = 2**63 - 1
+
+
+def uuid_arg(value: str, field: str) -> str:
+    """A required UUID field, in canonical form; anything else is ``malformed_id``."""
+    if not value:
+        raise InvalidArgument("field_required", f"{field} is required", field=field)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument("malformed_id", f"{field} must be a UUID", field=field) from None
+
+
+def text_arg(value: str, field: str, *, max_len: int = MAX_TEXT, required: bool = False) -> str:
+    if required and not value:
+        raise InvalidArgument("field_required", f"{field} is required", field=field)
+    if len(value) > max_len:
+        raise InvalidArgument("value_too_long", f"{field} must be at most {max_len} characters", field=field)
+    return value
+
+
+def positive_points(value: int, field: str = "points") -> int:
+    if value < 1:
+        raise InvalidArgument("value_out_of_range", f"{field} must be at least 1", field=field)
+    return value
+
+
+def page_size(value: int) -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument("value_out_of_range", f"page_size must be 0..{MAX_PAGE_SIZE}", field="page_size")
+    return value
+
+
+def encode_token(*key: Any) -> str:
+    """An opaque page token holding the sort key of the page's last item."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def decode_token(token: str, arity: int) -> list[Any] | None:
+    if not token:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeDecodeError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity:
+        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    return key
+
+
+def found_member(member: Member | None, what: str) -> Member:
+    if member is None:
+        raise NotFound("member_not_found", f"no member {what} in this programme")
+    return member

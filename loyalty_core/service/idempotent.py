@@ -1,0 +1,86 @@
+"""Every write's envelope: claim the idempotency key, run the effect, store its result or its refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from loyalty_core import errors
+from loyalty_core.model import from_json, to_json
+from loyalty_core.store import idempotency
+from loyalty_core.store.db import Database
+
+T = TypeVar("T")
+
+# The scope of writes that are about no programme yet.
+PROGRAMMES_SCOPE = "programmes"
+
+
+def fingerprint(method: str, request: Any) -> bytes:
+    """sha256 of the method and the canonical request, without what describes the call rather than
+    the request: the key itself and the correlation id (a retry may carry a new one)."""
+    data = to_json(request)
+    data.pop("request_id", None)
+    if isinstance(data.get("context"), dict):
+        data["context"].pop("correlation_id", None)
+    canonical = json.dumps([method, data], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def _refusal_json(err: errors.LoyaltyError) -> dict[str, Any]:
+    return {"code": err.code, "message": err.message, "field": err.field, "details": err.details}
+
+
+def _replay(outcome: idempotency.StoredOutcome, fp: bytes, result_type: type[T]) -> T:
+    if outcome.fingerprint != fp:
+        raise errors.IdempotencyConflict(
+            "idempotency_key_reused_with_different_request",
+            "this request_id was used before with a different request; use a new request_id",
+            field="request_id",
+        )
+    if outcome.outcome == "refused":
+        r = outcome.result
+        raise errors.CODES[r["code"]](r["code"], r["message"], field=r["field"], **r["details"])
+    return from_json(result_type, outcome.result)
+
+
+async def run_write(
+    db: Database,
+    *,
+    method: str,
+    scope: str,
+    request: Any,
+    result_type: type[T],
+    now: int,
+    effect: Callable[[Any], Awaitable[tuple[T, str | None]]],
+) -> T:
+    """Run ``effect(conn)`` (returning the result and the member it touched) once per request_id.
+
+    The same key and request give the stored answer; a different request under the key is refused.
+    A business refusal (FailedPrecondition) rolls the effect back and is stored in a transaction
+    of its own, so a retry stays refused; malformed requests and NotFound are not stored.
+    """
+    request_id = request.request_id
+    fp = fingerprint(method, request)
+
+    async def attempt(conn: Any) -> T:
+        earlier = await idempotency.claim(conn, scope, request_id, method, fp, now)
+        if earlier is not None:
+            return _replay(earlier, fp, result_type)
+        result, member_id = await effect(conn)
+        await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
+        return result
+
+    try:
+        return await db.run_in_transaction(attempt)
+    except errors.FailedPrecondition as refusal:
+        async def keep(conn: Any) -> idempotency.StoredOutcome | None:
+            return await idempotency.refuse(conn, scope, request_id, method, fp, _refusal_json(refusal), now)
+
+        earlier = await db.run_in_transaction(keep)
+        if earlier is None:
+            raise
+        # Another request with this key finished first (it met a different state): its answer stands.
+        return _replay(earlier, fp, result_type)

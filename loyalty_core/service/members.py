@@ -1,0 +1,165 @@
+"""Member use cases: enrol (with the welcome bonus), get, look up at the till, balance, off-board."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from typing import Any
+
+import psycopg.errors
+
+from loyalty_core import cards, membership
+from loyalty_core.clock import Clock
+from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from loyalty_core.model import (
+    Balance, Enrol, Enrolled, Member, MemberRef, Offboard, Programme,
+)
+from loyalty_core.service import checks
+from loyalty_core.service.idempotent import run_write
+from loyalty_core.service.lots import balance_of, lifetime_end
+from loyalty_core.service.reading import reading
+from loyalty_core.store import ledger, members as store, programmes
+from loyalty_core.store import membership as history
+from loyalty_core.store.db import Database
+from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+
+PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+CARD = re.compile(r"^[0-9A-Za-z]{4,32}$")
+
+
+def check_ref(ref: MemberRef) -> MemberRef:
+    """Exactly one identifier, well formed."""
+    given = [f for f in ("member_id", "phone", "card_number") if getattr(ref, f)]
+    if len(given) != 1:
+        raise InvalidArgument("field_required", "name the member by exactly one of member_id, phone, card_number",
+                              field="member")
+    if ref.member_id:
+        return MemberRef(member_id=checks.uuid_arg(ref.member_id, "member.member_id"))
+    checks.text_arg(ref.phone or ref.card_number, "member", max_len=checks.MAX_ID)
+    checks.text_arg(ref.card_secret, "member.card_secret", max_len=checks.MAX_ID)
+    return ref
+
+
+async def programme_of(conn: Any, programme_id: str) -> Programme:
+    programme = await programmes.get(conn, programme_id)
+    if programme is None:
+        raise NotFound("programme_not_found", "no such programme")
+    return programme
+
+
+async def identify(conn: Any, programme: Programme, ref: MemberRef, *, lock: bool = False) -> Member:
+    """The member ``ref`` names (checked by ``check_ref``), with the card's secret where the programme
+    requires it for card lookups; ``lock`` takes the member's row lock."""
+    member = checks.found_member(await store.find(conn, programme.programme_id, ref, lock=lock), "with this identifier")
+    if ref.card_number and (programme.card_secret_required or ref.card_secret):
+        await cards.check_card_secret(required=programme.card_secret_required, given=ref.card_secret,
+                                      stored_hash=await store.card_secret_hash(conn, member.member_id))
+    return member
+
+
+async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
+    checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
+    programme_id = checks.uuid_arg(req.programme_id, "programme_id")
+    if req.phone and not PHONE.match(req.phone):
+        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    if req.card_number and req.generate_card_number:
+        raise InvalidArgument("value_out_of_range", "give card_number or generate_card_number, not both",
+                              field="card_number")
+    if req.card_number and not CARD.match(req.card_number):
+        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    if not (req.phone or req.card_number or req.generate_card_number):
+        raise InvalidArgument("field_required", "enrolment needs a phone or a card number", field="phone")
+    checks.text_arg(req.card_secret, "card_secret", max_len=checks.MAX_ID)
+    checks.text_arg(req.customer_group, "customer_group", max_len=checks.MAX_ID)
+    now = clock.now_us()
+    member_id = str(uuid.uuid4())
+    card_number = cards.generate_card_number() if req.generate_card_number else req.card_number
+    # A card without a secret code gets one; it is shown once, so only the first answer carries it.
+    generated = cards.generate_card_secret() if card_number and not req.card_secret else ""
+    secret_hash = await cards.hash_secret_async(req.card_secret or generated) if card_number else None
+    shown: dict[str, str] = {}
+
+    async def effect(conn: Any) -> tuple[Enrolled, str]:
+        programme = await programme_of(conn, programme_id)
+        if not programme.enabled:
+            raise FailedPrecondition("programme_disabled", "the programme is disabled")
+        status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
+        try:
+            async with conn.transaction():  # a savepoint: a taken phone must not poison the key's transaction
+                await store.insert(conn, member_id, programme_id, req.phone or None, card_number or None,
+                                   secret_hash, status, req.customer_group, now)
+        except psycopg.errors.UniqueViolation as err:
+            rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
+            raise AlreadyExists(rule, f"another member of the programme has this {rule.removesuffix('_taken')}",
+                                field=rule.removesuffix("_taken")) from None
+        bonus = programme.welcome_bonus_points
+        if bonus:
+            days = programme.welcome_bonus_lifetime_days or programme.point_lifetime_days
+            await ledger.post(
+                conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
+                NewLot("welcome", bonus, now, lifetime_end(now, days)),
+            )
+        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
+                                details={"status": status, "welcome_bonus_points": bonus})
+        member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
+        member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
+        shown["secret"] = generated
+        return Enrolled(member, bonus), member_id
+
+    enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
+                               now=now, effect=effect)
+    return dataclasses.replace(enrolled, generated_card_secret=shown.get("secret", ""))
+
+
+async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> membership.MemberCard:
+    """The member card: the member, the level's name and what the next level still needs."""
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    member_id = checks.uuid_arg(member_id, "member_id")
+    async with reading(db) as conn:
+        member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)),
+                                     "with this id")
+        return await membership.member_card(conn, member, clock.now_us())
+
+
+async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[membership.MemberCard, Balance]:
+    """The member by any identifier, and the balance now, so a till needs one call."""
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    ref = check_ref(ref)
+    now = clock.now_us()
+    async with reading(db) as conn:
+        programme = await programme_of(conn, programme_id)
+        member = await identify(conn, programme, ref)
+        card = await membership.member_card(conn, member, now)
+        lots = await ledger.lots(conn, member.member_id)
+    return card, balance_of(member, lots, now)
+
+
+async def balance(db: Database, clock: Clock, programme_id: str, member_id: str) -> Balance:
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    member_id = checks.uuid_arg(member_id, "member_id")
+    now = clock.now_us()
+    async with reading(db) as conn:
+        member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
+        lots = await ledger.lots(conn, member_id)
+    return balance_of(member, lots, now)
+
+
+async def offboard(db: Database, clock: Clock, req: Offboard) -> Member:
+    """Take the member out; the ledger is kept and later writes are refused (member_offboarded)."""
+    checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
+    programme_id = checks.uuid_arg(req.programme_id, "programme_id")
+    member_id = checks.uuid_arg(req.member_id, "member_id")
+    checks.text_arg(req.comment, "comment", max_len=1000)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Member, str]:
+        ref = MemberRef(member_id=member_id)
+        checks.found_member(await store.find(conn, programme_id, ref, lock=True), "with this id")
+        await store.offboard(conn, member_id, now)
+        await history.add_event(conn, member_id, "participation", "offboarded", now, actor=req.context.actor,
+                                comment=req.comment)
+        return await store.find(conn, programme_id, ref), member_id
+
+    return await run_write(db, method="OffboardMember", scope=programme_id, request=req, result_type=Member,
+                           now=now, effect=effect)

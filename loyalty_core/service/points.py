@@ -1,0 +1,172 @@
+"""Manual points and the ledger's upkeep: accrue, redeem, history, the expiry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loyalty_core.clock import Clock
+from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from loyalty_core.model import (
+    Accrue, Expiry, ExpiryRun, History, Member, MemberRef, Movement, Page, Programme, Redeem, WriteContext,
+)
+from loyalty_core import membership
+from loyalty_core.service import checks
+from loyalty_core.service.idempotent import run_write
+from loyalty_core.service.lots import draw, expiring, lifetime_end
+from loyalty_core.service.members import programme_of
+from loyalty_core.service.reading import reading
+from loyalty_core.store import expiry, history, ledger, members, orders
+from loyalty_core.store.convert import MAX_US
+from loyalty_core.store.db import Database
+from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+
+KINDS = frozenset({"earned", "welcome", "manual_accrual", "refund_return", "spent", "held", "released", "expired",
+                   "reversed", "activated", "debt_repaid", "debt_incurred"})
+# The expiry run writes as itself.
+EXPIRY_CONTEXT = WriteContext(actor="expiry-run", reason_code="expiry")
+
+
+def _check_points_write(req: Accrue | Redeem) -> tuple[str, str]:
+    checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
+    programme_id = checks.uuid_arg(req.programme_id, "programme_id")
+    member_id = checks.uuid_arg(req.member_id, "member_id")
+    checks.positive_points(req.points)
+    checks.text_arg(req.comment, "comment", max_len=1000)
+    for name in ("store_id", "terminal_id", "reason_code"):
+        checks.text_arg(getattr(req.context, name), f"context.{name}", max_len=checks.MAX_ID)
+    checks.text_arg(req.context.correlation_id, "context.correlation_id", max_len=128)
+    return programme_id, member_id
+
+
+async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tuple[Programme, Member]:
+    """The programme and the member, locked, still in the programme."""
+    programme = await programme_of(conn, programme_id)
+    member = checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id), lock=True),
+                                 "with this id")
+    if member.offboarded_at is not None:
+        raise FailedPrecondition("member_offboarded", "the member has left the programme")
+    return programme, member
+
+
+def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
+    if rule.rule == "programme_default":
+        return lifetime_end(now, programme.point_lifetime_days)
+    if rule.rule == "never":
+        return lifetime_end(now, 0)
+    if rule.rule == "lifetime_days":
+        if not 1 <= rule.lifetime_days <= 36_500:
+            raise InvalidArgument("value_out_of_range", "lifetime_days must be 1..36500", field="expiry.lifetime_days")
+        return lifetime_end(now, rule.lifetime_days)
+    if not now < rule.expires_at <= MAX_US:
+        raise InvalidArgument("value_out_of_range", "expire_time must be in the future", field="expiry.expire_time")
+    return rule.expires_at
+
+
+async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
+    """Credit points, usable at once, living as the request's expiry rule says."""
+    programme_id, member_id = _check_points_write(req)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Movement, str]:
+        programme, member = await _member_for_write(conn, programme_id, member_id)
+        if member.status == "deactivated":
+            raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
+        expires_at = _expires_at(req.expiry, programme, now)
+        posted = await ledger.post(
+            conn, member_id, now, req.context,
+            [Entry("manual_accrual", req.points, lots=[(NEW_LOT, req.points)], comment=req.comment)],
+            NewLot("manual_accrual", req.points, now, expires_at),
+        )
+        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+
+    return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Movement,
+                           now=now, effect=effect)
+
+
+async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
+    """Spend points outside an order, from the lots that expire first."""
+    programme_id, member_id = _check_points_write(req)
+    now = clock.now_us()
+
+    async def effect(conn: Any) -> tuple[Movement, str]:
+        programme, member = await _member_for_write(conn, programme_id, member_id)
+        rights = membership.privileges(member, programme, (), now)
+        if not rights.may_pay_with_points:
+            code = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"
+            raise FailedPrecondition(code, f"a {member.status.replace('_', ' ')} member cannot pay with points")
+        taken = draw(await ledger.lots(conn, member_id), req.points, now)
+        posted = await ledger.post(conn, member_id, now, req.context, [
+            Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)
+        ])
+        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+
+    return await run_write(db, method="RedeemPoints", scope=programme_id, request=req, result_type=Movement,
+                           now=now, effect=effect)
+
+
+async def list_history(db: Database, req: History) -> Page[Movement]:
+    programme_id = checks.uuid_arg(req.programme_id, "programme_id")
+    member_id = checks.uuid_arg(req.member_id, "member_id")
+    size = checks.page_size(req.page_size)
+    for kind in req.kinds:
+        if kind not in KINDS:
+            raise InvalidArgument("value_out_of_range", f"unknown movement kind {kind!r}", field="kinds")
+    if req.start_at is not None and req.end_at is not None and req.end_at <= req.start_at:
+        raise InvalidArgument("value_out_of_range", "end_time must be after start_time", field="end_time")
+    after = checks.decode_token(req.page_token, 2)
+    async with reading(db) as conn:
+        checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
+        items = await history.page(conn, member_id, req.start_at, req.end_at, req.kinds,
+                                   tuple(after) if after else None, size + 1)
+    more = len(items) > size
+    items = items[:size]
+    token = checks.encode_token(items[-1].created_at, items[-1].movement_id) if more else ""
+    return Page(tuple(items), token)
+
+
+async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
+    """One member's due work, under the member's lock: release stale holds (their points go back
+    to their lots first, so a lot that expired meanwhile burns them), burn expired lots, activate
+    due ones. What is done leaves nothing due, so a second run (or a second server) finds no work."""
+    if not await members.lock(conn, member_id):
+        return ExpiryRun()
+    entries = []
+    holds = await expiry.stale_holds(conn, member_id, as_of)
+    for hold_id, _, order_id, points, lot_ids, lot_points in holds:
+        entries.append(Entry("released", points, held_delta=-points, lots=list(zip(lot_ids, lot_points)),
+                             order_id=order_id, hold_id=hold_id))
+    if entries:
+        await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
+        for hold_id, programme_id, order_id, *_ in holds:
+            await orders.close_hold(conn, member_id, hold_id, "expired", as_of)
+            await orders.set_state(conn, programme_id, order_id, "cancelled", as_of)
+    burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
+    activated = await expiry.activate(conn, member_id, as_of)
+    entries = []
+    if burnt:
+        entries.append(Entry("expired", -sum(p for _, p in burnt), lots=[(lot, -p) for lot, p in burnt]))
+    entries += [Entry("activated", 0, lots=[(lot, 0)]) for lot, _ in activated]
+    if entries:
+        await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
+    if burnt:
+        await expiry.mark_expired(conn, member_id, [lot for lot, _ in burnt], as_of)
+    return ExpiryRun(
+        lots_expired=len(burnt), points_expired=sum(p for _, p in burnt),
+        lots_activated=len(activated), points_activated=sum(p for _, p in activated),
+        holds_released=len(holds), points_released=sum(h[3] for h in holds),
+    )
+
+
+async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int | None) -> ExpiryRun:
+    """Burn, activate and release as of ``as_of`` (default now), member by member, each in its own
+    transaction holding the member's lock: safe to run twice, and from several servers at once."""
+    programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
+    as_of = clock.now_us() if as_of is None else as_of
+    if not 0 <= as_of <= MAX_US:
+        raise InvalidArgument("value_out_of_range", "as_of_time must be between 1970 and 9999", field="as_of_time")
+    async with reading(db) as conn:
+        due = await expiry.due_members(conn, programme_id, as_of)
+    runs = [await db.run_in_transaction(_expire_member, member_id, as_of) for member_id in due]
+    return ExpiryRun(*(sum(getattr(r, f) for r in runs) for f in (
+        "lots_expired", "points_expired", "lots_activated", "points_activated", "holds_released", "points_released",
+    )))

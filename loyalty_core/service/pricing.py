@@ -1,0 +1,146 @@
+"""Pricing a basket for a member: the programme's and the member's rates into calc.price_basket, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loyalty_core import calc, membership
+from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from loyalty_core.levels import Level
+from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
+from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
+from loyalty_core.service.lots import available_points, int64s
+from loyalty_core.store.ledger import Lots
+
+
+def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
+    """The basket's shape; numbers (quantities, prices, discounts, overflow) are calc's to check.
+    A line without an id gets its 1-based position."""
+    if not quote.lines:
+        raise InvalidArgument("basket_must_not_be_empty", "the basket needs at least one line", field="lines")
+    if len(quote.lines) > MAX_LINES:
+        raise InvalidArgument("too_many_items", f"a basket has at most {MAX_LINES} lines", field="lines")
+    lines = []
+    seen = set()
+    for i, line in enumerate(quote.lines):
+        line_id = text_arg(line.line_id, f"lines[{i}].line_id", max_len=MAX_ID) or str(i + 1)
+        text_arg(line.sku, f"lines[{i}].sku", max_len=MAX_ID)
+        text_arg(line.category, f"lines[{i}].category", max_len=MAX_ID)
+        if line_id in seen:
+            raise InvalidArgument("value_out_of_range", f"line_id {line_id!r} appears twice", field=f"lines[{i}].line_id")
+        seen.add(line_id)
+        lines.append(BasketLine(line_id, line.sku, line.category, line.quantity, line.unit_price_minor,
+                                line.line_discount_minor))
+    if quote.requested_points < 0:
+        raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
+    return tuple(lines)
+
+
+def check_programme_applies(programme: Programme, quote: Quote, now: int) -> None:
+    """The programme is on, now, in this store and channel, in this currency."""
+    if quote.currency_code and quote.currency_code != programme.currency_code:
+        raise InvalidArgument(
+            "currency_mismatch", f"the programme's currency is {programme.currency_code}, not {quote.currency_code}",
+            field="currency_code",
+        )
+    if not programme.enabled:
+        raise FailedPrecondition("programme_disabled", "the programme is disabled")
+    if (programme.starts_at is not None and now < programme.starts_at) or (
+        programme.ends_at is not None and now >= programme.ends_at
+    ):
+        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
+    if programme.store_ids and quote.store_id not in programme.store_ids:
+        raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
+    if programme.channels and quote.channel not in programme.channels:
+        raise FailedPrecondition("channel_not_in_programme", f"channel {quote.channel!r} is not in the programme")
+
+
+def check_member_active(member: Member) -> None:
+    if member.offboarded_at is not None:
+        raise FailedPrecondition("member_offboarded", "the member has left the programme")
+
+
+def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: membership.Privileges,
+              paying: bool) -> PricingTerms:
+    """The rates this member's basket is priced with: per category, the level's or the programme's."""
+    categories = tuple(dict.fromkeys(line.category for line in lines))
+    rules = {r.category: r for r in programme.category_rules}
+    cashback = []
+    share = []
+    for c in categories:
+        rule = rules.get(c)
+        cashback.append(rights.cashback_for(c, rule.cashback_bps if rule else programme.default_cashback_bps))
+        share.append(rights.pay_share_for(c, rule.pay_share_bps if rule else programme.default_pay_share_bps))
+    order_share = programme.order_pay_share_bps if rights.order_pay_share_bps is None else rights.order_pay_share_bps
+    return PricingTerms(
+        discount_bps=rights.discount_bps,
+        discount_source=rights.discount_source,
+        categories=categories,
+        cashback_bps=tuple(cashback),
+        pay_share_bps=tuple(share),
+        order_pay_share_bps=order_share,
+        point_value_minor=programme.point_value_minor,
+        discounted_items_earn=programme.discounted_items_earn,
+        points_instead_of_discounts=programme.compatibility == "points_instead_of_discounts" and paying,
+    )
+
+
+def price(
+    lines: Sequence[BasketLine], terms: PricingTerms, available: int, requested: int, currency: str, member_id: str
+) -> Pricing:
+    """calc.price_basket over the lines with ``terms``; every figure comes from calc."""
+    index = {c: i for i, c in enumerate(terms.categories)}
+    p = calc.price_basket(
+        int64s([index[line.category] for line in lines]),
+        int64s([line.quantity for line in lines]),
+        int64s([line.unit_price_minor for line in lines]),
+        int64s([line.line_discount_minor for line in lines]),
+        discount_bps=terms.discount_bps,
+        cashback_bps=int64s(terms.cashback_bps),
+        category_pay_share_bps=int64s(terms.pay_share_bps),
+        order_pay_share_bps=terms.order_pay_share_bps,
+        point_value_minor=terms.point_value_minor,
+        available_points=available,
+        requested_points=requested,
+        discounted_items_earn=terms.discounted_items_earn,
+        points_instead_of_discounts=terms.points_instead_of_discounts,
+    )
+    priced = tuple(
+        LinePricing(
+            line_id=line.line_id, sku=line.sku, category=line.category, quantity=line.quantity,
+            unit_price_minor=line.unit_price_minor, gross_minor=p.gross[i], line_discount_minor=p.line_discount[i],
+            order_discount_minor=p.order_discount[i], net_minor=p.net[i], points=p.points[i],
+            points_money_minor=p.points_money[i], money_due_minor=p.money_due[i], earned_points=p.earned[i],
+        )
+        for i, line in enumerate(lines)
+    )
+    return Pricing(
+        currency_code=currency, member_id=member_id, lines=priced, gross_minor=p.gross_total,
+        line_discount_minor=p.line_discount_total, order_discount_minor=p.order_discount_total,
+        net_minor=p.net_total, points_max=p.points_max, points_applied=p.points_applied,
+        points_money_minor=p.points_money_total, money_due_minor=p.money_due_total, earned_points=p.earned_total,
+        terms=terms,
+    )
+
+
+def quote_for(
+    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int
+) -> tuple[Pricing, membership.Privileges, int]:
+    """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
+    member's privileges and the points available to pay, which say why fewer points apply.
+    ``levels`` are ``membership.levels_for(conn, member)``."""
+    lines = check_basket(quote)
+    check_programme_applies(programme, quote, now)
+    check_member_active(member)
+    rights = membership.privileges(member, programme, levels, now)
+    available = available_points(lots, now) if rights.may_pay_with_points else 0
+    terms = terms_for(programme, lines, rights, quote.requested_points > 0)
+    pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
+    return pricing, rights, available
+
+
+def reprice(pricing: Pricing, points: int) -> Pricing:
+    """The same basket and rates with ``points`` paying (capture: earning on the money part only)."""
+    lines = [BasketLine(x.line_id, x.sku, x.category, x.quantity, x.unit_price_minor, x.line_discount_minor)
+             for x in pricing.lines]
+    return price(lines, pricing.terms, points, points, pricing.currency_code, pricing.member_id)

@@ -1,0 +1,69 @@
+"""Idempotency keys (AIP-155): claimed in the effect's transaction, the result stored beside the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from loyalty_core.store.convert import to_dt
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    """What an earlier request with the same key left: its fingerprint, outcome and result."""
+
+    fingerprint: bytes
+    outcome: str
+    result: Any
+
+
+async def claim(
+    conn: Any, scope: str, request_id: str, method: str, fingerprint: bytes, now: int
+) -> StoredOutcome | None:
+    """Claim the key for this transaction; None when claimed, else what the earlier request left.
+
+    A transaction that already holds the key makes this INSERT wait until it commits or rolls
+    back, so concurrent replays see one effect. The stored row is read by a second statement:
+    a statement's snapshot predates the commit it waited for.
+    """
+    cur = await conn.execute(
+        "INSERT INTO idempotency_key (scope, request_id, method, fingerprint, outcome, result, created_at)"
+        " VALUES (%s, %s, %s, %s, 'done', 'null', %s) ON CONFLICT DO NOTHING RETURNING true",
+        (scope, request_id, method, fingerprint, to_dt(now)),
+    )
+    if await cur.fetchone():
+        return None
+    return await stored(conn, scope, request_id)
+
+
+async def stored(conn: Any, scope: str, request_id: str) -> StoredOutcome:
+    cur = await conn.execute(
+        "SELECT fingerprint, outcome, result FROM idempotency_key WHERE scope = %s AND request_id = %s",
+        (scope, request_id),
+    )
+    fingerprint, outcome, result = await cur.fetchone()
+    return StoredOutcome(bytes(fingerprint), outcome, result)
+
+
+async def finish(conn: Any, scope: str, request_id: str, result: Any, member_id: str | None) -> None:
+    """Store the result of the claimed key's effect, in the same transaction as the effect."""
+    await conn.execute(
+        "UPDATE idempotency_key SET result = %s, member_id = %s WHERE scope = %s AND request_id = %s",
+        (Jsonb(result), member_id, scope, request_id),
+    )
+
+
+async def refuse(
+    conn: Any, scope: str, request_id: str, method: str, fingerprint: bytes, refusal: Any, now: int
+) -> StoredOutcome | None:
+    """Store a business refusal under the key; when the key got stored meanwhile, what is stored."""
+    cur = await conn.execute(
+        "INSERT INTO idempotency_key (scope, request_id, method, fingerprint, outcome, result, created_at)"
+        " VALUES (%s, %s, %s, %s, 'refused', %s, %s) ON CONFLICT DO NOTHING RETURNING true",
+        (scope, request_id, method, fingerprint, Jsonb(refusal), to_dt(now)),
+    )
+    if await cur.fetchone():
+        return None
+    return await stored(conn, scope, request_id)

@@ -1,0 +1,168 @@
+"""The ledger's writes: movements with their lot allocations, and the lots and counters they change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from loyalty_core.model import LotAllocation, WriteContext
+from loyalty_core.store.convert import expiry_us, to_dt, to_us
+
+# In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
+NEW_LOT = 0
+
+# How each all-time total on the member follows from its movements: `post` adds these sums over
+# the movements it inserts, `verify` compares them over the whole ledger. A debt repaid by earned
+# points counts as earned: the points were earned, then went to the debt instead of a lot.
+TOTALS_SQL = {
+    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual') THEN points"
+    " WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
+    "spent_total_points": "coalesce(sum(CASE WHEN kind = 'spent' THEN -(points + held_delta) ELSE 0 END), 0)",
+    "expired_total_points": "coalesce(sum(CASE WHEN kind = 'expired' THEN -points ELSE 0 END), 0)",
+    "held_points": "coalesce(sum(held_delta), 0)",
+    "debt_points": "coalesce(sum(debt_delta), 0)",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One movement to append: ``points`` moves in or out of lots (``lots`` says which, signed),
+    ``held_delta`` and ``debt_delta`` change the member's held points and debt."""
+
+    kind: str
+    points: int
+    held_delta: int = 0
+    debt_delta: int = 0
+    lots: Sequence[tuple[int, int]] = ()
+    order_id: str | None = None
+    hold_id: str | None = None
+    refund_id: str | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class NewLot:
+    source: str
+    amount: int
+    activates_at: int
+    expires_at: int
+    order_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Lots:
+    """A member's lots with points left, as the parallel arrays calc takes (expiry NEVER for none)."""
+
+    lot_ids: list[int]
+    remaining: list[int]
+    activates_at: list[int]
+    expires_at: list[int]
+
+
+@dataclass(frozen=True)
+class Posted:
+    movement_ids: list[int]
+    lot_id: int | None
+
+
+_POST = f"""
+WITH new_lot AS (
+    -- A lot usable at once has nothing for the expiry run to activate.
+    INSERT INTO lot (member_id, source, amount, remaining, activates_at, expires_at, order_id, created_at,
+                     activated_at)
+    SELECT %(member_id)s, %(lot_source)s, %(lot_amount)s, %(lot_amount)s, %(lot_activates_at)s,
+           %(lot_expires_at)s, %(lot_order_id)s, %(now)s,
+           CASE WHEN %(lot_activates_at)s <= %(now)s THEN %(now)s END
+    WHERE %(lot_source)s::text IS NOT NULL
+    RETURNING lot_id
+), e AS (
+    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e(
+        seq int, kind text, points bigint, held_delta bigint, debt_delta bigint, lot_ids bigint[],
+        lot_points bigint[], order_id text, hold_id uuid, refund_id uuid, comment text)
+), moved AS (
+    INSERT INTO movement (member_id, kind, points, held_delta, debt_delta, lot_ids, lot_points, order_id,
+                          hold_id, refund_id, created_at, actor, store_id, terminal_id, reason_code,
+                          correlation_id, comment)
+    SELECT %(member_id)s, e.kind, e.points, e.held_delta, e.debt_delta,
+           ARRAY(SELECT CASE WHEN u.x = {NEW_LOT} THEN (SELECT lot_id FROM new_lot) ELSE u.x END
+                 FROM unnest(e.lot_ids) WITH ORDINALITY AS u(x, i) ORDER BY u.i),
+           e.lot_points, e.order_id, e.hold_id, e.refund_id, %(now)s, %(actor)s, %(store_id)s,
+           %(terminal_id)s, %(reason_code)s, %(correlation_id)s, e.comment
+    FROM e ORDER BY e.seq
+    RETURNING movement_id
+), lot_delta AS (
+    SELECT a.lot_id, sum(a.points) AS delta
+    FROM e, unnest(e.lot_ids, e.lot_points) AS a(lot_id, points)
+    WHERE a.lot_id <> {NEW_LOT}
+    GROUP BY a.lot_id
+), lots AS (
+    -- A lot given points back (a release, a refund's return) has something to burn again.
+    UPDATE lot SET remaining = lot.remaining + d.delta,
+                   expired_at = CASE WHEN d.delta > 0 THEN NULL ELSE lot.expired_at END
+    FROM lot_delta d
+    WHERE lot.member_id = %(member_id)s AND lot.lot_id = d.lot_id
+    RETURNING lot.lot_id
+), counters AS (
+    UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
+    WHERE member_id = %(member_id)s
+    RETURNING member_id
+)
+SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
+       (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
+"""
+
+
+async def post(
+    conn: Any,
+    member_id: str,
+    now: int,
+    context: WriteContext,
+    entries: Sequence[Entry],
+    new_lot: NewLot | None = None,
+) -> Posted:
+    """Append ``entries`` and apply them in one statement: lots' remaining by their allocations, the
+    member's held points, debt and totals by ``TOTALS_SQL``, and ``new_lot`` created for the
+    allocations to ``NEW_LOT``. The member row must be locked by the caller."""
+    rows = [
+        {
+            "seq": i, "kind": e.kind, "points": e.points, "held_delta": e.held_delta, "debt_delta": e.debt_delta,
+            "lot_ids": [lot for lot, _ in e.lots], "lot_points": [pts for _, pts in e.lots],
+            "order_id": e.order_id, "hold_id": e.hold_id, "refund_id": e.refund_id, "comment": e.comment,
+        }
+        for i, e in enumerate(entries)
+    ]
+    cur = await conn.execute(
+        _POST,
+        {
+            "member_id": member_id, "now": to_dt(now), "entries": Jsonb(rows),
+            "lot_source": new_lot.source if new_lot else None,
+            "lot_amount": new_lot.amount if new_lot else None,
+            "lot_activates_at": to_dt(new_lot.activates_at) if new_lot else None,
+            "lot_expires_at": to_dt(new_lot.expires_at) if new_lot else None,
+            "lot_order_id": new_lot.order_id if new_lot else None,
+            "actor": context.actor, "store_id": context.store_id, "terminal_id": context.terminal_id,
+            "reason_code": context.reason_code, "correlation_id": context.correlation_id,
+        },
+    )
+    lot_id, movement_ids, _, _ = await cur.fetchone()
+    return Posted(list(movement_ids or []), lot_id)
+
+
+async def lots(conn: Any, member_id: str) -> Lots:
+    """The member's lots with points left, pending ones included (calc decides what is usable)."""
+    cur = await conn.execute(
+        "SELECT lot_id, remaining, activates_at, expires_at FROM lot"
+        " WHERE member_id = %s AND remaining > 0 ORDER BY lot_id",
+        (member_id,),
+    )
+    rows = await cur.fetchall()
+    return Lots(
+        [r[0] for r in rows], [r[1] for r in rows], [to_us(r[2]) for r in rows], [expiry_us(r[3]) for r in rows]
+    )
+
+
+def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:
+    return tuple(LotAllocation(i, p) for i, p in zip(lot_ids, lot_points))

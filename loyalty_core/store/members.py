@@ -1,0 +1,75 @@
+"""Member rows: enrol, find (and lock) by id, phone or card, off-board."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from loyalty_core.model import Member, MemberRef
+from loyalty_core.store.convert import to_dt, to_us
+
+_SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
+    customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
+    debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
+    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at FROM member"""
+
+# The unique constraints PostgreSQL names by default, and the rule each one enforces.
+UNIQUE_RULES = {"member_programme_id_phone_key": "phone_taken", "member_programme_id_card_number_key": "card_number_taken"}
+
+
+def _member(row: dict[str, Any]) -> Member:
+    row["enrolled_at"] = to_us(row["enrolled_at"])
+    row["offboarded_at"] = to_us(row["offboarded_at"])
+    row["level_assigned_at"] = to_us(row["level_assigned_at"])
+    return Member(**row)
+
+
+async def insert(
+    conn: Any, member_id: str, programme_id: str, phone: str | None, card_number: str | None,
+    card_secret_hash: str | None, status: str, customer_group: str, now: int,
+) -> None:
+    """Insert; a taken phone or card raises psycopg's UniqueViolation (see ``UNIQUE_RULES``)."""
+    await conn.execute(
+        "INSERT INTO member (member_id, programme_id, phone, card_number, card_secret_hash, status,"
+        " customer_group, enrolled_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now)),
+    )
+
+
+async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
+    """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
+    which every write to the member's points holds until it commits."""
+    if ref.member_id:
+        column, value = "member_id", ref.member_id
+    elif ref.phone:
+        column, value = "phone", ref.phone
+    else:
+        column, value = "card_number", ref.card_number
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"{_SELECT} WHERE programme_id = %s AND {column} = %s" + (" FOR UPDATE" if lock else ""),
+        (programme_id, value),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _member(row)
+
+
+async def card_secret_hash(conn: Any, member_id: str) -> str | None:
+    cur = await conn.execute("SELECT card_secret_hash FROM member WHERE member_id = %s", (member_id,))
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def offboard(conn: Any, member_id: str, now: int) -> None:
+    await conn.execute(
+        "UPDATE member SET offboarded_at = %s WHERE member_id = %s AND offboarded_at IS NULL",
+        (to_dt(now), member_id),
+    )
+
+
+
+async def lock(conn: Any, member_id: str) -> bool:
+    """Take the member's row lock; False when there is no such member."""
+    cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
+    return await cur.fetchone() is not None

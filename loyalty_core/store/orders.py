@@ -1,0 +1,223 @@
+"""Orders, their holds, lines and refunds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from loyalty_core.model import Hold, Order, Pricing, RefundLine, RefundRecord, from_json, to_json
+from loyalty_core.store.convert import to_dt, to_us
+
+
+@dataclass(frozen=True)
+class StoredHold:
+    hold: Hold
+    # The lots the held (after capture: the spent) points came from, in draw order.
+    lot_ids: tuple[int, ...]
+    lot_points: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    """An order with what only the ledger needs: its hold's lots, earned lot and counting."""
+
+    order: Order
+    hold: StoredHold | None
+    earned_lot_id: int | None
+    counted: bool
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    line_no: int
+    line_id: str
+    quantity: int
+    net_minor: int
+    money_due_minor: int
+    points: int
+    earned_points: int
+    refunded_quantity: int
+
+
+_SELECT = """
+SELECT o.programme_id::text, o.order_id, o.member_id::text, o.state, o.store_id, o.channel, o.pricing,
+       o.created_at, o.captured_at, o.spent_points, o.earned_points, o.earned_lot_id, o.counted,
+       o.hold_id::text, h.points AS hold_points, h.state AS hold_state, h.expires_at AS hold_expires_at,
+       h.lot_ids AS hold_lot_ids, h.lot_points AS hold_lot_points,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'refund_id', r.refund_id, 'lines', r.lines, 'money_minor', r.money_minor,
+                'clawback_points', r.clawback_points, 'returned_points', r.returned_points,
+                'shortfall_points', r.shortfall_points, 'debt_points', r.debt_points,
+                'created_at', (extract(epoch FROM r.created_at) * 1000000)::bigint)
+               ORDER BY r.created_at, r.refund_id), '[]')
+          FROM refund r WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id) AS refunds
+FROM orders o LEFT JOIN hold h ON h.member_id = o.member_id AND h.hold_id = o.hold_id
+WHERE o.programme_id = %s AND o.order_id = %s
+"""
+
+
+def _stored(row: dict[str, Any]) -> StoredOrder:
+    hold = None
+    if row["hold_id"] is not None:
+        hold = StoredHold(
+            Hold(row["hold_id"], row["hold_points"], row["hold_state"], to_us(row["hold_expires_at"])),
+            tuple(row["hold_lot_ids"]),
+            tuple(row["hold_lot_points"]),
+        )
+    refunds = tuple(
+        RefundRecord(
+            refund_id=r["refund_id"], lines=tuple(RefundLine(**x) for x in r["lines"]), money_minor=r["money_minor"],
+            clawback_points=r["clawback_points"], returned_points=r["returned_points"],
+            shortfall_points=r["shortfall_points"], debt_points=r["debt_points"], created_at=r["created_at"],
+        )
+        for r in row["refunds"]
+    )
+    order = Order(
+        programme_id=row["programme_id"], order_id=row["order_id"], member_id=row["member_id"], state=row["state"],
+        store_id=row["store_id"], channel=row["channel"], pricing=from_json(Pricing, row["pricing"]),
+        hold=hold.hold if hold else None, refunds=refunds, created_at=to_us(row["created_at"]),
+        captured_at=to_us(row["captured_at"]), spent_points=row["spent_points"], earned_points=row["earned_points"],
+    )
+    return StoredOrder(order, hold, row["earned_lot_id"], row["counted"])
+
+
+async def get(conn: Any, programme_id: str, order_id: str) -> StoredOrder | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT, (programme_id, order_id))
+    row = await cur.fetchone()
+    return None if row is None else _stored(row)
+
+
+async def lock_member_of(conn: Any, programme_id: str, order_id: str) -> str | None:
+    """Lock the member the order belongs to (every write to an order holds its member's lock)."""
+    cur = await conn.execute(
+        "SELECT member_id::text FROM member WHERE member_id ="
+        " (SELECT member_id FROM orders WHERE programme_id = %s AND order_id = %s) FOR UPDATE",
+        (programme_id, order_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def exists(conn: Any, programme_id: str, order_id: str) -> bool:
+    cur = await conn.execute("SELECT true FROM orders WHERE programme_id = %s AND order_id = %s", (programme_id, order_id))
+    return await cur.fetchone() is not None
+
+
+async def insert(
+    conn: Any, order: Order, terminal_id: str, requested_points: int, hold: StoredHold | None, programme_id: str
+) -> None:
+    """The order at checkout, with its hold when points are held."""
+    if hold is not None:
+        await conn.execute(
+            "INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points,"
+            " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s)",
+            (order.member_id, hold.hold.hold_id, programme_id, order.order_id, hold.hold.points,
+             list(hold.lot_ids), list(hold.lot_points), to_dt(order.created_at), to_dt(hold.hold.expires_at)),
+        )
+    await conn.execute(
+        "INSERT INTO orders (programme_id, order_id, member_id, state, store_id, channel, terminal_id, pricing,"
+        " hold_id, requested_points, created_at) VALUES (%s, %s, %s, 'held', %s, %s, %s, %s, %s, %s, %s)",
+        (programme_id, order.order_id, order.member_id, order.store_id, order.channel, terminal_id,
+         Jsonb(to_json(order.pricing)), hold.hold.hold_id if hold else None, requested_points, to_dt(order.created_at)),
+    )
+
+
+async def close_hold(
+    conn: Any, member_id: str, hold_id: str, state: str, now: int,
+    kept: tuple[Sequence[int], Sequence[int]] | None = None, points: int | None = None,
+) -> None:
+    """Close an open hold as captured, released or expired; a capture keeps only the spent lots."""
+    await conn.execute(
+        "UPDATE hold SET state = %s, closed_at = %s, points = coalesce(%s, points),"
+        " lot_ids = coalesce(%s, lot_ids), lot_points = coalesce(%s, lot_points)"
+        " WHERE member_id = %s AND hold_id = %s AND state = 'open'",
+        (state, to_dt(now), points, list(kept[0]) if kept else None, list(kept[1]) if kept else None,
+         member_id, hold_id),
+    )
+
+
+async def capture(
+    conn: Any, order: Order, earned_lot_id: int | None, counted: bool, now: int
+) -> None:
+    """The order as paid: its re-priced figures and one row per line for refunds."""
+    await conn.execute(
+        "UPDATE orders SET state = 'captured', pricing = %s, spent_points = %s, earned_points = %s,"
+        " earned_lot_id = %s, counted = %s, captured_at = %s WHERE programme_id = %s AND order_id = %s",
+        (Jsonb(to_json(order.pricing)), order.spent_points, order.earned_points, earned_lot_id, counted,
+         to_dt(now), order.programme_id, order.order_id),
+    )
+    lines = order.pricing.lines
+    await conn.execute(
+        "INSERT INTO order_line (programme_id, order_id, member_id, line_no, line_id, sku, category, quantity,"
+        " net_minor, money_due_minor, points, earned_points)"
+        " SELECT %s, %s, %s, l.* FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
+        " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) AS l",
+        (order.programme_id, order.order_id, order.member_id, list(range(1, len(lines) + 1)),
+         [x.line_id for x in lines], [x.sku for x in lines], [x.category for x in lines],
+         [x.quantity for x in lines], [x.net_minor for x in lines], [x.money_due_minor for x in lines],
+         [x.points for x in lines], [x.earned_points for x in lines]),
+    )
+
+
+async def set_state(conn: Any, programme_id: str, order_id: str, state: str, now: int) -> None:
+    """Cancel (before capture) or complete (after) an order."""
+    column = {"cancelled": "cancelled_at", "completed": "completed_at"}[state]
+    await conn.execute(
+        f"UPDATE orders SET state = %s, {column} = %s WHERE programme_id = %s AND order_id = %s",
+        (state, to_dt(now), programme_id, order_id),
+    )
+
+
+async def set_counted(conn: Any, programme_id: str, order_id: str, counted: bool) -> None:
+    await conn.execute(
+        "UPDATE orders SET counted = %s WHERE programme_id = %s AND order_id = %s", (counted, programme_id, order_id)
+    )
+
+
+async def lines(conn: Any, programme_id: str, order_id: str) -> list[StoredLine]:
+    cur = await conn.execute(
+        "SELECT line_no, line_id, quantity, net_minor, money_due_minor, points, earned_points, refunded_quantity"
+        " FROM order_line WHERE programme_id = %s AND order_id = %s ORDER BY line_no",
+        (programme_id, order_id),
+    )
+    return [StoredLine(*r) for r in await cur.fetchall()]
+
+
+async def returnable(conn: Any, member_id: str, hold_id: str, order_id: str) -> tuple[list[int], list[int]]:
+    """The lots the order's spent points came from and how many of them refunds may still return there."""
+    cur = await conn.execute(
+        """SELECT s.lot_id, (s.points - coalesce(sum(r.points), 0))::bigint
+           FROM hold h, unnest(h.lot_ids, h.lot_points) WITH ORDINALITY AS s(lot_id, points, i)
+           LEFT JOIN (SELECT a.lot_id, a.points FROM movement m, unnest(m.lot_ids, m.lot_points) AS a(lot_id, points)
+                      WHERE m.member_id = %(m)s AND m.kind = 'refund_return' AND m.order_id = %(o)s) r
+             ON r.lot_id = s.lot_id
+           WHERE h.member_id = %(m)s AND h.hold_id = %(h)s
+           GROUP BY s.lot_id, s.points, s.i ORDER BY s.i""",
+        {"m": member_id, "h": hold_id, "o": order_id},
+    )
+    rows = await cur.fetchall()
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+async def insert_refund(
+    conn: Any, programme_id: str, order_id: str, member_id: str, record: RefundRecord, line_nos: Sequence[int]
+) -> None:
+    """The refund, and its units added to each line's refunded quantity."""
+    await conn.execute(
+        "INSERT INTO refund (programme_id, order_id, member_id, refund_id, lines, money_minor, clawback_points,"
+        " returned_points, shortfall_points, debt_points, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (programme_id, order_id, member_id, record.refund_id, Jsonb(to_json(record.lines)), record.money_minor,
+         record.clawback_points, record.returned_points, record.shortfall_points, record.debt_points,
+         to_dt(record.created_at)),
+    )
+    await conn.execute(
+        "UPDATE order_line l SET refunded_quantity = l.refunded_quantity + u.quantity"
+        " FROM unnest(%s::int[], %s::bigint[]) AS u(line_no, quantity)"
+        " WHERE l.programme_id = %s AND l.order_id = %s AND l.line_no = u.line_no",
+        (list(line_nos), [x.quantity for x in record.lines], programme_id, order_id),
+    )

@@ -1,0 +1,89 @@
+"""Programme rows: insert, update, read, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from loyalty_core.model import CategoryRule, DiscountRange, Programme
+from loyalty_core.store.convert import to_dt, to_us
+
+# Every column but the id, named as the model's field.
+_COLUMNS = (
+    "name", "enabled", "starts_at", "ends_at", "store_ids", "channels", "currency_code",
+    "point_value_minor", "point_lifetime_days", "activation_delay_days", "order_pay_share_bps",
+    "default_cashback_bps", "default_pay_share_bps", "category_rules", "discounted_items_earn",
+    "compatibility", "refund_returns_spent_points", "hold_ttl_s", "negative_balance_policy",
+    "debt_limit_points", "welcome_bonus_points", "welcome_bonus_lifetime_days", "require_confirmation",
+    "purchase_counts_when", "discount_ranges", "card_secret_required", "created_at", "updated_at",
+)
+_TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
+_SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + " FROM programme"
+
+
+def _params(p: Programme) -> dict[str, Any]:
+    values: dict[str, Any] = {"programme_id": p.programme_id}
+    for c in _COLUMNS:
+        v = getattr(p, c)
+        if c in _TIMES:
+            v = to_dt(v)
+        elif c in ("store_ids", "channels"):
+            v = list(v)
+        elif c == "category_rules":
+            v = Jsonb([{"category": r.category, "cashback_bps": r.cashback_bps, "pay_share_bps": r.pay_share_bps}
+                       for r in v])
+        elif c == "discount_ranges":
+            v = Jsonb([{"customer_group": r.customer_group, "min_purchases_minor": r.min_purchases_minor,
+                        "discount_bps": r.discount_bps} for r in v])
+        values[c] = v
+    return values
+
+
+def row_to_programme(row: dict[str, Any]) -> Programme:
+    values = dict(row)
+    for c in _TIMES:
+        values[c] = to_us(values[c])
+    values["store_ids"] = tuple(values["store_ids"])
+    values["channels"] = tuple(values["channels"])
+    values["category_rules"] = tuple(CategoryRule(**r) for r in values["category_rules"])
+    values["discount_ranges"] = tuple(DiscountRange(**r) for r in values["discount_ranges"])
+    return Programme(**values)
+
+
+async def insert(conn: Any, programme: Programme) -> None:
+    """Insert; a taken name raises psycopg's UniqueViolation (the caller names the rule)."""
+    await conn.execute(
+        "INSERT INTO programme (programme_id, " + ", ".join(_COLUMNS) + ") VALUES (%(programme_id)s, "
+        + ", ".join(f"%({c})s" for c in _COLUMNS) + ")",
+        _params(programme),
+    )
+
+
+async def update(conn: Any, programme: Programme) -> None:
+    await conn.execute(
+        "UPDATE programme SET " + ", ".join(f"{c} = %({c})s" for c in _COLUMNS if c != "created_at")
+        + " WHERE programme_id = %(programme_id)s",
+        _params(programme),
+    )
+
+
+async def get(conn: Any, programme_id: str, *, for_update: bool = False) -> Programme | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE programme_id = %s" + (" FOR UPDATE" if for_update else ""), (programme_id,))
+    row = await cur.fetchone()
+    return None if row is None else row_to_programme(row)
+
+
+async def page(conn: Any, after: tuple[int, str] | None, limit: int) -> list[Programme]:
+    """Programmes oldest first, after the (created_at, programme_id) of the previous page's last."""
+    cur = conn.cursor(row_factory=dict_row)
+    if after is None:
+        await cur.execute(_SELECT + " ORDER BY created_at, programme_id LIMIT %s", (limit,))
+    else:
+        await cur.execute(
+            _SELECT + " WHERE (created_at, programme_id) > (%s, %s) ORDER BY created_at, programme_id LIMIT %s",
+            (to_dt(after[0]), after[1], limit),
+        )
+    return [row_to_programme(r) for r in await cur.fetchall()]

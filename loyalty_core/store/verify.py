@@ -1,0 +1,86 @@
+"""The ledger's invariants as set-based queries: every member and lot at once, disagreements as rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loyalty_core.model import Disagreement
+from loyalty_core.store.ledger import TOTALS_SQL
+
+_SCOPE = "(%(p)s::uuid IS NULL OR mem.programme_id = %(p)s::uuid)"
+
+_MEMBERS = f"""
+WITH mv AS (
+    SELECT member_id, coalesce(sum(points), 0) AS points,
+           {", ".join(f"{expr} AS {name}" for name, expr in TOTALS_SQL.items())}
+    FROM movement GROUP BY member_id
+), lt AS (
+    SELECT member_id, sum(remaining) AS remaining FROM lot GROUP BY member_id
+), hd AS (
+    SELECT member_id, sum(points) AS points FROM hold WHERE state = 'open' GROUP BY member_id
+)
+SELECT mem.programme_id::text, mem.member_id::text, c.invariant, c.detail
+FROM member mem
+LEFT JOIN mv ON mv.member_id = mem.member_id
+LEFT JOIN lt ON lt.member_id = mem.member_id
+LEFT JOIN hd ON hd.member_id = mem.member_id
+CROSS JOIN LATERAL (VALUES
+    ('balance_equals_sum_of_lots', coalesce(mv.points, 0) = coalesce(lt.remaining, 0),
+     format('movements sum to %%s points, lots hold %%s', coalesce(mv.points, 0), coalesce(lt.remaining, 0))),
+    ('held_equals_open_holds', mem.held_points = coalesce(hd.points, 0),
+     format('member holds %%s points, open holds %%s', mem.held_points, coalesce(hd.points, 0))),
+    {",".join(f'''
+    ('{name}_equals_movements', mem.{name} = coalesce(mv.{name}, 0),
+     format('member says %%s, movements %%s', mem.{name}, coalesce(mv.{name}, 0)))''' for name in TOTALS_SQL)}
+) AS c(invariant, ok, detail)
+WHERE NOT c.ok AND {_SCOPE}
+ORDER BY 1, 2, 3
+"""
+
+_LOTS = f"""
+WITH alloc AS (
+    SELECT m.member_id, a.lot_id, sum(a.points) AS total,
+           coalesce(sum(a.points) FILTER (WHERE m.kind IN ('earned', 'welcome', 'manual_accrual')), 0) AS created
+    FROM movement m, unnest(m.lot_ids, m.lot_points) AS a(lot_id, points)
+    GROUP BY m.member_id, a.lot_id
+)
+SELECT mem.programme_id::text, mem.member_id::text, c.invariant, format('lot %%s: ', l.lot_id) || c.detail
+FROM lot l
+JOIN member mem ON mem.member_id = l.member_id
+LEFT JOIN alloc a ON a.member_id = l.member_id AND a.lot_id = l.lot_id
+CROSS JOIN LATERAL (VALUES
+    ('lot_remaining_equals_allocations', coalesce(a.total, 0) = l.remaining,
+     format('remaining %%s, allocations sum to %%s', l.remaining, coalesce(a.total, 0))),
+    ('lot_amount_equals_its_credit', coalesce(a.created, 0) = l.amount,
+     format('amount %%s, credited %%s', l.amount, coalesce(a.created, 0))),
+    ('lot_remaining_not_negative', l.remaining >= 0, format('remaining %%s', l.remaining))
+) AS c(invariant, ok, detail)
+WHERE NOT c.ok AND {_SCOPE}
+UNION ALL
+SELECT mem.programme_id::text, mem.member_id::text, 'open_hold_equals_its_lots',
+       format('hold %%s holds %%s points, its lots %%s', h.hold_id, h.points,
+              (SELECT coalesce(sum(x), 0) FROM unnest(h.lot_points) AS x))
+FROM hold h JOIN member mem ON mem.member_id = h.member_id
+WHERE h.state = 'open' AND h.points <> (SELECT coalesce(sum(x), 0) FROM unnest(h.lot_points) AS x) AND {_SCOPE}
+ORDER BY 1, 2, 3
+"""
+
+_COUNTS = f"""
+SELECT (SELECT count(*) FROM member mem WHERE {_SCOPE}),
+       (SELECT count(*) FROM lot l JOIN member mem ON mem.member_id = l.member_id WHERE {_SCOPE})
+"""
+
+
+async def disagreements(conn: Any, programme_id: str | None) -> list[Disagreement]:
+    found = []
+    for query in (_MEMBERS, _LOTS):
+        cur = await conn.execute(query, {"p": programme_id})
+        found += [Disagreement(*r) for r in await cur.fetchall()]
+    return found
+
+
+async def counts(conn: Any, programme_id: str | None) -> tuple[int, int]:
+    """(members, lots) in scope."""
+    cur = await conn.execute(_COUNTS, {"p": programme_id})
+    members, lots = await cur.fetchone()
+    return members, lots

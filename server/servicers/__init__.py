@@ -1,0 +1,1 @@
+"""gRPC servicers: protobuf to the domain's request types and back, nothing else."""

@@ -1,0 +1,117 @@
+"""CheckoutService: quote, checkout, capture, cancel, refund, complete, get an order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
+from loyalty_core.model import (
+    BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
+)
+from loyalty_core.service import checkout
+from server.servicers.convert import member_ref, timestamp, write_context
+
+ORDER_STATE = {
+    "held": checkout_pb2.ORDER_STATE_HELD,
+    "captured": checkout_pb2.ORDER_STATE_CAPTURED,
+    "cancelled": checkout_pb2.ORDER_STATE_CANCELLED,
+    "completed": checkout_pb2.ORDER_STATE_COMPLETED,
+}
+DISCOUNT_SOURCE = {
+    "none": checkout_pb2.DISCOUNT_SOURCE_NONE,
+    "personal": checkout_pb2.DISCOUNT_SOURCE_PERSONAL,
+    "accumulative": checkout_pb2.DISCOUNT_SOURCE_ACCUMULATIVE,
+    "level": checkout_pb2.DISCOUNT_SOURCE_LEVEL,
+}
+
+
+def quote_of(request: Any) -> Quote:
+    """QuoteRequest and CheckoutRequest share these fields."""
+    return Quote(
+        programme_id=request.programme_id, member=member_ref(request.member),
+        lines=tuple(BasketLine(x.line_id, x.sku, x.category, x.quantity, x.unit_price_minor, x.line_discount_minor)
+                    for x in request.lines),
+        store_id=request.store_id, channel=request.channel, requested_points=request.requested_points,
+        currency_code=request.currency_code,
+    )
+
+
+def pricing(p: Pricing) -> checkout_pb2.Pricing:
+    return checkout_pb2.Pricing(
+        currency_code=p.currency_code,
+        lines=[checkout_pb2.LinePricing(
+            line_id=x.line_id, sku=x.sku, category=x.category, quantity=x.quantity, gross_minor=x.gross_minor,
+            line_discount_minor=x.line_discount_minor, order_discount_minor=x.order_discount_minor,
+            net_minor=x.net_minor, points=x.points, points_money_minor=x.points_money_minor,
+            money_due_minor=x.money_due_minor, earned_points=x.earned_points,
+        ) for x in p.lines],
+        gross_minor=p.gross_minor, line_discount_minor=p.line_discount_minor,
+        order_discount_minor=p.order_discount_minor, net_minor=p.net_minor, points_max=p.points_max,
+        points_applied=p.points_applied, points_money_minor=p.points_money_minor, money_due_minor=p.money_due_minor,
+        earned_points=p.earned_points, discount_bps=p.terms.discount_bps,
+        discount_source=DISCOUNT_SOURCE[p.terms.discount_source], member_id=p.member_id,
+    )
+
+
+def refund_record(r: RefundRecord) -> checkout_pb2.RefundRecord:
+    return checkout_pb2.RefundRecord(
+        refund_id=r.refund_id, lines=[checkout_pb2.RefundLine(line_id=x.line_id, quantity=x.quantity) for x in r.lines],
+        money_minor=r.money_minor, clawback_points=r.clawback_points, returned_points=r.returned_points,
+        shortfall_points=r.shortfall_points, debt_points=r.debt_points, create_time=timestamp(r.created_at),
+    )
+
+
+def order(o: Order) -> checkout_pb2.Order:
+    return checkout_pb2.Order(
+        programme_id=o.programme_id, order_id=o.order_id, member_id=o.member_id, state=ORDER_STATE[o.state],
+        store_id=o.store_id, channel=o.channel, pricing=pricing(o.pricing),
+        hold=checkout_pb2.Hold(hold_id=o.hold.hold_id, points=o.hold.points, expire_time=timestamp(o.hold.expires_at))
+        if o.hold else None,
+        refunds=[refund_record(r) for r in o.refunds], create_time=timestamp(o.created_at),
+        capture_time=timestamp(o.captured_at),
+    )
+
+
+class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
+    def __init__(self, deps: Any) -> None:
+        self.db, self.clock = deps.db, deps.clock
+
+    async def Quote(self, request: Any, context: aio.ServicerContext) -> Any:
+        return checkout_pb2.QuoteResponse(pricing=pricing(await checkout.quote(self.db, self.clock, quote_of(request))))
+
+    async def Checkout(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Checkout(request.request_id, request.order_id, quote_of(request),
+                       write_context(request.context, context, request.request_id))
+        return checkout_pb2.CheckoutResponse(order=order(await checkout.checkout(self.db, self.clock, req)))
+
+    async def Capture(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Capture(request.request_id, request.programme_id, request.order_id,
+                      request.points if request.HasField("points") else None,
+                      write_context(request.context, context, request.request_id))
+        done = await checkout.capture(self.db, self.clock, req)
+        return checkout_pb2.CaptureResponse(order=order(done.order), spent_points=done.spent_points,
+                                            earned_points=done.earned_points)
+
+    async def Cancel(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Cancel(request.request_id, request.programme_id, request.order_id,
+                     write_context(request.context, context, request.request_id))
+        done = await checkout.cancel(self.db, self.clock, req)
+        return checkout_pb2.CancelResponse(order=order(done.order), released_points=done.released_points)
+
+    async def Refund(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Refund(request.request_id, request.programme_id, request.order_id,
+                     tuple(RefundLine(x.line_id, x.quantity) for x in request.lines),
+                     write_context(request.context, context, request.request_id))
+        done = await checkout.refund(self.db, self.clock, req)
+        return checkout_pb2.RefundResponse(order=order(done.order), refund=refund_record(done.refund))
+
+    async def CompleteOrder(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Complete(request.request_id, request.programme_id, request.order_id,
+                       write_context(None, context, request.request_id))
+        return checkout_pb2.CompleteOrderResponse(order=order(await checkout.complete(self.db, self.clock, req)))
+
+    async def GetOrder(self, request: Any, context: aio.ServicerContext) -> Any:
+        return checkout_pb2.GetOrderResponse(order=order(await checkout.get_order(self.db, request.programme_id,
+                                                                                  request.order_id)))

@@ -1,0 +1,116 @@
+"""Protobuf <-> domain for what every servicer shares: who writes (actor, context), times, members, movements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from grpc import aio
+
+from loyalty.v1 import common_pb2, member_pb2, points_pb2
+from loyalty_core import calc
+from loyalty_core.membership import MemberCard
+from loyalty_core.model import ANONYMOUS, Balance, Member, MemberRef, Movement, WriteContext
+
+# The metadata key carrying the caller's name until authentication publishes the API key's name.
+CALLER_METADATA = "caller"
+CORRELATION_METADATA = "x-correlation-id"
+
+MEMBER_STATUS = {
+    "active": member_pb2.MEMBER_STATUS_ACTIVE,
+    "not_confirmed": member_pb2.MEMBER_STATUS_NOT_CONFIRMED,
+    "deactivated": member_pb2.MEMBER_STATUS_DEACTIVATED,
+}
+MOVEMENT_KIND = {
+    name.removeprefix("MOVEMENT_KIND_").lower(): value
+    for name, value in points_pb2.MovementKind.items()
+    if value != points_pb2.MOVEMENT_KIND_UNSPECIFIED
+}
+
+
+def _metadata(context: aio.ServicerContext, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode()
+    return ""
+
+
+def actor(context: aio.ServicerContext) -> str:
+    """Who is calling: the one place servicers learn it (authentication will fill it from the API key)."""
+    return _metadata(context, CALLER_METADATA) or ANONYMOUS
+
+
+def write_context(
+    proto: common_pb2.WriteContext | None, context: aio.ServicerContext, request_id: str
+) -> WriteContext:
+    """Actor, till, reason and correlation id of a write: the request's correlation id, else the
+    ``x-correlation-id`` metadata, else the request_id."""
+    proto = proto or common_pb2.WriteContext()
+    return WriteContext(
+        actor=actor(context),
+        store_id=proto.store_id,
+        terminal_id=proto.terminal_id,
+        reason_code=proto.reason_code,
+        correlation_id=proto.correlation_id or _metadata(context, CORRELATION_METADATA) or request_id,
+    )
+
+
+def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
+    """Microseconds to a Timestamp; None (and calc.NEVER) leave the field unset."""
+    if us is None or us == calc.NEVER:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromMicroseconds(us)
+    return ts
+
+
+def micros(message: Any, field: str) -> int | None:
+    """A Timestamp field as microseconds, None when unset."""
+    return getattr(message, field).ToMicroseconds() if message.HasField(field) else None
+
+
+def member_ref(proto: common_pb2.MemberRef) -> MemberRef:
+    return MemberRef(
+        member_id=proto.member_id, phone=proto.phone, card_number=proto.card_number, card_secret=proto.card_secret
+    )
+
+
+def member(m: Member) -> member_pb2.Member:
+    return member_pb2.Member(
+        member_id=m.member_id, programme_id=m.programme_id, phone=m.phone or "", card_number=m.card_number or "",
+        status=MEMBER_STATUS[m.status], phone_confirmed=m.phone_confirmed, customer_group=m.customer_group,
+        personal_discount_bps=m.personal_discount_bps, purchases_total_minor=m.purchases_total_minor,
+        has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
+        offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
+        level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
+    )
+
+
+def member_card(card: MemberCard) -> member_pb2.Member:
+    """The member with the level's name and the way to the next level."""
+    m = member(card.member)
+    m.level_name = card.level_name
+    m.next_level_name = card.next_level_name
+    m.next_level_spend_needed_minor = card.next_level_spend_needed_minor
+    return m
+
+
+def balance(b: Balance) -> member_pb2.Balance:
+    return member_pb2.Balance(
+        active_points=b.active_points, pending_points=b.pending_points, held_points=b.held_points,
+        burning_points=b.burning_points,
+        burn_outs=[member_pb2.BurnOut(expire_time=timestamp(x.expires_at), points=x.points) for x in b.burn_outs],
+        debt_points=b.debt_points, earned_total_points=b.earned_total_points,
+        spent_total_points=b.spent_total_points, expired_total_points=b.expired_total_points,
+        as_of_time=timestamp(b.as_of),
+    )
+
+
+def movement(m: Movement) -> points_pb2.Movement:
+    return points_pb2.Movement(
+        movement_id=str(m.movement_id), kind=MOVEMENT_KIND[m.kind], points=m.points, order_id=m.order_id,
+        create_time=timestamp(m.created_at),
+        lots=[points_pb2.LotAllocation(lot_id=str(a.lot_id), points=a.points) for a in m.lots],
+        actor=m.actor, store_id=m.store_id, terminal_id=m.terminal_id, reason_code=m.reason_code,
+        correlation_id=m.correlation_id, comment=m.comment,
+    )

@@ -1,0 +1,46 @@
+"""MemberService: enrol, get, look up at the till, balance, off-board."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+
+from loyalty.v1 import member_pb2, member_pb2_grpc
+from loyalty_core.model import Enrol, Offboard
+from loyalty_core.service import members
+from server.servicers.convert import balance, member, member_card, member_ref, write_context
+
+
+class MemberServicer(member_pb2_grpc.MemberServiceServicer):
+    def __init__(self, deps: Any) -> None:
+        self.db, self.clock = deps.db, deps.clock
+
+    async def EnrolMember(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Enrol(
+            request_id=request.request_id, programme_id=request.programme_id, phone=request.phone,
+            card_number=request.card_number, generate_card_number=request.generate_card_number,
+            card_secret=request.card_secret, customer_group=request.customer_group,
+            context=write_context(request.context, context, request.request_id),
+        )
+        enrolled = await members.enrol(self.db, self.clock, req)
+        return member_pb2.EnrolMemberResponse(member=member(enrolled.member),
+                                              welcome_bonus_points=enrolled.welcome_bonus_points,
+                                              generated_card_secret=enrolled.generated_card_secret)
+
+    async def GetMember(self, request: Any, context: aio.ServicerContext) -> Any:
+        card = await members.get(self.db, self.clock, request.programme_id, request.member_id)
+        return member_pb2.GetMemberResponse(member=member_card(card))
+
+    async def LookupMember(self, request: Any, context: aio.ServicerContext) -> Any:
+        card, points = await members.lookup(self.db, self.clock, request.programme_id, member_ref(request.member))
+        return member_pb2.LookupMemberResponse(member=member_card(card), balance=balance(points))
+
+    async def GetBalance(self, request: Any, context: aio.ServicerContext) -> Any:
+        points = await members.balance(self.db, self.clock, request.programme_id, request.member_id)
+        return member_pb2.GetBalanceResponse(balance=balance(points))
+
+    async def OffboardMember(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Offboard(request.request_id, request.programme_id, request.member_id, request.comment,
+                       write_context(None, context, request.request_id))
+        return member_pb2.OffboardMemberResponse(member=member(await members.offboard(self.db, self.clock, req)))

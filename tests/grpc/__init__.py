@@ -1,0 +1,1 @@
+"""The ledger and checkout flow over real gRPC against the real PostgreSQL."""
