@@ -82,25 +82,22 @@ async def count_levels(conn: Any, programme_id: str) -> int:
     return (await cur.fetchone())[0]
 
 
-async def insert_level(conn: Any, level: Level, now: int) -> None:
-    """Insert; a taken priority raises psycopg's UniqueViolation."""
+async def save_level(conn: Any, level: Level, now: int) -> None:
+    """Insert a new level, or overwrite every mutable column of an existing one (its creation time
+    stays); a taken priority raises psycopg's UniqueViolation."""
     await conn.execute(
         "INSERT INTO level (name, priority, customer_group, spend_needed_minor, category_spend_needed,"
         " spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps, category_rules,"
         " discount_bps, pay_share_bps, programme_id, level_id, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (programme_id, level_id) DO UPDATE SET name = excluded.name, priority = excluded.priority,"
+        " customer_group = excluded.customer_group, spend_needed_minor = excluded.spend_needed_minor,"
+        " category_spend_needed = excluded.category_spend_needed, spend_period_days = excluded.spend_period_days,"
+        " visits_needed = excluded.visits_needed, visit_period_days = excluded.visit_period_days,"
+        " privilege = excluded.privilege, cashback_bps = excluded.cashback_bps,"
+        " category_rules = excluded.category_rules, discount_bps = excluded.discount_bps,"
+        " pay_share_bps = excluded.pay_share_bps, updated_at = excluded.updated_at",
         (*_level_params(level), level.programme_id, level.level_id, to_dt(now), to_dt(now)),
-    )
-
-
-async def update_level(conn: Any, level: Level, now: int) -> None:
-    """Overwrite every mutable column; a taken priority raises psycopg's UniqueViolation."""
-    await conn.execute(
-        "UPDATE level SET name = %s, priority = %s, customer_group = %s, spend_needed_minor = %s,"
-        " category_spend_needed = %s, spend_period_days = %s, visits_needed = %s, visit_period_days = %s,"
-        " privilege = %s, cashback_bps = %s, category_rules = %s, discount_bps = %s, pay_share_bps = %s,"
-        " updated_at = %s WHERE programme_id = %s AND level_id = %s",
-        (*_level_params(level), to_dt(now), level.programme_id, level.level_id),
     )
 
 
