@@ -111,6 +111,7 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
                                 details={"status": status, "welcome_bonus_points": bonus})
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
+        member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
         shown["secret"] = generated
         return Enrolled(member, bonus), member_id
 
