@@ -16,12 +16,12 @@ from loyalty_core.model import (
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, found_programme, identified, identify, programme_of
+from loyalty_core.service.members import check_ref, found_programme, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members, orders, programmes
 from loyalty_core.store.db import Database
-from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
 
@@ -48,12 +48,28 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref)
-        levels = await membership.levels_for(conn, member)
-        lots = await ledger.lots(conn, member.member_id)
+    async with reading(db) as conn, conn.pipeline():
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref)
     return quote_for(programme, member, levels, lots, req, now)[0]
+
+
+async def _basket_reads(
+    conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
+) -> tuple[Programme, Member, Lots, list[Any]]:
+    """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
+    the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
+    (read after the lock is granted) and the levels its privileges need."""
+    programme_later = await programmes.send_get(conn, programme_id)
+    member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
+    exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
+    lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+    programme = found_programme(await programme_later.get())
+    member = await identified(conn, programme, ref, await member_later.get())
+    if exists_later is not None and await exists_later.get():
+        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
+                            field="order_id")
+    lots = await lots_later.get()
+    return programme, member, lots, await membership.levels_for(conn, member)
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -63,18 +79,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        # Sent together, one round trip: the lots are read after the member's lock is granted.
-        programme_later = await programmes.send_get(conn, programme_id)
-        member_later = await members.send_find(conn, programme_id, ref, lock=True)
-        exists_later = await orders.send_exists(conn, programme_id, req.order_id)
-        lots_later = await ledger.send_lots_of(conn, programme_id, ref)
-        programme = found_programme(await programme_later.get())
-        member = await identified(conn, programme, ref, await member_later.get())
-        if await exists_later.get():
-            raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
-                                field="order_id")
-        lots = await lots_later.get()
-        levels = await membership.levels_for(conn, member)
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref, order_id=req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
