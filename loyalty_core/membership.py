@@ -14,6 +14,7 @@ from loyalty_core.levels import (
 )
 from loyalty_core.model import Member
 from loyalty_core.store import membership as store
+from loyalty_core.store import orders
 
 ACTIVE = "active"
 NOT_CONFIRMED = "not_confirmed"
@@ -162,10 +163,8 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
     (what points paid included: points are a way to pay). The member's row lock and the order's
     ``counted`` flag are the caller's.
     """
-    levels = [s.level for s in await store.levels_of(conn, programme.programme_id)]
-    if not privileges(member, programme, levels, now).purchases_count:
-        return
-    if await store.purchase(conn, member.member_id, order.order_id) is not None:
+    # Whether purchases count depends on the status only, so no level is needed to decide it.
+    if not privileges(member, programme, (), now).purchases_count:
         return
     by_category: dict[str, int] = {}
     for line in order.pricing.lines:
@@ -173,12 +172,13 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
     amount = order.pricing.net_minor
     total = member.purchases_total_minor + amount
     rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
-    await store.insert_purchase(conn, member.member_id, programme.programme_id, order.order_id, amount,
-                                by_category, member.accumulative_discount_bps, now)
-    await store.set_totals(conn, member.member_id, total, rate)
-    await store.add_event(conn, member.member_id, "orders", "purchase_counted", now, actor=SYSTEM,
-                          details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
-    rungs = ladder(levels, member.customer_group)
+    counted = await store.count_purchase(
+        conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
+        member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
+        details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
+    if not counted:
+        return
+    rungs = ladder([s.level for s in await store.levels_of(conn, programme.programme_id)], member.customer_group)
     if not rungs:
         return
     purchases = await recent_purchases(conn, member.member_id, rungs, now)
@@ -213,7 +213,7 @@ async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, n
     await store.reduce_purchase(conn, member.member_id, order.order_id, amount, left, now)
     await store.set_totals(conn, member.member_id, total, rate)
     if amount == 0:
-        await store.set_order_counted(conn, programme.programme_id, order.order_id, False)
+        await orders.set_counted(conn, programme.programme_id, order.order_id, False)
     await store.add_event(conn, member.member_id, "orders", "purchase_uncounted" if amount == 0 else "purchase_reduced",
                           now, actor=SYSTEM, details={"order_id": order.order_id, "amount_minor": amount,
                                                       "dropped_minor": dropped, "purchases_total_minor": total})

@@ -411,10 +411,10 @@ def _record(stored: store.StoredLevel) -> LevelRecord:
     return LevelRecord(stored.level, stored.created_at, stored.updated_at)
 
 
-async def _write_level(conn: Any, write: Callable[[], Awaitable[None]]) -> None:
+async def _save_level(conn: Any, level: Level, now: int) -> None:
     try:
         async with conn.transaction():  # a savepoint: a taken priority must not poison the key's transaction
-            await write()
+            await store.save_level(conn, level, now)
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists("level_priority_taken", "another level of the programme has this priority",
                             field="priority") from None
@@ -432,7 +432,7 @@ async def create_level(db: Database, clock: Clock, req: CreateLevel) -> LevelRec
         if await store.count_levels(conn, programme_id) >= levels.LEVELS_PER_PROGRAMME_MAX:
             raise InvalidArgument("too_many_items", f"a programme has at most {levels.LEVELS_PER_PROGRAMME_MAX} levels",
                                   field="level")
-        await _write_level(conn, lambda: store.insert_level(conn, level, now))
+        await _save_level(conn, level, now)
         return LevelRecord(level, now, now), None
 
     return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
@@ -455,7 +455,7 @@ async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRec
             raise NotFound("level_not_found", "no such level in this programme", field="level.level_id")
         level = levels.validate_level(dataclasses.replace(
             stored.level, **{name: getattr(req.level, name) for name in req.fields}))
-        await _write_level(conn, lambda: store.update_level(conn, level, now))
+        await _save_level(conn, level, now)
         return LevelRecord(level, stored.created_at, now), None
 
     return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
@@ -476,20 +476,12 @@ async def list_levels(db: Database, programme_id: str, page_size: int, page_toke
 
 # -- Batch runs: the level review and the discount recalculation --------------------------------------
 
-def _batch_size(value: int) -> int:
-    if value == 0:
-        return BATCH_DEFAULT
-    if not 1 <= value <= BATCH_MAX:
-        raise InvalidArgument("value_out_of_range", f"batch_size must be 0..{BATCH_MAX}", field="batch_size")
-    return value
-
-
 async def _in_batches(db: Database, programme_id: str, batch_size: int,
                       each: Callable[[Any, Programme, list[Level], Member], Awaitable[bool]]) -> tuple[int, int]:
     """``each(conn, programme, levels, member)`` for every member of the programme, one transaction
     per batch of members (each locked in turn), so an interrupted run keeps the batches it finished
     and a rerun redoes only what still needs it. Returns (members seen, members changed)."""
-    size = _batch_size(batch_size)
+    size = checks.bounded(batch_size, "batch_size", BATCH_DEFAULT, BATCH_MAX)
     seen = changed = 0
     after: str | None = None
     while True:
