@@ -188,9 +188,9 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
 
 
 async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, now: int) -> None:
-    """Bring a counted order's part of the totals in line with what is left of it: nothing once it
-    is cancelled, the lines not yet refunded after a refund (``order_line.refunded_quantity`` must
-    already include it). Points are not touched, and a level is only ever lowered by the review.
+    """Bring a counted order's part of the totals in line with what is left of it: the units of its
+    lines not yet refunded (``order_line.refunded_quantity`` must already include the refund), so a
+    full refund uncounts it. Points are not touched, and a level is only ever lowered by the review.
 
     The accumulative rate is recalculated from the programme's ranges at the lower total, but
     never below the rate the member had before this order counted, nor above the current one.
@@ -199,10 +199,8 @@ async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, n
     if counted is None or counted.uncounted_at is not None:
         return
     left: dict[str, int] = {}
-    if order.state != "cancelled":
-        for category, net, quantity, refunded in await store.order_lines_left(
-                conn, programme.programme_id, order.order_id):
-            left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
+    for category, net, quantity, refunded in await store.order_lines_left(conn, programme.programme_id, order.order_id):
+        left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
     amount = sum(left.values())
     dropped = counted.amount_minor - amount
     if dropped <= 0:
