@@ -236,12 +236,17 @@ async def _member_write(
 # -- Status ------------------------------------------------------------------------------------------
 
 async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> membership.MemberCard:
-    """Move a member to another status; the comment is required and kept in history."""
+    """Move a member to another status; the comment is required and kept in history. A member whose
+    phone is confirmed cannot be made not confirmed."""
     if req.status not in membership.STATUSES:
         raise InvalidArgument("field_required", "status must be active, not_confirmed or deactivated", field="status")
     _comment(req.comment, required=True)
 
     async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
+        if req.status == membership.NOT_CONFIRMED and member.phone_confirmed:
+            # The seeds: a member who meets the conditions of activation cannot be made "not confirmed".
+            raise FailedPrecondition("phone_already_confirmed",
+                                     "the member's phone is confirmed; they cannot be made not confirmed")
         if member.status != req.status:
             await store.set_status(conn, member.member_id, req.status)
             await store.add_event(conn, member.member_id, "participation", "status_changed", now,

@@ -51,6 +51,9 @@ def test_the_code_read_out_confirms_the_phone_and_activates_the_member(
     assert (confirmed.phone_confirmed, confirmed.status) == (True, member_pb2.MEMBER_STATUS_ACTIVE)
     assert refused(lambda: start(api, member.programme_id, member.member_id)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "phone_already_confirmed")
+    assert refused(lambda: api.set_status(member.programme_id, member.member_id,
+                                          member_pb2.MEMBER_STATUS_NOT_CONFIRMED)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "phone_already_confirmed")
 
 
 def test_five_wrong_codes_lock_the_confirmation(api: Members, sms: RecordingSender, member: member_pb2.Member,
