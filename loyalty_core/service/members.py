@@ -41,17 +41,25 @@ def check_ref(ref: MemberRef) -> MemberRef:
     return ref
 
 
-async def programme_of(conn: Any, programme_id: str) -> Programme:
-    programme = await programmes.get(conn, programme_id)
+def found_programme(programme: Programme | None) -> Programme:
     if programme is None:
         raise NotFound("programme_not_found", "no such programme")
     return programme
 
 
+async def programme_of(conn: Any, programme_id: str) -> Programme:
+    return found_programme(await programmes.get(conn, programme_id))
+
+
 async def identify(conn: Any, programme: Programme, ref: MemberRef, *, lock: bool = False) -> Member:
-    """The member ``ref`` names (checked by ``check_ref``), with the card's secret where the programme
-    requires it for card lookups; ``lock`` takes the member's row lock."""
-    member = checks.found_member(await store.find(conn, programme.programme_id, ref, lock=lock), "with this identifier")
+    """The member ``ref`` names (checked by ``check_ref``); ``lock`` takes the member's row lock."""
+    return await identified(conn, programme, ref, await store.find(conn, programme.programme_id, ref, lock=lock))
+
+
+async def identified(conn: Any, programme: Programme, ref: MemberRef, member: Member | None) -> Member:
+    """``member`` as found for ``ref``, with the card's secret checked where the programme requires
+    it for card lookups."""
+    member = checks.found_member(member, "with this identifier")
     if ref.card_number and (programme.card_secret_required or ref.card_secret):
         await cards.check_card_secret(required=programme.card_secret_required, given=ref.card_secret,
                                       stored_hash=await store.card_secret_hash(conn, member.member_id))
