@@ -20,6 +20,7 @@ from loyalty_core.service.members import check_ref, found_programme, identified,
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members, orders, programmes
+from loyalty_core.store import membership as membership_store
 from loyalty_core.store.db import Database
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
@@ -68,13 +69,14 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         member_later = await members.send_find(conn, programme_id, ref, lock=True)
         exists_later = await orders.send_exists(conn, programme_id, req.order_id)
         lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+        levels_later = await membership_store.send_levels_of(conn, programme_id)
         programme = found_programme(await programme_later.get())
         member = await identified(conn, programme, ref, await member_later.get())
         if await exists_later.get():
             raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
                                 field="order_id")
         lots = await lots_later.get()
-        levels = await membership.levels_for(conn, member)
+        levels = [s.level for s in await levels_later.get()]
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 _LEVEL_COLUMNS = """level_id::text, programme_id::text, name, priority, customer_group, spend_needed_minor,
     category_spend_needed, spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps,
@@ -51,11 +52,19 @@ def _level_params(level: Level) -> tuple[Any, ...]:
 
 # -- Levels --------------------------------------------------------------------------------------
 
-async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
-    """Every level of the programme, lowest priority first."""
+async def send_levels_of(conn: Any, programme_id: str) -> Later[list[StoredLevel]]:
+    """Every level of the programme, lowest priority first, read when wanted (see store.later)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"SELECT {_LEVEL_COLUMNS} FROM level WHERE programme_id = %s ORDER BY priority", (programme_id,))
+    return Later(cur, _levels)
+
+
+async def _levels(cur: Any) -> list[StoredLevel]:
     return [_level(row) for row in await cur.fetchall()]
+
+
+async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
+    return await (await send_levels_of(conn, programme_id)).get()
 
 
 async def level_page(conn: Any, programme_id: str, after_priority: int, limit: int) -> list[StoredLevel]:
