@@ -42,12 +42,12 @@ HISTORY_TABS = {"all": ("participation", "orders", "messages"), "participation":
 
 @dataclass(frozen=True)
 class ConfirmationPolicy:
-    """The limits on one-time codes, from the settings."""
+    """The limits on one-time codes (LOYALTY_CONFIRMATION_*), in the domain's units."""
 
-    code_ttl_us: int = 600 * US_PER_S
-    attempts_max: int = 5
-    resend_interval_us: int = 60 * US_PER_S
-    sends_per_day_max: int = 10
+    code_ttl_us: int
+    attempts_max: int
+    resend_interval_us: int
+    sends_per_day_max: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConfirmationPolicy:
