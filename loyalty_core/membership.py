@@ -12,7 +12,7 @@ from loyalty_core.levels import (
     CASHBACK, DISCOUNT, US_PER_DAY, Level, Purchase, group_applies, ladder, level_after_purchase, longest_period_days,
     progress,
 )
-from loyalty_core.model import DiscountRange, Member, Order, Programme
+from loyalty_core.model import DiscountRange, Member, MemberCard, Order, Programme
 from loyalty_core.store import membership as store
 from loyalty_core.store import orders
 
@@ -239,16 +239,6 @@ async def levels_for(conn: Any, member: Member) -> list[Level]:
     if member.level_id is None:
         return []
     return [s.level for s in await store.levels_of(conn, member.programme_id)]
-
-
-@dataclass(frozen=True)
-class MemberCard:
-    """A member as the member card shows them: the row, the level's name and the way to the next one."""
-
-    member: Member
-    level_name: str = ""
-    next_level_name: str = ""
-    next_level_spend_needed_minor: int = 0
 
 
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
