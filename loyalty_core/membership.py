@@ -234,13 +234,6 @@ async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) ->
     return dataclasses.replace(member, level_id=first.level_id, level_assigned_at=now)
 
 
-async def levels_for(conn: Any, member: Member) -> list[Level]:
-    """The levels ``privileges`` needs for this member: none when the member has no level (no query)."""
-    if member.level_id is None:
-        return []
-    return [s.level for s in await store.levels_of(conn, member.programme_id)]
-
-
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     """The member card's level part: the level's name, the next level and the spend still needed."""
     rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)

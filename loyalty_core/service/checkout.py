@@ -9,6 +9,7 @@ from typing import Any
 from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
     Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
@@ -16,13 +17,13 @@ from loyalty_core.model import (
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, found_programme, identified, identify, programme_of
+from loyalty_core.service.members import check_ref, found_programme, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members, orders, programmes
 from loyalty_core.store import membership as membership_store
 from loyalty_core.store.db import Database
-from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
 
@@ -49,12 +50,29 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref)
-        levels = await membership.levels_for(conn, member)
-        lots = await ledger.lots(conn, member.member_id)
+    async with reading(db) as conn, conn.pipeline():
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref)
     return quote_for(programme, member, levels, lots, req, now)[0]
+
+
+async def _basket_reads(
+    conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
+) -> tuple[Programme, Member, Lots, list[Level]]:
+    """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
+    the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
+    (read after the lock is granted) and the levels its privileges need."""
+    programme_later = await programmes.send_get(conn, programme_id)
+    member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
+    exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
+    lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+    levels_later = await membership_store.send_levels_of(conn, programme_id)
+    programme = found_programme(await programme_later.get())
+    member = await identified(conn, programme, ref, await member_later.get())
+    if exists_later is not None and await exists_later.get():
+        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
+                            field="order_id")
+    lots = await lots_later.get()
+    return programme, member, lots, [s.level for s in await levels_later.get()]
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -64,19 +82,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        # Sent together, one round trip: the lots are read after the member's lock is granted.
-        programme_later = await programmes.send_get(conn, programme_id)
-        member_later = await members.send_find(conn, programme_id, ref, lock=True)
-        exists_later = await orders.send_exists(conn, programme_id, req.order_id)
-        lots_later = await ledger.send_lots_of(conn, programme_id, ref)
-        levels_later = await membership_store.send_levels_of(conn, programme_id)
-        programme = found_programme(await programme_later.get())
-        member = await identified(conn, programme, ref, await member_later.get())
-        if await exists_later.get():
-            raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
-                                field="order_id")
-        lots = await lots_later.get()
-        levels = [s.level for s in await levels_later.get()]
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref, order_id=req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
@@ -169,12 +175,13 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         if hold is not None:
             # Spent points come from the lots that expire first; the rest goes back to the last ones.
             spent = fill(hold.lot_points, points)
-            back = fill(hold.lot_points[::-1], held - points)[::-1]
+            _, unspent = fill([points, held], held)
+            back = fill(hold.lot_points[::-1], unspent)[::-1]
             if points:
                 entries.append(Entry("spent", 0, held_delta=-points, order_id=order.order_id,
                                      hold_id=hold.hold.hold_id))
-            if held - points:
-                entries.append(_release_entry(stored, held - points, back))
+            if unspent:
+                entries.append(_release_entry(stored, unspent, back))
         earned = pricing.earned_points
         repaid, kept = fill([member.debt_points, earned], earned)
         if repaid:
@@ -320,10 +327,12 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
                                          f"{shortfall} of the {clawback} points to take back were already spent",
                                          shortfall=shortfall)
             if policy == "debt":
-                if member.debt_points + shortfall > programme.debt_limit_points:
+                # The room under the limit: what of the limit the current debt leaves (0 if above it).
+                _, room = fill([member.debt_points, programme.debt_limit_points], programme.debt_limit_points)
+                if shortfall > room:
                     raise FailedPrecondition("debt_limit_exceeded",
-                                             f"a debt of {member.debt_points + shortfall} points would pass the "
-                                             f"limit of {programme.debt_limit_points}", shortfall=shortfall)
+                                             f"{shortfall} points of debt asked, {room} left under the limit of "
+                                             f"{programme.debt_limit_points}", shortfall=shortfall, room=room)
                 debt, shortfall = shortfall, 0
                 entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
                                      refund_id=refund_id))
