@@ -169,13 +169,16 @@ async def count_purchase(conn: Any, programme: Programme, member: Member, order:
     amount = order.pricing.net_minor
     total = member.purchases_total_minor + amount
     rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
-    counted = await store.count_purchase(
+    # Sent together with the levels: one round trip in the write's pipeline.
+    counted = await store.send_count_purchase(
         conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
         member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
         details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
-    if not counted:
+    levels_later = await store.send_levels_of(conn, programme.programme_id)
+    done, levels = await counted.get(), [s.level for s in await levels_later.get()]
+    if not done:
         return
-    rungs = ladder([s.level for s in await store.levels_of(conn, programme.programme_id)], member.customer_group)
+    rungs = ladder(levels, member.customer_group)
     if not rungs:
         return
     purchases = await recent_purchases(conn, member.member_id, rungs, now)

@@ -191,11 +191,11 @@ async def purchase(conn: Any, member_id: str, order_id: str) -> PurchaseRow | No
     return PurchaseRow(order_id, amount, by_cat, before, to_us(counted), to_us(uncounted))
 
 
-async def count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
-                         by_category: Mapping[str, int], accumulative_before_bps: int, purchases_total_minor: int,
-                         accumulative_discount_bps: int, now: int, *, actor: str,
-                         details: Mapping[str, object]) -> bool:
-    """Record the purchase, set the member's totals and add its history entry, in one round trip;
+async def send_count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
+                              by_category: Mapping[str, int], accumulative_before_bps: int,
+                              purchases_total_minor: int, accumulative_discount_bps: int, now: int, *, actor: str,
+                              details: Mapping[str, object]) -> Later[bool]:
+    """Record the purchase, set the member's totals and add its history entry, in one statement;
     False (and nothing written) when the order was counted before."""
     cur = await conn.execute(
         "WITH p AS (INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
@@ -209,6 +209,10 @@ async def count_purchase(conn: Any, member_id: str, programme_id: str, order_id:
         (member_id, programme_id, order_id, amount_minor, Jsonb(dict(by_category)), accumulative_before_bps,
          to_dt(now), purchases_total_minor, accumulative_discount_bps, _details(details), actor, to_dt(now)),
     )
+    return Later(cur, _one_row_inserted)
+
+
+async def _one_row_inserted(cur: Any) -> bool:
     return (await cur.fetchone())[0] == 1
 
 
