@@ -166,6 +166,7 @@ for _code, _kind in [
     ("credential_unknown", Unauthenticated),
     ("right_not_granted", PermissionDenied),
     ("programme_not_granted", PermissionDenied),
+    ("api_key_name_taken", AlreadyExists),
     # Dependencies
     ("database_unavailable", Unavailable),
     ("sms_gateway_unavailable", Unavailable),

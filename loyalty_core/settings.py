@@ -53,6 +53,21 @@ class Settings:
     confirmation_resend_interval_s: float = 60.0
     confirmation_sends_per_day_max: int = 10
     log_level: str = "INFO"
+    # A verified API key is trusted this long without asking the database; a revoked key stops
+    # working within this time. 0: look every key up on every call.
+    auth_cache_ttl_s: float = 5.0
+    # PEM certificate chain and private key of the gRPC port; both unset: plaintext.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # The server gives up on any call after this long (DEADLINE_EXCEEDED), whatever the client's
+    # deadline: a stuck call must not hold a pooled connection and a member's lock for ever.
+    rpc_time_limit_s: float = 30.0
+    # Outstanding points, open holds and expiry lag are read from the database when /metrics is
+    # scraped, at most this often (several scrapers cost one query).
+    ledger_gauges_max_age_s: float = 10.0
+    # Server processes sharing the gRPC port (SO_REUSEPORT), each with its own pool of
+    # pool_max_size connections: Python uses one core per process. 0: one per core.
+    workers: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -73,13 +88,20 @@ class Settings:
         """Refuse settings that cannot work, naming the variable."""
         if self.pool_min_size < 0 or self.pool_max_size < max(1, self.pool_min_size):
             raise ValueError("LOYALTY_POOL_MAX_SIZE must be at least 1 and at least LOYALTY_POOL_MIN_SIZE")
+        if self.workers < 0:
+            raise ValueError("LOYALTY_WORKERS must be 0 (one per core) or more")
         if self.tx_attempts_max < 1:
             raise ValueError("LOYALTY_TX_ATTEMPTS_MAX must be at least 1")
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
                      "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
-                     "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max"):
+                     "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
+                     "rpc_time_limit_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
+        if self.auth_cache_ttl_s < 0:
+            raise ValueError("LOYALTY_AUTH_CACHE_TTL_S must not be negative")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("set both LOYALTY_TLS_CERT_FILE and LOYALTY_TLS_KEY_FILE, or neither")
         for name in ("grpc_addr", "metrics_addr"):
             split_host_port(getattr(self, name), PREFIX + name.upper())
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
 from typing import Any
 
 import grpc
@@ -13,10 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loyalty_core.clock import SystemClock
-from loyalty_core.settings import Settings
+from loyalty_core.settings import Settings, split_host_port
 from loyalty_core.store import embedded
 from loyalty_core.store.db import Database
-from server import services
+from server import services, tls
+from server.auth import AuthInterceptor, KeyCache
 from server.deps import Deps
 from server.interceptors import ServerInterceptor
 from server.metrics import start_metrics_server, stop_metrics_server
@@ -31,7 +37,12 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
     """A configured, bound, not yet started server and its port. Call it inside the event loop
     that will run the server; then ``await deps.health.start()`` and ``await server.start()``."""
     server = aio.server(
-        interceptors=[ServerInterceptor(deps.metrics, deps.health)],
+        # The auth interceptor runs inside the first, which turns its refusals into statuses.
+        interceptors=[
+            ServerInterceptor(deps.metrics, deps.health),
+            AuthInterceptor(KeyCache(deps.db, settings.auth_cache_ttl_s), rpc_time_limit_s=settings.rpc_time_limit_s,
+                            observer=deps.metrics),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -44,7 +55,7 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(settings.grpc_addr)
+    port = tls.add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"could not bind LOYALTY_GRPC_ADDR={settings.grpc_addr}")
     return server, port
@@ -87,3 +98,80 @@ async def serve(settings: Settings, *, stop_event: asyncio.Event | None = None) 
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         log.info("stopped", extra={"event": "stopped"})
+
+
+def worker_count(settings: Settings) -> int:
+    """LOYALTY_WORKERS, where 0 means one per core."""
+    return settings.workers or os.cpu_count() or 1
+
+
+def serve_workers(settings: Settings) -> int:
+    """``serve`` in ``LOYALTY_WORKERS`` processes sharing the gRPC port (``grpc.so_reuseport``; the
+    kernel spreads connections, not calls, over them), each with its own pool. One worker runs in
+    this process. With several, this process starts the embedded database once (when no URL is
+    set), passes SIGTERM/SIGINT on, and stops them all if one exits. Worker i > 0 serves metrics
+    on the metrics port + i (each process has its own counters)."""
+    count = worker_count(settings)
+    if count == 1:
+        asyncio.run(serve(settings))
+        return 0
+    host, port = split_host_port(settings.grpc_addr, "LOYALTY_GRPC_ADDR")
+    if port == 0:  # every worker must bind the same port: choose it here
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    m_host, m_port = split_host_port(settings.metrics_addr, "LOYALTY_METRICS_ADDR")
+    pg: embedded.EmbeddedPostgres | None = None
+    url = settings.database_url
+    if not url:
+        pg = embedded.start(settings.data_dir)
+        url = pg.url
+    ctx = multiprocessing.get_context("spawn")  # no fork: grpc's threads and the pool must start fresh
+    children = []
+    try:
+        for i in range(count):
+            child = dataclasses.replace(
+                settings, database_url=url, workers=1, grpc_addr=_join(host, port),
+                metrics_addr=_join(m_host, m_port + i if m_port else 0))
+            proc = ctx.Process(target=_worker_main, args=(child, i), name=f"loyalty-worker-{i}")
+            proc.start()
+            children.append(proc)
+        log.info("workers started", extra={"event": "workers_started", "workers": count, "grpc_port": port})
+        stopping = False
+
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for proc in children:
+                if proc.is_alive() and proc.pid:
+                    os.kill(proc.pid, signum)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        # Wait for any worker to end; then stop the others (a worker that died is not restarted:
+        # a supervisor above this process decides that).
+        while all(proc.is_alive() for proc in children):
+            multiprocessing.connection.wait([proc.sentinel for proc in children], timeout=1.0)
+        if not stopping:
+            stop(signal.SIGTERM, None)
+        for proc in children:
+            proc.join(settings.shutdown_grace_s + 5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        return 0 if stopping and all(proc.exitcode == 0 for proc in children) else 1
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _worker_main(settings: Settings, index: int) -> None:
+    from server import logs
+
+    logs.configure(settings.log_level)
+    log.info("worker starting", extra={"event": "worker_starting", "worker": index})
+    asyncio.run(serve(settings))

@@ -32,6 +32,7 @@ class Deps:
             self.sms = sender_from_settings(self.settings)
         self.metrics = Metrics(self.registry)
         self.metrics.watch_pool(self.db.stats)
+        self.metrics.watch_ledger(self.db.url, self.clock, self.settings.ledger_gauges_max_age_s)
         self.health = Health(
             self.db,
             interval_s=self.settings.health_probe_interval_s,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any
 
+import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from loyalty_core.clock import Clock
 from loyalty_core.settings import split_host_port
+from loyalty_core.store import gauges
+
+log = logging.getLogger(__name__)
 
 # Seconds: from well under a millisecond (a cached read) to the pool time-out.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -54,6 +64,25 @@ class Metrics:
             registry=registry,
         )
         self.build_info.labels(version=version(), calc_impl=calc_impl()).set(1)
+        # What the ledger did, counted by the process that did it (sum over processes).
+        points_labels = ("programme_id",)
+        self.points_earned = Counter("loyalty_points_earned", "Points credited (orders, welcome, manual, "
+                                     "refund returns), by programme.", points_labels, registry=registry)
+        self.points_spent = Counter("loyalty_points_spent", "Points spent (captures, redemptions), by programme.",
+                                    points_labels, registry=registry)
+        self.points_expired = Counter("loyalty_points_expired", "Points burnt by the expiry run, by programme.",
+                                      points_labels, registry=registry)
+        self.points_held = Counter("loyalty_points_held", "Points put on hold by checkouts, by programme.",
+                                   points_labels, registry=registry)
+        self.idempotent_replays = Counter(
+            "loyalty_idempotent_replays", "Writes answered from their stored result (same request_id and "
+            "request), by method.", ("method",), registry=registry)
+        self.tx_retries = Counter(
+            "loyalty_tx_retries", "Transactions run again after a serialization failure or deadlock, by SQLSTATE.",
+            ("sqlstate",), registry=registry)
+        self.expiry_run_seconds = Histogram(
+            "loyalty_expiry_run_seconds", "Duration of one expiry run.", buckets=LATENCY_BUCKETS_S + (30.0, 60.0),
+            registry=registry)
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the pool's numbers at scrape time (no background task to keep them fresh)."""
@@ -61,6 +90,95 @@ class Metrics:
         self.pool_max.set_function(lambda: stats()["max_size"])
         self.pool_in_use.set_function(lambda: stats()["in_use"])
         self.pool_waiting.set_function(lambda: stats()["waiting"])
+
+
+    def points_moved(self, kind: str, programme_id: str, points: int) -> None:
+        """``loyalty_core.observe``: a committed movement of ``kind``."""
+        counter = _POINTS_COUNTER_BY_KIND.get(kind)
+        if counter is not None:
+            getattr(self, counter).labels(programme_id).inc(points)
+
+    def idempotent_replay(self, method: str) -> None:
+        self.idempotent_replays.labels(method).inc()
+
+    def tx_retry(self, sqlstate: str) -> None:
+        self.tx_retries.labels(sqlstate).inc()
+
+    def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
+        """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
+        self.registry.register(LedgerCollector(url, clock, max_age_s))
+
+
+# Movement kinds (movement.kind) counted as earned, spent, expired or held points. Releases,
+# reversals, activations and debt movements are visible in the ledger and the gauges.
+_POINTS_COUNTER_BY_KIND = {
+    "earned": "points_earned",
+    "welcome": "points_earned",
+    "manual_accrual": "points_earned",
+    "refund_return": "points_earned",
+    "spent": "points_spent",
+    "expired": "points_expired",
+    "held": "points_held",
+}
+
+
+class LedgerCollector:
+    """Reads ``loyalty_core.store.gauges`` when scraped, at most once per ``max_age_s``, on a
+    connection of its own for the read (scrapes run in the HTTP thread, outside the server's
+    event loop; a connection a few times a minute costs less than one kept open per process).
+    A database that cannot be read leaves the gauges out and says so in loyalty_ledger_gauges_up."""
+
+    def __init__(self, url: str, clock: Clock, max_age_s: float) -> None:
+        self.url, self.clock, self.max_age_s = url, clock, max_age_s
+        self._lock = threading.Lock()
+        self._reading: gauges.LedgerGauges | None = None
+        self._read_at = float("-inf")
+
+    def describe(self) -> list[Metric]:
+        # Nothing at registration: collect() must not reach the database from register().
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._read()
+        up = GaugeMetricFamily("loyalty_ledger_gauges_up", "1 when the last scrape could read the ledger's gauges.")
+        up.add_metric([], 1 if reading else 0)
+        yield up
+        if reading is None:
+            return
+        outstanding = GaugeMetricFamily(
+            "loyalty_outstanding_points", "Points owed to members (in lots, held included), by programme and "
+            "the UTC month they expire in ('never' for points that do not).", labels=["programme_id", "expiry_month"])
+        for (programme_id, month), points in sorted(reading.outstanding_points.items()):
+            outstanding.add_metric([programme_id, month], points)
+        yield outstanding
+        holds = GaugeMetricFamily("loyalty_open_holds", "Open checkout holds, by programme.", labels=["programme_id"])
+        held = GaugeMetricFamily("loyalty_open_held_points", "Points in open holds, by programme.",
+                                 labels=["programme_id"])
+        oldest = GaugeMetricFamily("loyalty_oldest_open_hold_age_seconds", "Age of the oldest open hold, by programme.",
+                                   labels=["programme_id"])
+        for programme_id in sorted(reading.open_holds):
+            holds.add_metric([programme_id], reading.open_holds[programme_id])
+            held.add_metric([programme_id], reading.held_points[programme_id])
+            oldest.add_metric([programme_id], reading.oldest_hold_age_s[programme_id])
+        yield from (holds, held, oldest)
+        lag = GaugeMetricFamily("loyalty_expiry_lag_seconds", "Age of the oldest lot the expiry run should have "
+                                "burnt, or hold it should have released, by now; 0 when it is up to date.")
+        lag.add_metric([], reading.expiry_lag_s)
+        yield lag
+
+    def _read(self) -> gauges.LedgerGauges | None:
+        with self._lock:
+            if time.monotonic() - self._read_at < self.max_age_s:
+                return self._reading
+            now = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.clock.now_us())
+            try:
+                with psycopg.connect(self.url, connect_timeout=2, options="-c statement_timeout=5000") as conn:
+                    self._reading = gauges.read(conn, now)
+            except psycopg.Error as err:
+                log.warning("ledger gauges unreadable: %s", type(err).__name__, extra={"event": "ledger_gauges_failed"})
+                self._reading = None
+            self._read_at = time.monotonic()
+            return self._reading
 
 
 def version() -> str:

@@ -13,7 +13,7 @@ import psycopg
 import psycopg.errors
 import psycopg_pool
 
-from loyalty_core import errors
+from loyalty_core import errors, observe
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,12 @@ class Database:
         """``await fn(conn, *args)`` in one transaction, re-run on 40001/40P01 a bounded number of times."""
         for attempt in range(1, self.tx_attempts_max + 1):
             try:
-                async with self.transaction() as conn:
-                    return await fn(conn, *args, **kwargs)
+                # Points the attempt moved are reported to the metrics only once it commits.
+                with observe.transaction():
+                    async with self.transaction() as conn:
+                        return await fn(conn, *args, **kwargs)
             except RETRYABLE as err:
+                observe.tx_retry(err.sqlstate or "")
                 if attempt == self.tx_attempts_max:
                     log.warning("transaction gave up after %d attempts: %s", attempt, err.sqlstate)
                     raise

@@ -1,7 +1,10 @@
 """The server as its own process: started as the README does, two at once, database outages."""
 
+import os
 import signal
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -121,3 +124,15 @@ def test_sigint_stops_cleanly_too(database_url: str):
     server.wait_serving()
     assert server.terminate(sig=signal.SIGINT) == 0
     assert server.events("stopping") and server.events("stopped")
+
+
+def test_migrate_command_migrates_an_empty_database(create_database):
+    url = create_database()
+    script = Path(sys.executable).with_name("loyalty-core")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    done = subprocess.run([str(script), "migrate"], env={**env, "LOYALTY_DATABASE_URL": url},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(url) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [m.version for m in migrate.discover()]

@@ -1,0 +1,74 @@
+"""What the domain reports for the metrics (points moved, replays, retries), without knowing Prometheus.
+
+The server publishes its metrics as the observer of each RPC (a context variable, so each server
+in a process counts its own calls). Points moved inside a transaction are buffered and reported
+only once it commits: a rolled-back or retried attempt moved nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Protocol
+
+
+class Observer(Protocol):
+    def points_moved(self, kind: str, programme_id: str, points: int) -> None: ...
+
+    def idempotent_replay(self, method: str) -> None: ...
+
+    def tx_retry(self, sqlstate: str) -> None: ...
+
+
+_observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
+_pending: ContextVar[list[tuple[str, str, int]] | None] = ContextVar("loyalty_pending_points", default=None)
+
+
+@contextmanager
+def observed_by(observer: Observer) -> Iterator[None]:
+    """Report what happens in this block (and the tasks it starts) to ``observer``."""
+    token = _observer.set(observer)
+    try:
+        yield
+    finally:
+        _observer.reset(token)
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """Buffer ``points_moved`` until the block ends without an exception (the commit)."""
+    pending: list[tuple[str, str, int]] = []
+    token = _pending.set(pending)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+    # Reached only when the block raised nothing: the transaction committed.
+    observer = _observer.get()
+    if observer is not None:
+        for kind, programme_id, points in pending:
+            observer.points_moved(kind, programme_id, points)
+
+
+def points_moved(kind: str, programme_id: str, points: int) -> None:
+    """A movement of ``kind`` (a movement.kind) of ``points`` (> 0) in a programme."""
+    pending = _pending.get()
+    if pending is not None:
+        pending.append((kind, programme_id, points))
+        return
+    observer = _observer.get()
+    if observer is not None:
+        observer.points_moved(kind, programme_id, points)
+
+
+def idempotent_replay(method: str) -> None:
+    observer = _observer.get()
+    if observer is not None:
+        observer.idempotent_replay(method)
+
+
+def tx_retry(sqlstate: str) -> None:
+    observer = _observer.get()
+    if observer is not None:
+        observer.tx_retry(sqlstate)

@@ -1,0 +1,70 @@
+"""The ledger's state as an SRE watches it: outstanding points by expiry month, open holds, expiry lag.
+
+Read at scrape time (cached briefly), never per RPC. Each query reads live rows only (lots with
+points left, open holds, overdue lots and holds), which partial indexes serve, not the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+NEVER = "never"
+
+
+@dataclass
+class LedgerGauges:
+    """One reading. Keys are programme ids; ``outstanding`` is keyed (programme id, "YYYY-MM" or "never")."""
+
+    outstanding_points: dict[tuple[str, str], int] = field(default_factory=dict)
+    open_holds: dict[str, int] = field(default_factory=dict)
+    held_points: dict[str, int] = field(default_factory=dict)
+    oldest_hold_age_s: dict[str, float] = field(default_factory=dict)
+    # How far behind the expiry run is: the age of the oldest lot it should have burnt, or hold it
+    # should have released, by ``now``; 0 when it is up to date.
+    expiry_lag_s: float = 0.0
+
+
+def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
+    """Read every gauge in one transaction (a consistent picture), as of ``now``."""
+    g = LedgerGauges()
+    with conn.transaction():
+        # Points the programme owes, by the calendar month (UTC) they burn in: what is left in lots,
+        # and what open holds took from lots (a hold is still owed until it is captured; it goes
+        # back to the very lots it came from, so it burns with them).
+        for programme_id, month, points in conn.execute(
+            """SELECT o.programme_id::text,
+                      coalesce(to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM'), %s),
+                      sum(o.points)
+               FROM (SELECT m.programme_id, l.expires_at, l.remaining AS points
+                     FROM lot l JOIN member m USING (member_id)
+                     WHERE l.remaining > 0
+                     UNION ALL
+                     SELECT h.programme_id, l.expires_at, a.points
+                     FROM hold h CROSS JOIN unnest(h.lot_ids, h.lot_points) AS a(lot_id, points)
+                     JOIN lot l ON l.member_id = h.member_id AND l.lot_id = a.lot_id
+                     WHERE h.state = 'open') o
+               GROUP BY 1, 2""",
+            (NEVER,),
+        ):
+            g.outstanding_points[(programme_id, month)] = int(points)
+        for programme_id, count, points, oldest in conn.execute(
+            """SELECT programme_id::text, count(*), sum(points), min(created_at)
+               FROM hold WHERE state = 'open' GROUP BY 1"""
+        ):
+            g.open_holds[programme_id] = int(count)
+            g.held_points[programme_id] = int(points)
+            g.oldest_hold_age_s[programme_id] = max(0.0, (now - oldest).total_seconds())
+        row = conn.execute(
+            """SELECT least(
+                   (SELECT min(expires_at) FROM lot
+                    WHERE remaining > 0 AND expired_at IS NULL AND expires_at <= %(now)s),
+                   (SELECT min(expires_at) FROM hold WHERE state = 'open' AND expires_at <= %(now)s))""",
+            {"now": now},
+        ).fetchone()
+        if row and row[0] is not None:
+            g.expiry_lag_s = max(0.0, (now - row[0]).total_seconds())
+    return g

@@ -1,0 +1,77 @@
+"""Limits on everything a caller controls in a request: list lengths, string lengths, page sizes, times.
+
+One walk over the fields a request actually set, before any servicer sees it, so a new RPC is
+bounded from its first day. Servicers still check their own ranges (quantity >= 1, ...); these
+are the outer walls. The transport refuses messages over ``grpc.max_receive_message_length``
+(RESOURCE_EXHAUSTED) before they are even parsed.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from loyalty_core import errors
+
+# Basket lines, refund lines, history kinds, a programme's stores and rules: 500 at most.
+MAX_REPEATED = 500
+MAX_PAGE_SIZE = 500
+# Ids, phone and card numbers, SKUs, categories, codes, tokens.
+MAX_STRING_CHARS = 256
+# Free text an operator writes.
+MAX_TEXT_CHARS = 2000
+TEXT_FIELDS = frozenset({"comment"})
+# google.protobuf.Timestamp's own valid range (0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z).
+TIMESTAMP = "google.protobuf.Timestamp"
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
+def check(request: Message) -> None:
+    """Raise ``InvalidArgument`` naming the first field (as a path) over its limit."""
+    _check(request, "")
+
+
+def _check(message: Message, prefix: str) -> None:
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        if field.is_repeated:
+            if len(value) > MAX_REPEATED:
+                raise errors.InvalidArgument(
+                    "too_many_items", f"{path} has {len(value)} items; at most {MAX_REPEATED}", field=path
+                )
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                for i, item in enumerate(value):
+                    _check(item, f"{path}[{i}].")
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                for i, item in enumerate(value):
+                    _check_string(item, f"{path}[{i}]", field.name)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.full_name == TIMESTAMP:
+                _check_timestamp(value, path)
+            _check(value, path + ".")
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            _check_string(value, path, field.name)
+        elif field.name == "page_size" and not 0 <= value <= MAX_PAGE_SIZE:
+            raise errors.InvalidArgument(
+                "value_out_of_range", f"page_size must be 0..{MAX_PAGE_SIZE} (0 means the default)", field=path
+            )
+
+
+def _check_timestamp(value: Message, path: str) -> None:
+    # Outside 0001-01-01..9999-12-31 a Timestamp cannot become a datetime (nor a PostgreSQL time).
+    if not (MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S and 0 <= value.nanos < 1_000_000_000):
+        raise errors.InvalidArgument(
+            "value_out_of_range", f"{path} must be a time between years 0001 and 9999", field=path
+        )
+
+
+def _check_string(value: str, path: str, name: str) -> None:
+    limit = MAX_TEXT_CHARS if name in TEXT_FIELDS else MAX_STRING_CHARS
+    if len(value) > limit:
+        raise errors.InvalidArgument(
+            "value_too_long", f"{path} is {len(value)} characters; at most {limit}", field=path
+        )
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL, and no id, code or comment of ours needs it.
+        raise errors.InvalidArgument("value_out_of_range", f"{path} must not contain NUL characters", field=path)

@@ -1,0 +1,100 @@
+"""The one table of rights: every RPC's full method name, the rights that allow it, and how its
+request names the programme it acts on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loyalty_core.store.keys import RIGHTS
+
+# Health and reflection answer anyone: load balancers and grpcurl call them without a key.
+PUBLIC_SERVICES = frozenset({
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+})
+
+# How a request names its programme (the key must hold that programme, or every programme).
+PROGRAMME_ID = "programme_id"
+PROGRAMME_IN_BODY = "programme.programme_id"
+# The request is about no single programme (creating one, listing them all): only a key for
+# every programme may make it.
+EVERY_PROGRAMME = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Who may call one RPC: any of ``rights``, on the programme found at ``programme_field``."""
+
+    rights: frozenset[str]
+    programme_field: str
+
+    def __post_init__(self) -> None:
+        unknown = self.rights - set(RIGHTS)
+        assert not unknown, f"unknown rights {unknown}"
+
+
+def _rule(*rights: str, programme_field: str = PROGRAMME_ID) -> Rule:
+    return Rule(frozenset(rights), programme_field)
+
+
+# Who reads what. read_only is the SREs' right: every Get, List, History and Verify.
+# programme_admin reads everything it administers. The till and the web checkout read members,
+# orders and the programme as part of a sale; the editors of discounts, points, levels and
+# statuses must find the member they are about to change.
+_MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "manual_points", "level_status",
+                   "read_only")
+_SALE = ("pos", "ecommerce")
+
+RULES: dict[str, Rule] = {
+    # CheckoutService: the sale. POS and e-commerce have the same rights (SPEC: "likewise").
+    "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),
+    # A till that lost an answer reads the order back before it retries.
+    "/loyalty.v1.CheckoutService/GetOrder": _rule(*_SALE, "programme_admin", "read_only"),
+    # MemberService. Sign-up happens at the till and on the web as well as in the back office.
+    "/loyalty.v1.MemberService/EnrolMember": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MemberService/GetMember": _rule(*_MEMBER_READERS),
+    "/loyalty.v1.MemberService/LookupMember": _rule(*_MEMBER_READERS),
+    "/loyalty.v1.MemberService/GetBalance": _rule(*_MEMBER_READERS),
+    # Leaving the programme is a participation (status) change.
+    "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
+    # PointsService. Manual points move money: only their own right, not programme_admin.
+    "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
+    "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
+    # The web shop shows the member's history; the till does not need it.
+    "/loyalty.v1.PointsService/ListPointsHistory": _rule("ecommerce", "manual_points", "programme_admin",
+                                                         "read_only"),
+    # An empty programme_id means every programme, which a key for some programmes may not run.
+    "/loyalty.v1.PointsService/RunExpiry": _rule("programme_admin"),
+    "/loyalty.v1.PointsService/VerifyLedger": _rule("programme_admin", "read_only"),
+    # ProgrammeService.
+    "/loyalty.v1.ProgrammeService/CreateProgramme": _rule("programme_admin", programme_field=EVERY_PROGRAMME),
+    "/loyalty.v1.ProgrammeService/UpdateProgramme": _rule("programme_admin", programme_field=PROGRAMME_IN_BODY),
+    "/loyalty.v1.ProgrammeService/GetProgramme": _rule(*_MEMBER_READERS),
+    # Lists every programme, so it needs a key for every programme; a key for some programmes
+    # reads each of its own with GetProgramme.
+    "/loyalty.v1.ProgrammeService/ListProgrammes": _rule("programme_admin", "read_only",
+                                                         programme_field=EVERY_PROGRAMME),
+}
+
+
+def rule_for(method: str) -> Rule | None:
+    """The rule of a full method name ("/loyalty.v1.X/Y"), or None: a method without one is refused."""
+    return RULES.get(method)
+
+
+def is_public(method: str) -> bool:
+    return method[1:].partition("/")[0] in PUBLIC_SERVICES
+
+
+def programme_of(request: object, programme_field: str) -> str:
+    """The programme id a request names at ``programme_field`` (a dotted path); "" when unset."""
+    value: object = request
+    for part in programme_field.split("."):
+        value = getattr(value, part, "")
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,66 @@
+"""The rights table covers every RPC of every registered service, and nothing else."""
+
+import importlib
+
+from loyalty_core.store.keys import RIGHTS
+from server import rights, services
+
+
+def served_methods() -> dict[str, object]:
+    """Full method name -> descriptor, for every method of every service the server registers."""
+    found = {}
+    for stub in services.declared_services():
+        module = importlib.import_module(stub.add_to_server.__module__.removesuffix("_grpc"))
+        service = module.DESCRIPTOR.services_by_name[stub.full_name.rpartition(".")[2]]
+        for method in service.methods:
+            found[f"/{service.full_name}/{method.name}"] = method
+    return found
+
+
+def test_every_rpc_has_a_rule():
+    methods = served_methods()
+    assert methods, "no generated stubs found"
+    missing = sorted(set(methods) - set(rights.RULES))
+    assert not missing, f"RPCs without a right in server/rights.py: {missing}"
+
+
+def test_every_rule_names_a_served_rpc():
+    stale = sorted(set(rights.RULES) - set(served_methods()))
+    assert not stale, f"rules for RPCs that no longer exist: {stale}"
+
+
+def test_every_rpc_is_unary_so_the_auth_guard_covers_it():
+    # The auth interceptor guards unary calls and refuses to serve anything else.
+    streaming = [name for name, m in served_methods().items() if m.client_streaming or m.server_streaming]
+    assert not streaming
+
+
+def test_rules_use_known_rights_and_programme_fields():
+    methods = served_methods()
+    for name, rule in rights.RULES.items():
+        assert rule.rights and rule.rights <= set(RIGHTS), name
+        if rule.programme_field == rights.EVERY_PROGRAMME:
+            continue
+        message = methods[name].input_type
+        for part in rule.programme_field.split("."):
+            field = message.fields_by_name[part]
+            message = field.message_type
+        assert field.type == field.TYPE_STRING, name
+
+
+def test_every_right_allows_something():
+    granted = set().union(*(rule.rights for rule in rights.RULES.values()))
+    assert granted == set(RIGHTS)
+
+
+def test_read_only_reads_everything_and_writes_nothing():
+    for name, rule in rights.RULES.items():
+        method = name.rpartition("/")[2]
+        is_read = method.startswith(("Get", "List", "Lookup", "Verify"))
+        assert ("read_only" in rule.rights) == is_read, name
+
+
+def test_health_and_reflection_are_public_and_ours_are_not():
+    assert rights.is_public("/grpc.health.v1.Health/Check")
+    assert rights.is_public("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert not any(rights.is_public(name) for name in served_methods())
