@@ -68,6 +68,32 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(run(url))
 
 
+def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
+    """The scheduled level review of one programme (cron it daily): drop who missed their period."""
+    from datetime import datetime
+
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.membership import run_level_review
+    from loyalty_core.store.db import Database
+
+    as_of = None if not args.as_of else int(datetime.fromisoformat(args.as_of).timestamp() * 1_000_000)
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            result = await run_level_review(db, SystemClock(), args.programme_id, as_of, args.batch_size)
+        print(f"reviewed {result.members_reviewed} members: {result.members_dropped} dropped one level")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _review_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", required=True, help="the programme to review")
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the periods end at (default: now)")
+    parser.add_argument("--batch-size", type=int, default=0, help="members per transaction (default 500)")
+
+
 def _verify_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--programme-id", default="", help="only this programme (default: every programme)")
 
@@ -131,6 +157,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "serve": ("run the gRPC server in the foreground (migrates first)", lambda p: None, cmd_serve),
     "migrate": ("apply pending schema migrations and exit", lambda p: None, cmd_migrate),
     "verify": ("check the points ledger's invariants; exit 1 and print what disagrees", _verify_args, cmd_verify),
+    "review-levels": ("drop one level every member who missed their level's period", _review_args,
+                      cmd_review_levels),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
 }
 

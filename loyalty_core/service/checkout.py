@@ -9,6 +9,7 @@ from typing import Any
 from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
     Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
@@ -20,6 +21,7 @@ from loyalty_core.service.members import check_ref, found_programme, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members, orders, programmes
+from loyalty_core.store import membership as membership_store
 from loyalty_core.store.db import Database
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
@@ -55,7 +57,7 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
 
 async def _basket_reads(
     conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
-) -> tuple[Programme, Member, Lots, list[Any]]:
+) -> tuple[Programme, Member, Lots, list[Level]]:
     """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
     the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
     (read after the lock is granted) and the levels its privileges need."""
@@ -63,13 +65,14 @@ async def _basket_reads(
     member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
     exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
     lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+    levels_later = await membership_store.send_levels_of(conn, programme_id)
     programme = found_programme(await programme_later.get())
     member = await identified(conn, programme, ref, await member_later.get())
     if exists_later is not None and await exists_later.get():
         raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
                             field="order_id")
     lots = await lots_later.get()
-    return programme, member, lots, await membership.levels_for(conn, member)
+    return programme, member, lots, [s.level for s in await levels_later.get()]
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:

@@ -13,7 +13,7 @@ from loyalty_core import cards, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
-    Balance, Enrol, Enrolled, Member, MemberRef, Offboard, Programme,
+    Balance, Enrol, Enrolled, Member, MemberCard, MemberRef, Offboard, Programme,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
@@ -113,14 +113,14 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
         member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
         shown["secret"] = generated
-        return Enrolled(member, bonus), member_id
+        return Enrolled(await membership.member_card(conn, member, now), bonus), member_id
 
     enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
                                now=now, effect=effect)
     return dataclasses.replace(enrolled, generated_card_secret=shown.get("secret", ""))
 
 
-async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> membership.MemberCard:
+async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> MemberCard:
     """The member card: the member, the level's name and what the next level still needs."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
@@ -130,7 +130,7 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
         return await membership.member_card(conn, member, clock.now_us())
 
 
-async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[membership.MemberCard, Balance]:
+async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[MemberCard, Balance]:
     """The member by any identifier, and the balance now, so a till needs one call."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     ref = check_ref(ref)

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 _LEVEL_COLUMNS = """level_id::text, programme_id::text, name, priority, customer_group, spend_needed_minor,
     category_spend_needed, spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps,
@@ -51,11 +52,19 @@ def _level_params(level: Level) -> tuple[Any, ...]:
 
 # -- Levels --------------------------------------------------------------------------------------
 
-async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
-    """Every level of the programme, lowest priority first."""
+async def send_levels_of(conn: Any, programme_id: str) -> Later[list[StoredLevel]]:
+    """Every level of the programme, lowest priority first, read when wanted (see store.later)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"SELECT {_LEVEL_COLUMNS} FROM level WHERE programme_id = %s ORDER BY priority", (programme_id,))
+    return Later(cur, _levels)
+
+
+async def _levels(cur: Any) -> list[StoredLevel]:
     return [_level(row) for row in await cur.fetchall()]
+
+
+async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
+    return await (await send_levels_of(conn, programme_id)).get()
 
 
 async def level_page(conn: Any, programme_id: str, after_priority: int, limit: int) -> list[StoredLevel]:
@@ -182,11 +191,11 @@ async def purchase(conn: Any, member_id: str, order_id: str) -> PurchaseRow | No
     return PurchaseRow(order_id, amount, by_cat, before, to_us(counted), to_us(uncounted))
 
 
-async def count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
-                         by_category: Mapping[str, int], accumulative_before_bps: int, purchases_total_minor: int,
-                         accumulative_discount_bps: int, now: int, *, actor: str,
-                         details: Mapping[str, object]) -> bool:
-    """Record the purchase, set the member's totals and add its history entry, in one round trip;
+async def send_count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
+                              by_category: Mapping[str, int], accumulative_before_bps: int,
+                              purchases_total_minor: int, accumulative_discount_bps: int, now: int, *, actor: str,
+                              details: Mapping[str, object]) -> Later[bool]:
+    """Record the purchase, set the member's totals and add its history entry, in one statement;
     False (and nothing written) when the order was counted before."""
     cur = await conn.execute(
         "WITH p AS (INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
@@ -200,6 +209,10 @@ async def count_purchase(conn: Any, member_id: str, programme_id: str, order_id:
         (member_id, programme_id, order_id, amount_minor, Jsonb(dict(by_category)), accumulative_before_bps,
          to_dt(now), purchases_total_minor, accumulative_discount_bps, _details(details), actor, to_dt(now)),
     )
+    return Later(cur, _one_row_inserted)
+
+
+async def _one_row_inserted(cur: Any) -> bool:
     return (await cur.fetchone())[0] == 1
 
 

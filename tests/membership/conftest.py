@@ -10,7 +10,7 @@ import pytest
 from loyalty.v1 import member_pb2, membership_pb2, membership_pb2_grpc
 from loyalty_core.sms import RecordingSender
 from tests.fixtures.server import ServerThread
-from tests.grpc.conftest import Api, new_id
+from tests.grpc.conftest import Api, new_id, refusal
 
 
 class Members(Api):
@@ -45,6 +45,13 @@ class Members(Api):
                 **fields: Any) -> membership_pb2.ListMemberHistoryResponse:
         return self.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
             programme_id=programme_id, member_id=member_id, tab=tab, **fields))
+
+
+def refused(call: Any) -> tuple[grpc.StatusCode, str]:
+    """(status code, ErrorInfo reason) of the refusal ``call()`` must end in."""
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return refusal(err.value)
 
 
 @pytest.fixture

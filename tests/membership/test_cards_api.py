@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
-import pytest
 
 from loyalty.v1 import common_pb2, member_pb2, membership_pb2
 from loyalty_core import cards
-from tests.grpc.conftest import new_id, refusal
-from tests.membership.conftest import Members
+from tests.grpc.conftest import new_id
+from tests.membership.conftest import Members, refused
 
 
 def lookup(api: Members, programme_id: str, card_number: str, secret: str = "") -> member_pb2.Member:
@@ -21,12 +18,6 @@ def lookup(api: Members, programme_id: str, card_number: str, secret: str = "") 
 def other_than(secret: str) -> str:
     """A secret of the same shape that is not ``secret``."""
     return f"{(int(secret) + 1) % 10**8:08d}"
-
-
-def refused(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return refusal(err.value)
 
 
 def test_a_card_without_a_secret_gets_one_shown_once_and_the_till_needs_it(api: Members) -> None:

@@ -11,8 +11,8 @@ import pytest
 from loyalty.v1 import member_pb2, membership_pb2
 from loyalty_core.clock import ManualClock
 from loyalty_core.sms import RecordingSender
-from tests.grpc.conftest import new_id, refusal
-from tests.membership.conftest import Members
+from tests.grpc.conftest import new_id
+from tests.membership.conftest import Members, refused
 
 
 def start(api: Members, programme_id: str, member_id: str, request_id: str | None = None) -> Any:
@@ -27,12 +27,6 @@ def confirm(api: Members, programme_id: str, member_id: str, code: str) -> membe
 
 def code_sent(sms: RecordingSender, phone: str) -> str:
     return re.search(r"\d{6}", sms.last_to(phone).text).group()
-
-
-def refused(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return refusal(err.value)
 
 
 @pytest.fixture
@@ -50,6 +44,9 @@ def test_the_code_read_out_confirms_the_phone_and_activates_the_member(
     confirmed = confirm(api, member.programme_id, member.member_id, code_sent(sms, member.phone))
     assert (confirmed.phone_confirmed, confirmed.status) == (True, member_pb2.MEMBER_STATUS_ACTIVE)
     assert refused(lambda: start(api, member.programme_id, member.member_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "phone_already_confirmed")
+    assert refused(lambda: api.set_status(member.programme_id, member.member_id,
+                                          member_pb2.MEMBER_STATUS_NOT_CONFIRMED)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "phone_already_confirmed")
 
 

@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
 
 from loyalty.v1 import membership_pb2
-from tests.grpc.conftest import new_id, refusal
-from tests.membership.conftest import Members
-
-
-def refused(call: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as err:
-        call()
-    return refusal(err.value)
+from tests.grpc.conftest import new_id
+from tests.membership.conftest import Members, refused
 
 
 def change_level(api: Members, programme_id: str, member_id: str, level_id: str, comment: str) -> Any:

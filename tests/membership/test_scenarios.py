@@ -28,7 +28,7 @@ def quote(api: Members, programme_id: str, member_id: str, lines: list[tuple[str
 def test_a_not_confirmed_member_earns_but_cannot_pay_and_gets_no_level_discount(api: Members) -> None:
     p = api.programme(require_confirmation=True, default_cashback_bps=1_000)
     api.level(p.programme_id, "Members", 1, privilege=DISCOUNT, discount_bps=1_000)
-    m = api.member(p.programme_id, api.enrol(p.programme_id).member_id)
+    m = api.enrol(p.programme_id)
     assert m.status == NOT_CONFIRMED and m.level_name == "Members"
     api.accrue(p.programme_id, m.member_id, 50)
 
