@@ -130,6 +130,7 @@ for _code, _kind in [
     ("phone_taken", AlreadyExists),
     ("card_number_taken", AlreadyExists),
     ("order_already_checked_out", AlreadyExists),
+    ("level_priority_taken", AlreadyExists),
     # Idempotency
     ("idempotency_key_reused_with_different_request", IdempotencyConflict),
     # State rules
@@ -157,6 +158,8 @@ for _code, _kind in [
     ("card_secret_required", FailedPrecondition),
     ("card_secret_wrong", FailedPrecondition),
     ("member_has_no_phone", FailedPrecondition),
+    ("member_has_no_card", FailedPrecondition),
+    ("phone_already_confirmed", FailedPrecondition),
     ("confirmation_resend_too_soon", ResourceExhausted),
     # Trust
     ("credential_missing", Unauthenticated),
@@ -166,6 +169,7 @@ for _code, _kind in [
     ("api_key_name_taken", AlreadyExists),
     # Dependencies
     ("database_unavailable", Unavailable),
+    ("sms_gateway_unavailable", Unavailable),
 ]:
     register(_code, _kind)
 del _code, _kind

@@ -1,56 +1,268 @@
-"""What a member may do (status, discounts) and purchase counting: the ledger's minimal stand-in for issue 5."""
+"""Membership rules: what a member's status, level and discounts allow, and how purchases move them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from loyalty_core.model import Member, Order, Programme
+from loyalty_core import calc
+from loyalty_core.levels import (
+    CASHBACK, DISCOUNT, US_PER_DAY, Level, Purchase, group_applies, ladder, level_after_purchase, longest_period_days,
+    progress,
+)
+from loyalty_core.model import Member
+from loyalty_core.store import membership as store
+from loyalty_core.store import orders
+
+ACTIVE = "active"
+NOT_CONFIRMED = "not_confirmed"
+DEACTIVATED = "deactivated"
+STATUSES = (ACTIVE, NOT_CONFIRMED, DEACTIVATED)
+
+# Which rule gave the order discount (Pricing.discount_source).
+SOURCE_NONE = "none"
+SOURCE_PERSONAL = "personal"
+SOURCE_ACCUMULATIVE = "accumulative"
+SOURCE_LEVEL = "level"
+
+# Who history names for changes nobody asked for (a purchase lifting a level, the review).
+SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Privileges:
+    """What a member may do in one use case, decided in one place (``privileges``)."""
+
+    # Points may pay for the order.
+    may_pay_with_points: bool
+    # The order earns points.
+    earns: bool
+    # The order counts towards purchase totals, visits and levels.
+    purchases_count: bool
+    # The order discount rate and the rule that gave it (SOURCE_*).
+    discount_bps: int
+    discount_source: str
+    # The level's cashback for categories without their own level rule; None: the programme's rules.
+    cashback_bps: int | None = None
+    # The level's per-category cashback and pay share, overriding the programme's for those categories.
+    category_cashback_bps: Mapping[str, int] = field(default_factory=dict)
+    category_pay_share_bps: Mapping[str, int] = field(default_factory=dict)
+    # The level's share of an order points may pay; None: the programme's.
+    order_pay_share_bps: int | None = None
+    # The level the privileges come from; None when the member has none.
+    level_id: str | None = None
+
+    def cashback_for(self, category: str, programme_bps: int) -> int:
+        """The cashback rate of ``category``: 0 when nothing is earned, else the level's rule for the
+        category, else the level's rate, else the programme's (``programme_bps``)."""
+        if not self.earns:
+            return 0
+        if category in self.category_cashback_bps:
+            return self.category_cashback_bps[category]
+        return programme_bps if self.cashback_bps is None else self.cashback_bps
+
+    def pay_share_for(self, category: str, programme_bps: int) -> int:
+        """The share of ``category``'s lines points may pay: the level's rule for it, else the programme's."""
+        return self.category_pay_share_bps.get(category, programme_bps)
+
+
+NOTHING = Privileges(may_pay_with_points=False, earns=False, purchases_count=False,
+                     discount_bps=0, discount_source=SOURCE_NONE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discounts
+# ---------------------------------------------------------------------------------------------
+
+def accumulative_rate(ranges: Iterable[Any], customer_group: str, purchases_total_minor: int) -> int:
+    """The largest rate among the ranges that apply to the group and that the total reaches.
+
+    Ranges are anything with ``customer_group``, ``min_purchases_minor`` and ``discount_bps``.
+    """
+    return max(
+        (r.discount_bps for r in ranges
+         if group_applies(r.customer_group, customer_group) and purchases_total_minor >= r.min_purchases_minor),
+        default=0,
+    )
+
+
+def reached_rate(kept_bps: int, ranges: Iterable[Any], customer_group: str, purchases_total_minor: int) -> int:
+    """The accumulative rate after a purchase or a recalculation: what the ranges give now, but never
+    less than the rate the member already reached (a change of ranges never lowers it)."""
+    return max(kept_bps, accumulative_rate(ranges, customer_group, purchases_total_minor))
+
+
+def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> tuple[int, str]:
+    """The largest of the three and which rule gave it. On a tie the personal discount wins (it was
+    set on purpose), then the accumulative one; nothing at all is (0, "none")."""
+    rate, source = 0, SOURCE_NONE
+    for candidate, name in ((personal_bps, SOURCE_PERSONAL), (accumulative_bps, SOURCE_ACCUMULATIVE),
+                            (level_bps, SOURCE_LEVEL)):
+        if candidate > rate:
+            rate, source = candidate, name
+    return rate, source
+
+
+# ---------------------------------------------------------------------------------------------
+# Privileges by status
+# ---------------------------------------------------------------------------------------------
+
+def privileges(member: Any, programme: Any, levels: Iterable[Level], now_us: int) -> Privileges:
+    """What ``member`` may do now.
+
+    - active: pays with points, earns, counts, gets the best of personal, accumulative and level discount;
+    - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level
+      discount applies (personal and accumulative discounts still do);
+    - deactivated or off-boarded: nothing.
+
+    ``levels`` are the programme's levels; the member's own is found by ``member.level_id``. The
+    accumulative rate is the one the member reached (``member.accumulative_discount_bps``), or what
+    the programme's ranges give the member's total now, whichever is larger.
+    """
+    if member.status == DEACTIVATED or member.offboarded_at is not None:
+        return NOTHING
+    level = next((lv for lv in levels if lv.level_id == member.level_id), None)
+    active = member.status == ACTIVE
+    level_discount = level.discount_bps if level is not None and active and level.privilege == DISCOUNT else 0
+    accumulative = reached_rate(member.accumulative_discount_bps, programme.discount_ranges,
+                                member.customer_group, member.purchases_total_minor)
+    rate, source = best_discount(member.personal_discount_bps, accumulative, level_discount)
+    if level is None:
+        overrides: dict[str, Any] = {}
+    else:
+        cashback = level.privilege == CASHBACK
+        overrides = dict(
+            cashback_bps=level.cashback_bps if cashback else None,
+            category_cashback_bps={r.category: r.cashback_bps for r in level.category_rules} if cashback else {},
+            category_pay_share_bps={r.category: r.pay_share_bps for r in level.category_rules
+                                    if r.pay_share_bps is not None},
+            order_pay_share_bps=level.pay_share_bps,
+            level_id=level.level_id,
+        )
+    return Privileges(may_pay_with_points=active, earns=True, purchases_count=True,
+                      discount_bps=rate, discount_source=source, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Purchases: the hooks the ledger's capture, completion, cancel and refund call
+# ---------------------------------------------------------------------------------------------
+
+async def recent_purchases(conn: Any, member_id: str, levels: Sequence[Level], now_us: int) -> list[Purchase]:
+    """The member's counted purchases that any level's period can see as of ``now_us``."""
+    days = longest_period_days(levels)
+    return await store.purchases_since(conn, member_id, now_us - days * US_PER_DAY if days else None)
+
+
+async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now: int) -> None:
+    """Count a captured (or completed) order: purchase total, accumulative rate, visits and level.
+
+    Only members whose privileges count purchases (not deactivated, not off-boarded) get it; an
+    order counts once however often this is called. The amount is the order's total after discounts
+    (what points paid included: points are a way to pay). The member's row lock and the order's
+    ``counted`` flag are the caller's.
+    """
+    # Whether purchases count depends on the status only, so no level is needed to decide it.
+    if not privileges(member, programme, (), now).purchases_count:
+        return
+    by_category: dict[str, int] = {}
+    for line in order.pricing.lines:
+        by_category[line.category] = by_category.get(line.category, 0) + line.net_minor
+    amount = order.pricing.net_minor
+    total = member.purchases_total_minor + amount
+    rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
+    counted = await store.count_purchase(
+        conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
+        member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
+        details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
+    if not counted:
+        return
+    rungs = ladder([s.level for s in await store.levels_of(conn, programme.programme_id)], member.customer_group)
+    if not rungs:
+        return
+    purchases = await recent_purchases(conn, member.member_id, rungs, now)
+    higher = level_after_purchase(rungs, member.level_id, purchases, now)
+    if higher is not None:
+        await assign_level(conn, member, higher, now, reason="qualified", actor=SYSTEM)
+
+
+async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, now: int) -> None:
+    """Bring a counted order's part of the totals in line with what is left of it: nothing once it
+    is cancelled, the lines not yet refunded after a refund (``order_line.refunded_quantity`` must
+    already include it). Points are not touched, and a level is only ever lowered by the review.
+
+    The accumulative rate is recalculated from the programme's ranges at the lower total, but
+    never below the rate the member had before this order counted, nor above the current one.
+    """
+    counted = await store.purchase(conn, member.member_id, order.order_id)
+    if counted is None or counted.uncounted_at is not None:
+        return
+    left: dict[str, int] = {}
+    if order.state != "cancelled":
+        for category, net, quantity, refunded in await store.order_lines_left(
+                conn, programme.programme_id, order.order_id):
+            left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
+    amount = sum(left.values())
+    dropped = counted.amount_minor - amount
+    if dropped <= 0:
+        return
+    total = max(0, member.purchases_total_minor - dropped)
+    rate = min(member.accumulative_discount_bps,
+               reached_rate(counted.accumulative_before_bps, programme.discount_ranges, member.customer_group, total))
+    await store.reduce_purchase(conn, member.member_id, order.order_id, amount, left, now)
+    await store.set_totals(conn, member.member_id, total, rate)
+    if amount == 0:
+        await orders.set_counted(conn, programme.programme_id, order.order_id, False)
+    await store.add_event(conn, member.member_id, "orders", "purchase_uncounted" if amount == 0 else "purchase_reduced",
+                          now, actor=SYSTEM, details={"order_id": order.order_id, "amount_minor": amount,
+                                                      "dropped_minor": dropped, "purchases_total_minor": total})
+
+
+async def assign_level(conn: Any, member: Any, level: Level | None, now: int, *, reason: str, actor: str,
+                       comment: str = "") -> None:
+    """Give the member ``level`` from now, and say so in the member's history."""
+    await store.set_level(conn, member.member_id, None if level is None else level.level_id, now)
+    await store.add_event(conn, member.member_id, "participation", "level_assigned", now, actor=actor, comment=comment,
+                          details={"from": member.level_id or "", "to": "" if level is None else level.level_id,
+                                   "level_name": "" if level is None else level.name, "reason": reason})
+
+
+async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) -> Member:
+    """A new member starts on the highest level met without any purchase (the lowest level usually
+    asks nothing); the member as it is then."""
+    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
+    first = level_after_purchase(rungs, None, [], now)
+    if first is None:
+        return member
+    await assign_level(conn, member, first, now, reason="enrolled", actor=actor)
+    return dataclasses.replace(member, level_id=first.level_id, level_assigned_at=now)
+
+
+async def levels_for(conn: Any, member: Any) -> list[Level]:
+    """The levels ``privileges`` needs for this member: none when the member has no level (no query)."""
+    if member.level_id is None:
+        return []
+    return [s.level for s in await store.levels_of(conn, member.programme_id)]
 
 
 @dataclass(frozen=True)
-class Privileges:
-    """What one member may do now, and at which rates."""
+class MemberCard:
+    """A member as the member card shows them: the row, the level's name and the way to the next one."""
 
-    may_pay_with_points: bool
-    earns: bool
-    purchases_count: bool
-    discount_bps: int
-    # "none", "personal", "accumulative" or "level".
-    discount_source: str
-    # Level overrides: per-category cashback and the order's pay share; None keeps the programme's.
-    cashback_bps: dict[str, int] | None = None
-    order_pay_share_bps: int | None = None
+    member: Member
+    level_name: str = ""
+    next_level_name: str = ""
+    next_level_spend_needed_minor: int = 0
 
 
-def privileges(member: Member, programme: Programme, levels: Sequence[Any], now: int) -> Privileges:
-    """active: everything; not_confirmed: earns and counts but cannot pay; deactivated: nothing.
-
-    The discount is the larger of the personal and the accumulative rate (ties go to personal).
-    """
-    if member.status == "deactivated":
-        return Privileges(False, False, False, 0, "none")
-    if member.personal_discount_bps >= member.accumulative_discount_bps:
-        rate, source = member.personal_discount_bps, "personal"
-    else:
-        rate, source = member.accumulative_discount_bps, "accumulative"
-    if rate == 0:
-        source = "none"
-    return Privileges(member.status == "active", True, True, rate, source)
-
-
-async def count_purchase(conn: Any, member: Member, order: Order, now: int) -> None:
-    """Add the order's net total to the member's purchases."""
-    await conn.execute(
-        "UPDATE member SET purchases_total_minor = purchases_total_minor + %s WHERE member_id = %s",
-        (order.pricing.net_minor, member.member_id),
-    )
-
-
-async def uncount_purchase(conn: Any, member: Member, order: Order, now: int, *, money_minor: int) -> None:
-    """Take ``money_minor`` of a counted order (a refund, whole or partial) off the member's purchases."""
-    await conn.execute(
-        "UPDATE member SET purchases_total_minor = greatest(purchases_total_minor - %s, 0) WHERE member_id = %s",
-        (money_minor, member.member_id),
-    )
+async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
+    """The member card's level part: the level's name, the next level and the spend still needed."""
+    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
+    if not rungs:
+        return MemberCard(member)
+    purchases = await recent_purchases(conn, member.member_id, rungs, now)
+    ahead = progress(rungs, member.level_id, purchases, now)
+    name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
+    return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
+                      ahead.next_level_spend_needed_minor)

@@ -136,6 +136,9 @@ class Member:
     enrolled_at: int
     offboarded_at: int | None
     has_card_secret: bool = False
+    # The member's level (loyalty_core.levels) and since when; None without one.
+    level_id: str | None = None
+    level_assigned_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ class Enrol:
 class Enrolled:
     member: Member
     welcome_bonus_points: int
+    # The card secret generated for the member, shown once: never stored, so empty on a replay.
+    generated_card_secret: str = ""
 
 
 @dataclass(frozen=True)

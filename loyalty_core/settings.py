@@ -41,6 +41,17 @@ class Settings:
     health_probe_interval_s: float = 1.0
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
     migrate_on_start: bool = True
+    # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: each message (code
+    # included) goes to the log instead, which is for development only.
+    sms_webhook_url: str | None = None
+    # Sent to the gateway as the Authorization header, e.g. "Bearer <token>".
+    sms_webhook_auth_header: str = ""
+    sms_webhook_timeout_s: float = 5.0
+    # Phone confirmation: a code's lifetime, the wrong answers that lock it, and the resend limits.
+    confirmation_code_ttl_s: float = 600.0
+    confirmation_attempts_max: int = 5
+    confirmation_resend_interval_s: float = 60.0
+    confirmation_sends_per_day_max: int = 10
     log_level: str = "INFO"
     # A verified API key is trusted this long without asking the database; a revoked key stops
     # working within this time. 0: look every key up on every call.
@@ -82,7 +93,8 @@ class Settings:
         if self.tx_attempts_max < 1:
             raise ValueError("LOYALTY_TX_ATTEMPTS_MAX must be at least 1")
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
-                     "health_probe_interval_s", "rpc_time_limit_s"):
+                     "health_probe_interval_s", "rpc_time_limit_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
+                     "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

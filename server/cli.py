@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from loyalty_core.settings import Settings
 from server import logs
@@ -20,19 +21,26 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return serve_workers(settings)
 
 
-def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from loyalty_core.store import embedded, migrate
+@contextmanager
+def _database_url(settings: Settings) -> Iterator[str]:
+    """LOYALTY_DATABASE_URL, or the embedded PostgreSQL's URL while it runs."""
+    from loyalty_core.store import embedded
 
-    pg = None
-    url = settings.database_url
-    if not url:
-        pg = embedded.start(settings.data_dir)
-        url = pg.url
+    if settings.database_url:
+        yield settings.database_url
+        return
+    pg = embedded.start(settings.data_dir)
     try:
-        applied = asyncio.run(migrate.migrate(url))
+        yield pg.url
     finally:
-        if pg is not None:
-            pg.stop()
+        pg.stop()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from loyalty_core.store import migrate
+
+    with _database_url(settings) as url:
+        applied = asyncio.run(migrate.migrate(url))
     log.info("migrations applied: %s", applied or "none pending", extra={"event": "migrated", "applied": applied})
     return 0
 
@@ -98,11 +106,34 @@ def _split(csv: str) -> list[str]:
     return [part.strip() for part in csv.split(",") if part.strip()]
 
 
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the ledger's invariants for every member; print each disagreement, exit 1 if any."""
+    from loyalty_core.service.verify import verify
+    from loyalty_core.store.db import Database
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            result = await verify(db, args.programme_id)
+        for d in result.disagreements:
+            print(f"{d.programme_id} {d.member_id} {d.invariant}: {d.detail}")
+        print(f"checked {result.members_checked} members and {result.lots_checked} lots: "
+              f"{len(result.disagreements) or 'no'} disagreements")
+        return 1 if result.disagreements else 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _verify_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", default="", help="only this programme (default: every programme)")
+
+
 # name -> (help, add-arguments, run). Add a subcommand with one line here.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "serve": ("run the gRPC server in the foreground (migrates first)", lambda p: None, cmd_serve),
     "migrate": ("apply pending schema migrations and exit", lambda p: None, cmd_migrate),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
+    "verify": ("check the points ledger's invariants; exit 1 and print what disagrees", _verify_args, cmd_verify),
 }
 
 

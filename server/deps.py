@@ -1,4 +1,4 @@
-"""Deps: what every servicer is constructed with (database, clock, metrics, settings)."""
+"""Deps: what every servicer is constructed with (database, clock, metrics, settings, SMS sender)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from loyalty_core.clock import Clock, SystemClock
 from loyalty_core.settings import Settings
+from loyalty_core.sms import SmsSender, sender_from_settings
 from loyalty_core.store.db import Database
 from server.health import Health
 from server.metrics import Metrics
@@ -21,10 +22,14 @@ class Deps:
     db: Database
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # None: the sender the settings name. Servicers read it at each call, so a test may swap it.
+    sms: SmsSender | None = None
     metrics: Metrics = field(init=False)
     health: Health = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.sms is None:
+            self.sms = sender_from_settings(self.settings)
         self.metrics = Metrics(self.registry)
         self.metrics.watch_pool(self.db.stats)
         self.metrics.watch_ledger(self.db.url, self.clock, self.settings.ledger_gauges_max_age_s)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.member import MemberServicer
+from server.servicers.membership import MembershipServicer
 from server.servicers.points import PointsServicer
 from server.servicers.programme import ProgrammeServicer
 
@@ -26,6 +27,7 @@ SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = [
     (member_pb2_grpc.add_MemberServiceServicer_to_server, MemberServicer),
     (checkout_pb2_grpc.add_CheckoutServiceServicer_to_server, CheckoutServicer),
     (points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer),
+    (membership_pb2_grpc.add_MembershipServiceServicer_to_server, MembershipServicer),
 ]
 
 

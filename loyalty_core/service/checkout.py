@@ -10,18 +10,18 @@ from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
-    US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, MemberRef, Order,
-    Pricing, Quote, Refund, Refunded, RefundLine, RefundRecord,
+    US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
+    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, identify, programme_of
+from loyalty_core.service.members import check_ref, found_programme, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
-from loyalty_core.store import ledger, members, orders
+from loyalty_core.store import ledger, members, orders, programmes
 from loyalty_core.store.db import Database
-from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
 
@@ -48,11 +48,28 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref)
-        lots = await ledger.lots(conn, member.member_id)
-    return quote_for(programme, member, lots, req, now)[0]
+    async with reading(db) as conn, conn.pipeline():
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref)
+    return quote_for(programme, member, levels, lots, req, now)[0]
+
+
+async def _basket_reads(
+    conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
+) -> tuple[Programme, Member, Lots, list[Any]]:
+    """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
+    the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
+    (read after the lock is granted) and the levels its privileges need."""
+    programme_later = await programmes.send_get(conn, programme_id)
+    member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
+    exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
+    lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+    programme = found_programme(await programme_later.get())
+    member = await identified(conn, programme, ref, await member_later.get())
+    if exists_later is not None and await exists_later.get():
+        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
+                            field="order_id")
+    lots = await lots_later.get()
+    return programme, member, lots, await membership.levels_for(conn, member)
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -62,13 +79,8 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref, lock=True)
-        if await orders.exists(conn, programme_id, req.order_id):
-            raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
-                                field="order_id")
-        lots = await ledger.lots(conn, member.member_id)
-        pricing, rights, available = quote_for(programme, member, lots, req.quote, now)
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref, order_id=req.order_id)
+        pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
             _refuse_points(member.status, rights, requested, available, pricing.points_max)
@@ -108,13 +120,18 @@ def _refuse_points(status: str, rights: membership.Privileges, requested: int, a
                              f"{requested} points asked, this order may take at most {most}", points_max=most)
 
 
-async def _locked_order(conn: Any, programme_id: str, order_id: str) -> StoredOrder:
-    """The order, read under its member's lock (every write to an order holds it)."""
-    if await orders.lock_member_of(conn, programme_id, order_id) is None:
+async def _locked_order(conn: Any, programme_id: str, order_id: str) -> tuple[StoredOrder, Member, Programme]:
+    """The order read under its member's lock (every write to an order holds it), the member and the
+    programme: sent together, one round trip."""
+    member_later = await members.send_lock_of_order(conn, programme_id, order_id)
+    order_later = await orders.send_get(conn, programme_id, order_id)
+    programme_later = await programmes.send_get(conn, programme_id)
+    member = await member_later.get()
+    if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
-    stored = await orders.get(conn, programme_id, order_id)
+    stored = await order_later.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
-    return stored
+    return stored, member, found_programme(await programme_later.get())
 
 
 def _open_hold(stored: StoredOrder, now: int) -> None:
@@ -142,7 +159,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Captured, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         _open_hold(stored, now)
         order, hold = stored.order, stored.hold
         held = hold.hold.points if hold else 0
@@ -150,8 +167,6 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         if points > held:
             raise FailedPrecondition("capture_must_not_exceed_hold", f"{points} points to spend, {held} held",
                                      held=held)
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         pricing = reprice(order.pricing, points)
         entries = []
         if hold is not None:
@@ -173,7 +188,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             new_lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days),
                              order.order_id)
             entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
-        posted = await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
+        await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
         if hold is not None:
             if points:
                 kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
@@ -188,9 +203,9 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             hold=dataclasses.replace(hold.hold, state="captured" if points else "released", points=points or held)
             if hold else None,
         )
-        await orders.capture(conn, captured, posted.lot_id, counted, now)
+        await orders.capture(conn, captured, counted, now)
         if counted:
-            await membership.count_purchase(conn, member, captured, now)
+            await membership.count_purchase(conn, programme, member, captured, now)
         return Captured(captured, points, earned), member.member_id
 
     return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
@@ -203,7 +218,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Cancelled, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, _, _ = await _locked_order(conn, programme_id, req.order_id)
         order, hold = stored.order, stored.hold
         if order.state != "held":
             raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
@@ -270,19 +285,17 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     refund_id = str(uuid.uuid4())
 
     async def effect(conn: Any) -> tuple[Refunded, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         order = stored.order
         if order.state not in ("captured", "completed"):
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         wanted = _refund_units(req, await orders.lines(conn, programme_id, order.order_id))
 
         def share(value: str) -> int:
             # calc.prorate keeps a running cap: repeated partial refunds never exceed the line's value.
             return sum(calc.prorate(getattr(line, value), line.refunded_quantity, k, line.quantity) for line, k in wanted)
 
-        money, net, clawback = share("money_due_minor"), share("net_minor"), share("earned_points")
+        money, clawback = share("money_due_minor"), share("earned_points")
         returned = share("points") if programme.refund_returns_spent_points else 0
         ctx = req.context
         if returned and stored.hold is not None and stored.hold.hold.state == "captured":
@@ -327,7 +340,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         await orders.insert_refund(conn, programme_id, order.order_id, member.member_id, record,
                                    [line.line_no for line, _ in wanted])
         if stored.counted:
-            await membership.uncount_purchase(conn, member, order, now, money_minor=net)
+            await membership.uncount_purchase(conn, programme, member, order, now)
         refunded = dataclasses.replace(order, refunds=(*order.refunds, record))
         return Refunded(refunded, record), member.member_id
 
@@ -341,18 +354,16 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         order = stored.order
         if order.state != "captured":
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         await orders.set_state(conn, programme_id, order.order_id, "completed", now)
         if not stored.counted and programme.purchase_counts_when == "completed" and membership.privileges(
             member, programme, (), now
         ).purchases_count:
             await orders.set_counted(conn, programme_id, order.order_id, True)
-            await membership.count_purchase(conn, member, order, now)
+            await membership.count_purchase(conn, programme, member, order, now)
         return dataclasses.replace(order, state="completed"), order.member_id
 
     return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,

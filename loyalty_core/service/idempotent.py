@@ -66,11 +66,14 @@ async def run_write(
     fp = fingerprint(method, request)
 
     async def attempt(conn: Any) -> T:
-        earlier = await idempotency.claim(conn, scope, request_id, method, fp, now)
-        if earlier is not None:
-            return _replay(earlier, fp, result_type)
-        result, member_id = await effect(conn)
-        await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
+        # Pipeline mode: statements whose results nobody reads (most writes, the stored result) go
+        # to the server with the next read or at the end, instead of one round trip each.
+        async with conn.pipeline():
+            earlier = await idempotency.claim(conn, scope, request_id, method, fp, now)
+            if earlier is not None:
+                return _replay(earlier, fp, result_type)
+            result, member_id = await effect(conn)
+            await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
         return result
 
     try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import dataclasses
 import re
-import secrets
 import uuid
 from typing import Any
 
 import psycopg.errors
 
+from loyalty_core import cards, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
@@ -21,39 +20,12 @@ from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, lifetime_end
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members as store, programmes
+from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CARD = re.compile(r"^[0-9A-Za-z]{4,32}$")
-VIRTUAL_CARD_PREFIX = "99"
-
-
-def _luhn_digit(digits: str) -> str:
-    """The check digit that makes ``digits + it`` pass the Luhn test."""
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 == 0 else 1)
-        total += n - 9 if n > 9 else n
-    return str((10 - total % 10) % 10)
-
-
-def virtual_card_number() -> str:
-    """16 digits: a prefix no printed card uses, 13 random digits, a Luhn check digit."""
-    body = VIRTUAL_CARD_PREFIX + "".join(secrets.choice("0123456789") for _ in range(13))
-    return body + _luhn_digit(body)
-
-
-def hash_secret(secret: str, salt: bytes | None = None) -> str:
-    """Card secrets are stored as salted scrypt hashes, never as given."""
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**12, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def secret_matches(secret: str, stored: str) -> bool:
-    _, salt, _ = stored.split("$")
-    return hmac.compare_digest(hash_secret(secret, bytes.fromhex(salt)), stored)
 
 
 def check_ref(ref: MemberRef) -> MemberRef:
@@ -69,23 +41,28 @@ def check_ref(ref: MemberRef) -> MemberRef:
     return ref
 
 
-async def programme_of(conn: Any, programme_id: str) -> Programme:
-    programme = await programmes.get(conn, programme_id)
+def found_programme(programme: Programme | None) -> Programme:
     if programme is None:
         raise NotFound("programme_not_found", "no such programme")
     return programme
 
 
+async def programme_of(conn: Any, programme_id: str) -> Programme:
+    return found_programme(await programmes.get(conn, programme_id))
+
+
 async def identify(conn: Any, programme: Programme, ref: MemberRef, *, lock: bool = False) -> Member:
-    """The member ``ref`` names (checked by ``check_ref``), with the card's secret where the programme
-    requires it for card lookups; ``lock`` takes the member's row lock."""
-    member = checks.found_member(await store.find(conn, programme.programme_id, ref, lock=lock), "with this identifier")
-    if ref.card_number and programme.card_secret_required:
-        if not ref.card_secret:
-            raise FailedPrecondition("card_secret_required", "this programme needs the card's secret code")
-        stored = await store.card_secret_hash(conn, member.member_id)
-        if stored is None or not secret_matches(ref.card_secret, stored):
-            raise FailedPrecondition("card_secret_wrong", "the card's secret code does not match")
+    """The member ``ref`` names (checked by ``check_ref``); ``lock`` takes the member's row lock."""
+    return await identified(conn, programme, ref, await store.find(conn, programme.programme_id, ref, lock=lock))
+
+
+async def identified(conn: Any, programme: Programme, ref: MemberRef, member: Member | None) -> Member:
+    """``member`` as found for ``ref``, with the card's secret checked where the programme requires
+    it for card lookups."""
+    member = checks.found_member(member, "with this identifier")
+    if ref.card_number and (programme.card_secret_required or ref.card_secret):
+        await cards.check_card_secret(required=programme.card_secret_required, given=ref.card_secret,
+                                      stored_hash=await store.card_secret_hash(conn, member.member_id))
     return member
 
 
@@ -105,14 +82,17 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
     checks.text_arg(req.customer_group, "customer_group", max_len=checks.MAX_ID)
     now = clock.now_us()
     member_id = str(uuid.uuid4())
-    card_number = virtual_card_number() if req.generate_card_number else req.card_number
-    secret_hash = hash_secret(req.card_secret) if req.card_secret else None
+    card_number = cards.generate_card_number() if req.generate_card_number else req.card_number
+    # A card without a secret code gets one; it is shown once, so only the first answer carries it.
+    generated = cards.generate_card_secret() if card_number and not req.card_secret else ""
+    secret_hash = await cards.hash_secret_async(req.card_secret or generated) if card_number else None
+    shown: dict[str, str] = {}
 
     async def effect(conn: Any) -> tuple[Enrolled, str]:
         programme = await programme_of(conn, programme_id)
         if not programme.enabled:
             raise FailedPrecondition("programme_disabled", "the programme is disabled")
-        status = "not_confirmed" if programme.require_confirmation else "active"
+        status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
         try:
             async with conn.transaction():  # a savepoint: a taken phone must not poison the key's transaction
                 await store.insert(conn, member_id, programme_id, req.phone or None, card_number or None,
@@ -128,21 +108,29 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
                 conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
                 NewLot("welcome", bonus, now, lifetime_end(now, days)),
             )
+        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
+                                details={"status": status, "welcome_bonus_points": bonus})
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
+        member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
+        shown["secret"] = generated
         return Enrolled(member, bonus), member_id
 
-    return await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
-                           now=now, effect=effect)
+    enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
+                               now=now, effect=effect)
+    return dataclasses.replace(enrolled, generated_card_secret=shown.get("secret", ""))
 
 
-async def get(db: Database, programme_id: str, member_id: str) -> Member:
+async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> membership.MemberCard:
+    """The member card: the member, the level's name and what the next level still needs."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
     async with reading(db) as conn:
-        return checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
+        member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)),
+                                     "with this id")
+        return await membership.member_card(conn, member, clock.now_us())
 
 
-async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[Member, Balance]:
+async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[membership.MemberCard, Balance]:
     """The member by any identifier, and the balance now, so a till needs one call."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     ref = check_ref(ref)
@@ -150,8 +138,9 @@ async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) 
     async with reading(db) as conn:
         programme = await programme_of(conn, programme_id)
         member = await identify(conn, programme, ref)
+        card = await membership.member_card(conn, member, now)
         lots = await ledger.lots(conn, member.member_id)
-    return member, balance_of(member, lots, now)
+    return card, balance_of(member, lots, now)
 
 
 async def balance(db: Database, clock: Clock, programme_id: str, member_id: str) -> Balance:
@@ -176,6 +165,8 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> Member:
         ref = MemberRef(member_id=member_id)
         checks.found_member(await store.find(conn, programme_id, ref, lock=True), "with this id")
         await store.offboard(conn, member_id, now)
+        await history.add_event(conn, member_id, "participation", "offboarded", now, actor=req.context.actor,
+                                comment=req.comment)
         return await store.find(conn, programme_id, ref), member_id
 
     return await run_write(db, method="OffboardMember", scope=programme_id, request=req, result_type=Member,

@@ -77,7 +77,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
             [Entry("manual_accrual", req.points, lots=[(NEW_LOT, req.points)], comment=req.comment)],
             NewLot("manual_accrual", req.points, now, expires_at),
         )
-        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
 
     return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Movement,
                            now=now, effect=effect)
@@ -98,7 +98,7 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
         posted = await ledger.post(conn, member_id, now, req.context, [
             Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)
         ])
-        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
 
     return await run_write(db, method="RedeemPoints", scope=programme_id, request=req, result_type=Movement,
                            now=now, effect=effect)

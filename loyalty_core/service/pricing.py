@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from loyalty_core import calc, membership
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from loyalty_core.levels import Level
 from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
 from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
 from loyalty_core.service.lots import available_points, int64s
@@ -68,11 +69,8 @@ def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: members
     share = []
     for c in categories:
         rule = rules.get(c)
-        rate = rule.cashback_bps if rule else programme.default_cashback_bps
-        if rights.cashback_bps is not None and c in rights.cashback_bps:
-            rate = rights.cashback_bps[c]
-        cashback.append(rate if rights.earns else 0)
-        share.append(rule.pay_share_bps if rule else programme.default_pay_share_bps)
+        cashback.append(rights.cashback_for(c, rule.cashback_bps if rule else programme.default_cashback_bps))
+        share.append(rights.pay_share_for(c, rule.pay_share_bps if rule else programme.default_pay_share_bps))
     order_share = programme.order_pay_share_bps if rights.order_pay_share_bps is None else rights.order_pay_share_bps
     return PricingTerms(
         discount_bps=rights.discount_bps,
@@ -126,14 +124,15 @@ def price(
 
 
 def quote_for(
-    programme: Programme, member: Member, lots: Lots, quote: Quote, now: int
+    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
-    member's privileges and the points available to pay, which say why fewer points apply."""
+    member's privileges and the points available to pay, which say why fewer points apply.
+    ``levels`` are ``membership.levels_for(conn, member)``."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     check_member_active(member)
-    rights = membership.privileges(member, programme, (), now)
+    rights = membership.privileges(member, programme, levels, now)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)

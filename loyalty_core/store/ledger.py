@@ -8,8 +8,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from loyalty_core.model import LotAllocation, WriteContext
+from loyalty_core.model import LotAllocation, MemberRef, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
+from loyalty_core.store.later import Later
+from loyalty_core.store.members import ref_condition
 
 # In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
 NEW_LOT = 0
@@ -115,6 +117,11 @@ SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY move
 """
 
 
+async def _posted(cur: Any) -> Posted:
+    lot_id, movement_ids, _, _ = await cur.fetchone()
+    return Posted(list(movement_ids or []), lot_id)
+
+
 async def post(
     conn: Any,
     member_id: str,
@@ -122,10 +129,11 @@ async def post(
     context: WriteContext,
     entries: Sequence[Entry],
     new_lot: NewLot | None = None,
-) -> Posted:
+) -> Later[Posted]:
     """Append ``entries`` and apply them in one statement: lots' remaining by their allocations, the
     member's held points, debt and totals by ``TOTALS_SQL``, and ``new_lot`` created for the
-    allocations to ``NEW_LOT``. The member row must be locked by the caller."""
+    allocations to ``NEW_LOT``. The member row must be locked by the caller. Read the ids only when
+    needed: in pipeline mode the statement then travels with the transaction's next round trip."""
     rows = [
         {
             "seq": i, "kind": e.kind, "points": e.points, "held_delta": e.held_delta, "debt_delta": e.debt_delta,
@@ -147,21 +155,32 @@ async def post(
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
         },
     )
-    lot_id, movement_ids, _, _ = await cur.fetchone()
-    return Posted(list(movement_ids or []), lot_id)
+    return Later(cur, _posted)
 
 
-async def lots(conn: Any, member_id: str) -> Lots:
-    """The member's lots with points left, pending ones included (calc decides what is usable)."""
-    cur = await conn.execute(
-        "SELECT lot_id, remaining, activates_at, expires_at FROM lot"
-        " WHERE member_id = %s AND remaining > 0 ORDER BY lot_id",
-        (member_id,),
-    )
+_LOTS = "SELECT lot_id, remaining, activates_at, expires_at FROM lot WHERE remaining > 0 AND member_id = "
+
+
+async def _lots(cur: Any) -> Lots:
     rows = await cur.fetchall()
     return Lots(
         [r[0] for r in rows], [r[1] for r in rows], [to_us(r[2]) for r in rows], [expiry_us(r[3]) for r in rows]
     )
+
+
+async def lots(conn: Any, member_id: str) -> Lots:
+    """The member's lots with points left, pending ones included (calc decides what is usable)."""
+    return await _lots(await conn.execute(_LOTS + "%s ORDER BY lot_id", (member_id,)))
+
+
+async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:
+    """:func:`lots` of the member ``ref`` names, to send right after the query that locks the member."""
+    condition, value = ref_condition(ref)
+    cur = await conn.execute(
+        _LOTS + f"(SELECT member_id FROM member WHERE programme_id = %s AND {condition}) ORDER BY lot_id",
+        (programme_id, value),
+    )
+    return Later(cur, _lots)
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

@@ -9,6 +9,7 @@ from grpc import aio
 
 from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
+from loyalty_core.membership import MemberCard
 from loyalty_core.model import ANONYMOUS, Balance, Member, MemberRef, Movement, WriteContext
 
 # The metadata key carrying the caller's name until authentication publishes the API key's name.
@@ -81,7 +82,17 @@ def member(m: Member) -> member_pb2.Member:
         personal_discount_bps=m.personal_discount_bps, purchases_total_minor=m.purchases_total_minor,
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
+        level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
     )
+
+
+def member_card(card: MemberCard) -> member_pb2.Member:
+    """The member with the level's name and the way to the next level."""
+    m = member(card.member)
+    m.level_name = card.level_name
+    m.next_level_name = card.next_level_name
+    m.next_level_spend_needed_minor = card.next_level_spend_needed_minor
+    return m
 
 
 def balance(b: Balance) -> member_pb2.Balance:

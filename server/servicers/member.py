@@ -9,7 +9,7 @@ from grpc import aio
 from loyalty.v1 import member_pb2, member_pb2_grpc
 from loyalty_core.model import Enrol, Offboard
 from loyalty_core.service import members
-from server.servicers.convert import balance, member, member_ref, write_context
+from server.servicers.convert import balance, member, member_card, member_ref, write_context
 
 
 class MemberServicer(member_pb2_grpc.MemberServiceServicer):
@@ -25,15 +25,16 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
         )
         enrolled = await members.enrol(self.db, self.clock, req)
         return member_pb2.EnrolMemberResponse(member=member(enrolled.member),
-                                              welcome_bonus_points=enrolled.welcome_bonus_points)
+                                              welcome_bonus_points=enrolled.welcome_bonus_points,
+                                              generated_card_secret=enrolled.generated_card_secret)
 
     async def GetMember(self, request: Any, context: aio.ServicerContext) -> Any:
-        found = await members.get(self.db, request.programme_id, request.member_id)
-        return member_pb2.GetMemberResponse(member=member(found))
+        card = await members.get(self.db, self.clock, request.programme_id, request.member_id)
+        return member_pb2.GetMemberResponse(member=member_card(card))
 
     async def LookupMember(self, request: Any, context: aio.ServicerContext) -> Any:
-        found, points = await members.lookup(self.db, self.clock, request.programme_id, member_ref(request.member))
-        return member_pb2.LookupMemberResponse(member=member(found), balance=balance(points))
+        card, points = await members.lookup(self.db, self.clock, request.programme_id, member_ref(request.member))
+        return member_pb2.LookupMemberResponse(member=member_card(card), balance=balance(points))
 
     async def GetBalance(self, request: Any, context: aio.ServicerContext) -> Any:
         points = await members.balance(self.db, self.clock, request.programme_id, request.member_id)
