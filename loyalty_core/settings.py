@@ -93,8 +93,9 @@ class Settings:
         if self.tx_attempts_max < 1:
             raise ValueError("LOYALTY_TX_ATTEMPTS_MAX must be at least 1")
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
-                     "health_probe_interval_s", "rpc_time_limit_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
-                     "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max"):
+                     "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
+                     "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
+                     "rpc_time_limit_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:
