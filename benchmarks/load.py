@@ -163,16 +163,30 @@ async def _verify_rpc(target: str, key: str | None, programme_id: str) -> dict[s
             "first_disagreements": [f"{d.invariant}: {d.detail}" for d in resp.disagreements[:5]]}
 
 
+def verify_command(url: str, programme_id: str) -> dict[str, Any]:
+    """`loyalty-core verify --programme-id X`: exit 0 and 'no disagreements', or what disagrees."""
+    done = subprocess.run([sys.executable, "-m", "server", "verify", "--programme-id", programme_id],
+                          env=procs.child_env({"LOYALTY_DATABASE_URL": url}), cwd=procs.ROOT, capture_output=True,
+                          text=True, timeout=900)
+    lines = done.stdout.strip().splitlines()
+    return {"exit_code": done.returncode, "summary": lines[-1] if lines else done.stderr.strip()[-300:],
+            "disagreement_lines": lines[:-1][:5]}
+
+
 def verify(url: str, target: str, key: str | None, programme_id: str, acked_captures: int) -> dict[str, Any]:
-    """The ledger's own check (VerifyLedger), and captured orders against acknowledged captures."""
-    result = asyncio.run(_verify_rpc(target, key, programme_id))
+    """The ledger's own check, by the operators' command and by the VerifyLedger RPC, and captured
+    orders against acknowledged captures."""
+    command = verify_command(url, programme_id)
+    rpc = asyncio.run(_verify_rpc(target, key, programme_id))
     with psycopg.connect(url) as conn:
         captured = conn.execute(
             "SELECT count(*) FROM orders WHERE programme_id = %s AND state IN ('captured', 'completed')",
             (programme_id,)).fetchone()[0]
-    return {"method": "VerifyLedger RPC", **result, "captured_orders": captured, "acked_captures": acked_captures,
+    disagreements = rpc["disagreements"] if command["exit_code"] == 0 else max(1, rpc["disagreements"])
+    return {"method": "loyalty-core verify (exit code) and VerifyLedger RPC", "command": command, **rpc,
+            "disagreements": disagreements, "captured_orders": captured, "acked_captures": acked_captures,
             "captures_match": captured == acked_captures,
-            "ok": result["disagreements"] == 0 and captured == acked_captures}
+            "ok": command["exit_code"] == 0 and disagreements == 0 and captured == acked_captures}
 
 
 def log_path_hint(server: Server) -> Path:

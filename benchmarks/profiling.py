@@ -30,6 +30,8 @@ LAYERS = (
     ("asyncio loop and C callbacks (grpc core, cygrpc)", ("asyncio/", "selectors.py")),
     ("grpc poller thread (C core) and other threads", ("threading.py",)),
 )
+# Innermost frames that mean "waiting", sampled because --nonblocking cannot tell idle threads.
+IDLE_LEAVES = ("EpollSelector.select ", "select (selectors.py", "_PollLikeSelector.select ")
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -59,7 +61,7 @@ def _layer(frames: list[str]) -> str:
 def summarize(raw: str, top: int = 25) -> dict[str, Any]:
     """From py-spy's raw (collapsed) output: share of samples by layer, by innermost function
     (self time) and by function anywhere on the stack (inclusive, our code only)."""
-    total = 0
+    total = idle = 0
     layers: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -71,6 +73,9 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
         frames = _frames(stack)
         if not frames:
             continue
+        if any(frames[-1].startswith(w) for w in IDLE_LEAVES):
+            idle += n  # the event loop waiting for work: not a cost
+            continue
         total += n
         leaf[_short(frames[-1])] += n
         for name in {_short(f) for f in frames}:
@@ -78,12 +83,12 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
                 inclusive[name] += n
         layers[_layer(frames)] += n
     if total == 0:
-        return {"samples": 0, "layers": [], "top": [], "inclusive": []}
+        return {"samples": 0, "idle_samples": idle, "layers": [], "top": [], "inclusive": []}
 
     def rows(counter: Counter[str], key: str) -> list[dict[str, Any]]:
         return [{key: k, "share": round(v / total, 4)} for k, v in counter.most_common(top)]
 
-    return {"samples": total, "layers": rows(layers, "layer"), "top": rows(leaf, "frame"),
+    return {"samples": total, "idle_samples": idle, "layers": rows(layers, "layer"), "top": rows(leaf, "frame"),
             "inclusive": rows(inclusive, "frame")}
 
 

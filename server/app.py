@@ -12,7 +12,6 @@ import signal
 import socket
 from typing import Any
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -108,11 +107,11 @@ def worker_count(settings: Settings) -> int:
 def serve_workers(settings: Settings) -> int:
     """``serve`` in ``LOYALTY_WORKERS`` processes sharing the gRPC port (``grpc.so_reuseport``; the
     kernel spreads connections, not calls, over them), each with its own pool. One worker runs in
-    this process. With several, this process starts the embedded database once (when no URL is
-    set), passes SIGTERM/SIGINT on, and stops them all if one exits. Worker i > 0 serves metrics
-    on the metrics port + i (each process has its own counters)."""
+    this process, and so does the embedded PostgreSQL (no LOYALTY_DATABASE_URL), which is for
+    development. With several, this process passes SIGTERM/SIGINT on and stops them all if one
+    exits; worker i serves metrics on the metrics port + i (each process has its own counters)."""
     count = worker_count(settings)
-    if count == 1:
+    if count == 1 or not settings.database_url:
         asyncio.run(serve(settings))
         return 0
     host, port = split_host_port(settings.grpc_addr, "LOYALTY_GRPC_ADDR")
@@ -121,48 +120,40 @@ def serve_workers(settings: Settings) -> int:
             s.bind((host, 0))
             port = s.getsockname()[1]
     m_host, m_port = split_host_port(settings.metrics_addr, "LOYALTY_METRICS_ADDR")
-    pg: embedded.EmbeddedPostgres | None = None
-    url = settings.database_url
-    if not url:
-        pg = embedded.start(settings.data_dir)
-        url = pg.url
     ctx = multiprocessing.get_context("spawn")  # no fork: grpc's threads and the pool must start fresh
     children = []
-    try:
-        for i in range(count):
-            child = dataclasses.replace(
-                settings, database_url=url, workers=1, grpc_addr=_join(host, port),
-                metrics_addr=_join(m_host, m_port + i if m_port else 0))
-            proc = ctx.Process(target=_worker_main, args=(child, i), name=f"loyalty-worker-{i}")
-            proc.start()
-            children.append(proc)
-        log.info("workers started", extra={"event": "workers_started", "workers": count, "grpc_port": port})
-        stopping = False
+    for i in range(count):
+        child = dataclasses.replace(settings, workers=1, grpc_addr=_join(host, port),
+                                    metrics_addr=_join(m_host, m_port + i if m_port else 0))
+        proc = ctx.Process(target=_worker_main, args=(child, i), name=f"loyalty-worker-{i}")
+        proc.start()
+        children.append(proc)
+    log.info("workers started", extra={"event": "workers_started", "workers": count, "grpc_port": port})
+    stopping = 0
 
-        def stop(signum: int, _frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-            for proc in children:
-                if proc.is_alive() and proc.pid:
-                    os.kill(proc.pid, signum)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        # Wait for any worker to end; then stop the others (a worker that died is not restarted:
-        # a supervisor above this process decides that).
-        while all(proc.is_alive() for proc in children):
-            multiprocessing.connection.wait([proc.sentinel for proc in children], timeout=1.0)
-        if not stopping:
-            stop(signal.SIGTERM, None)
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = signum
         for proc in children:
-            proc.join(settings.shutdown_grace_s + 5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        return 0 if stopping and all(proc.exitcode == 0 for proc in children) else 1
-    finally:
-        if pg is not None:
-            pg.stop()
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # Wait for any worker to end, then stop the others: a worker that died is not restarted here
+    # (the supervisor above this process decides that).
+    while all(proc.is_alive() for proc in children):
+        multiprocessing.connection.wait([proc.sentinel for proc in children], timeout=1.0)
+    if not stopping:
+        stop(signal.SIGTERM, None)
+    for proc in children:
+        proc.join(settings.shutdown_grace_s + 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    # A worker the signal reached before its loop took over ends by the signal itself: still clean.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    return 0 if stopping and all(proc.exitcode in clean for proc in children) else 1
 
 
 def _join(host: str, port: int) -> str:
