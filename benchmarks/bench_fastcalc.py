@@ -90,25 +90,35 @@ def cases(twin) -> dict[str, object]:
     return calls
 
 
-def per_call_us(call, budget_s: float, repeat: int) -> float:
-    """Best of ``repeat`` timeit runs, each sized to about ``budget_s``, in microseconds per call."""
-    timer = timeit.Timer(call)
-    number, _ = timer.autorange()
-    number = max(1, int(number * budget_s / 0.2))
-    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
+def per_call_us(calls: dict[str, object], budget_s: float, repeat: int) -> dict[str, float]:
+    """Best of ``repeat`` timeit runs of each call, each run sized to about ``budget_s``, in µs per call.
+
+    The calls take turns run by run, so that a busy machine slows every twin alike
+    instead of skewing the ratio between them.
+    """
+    timers = {name: timeit.Timer(call) for name, call in calls.items()}
+    # One call each sizes the runs, and warms up.
+    numbers = {name: max(1, int(budget_s / max(timer.timeit(number=1), 1e-7))) for name, timer in timers.items()}
+    best = {name: float("inf") for name in timers}
+    for _ in range(repeat):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer.timeit(number=numbers[name]) / numbers[name] * 1e6)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run (less accurate)")
     args = parser.parse_args(argv)
-    budget_s, repeat = (0.02, 1) if args.quick else (0.2, 5)
-    timings = {impl: {name: per_call_us(call, budget_s, repeat) for name, call in cases(load(impl)).items()} for impl in IMPLEMENTATIONS}
-    width = max(len(name) for name in timings["python"])
+    budget_s, repeat = (0.02, 1) if args.quick else (0.1, 7)
+    twins = {impl: cases(load(impl)) for impl in IMPLEMENTATIONS}
+    names = list(twins["python"])
+    width = max(len(name) for name in names)
     print(f"{'case':<{width}}  {'python µs':>12}  {'cython µs':>12}  {'speed-up':>9}")
-    for name, python_us in timings["python"].items():
-        cython_us = timings["cython"][name]
-        print(f"{name:<{width}}  {python_us:>12.2f}  {cython_us:>12.2f}  {python_us / cython_us:>8.1f}x")
+    for name in names:
+        best = per_call_us({impl: twins[impl][name] for impl in IMPLEMENTATIONS}, budget_s, repeat)
+        python_us, cython_us = best["python"], best["cython"]
+        print(f"{name:<{width}}  {python_us:>12.2f}  {cython_us:>12.2f}  {python_us / cython_us:>8.1f}x", flush=True)
     return 0
 
 

@@ -292,6 +292,7 @@ def prorate(value, done_units, more_units, of_units):
     return muldiv(v, done + more, of) - muldiv(v, done, of)
 
 
+# The attribute names of BasketPricing, in the reference dataclass's order.
 _FIELDS = (
     "gross", "line_discount", "order_discount", "net", "points", "points_money", "money_due", "earned",
     "gross_total", "line_discount_total", "order_discount_total", "net_total", "points_max",
@@ -307,6 +308,7 @@ cdef class BasketPricing:
     cdef readonly int64_t points_max, points_applied, points_money_total, money_due_total, earned_total
 
     def _values(self):
+        """Every field in the order of ``_FIELDS``, for comparison."""
         return tuple(getattr(self, name) for name in _FIELDS)
 
     def __eq__(self, other):

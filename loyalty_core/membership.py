@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,8 +12,9 @@ from loyalty_core.levels import (
     CASHBACK, DISCOUNT, US_PER_DAY, Level, Purchase, group_applies, ladder, level_after_purchase, longest_period_days,
     progress,
 )
-from loyalty_core.model import Member
+from loyalty_core.model import DiscountRange, Member, MemberCard, Order, Programme
 from loyalty_core.store import membership as store
+from loyalty_core.store import orders
 
 ACTIVE = "active"
 NOT_CONFIRMED = "not_confirmed"
@@ -74,11 +76,8 @@ NOTHING = Privileges(may_pay_with_points=False, earns=False, purchases_count=Fal
 # Discounts
 # ---------------------------------------------------------------------------------------------
 
-def accumulative_rate(ranges: Iterable[Any], customer_group: str, purchases_total_minor: int) -> int:
-    """The largest rate among the ranges that apply to the group and that the total reaches.
-
-    Ranges are anything with ``customer_group``, ``min_purchases_minor`` and ``discount_bps``.
-    """
+def accumulative_rate(ranges: Iterable[DiscountRange], customer_group: str, purchases_total_minor: int) -> int:
+    """The largest rate among the ranges that apply to the group and that the total reaches."""
     return max(
         (r.discount_bps for r in ranges
          if group_applies(r.customer_group, customer_group) and purchases_total_minor >= r.min_purchases_minor),
@@ -86,7 +85,7 @@ def accumulative_rate(ranges: Iterable[Any], customer_group: str, purchases_tota
     )
 
 
-def reached_rate(kept_bps: int, ranges: Iterable[Any], customer_group: str, purchases_total_minor: int) -> int:
+def reached_rate(kept_bps: int, ranges: Iterable[DiscountRange], customer_group: str, purchases_total_minor: int) -> int:
     """The accumulative rate after a purchase or a recalculation: what the ranges give now, but never
     less than the rate the member already reached (a change of ranges never lowers it)."""
     return max(kept_bps, accumulative_rate(ranges, customer_group, purchases_total_minor))
@@ -107,7 +106,7 @@ def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> t
 # Privileges by status
 # ---------------------------------------------------------------------------------------------
 
-def privileges(member: Any, programme: Any, levels: Iterable[Level], now_us: int) -> Privileges:
+def privileges(member: Member, programme: Programme, levels: Iterable[Level], now_us: int) -> Privileges:
     """What ``member`` may do now.
 
     - active: pays with points, earns, counts, gets the best of personal, accumulative and level discount;
@@ -153,7 +152,7 @@ async def recent_purchases(conn: Any, member_id: str, levels: Sequence[Level], n
     return await store.purchases_since(conn, member_id, now_us - days * US_PER_DAY if days else None)
 
 
-async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now: int) -> None:
+async def count_purchase(conn: Any, programme: Programme, member: Member, order: Order, now: int) -> None:
     """Count a captured (or completed) order: purchase total, accumulative rate, visits and level.
 
     Only members whose privileges count purchases (not deactivated, not off-boarded) get it; an
@@ -161,10 +160,8 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
     (what points paid included: points are a way to pay). The member's row lock and the order's
     ``counted`` flag are the caller's.
     """
-    levels = [s.level for s in await store.levels_of(conn, programme.programme_id)]
-    if not privileges(member, programme, levels, now).purchases_count:
-        return
-    if await store.purchase(conn, member.member_id, order.order_id) is not None:
+    # Whether purchases count depends on the status only, so no level is needed to decide it.
+    if not privileges(member, programme, (), now).purchases_count:
         return
     by_category: dict[str, int] = {}
     for line in order.pricing.lines:
@@ -172,11 +169,15 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
     amount = order.pricing.net_minor
     total = member.purchases_total_minor + amount
     rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
-    await store.insert_purchase(conn, member.member_id, programme.programme_id, order.order_id, amount,
-                                by_category, member.accumulative_discount_bps, now)
-    await store.set_totals(conn, member.member_id, total, rate)
-    await store.add_event(conn, member.member_id, "orders", "purchase_counted", now, actor=SYSTEM,
-                          details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
+    # Sent together with the levels: one round trip in the write's pipeline.
+    counted = await store.send_count_purchase(
+        conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
+        member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
+        details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
+    levels_later = await store.send_levels_of(conn, programme.programme_id)
+    done, levels = await counted.get(), [s.level for s in await levels_later.get()]
+    if not done:
+        return
     rungs = ladder(levels, member.customer_group)
     if not rungs:
         return
@@ -186,10 +187,10 @@ async def count_purchase(conn: Any, programme: Any, member: Any, order: Any, now
         await assign_level(conn, member, higher, now, reason="qualified", actor=SYSTEM)
 
 
-async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, now: int) -> None:
-    """Bring a counted order's part of the totals in line with what is left of it: nothing once it
-    is cancelled, the lines not yet refunded after a refund (``order_line.refunded_quantity`` must
-    already include it). Points are not touched, and a level is only ever lowered by the review.
+async def uncount_purchase(conn: Any, programme: Programme, member: Member, order: Order, now: int) -> None:
+    """Bring a counted order's part of the totals in line with what is left of it: the units of its
+    lines not yet refunded (``order_line.refunded_quantity`` must already include the refund), so a
+    full refund uncounts it. Points are not touched, and a level is only ever lowered by the review.
 
     The accumulative rate is recalculated from the programme's ranges at the lower total, but
     never below the rate the member had before this order counted, nor above the current one.
@@ -198,10 +199,8 @@ async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, n
     if counted is None or counted.uncounted_at is not None:
         return
     left: dict[str, int] = {}
-    if order.state != "cancelled":
-        for category, net, quantity, refunded in await store.order_lines_left(
-                conn, programme.programme_id, order.order_id):
-            left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
+    for category, net, quantity, refunded in await store.order_lines_left(conn, programme.programme_id, order.order_id):
+        left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
     amount = sum(left.values())
     dropped = counted.amount_minor - amount
     if dropped <= 0:
@@ -212,13 +211,13 @@ async def uncount_purchase(conn: Any, programme: Any, member: Any, order: Any, n
     await store.reduce_purchase(conn, member.member_id, order.order_id, amount, left, now)
     await store.set_totals(conn, member.member_id, total, rate)
     if amount == 0:
-        await store.set_order_counted(conn, programme.programme_id, order.order_id, False)
+        await orders.set_counted(conn, programme.programme_id, order.order_id, False)
     await store.add_event(conn, member.member_id, "orders", "purchase_uncounted" if amount == 0 else "purchase_reduced",
                           now, actor=SYSTEM, details={"order_id": order.order_id, "amount_minor": amount,
                                                       "dropped_minor": dropped, "purchases_total_minor": total})
 
 
-async def assign_level(conn: Any, member: Any, level: Level | None, now: int, *, reason: str, actor: str,
+async def assign_level(conn: Any, member: Member, level: Level | None, now: int, *, reason: str, actor: str,
                        comment: str = "") -> None:
     """Give the member ``level`` from now, and say so in the member's history."""
     await store.set_level(conn, member.member_id, None if level is None else level.level_id, now)
@@ -227,21 +226,15 @@ async def assign_level(conn: Any, member: Any, level: Level | None, now: int, *,
                                    "level_name": "" if level is None else level.name, "reason": reason})
 
 
-async def levels_for(conn: Any, member: Any) -> list[Level]:
-    """The levels ``privileges`` needs for this member: none when the member has no level (no query)."""
-    if member.level_id is None:
-        return []
-    return [s.level for s in await store.levels_of(conn, member.programme_id)]
-
-
-@dataclass(frozen=True)
-class MemberCard:
-    """A member as the member card shows them: the row, the level's name and the way to the next one."""
-
-    member: Member
-    level_name: str = ""
-    next_level_name: str = ""
-    next_level_spend_needed_minor: int = 0
+async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) -> Member:
+    """A new member starts on the highest level met without any purchase (the lowest level usually
+    asks nothing); the member as it is then."""
+    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
+    first = level_after_purchase(rungs, None, [], now)
+    if first is None:
+        return member
+    await assign_level(conn, member, first, now, reason="enrolled", actor=actor)
+    return dataclasses.replace(member, level_id=first.level_id, level_assigned_at=now)
 
 
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:

@@ -142,6 +142,17 @@ class Member:
 
 
 @dataclass(frozen=True)
+class MemberCard:
+    """A member as the member card shows them: the row, the level's name and the way to the next one
+    (filled by ``loyalty_core.membership.member_card``)."""
+
+    member: Member
+    level_name: str = ""
+    next_level_name: str = ""
+    next_level_spend_needed_minor: int = 0
+
+
+@dataclass(frozen=True)
 class MemberRef:
     """A member by exactly one of id, phone or card number (with the card's secret when given)."""
 
@@ -165,7 +176,7 @@ class Enrol:
 
 @dataclass(frozen=True)
 class Enrolled:
-    member: Member
+    member: MemberCard
     welcome_bonus_points: int
     # The card secret generated for the member, shown once: never stored, so empty on a replay.
     generated_card_secret: str = ""

@@ -65,6 +65,9 @@ class Settings:
     # Outstanding points, open holds and expiry lag are read from the database when /metrics is
     # scraped, at most this often (several scrapers cost one query).
     ledger_gauges_max_age_s: float = 10.0
+    # Server processes sharing the gRPC port (SO_REUSEPORT), each with its own pool of
+    # pool_max_size connections: Python uses one core per process. 0: one per core.
+    workers: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -85,6 +88,8 @@ class Settings:
         """Refuse settings that cannot work, naming the variable."""
         if self.pool_min_size < 0 or self.pool_max_size < max(1, self.pool_min_size):
             raise ValueError("LOYALTY_POOL_MAX_SIZE must be at least 1 and at least LOYALTY_POOL_MIN_SIZE")
+        if self.workers < 0:
+            raise ValueError("LOYALTY_WORKERS must be 0 (one per core) or more")
         if self.tx_attempts_max < 1:
             raise ValueError("LOYALTY_TX_ATTEMPTS_MAX must be at least 1")
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
 from typing import Any
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from loyalty_core.clock import SystemClock
-from loyalty_core.settings import Settings
+from loyalty_core.settings import Settings, split_host_port
 from loyalty_core.store import embedded
 from loyalty_core.store.db import Database
 from server import services, tls
@@ -93,3 +97,72 @@ async def serve(settings: Settings, *, stop_event: asyncio.Event | None = None) 
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         log.info("stopped", extra={"event": "stopped"})
+
+
+def worker_count(settings: Settings) -> int:
+    """LOYALTY_WORKERS, where 0 means one per core."""
+    return settings.workers or os.cpu_count() or 1
+
+
+def serve_workers(settings: Settings) -> int:
+    """``serve`` in ``LOYALTY_WORKERS`` processes sharing the gRPC port (``grpc.so_reuseport``; the
+    kernel spreads connections, not calls, over them), each with its own pool. One worker runs in
+    this process, and so does the embedded PostgreSQL (no LOYALTY_DATABASE_URL), which is for
+    development. With several, this process passes SIGTERM/SIGINT on and stops them all if one
+    exits; worker i serves metrics on the metrics port + i (each process has its own counters)."""
+    count = worker_count(settings)
+    if count == 1 or not settings.database_url:
+        asyncio.run(serve(settings))
+        return 0
+    host, port = split_host_port(settings.grpc_addr, "LOYALTY_GRPC_ADDR")
+    if port == 0:  # every worker must bind the same port: choose it here
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    m_host, m_port = split_host_port(settings.metrics_addr, "LOYALTY_METRICS_ADDR")
+    ctx = multiprocessing.get_context("spawn")  # no fork: grpc's threads and the pool must start fresh
+    children = []
+    for i in range(count):
+        child = dataclasses.replace(settings, workers=1, grpc_addr=_join(host, port),
+                                    metrics_addr=_join(m_host, m_port + i if m_port else 0))
+        proc = ctx.Process(target=_worker_main, args=(child, i), name=f"loyalty-worker-{i}")
+        proc.start()
+        children.append(proc)
+    log.info("workers started", extra={"event": "workers_started", "workers": count, "grpc_port": port})
+    stopping = 0
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = signum
+        for proc in children:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # Wait for any worker to end, then stop the others: a worker that died is not restarted here
+    # (the supervisor above this process decides that).
+    while all(proc.is_alive() for proc in children):
+        multiprocessing.connection.wait([proc.sentinel for proc in children], timeout=1.0)
+    if not stopping:
+        stop(signal.SIGTERM, None)
+    for proc in children:
+        proc.join(settings.shutdown_grace_s + 5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    # A worker the signal reached before its loop took over ends by the signal itself: still clean.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
+    return 0 if stopping and all(proc.exitcode in clean for proc in children) else 1
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _worker_main(settings: Settings, index: int) -> None:
+    from server import logs
+
+    logs.configure(settings.log_level)
+    log.info("worker starting", extra={"event": "worker_starting", "worker": index})
+    asyncio.run(serve(settings))

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+# The server forks only to exec (pg_ctl of the embedded PostgreSQL); gRPC's fork handlers are not
+# needed for that and would log a warning about its threads. Read by gRPC at import: set it first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from loyalty_core.settings import Settings
 from server import logs
@@ -15,27 +21,81 @@ log = logging.getLogger(__name__)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.app import serve
+    from server.app import serve_workers
 
-    asyncio.run(serve(settings))
-    return 0
+    return serve_workers(settings)
+
+
+@contextmanager
+def _database_url(settings: Settings) -> Iterator[str]:
+    """LOYALTY_DATABASE_URL, or the embedded PostgreSQL's URL while it runs."""
+    from loyalty_core.store import embedded
+
+    if settings.database_url:
+        yield settings.database_url
+        return
+    pg = embedded.start(settings.data_dir)
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from loyalty_core.store import embedded, migrate
+    from loyalty_core.store import migrate
 
-    pg = None
-    url = settings.database_url
-    if not url:
-        pg = embedded.start(settings.data_dir)
-        url = pg.url
-    try:
+    with _database_url(settings) as url:
         applied = asyncio.run(migrate.migrate(url))
-    finally:
-        if pg is not None:
-            pg.stop()
     log.info("migrations applied: %s", applied or "none pending", extra={"event": "migrated", "applied": applied})
     return 0
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the ledger's invariants for every member; print each disagreement, exit 1 if any."""
+    from loyalty_core.service.verify import verify
+    from loyalty_core.store.db import Database
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            result = await verify(db, args.programme_id)
+        for d in result.disagreements:
+            print(f"{d.programme_id} {d.member_id} {d.invariant}: {d.detail}")
+        print(f"checked {result.members_checked} members and {result.lots_checked} lots: "
+              f"{len(result.disagreements) or 'no'} disagreements")
+        return 1 if result.disagreements else 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
+    """The scheduled level review of one programme (cron it daily): drop who missed their period."""
+    from datetime import datetime
+
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.membership import run_level_review
+    from loyalty_core.store.db import Database
+
+    as_of = None if not args.as_of else int(datetime.fromisoformat(args.as_of).timestamp() * 1_000_000)
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            result = await run_level_review(db, SystemClock(), args.programme_id, as_of, args.batch_size)
+        print(f"reviewed {result.members_reviewed} members: {result.members_dropped} dropped one level")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _review_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", required=True, help="the programme to review")
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the periods end at (default: now)")
+    parser.add_argument("--batch-size", type=int, default=0, help="members per transaction (default 500)")
+
+
+def _verify_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", default="", help="only this programme (default: every programme)")
 
 
 def add_keys_args(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +117,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
     from loyalty_core import errors
     from loyalty_core.clock import SystemClock
-    from loyalty_core.store import embedded, keys, migrate
+    from loyalty_core.store import keys, migrate
 
     async def run(url: str) -> int:
         await migrate.migrate(url)
@@ -80,19 +140,12 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                       file=sys.stderr)
         return 0
 
-    pg = None
-    url = settings.database_url
-    if not url:
-        pg = embedded.start(settings.data_dir)
-        url = pg.url
-    try:
-        return asyncio.run(run(url))
-    except errors.LoyaltyError as err:
-        print(f"loyalty-core keys: {err.code}: {err.message}", file=sys.stderr)
-        return 2
-    finally:
-        if pg is not None:
-            pg.stop()
+    with _database_url(settings) as url:
+        try:
+            return asyncio.run(run(url))
+        except errors.LoyaltyError as err:
+            print(f"loyalty-core keys: {err.code}: {err.message}", file=sys.stderr)
+            return 2
 
 
 def _split(csv: str) -> list[str]:
@@ -103,6 +156,9 @@ def _split(csv: str) -> list[str]:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "serve": ("run the gRPC server in the foreground (migrates first)", lambda p: None, cmd_serve),
     "migrate": ("apply pending schema migrations and exit", lambda p: None, cmd_migrate),
+    "verify": ("check the points ledger's invariants; exit 1 and print what disagrees", _verify_args, cmd_verify),
+    "review-levels": ("drop one level every member who missed their level's period", _review_args,
+                      cmd_review_levels),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
 }
 

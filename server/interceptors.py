@@ -28,9 +28,13 @@ _UNAVAILABLE = errors.Unavailable("database_unavailable", "the database cannot b
 
 
 def member_id_of(request: Any) -> str | None:
-    """The member a request is about, when it names one (a ``member_id`` field)."""
+    """The member a request is about, when it names one by id (``member_id`` or ``member.member_id``).
+
+    Phones and card numbers in a request are never logged: only this id is."""
     value = getattr(request, "member_id", None)
-    return str(value) if value else None
+    if not value:
+        value = getattr(getattr(request, "member", None), "member_id", None)
+    return str(value) if isinstance(value, (str, int)) and value else None
 
 
 class ServerInterceptor(aio.ServerInterceptor):
@@ -104,7 +108,7 @@ class ServerInterceptor(aio.ServerInterceptor):
 class _Call:
     """Bookkeeping of one RPC: in-flight gauge, counters, histogram, access log."""
 
-    __slots__ = ("icpt", "method", "service", "name", "type", "request", "t0", "code", "error")
+    __slots__ = ("icpt", "method", "service", "name", "type", "request", "t0", "code", "error", "recorded")
 
     def __init__(self, icpt: ServerInterceptor, method: str, service: str, name: str, type_: str, request: Any):
         self.icpt, self.method, self.service, self.name, self.type = icpt, method, service, name, type_
@@ -112,15 +116,20 @@ class _Call:
         self.t0 = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.error: str | None = None
+        self.recorded = False
         m = icpt.metrics
         m.started.labels(type_, service, name).inc()
         m.in_flight.labels(service, name).inc()
 
     async def fail(self, exc: BaseException, context: aio.ServicerContext) -> None:
-        """Turn ``exc`` into the call's status (raises the abort, or re-raises ``exc``)."""
+        """Turn ``exc`` into the call's status (raises the abort, or re-raises ``exc``).
+
+        abort() sends the status at once, so the call is recorded before it: a client that
+        scrapes /metrics right after its call finds it counted."""
         if isinstance(exc, errors.LoyaltyError):
             st = status.to_status(exc)
             self.code, self.error = st.code, exc.code
+            self.done()
             await context.abort_with_status(st)
         if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             self.code = grpc.StatusCode.CANCELLED
@@ -130,13 +139,18 @@ class _Call:
             raise exc
         if isinstance(exc, NotImplementedError):  # the generated base servicer's answer
             self.code = grpc.StatusCode.UNIMPLEMENTED
+            self.done()
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
         self.code, self.error = grpc.StatusCode.INTERNAL, type(exc).__name__
         errlog.error("unexpected exception in %s", self.method, exc_info=exc,
                      extra={"event": "rpc_internal_error", "method": self.method})
+        self.done()
         await context.abort_with_status(status.internal_status())
 
     def done(self) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
         elapsed = time.perf_counter() - self.t0
         m = self.icpt.metrics
         code = self.code.name

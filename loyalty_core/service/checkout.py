@@ -9,19 +9,21 @@ from typing import Any
 from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from loyalty_core.levels import Level
 from loyalty_core.model import (
-    US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, MemberRef, Order,
-    Pricing, Quote, Refund, Refunded, RefundLine, RefundRecord,
+    US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
+    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, identify, programme_of
+from loyalty_core.service.members import check_ref, found_programme, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.service.reading import reading
-from loyalty_core.store import ledger, members, orders
+from loyalty_core.store import ledger, members, orders, programmes
+from loyalty_core.store import membership as membership_store
 from loyalty_core.store.db import Database
-from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
 
@@ -48,12 +50,29 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref)
-        levels = await membership.levels_for(conn, member)
-        lots = await ledger.lots(conn, member.member_id)
+    async with reading(db) as conn, conn.pipeline():
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref)
     return quote_for(programme, member, levels, lots, req, now)[0]
+
+
+async def _basket_reads(
+    conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
+) -> tuple[Programme, Member, Lots, list[Level]]:
+    """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
+    the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
+    (read after the lock is granted) and the levels its privileges need."""
+    programme_later = await programmes.send_get(conn, programme_id)
+    member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
+    exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
+    lots_later = await ledger.send_lots_of(conn, programme_id, ref)
+    levels_later = await membership_store.send_levels_of(conn, programme_id)
+    programme = found_programme(await programme_later.get())
+    member = await identified(conn, programme, ref, await member_later.get())
+    if exists_later is not None and await exists_later.get():
+        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
+                            field="order_id")
+    lots = await lots_later.get()
+    return programme, member, lots, [s.level for s in await levels_later.get()]
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -63,13 +82,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref, lock=True)
-        if await orders.exists(conn, programme_id, req.order_id):
-            raise AlreadyExists("order_already_checked_out", f"order {req.order_id!r} was checked out before",
-                                field="order_id")
-        levels = await membership.levels_for(conn, member)
-        lots = await ledger.lots(conn, member.member_id)
+        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref, order_id=req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
@@ -110,13 +123,18 @@ def _refuse_points(status: str, rights: membership.Privileges, requested: int, a
                              f"{requested} points asked, this order may take at most {most}", points_max=most)
 
 
-async def _locked_order(conn: Any, programme_id: str, order_id: str) -> StoredOrder:
-    """The order, read under its member's lock (every write to an order holds it)."""
-    if await orders.lock_member_of(conn, programme_id, order_id) is None:
+async def _locked_order(conn: Any, programme_id: str, order_id: str) -> tuple[StoredOrder, Member, Programme]:
+    """The order read under its member's lock (every write to an order holds it), the member and the
+    programme: sent together, one round trip."""
+    member_later = await members.send_lock_of_order(conn, programme_id, order_id)
+    order_later = await orders.send_get(conn, programme_id, order_id)
+    programme_later = await programmes.send_get(conn, programme_id)
+    member = await member_later.get()
+    if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
-    stored = await orders.get(conn, programme_id, order_id)
+    stored = await order_later.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
-    return stored
+    return stored, member, found_programme(await programme_later.get())
 
 
 def _open_hold(stored: StoredOrder, now: int) -> None:
@@ -144,7 +162,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Captured, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         _open_hold(stored, now)
         order, hold = stored.order, stored.hold
         held = hold.hold.points if hold else 0
@@ -152,19 +170,18 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         if points > held:
             raise FailedPrecondition("capture_must_not_exceed_hold", f"{points} points to spend, {held} held",
                                      held=held)
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         pricing = reprice(order.pricing, points)
         entries = []
         if hold is not None:
             # Spent points come from the lots that expire first; the rest goes back to the last ones.
             spent = fill(hold.lot_points, points)
-            back = fill(hold.lot_points[::-1], held - points)[::-1]
+            _, unspent = fill([points, held], held)
+            back = fill(hold.lot_points[::-1], unspent)[::-1]
             if points:
                 entries.append(Entry("spent", 0, held_delta=-points, order_id=order.order_id,
                                      hold_id=hold.hold.hold_id))
-            if held - points:
-                entries.append(_release_entry(stored, held - points, back))
+            if unspent:
+                entries.append(_release_entry(stored, unspent, back))
         earned = pricing.earned_points
         repaid, kept = fill([member.debt_points, earned], earned)
         if repaid:
@@ -175,7 +192,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             new_lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days),
                              order.order_id)
             entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
-        posted = await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
+        await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
         if hold is not None:
             if points:
                 kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
@@ -190,7 +207,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             hold=dataclasses.replace(hold.hold, state="captured" if points else "released", points=points or held)
             if hold else None,
         )
-        await orders.capture(conn, captured, posted.lot_id, counted, now)
+        await orders.capture(conn, captured, counted, now)
         if counted:
             await membership.count_purchase(conn, programme, member, captured, now)
         return Captured(captured, points, earned), member.member_id
@@ -205,7 +222,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Cancelled, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, _, _ = await _locked_order(conn, programme_id, req.order_id)
         order, hold = stored.order, stored.hold
         if order.state != "held":
             raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
@@ -272,12 +289,10 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     refund_id = str(uuid.uuid4())
 
     async def effect(conn: Any) -> tuple[Refunded, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         order = stored.order
         if order.state not in ("captured", "completed"):
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         wanted = _refund_units(req, await orders.lines(conn, programme_id, order.order_id))
 
         def share(value: str) -> int:
@@ -312,10 +327,12 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
                                          f"{shortfall} of the {clawback} points to take back were already spent",
                                          shortfall=shortfall)
             if policy == "debt":
-                if member.debt_points + shortfall > programme.debt_limit_points:
+                # The room under the limit: what of the limit the current debt leaves (0 if above it).
+                _, room = fill([member.debt_points, programme.debt_limit_points], programme.debt_limit_points)
+                if shortfall > room:
                     raise FailedPrecondition("debt_limit_exceeded",
-                                             f"a debt of {member.debt_points + shortfall} points would pass the "
-                                             f"limit of {programme.debt_limit_points}", shortfall=shortfall)
+                                             f"{shortfall} points of debt asked, {room} left under the limit of "
+                                             f"{programme.debt_limit_points}", shortfall=shortfall, room=room)
                 debt, shortfall = shortfall, 0
                 entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
                                      refund_id=refund_id))
@@ -343,12 +360,10 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Order, str]:
-        stored = await _locked_order(conn, programme_id, req.order_id)
+        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
         order = stored.order
         if order.state != "captured":
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
-        programme = await programme_of(conn, programme_id)
-        member = await members.find(conn, programme_id, MemberRef(member_id=order.member_id))
         await orders.set_state(conn, programme_id, order.order_id, "completed", now)
         if not stored.counted and programme.purchase_counts_when == "completed" and membership.privileges(
             member, programme, (), now

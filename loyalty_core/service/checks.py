@@ -43,12 +43,17 @@ def positive_points(value: int, field: str = "points") -> int:
     return value
 
 
-def page_size(value: int) -> int:
+def bounded(value: int, field: str, default: int, most: int) -> int:
+    """A count the caller picks (a page or batch size): 0 means ``default``, else 1..``most``."""
     if value == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument("value_out_of_range", f"page_size must be 0..{MAX_PAGE_SIZE}", field="page_size")
+        return default
+    if not 1 <= value <= most:
+        raise InvalidArgument("value_out_of_range", f"{field} must be 0..{most}", field=field)
     return value
+
+
+def page_size(value: int) -> int:
+    return bounded(value, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def encode_token(*key: Any) -> str:

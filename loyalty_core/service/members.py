@@ -13,7 +13,7 @@ from loyalty_core import cards, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
-    Balance, Enrol, Enrolled, Member, MemberRef, Offboard, Programme,
+    Balance, Enrol, Enrolled, Member, MemberCard, MemberRef, Offboard, Programme,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
@@ -41,17 +41,25 @@ def check_ref(ref: MemberRef) -> MemberRef:
     return ref
 
 
-async def programme_of(conn: Any, programme_id: str) -> Programme:
-    programme = await programmes.get(conn, programme_id)
+def found_programme(programme: Programme | None) -> Programme:
     if programme is None:
         raise NotFound("programme_not_found", "no such programme")
     return programme
 
 
+async def programme_of(conn: Any, programme_id: str) -> Programme:
+    return found_programme(await programmes.get(conn, programme_id))
+
+
 async def identify(conn: Any, programme: Programme, ref: MemberRef, *, lock: bool = False) -> Member:
-    """The member ``ref`` names (checked by ``check_ref``), with the card's secret where the programme
-    requires it for card lookups; ``lock`` takes the member's row lock."""
-    member = checks.found_member(await store.find(conn, programme.programme_id, ref, lock=lock), "with this identifier")
+    """The member ``ref`` names (checked by ``check_ref``); ``lock`` takes the member's row lock."""
+    return await identified(conn, programme, ref, await store.find(conn, programme.programme_id, ref, lock=lock))
+
+
+async def identified(conn: Any, programme: Programme, ref: MemberRef, member: Member | None) -> Member:
+    """``member`` as found for ``ref``, with the card's secret checked where the programme requires
+    it for card lookups."""
+    member = checks.found_member(member, "with this identifier")
     if ref.card_number and (programme.card_secret_required or ref.card_secret):
         await cards.check_card_secret(required=programme.card_secret_required, given=ref.card_secret,
                                       stored_hash=await store.card_secret_hash(conn, member.member_id))
@@ -103,15 +111,16 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
                                 details={"status": status, "welcome_bonus_points": bonus})
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
+        member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
         shown["secret"] = generated
-        return Enrolled(member, bonus), member_id
+        return Enrolled(await membership.member_card(conn, member, now), bonus), member_id
 
     enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
                                now=now, effect=effect)
     return dataclasses.replace(enrolled, generated_card_secret=shown.get("secret", ""))
 
 
-async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> membership.MemberCard:
+async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> MemberCard:
     """The member card: the member, the level's name and what the next level still needs."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
@@ -121,7 +130,7 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
         return await membership.member_card(conn, member, clock.now_us())
 
 
-async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[membership.MemberCard, Balance]:
+async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[MemberCard, Balance]:
     """The member by any identifier, and the balance now, so a till needs one call."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     ref = check_ref(ref)

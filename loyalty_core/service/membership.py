@@ -14,7 +14,7 @@ from loyalty_core import cards, levels, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from loyalty_core.levels import Level
-from loyalty_core.model import Member, MemberRef, Page, Programme, WriteContext
+from loyalty_core.model import Member, MemberCard, MemberRef, Page, Programme, WriteContext
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.members import programme_of
@@ -42,12 +42,12 @@ HISTORY_TABS = {"all": ("participation", "orders", "messages"), "participation":
 
 @dataclass(frozen=True)
 class ConfirmationPolicy:
-    """The limits on one-time codes, from the settings."""
+    """The limits on one-time codes (LOYALTY_CONFIRMATION_*), in the domain's units."""
 
-    code_ttl_us: int = 600 * US_PER_S
-    attempts_max: int = 5
-    resend_interval_us: int = 60 * US_PER_S
-    sends_per_day_max: int = 10
+    code_ttl_us: int
+    attempts_max: int
+    resend_interval_us: int
+    sends_per_day_max: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConfirmationPolicy:
@@ -96,7 +96,7 @@ class ConfirmAnswer:
     """A confirmation's outcome. A wrong code is an answer that is stored (the attempt must count
     even though the call is refused), so ``refusal`` carries it out of the transaction."""
 
-    card: membership.MemberCard
+    card: MemberCard
     refusal: str = ""
     attempts_left: int = 0
 
@@ -116,7 +116,7 @@ class CardIssued:
     """The member with the new card or secret. ``card_secret`` is shown once: it is never stored
     in the clear, so a replay of the request answers with it empty."""
 
-    card: membership.MemberCard
+    card: MemberCard
     card_secret: str = ""
 
 
@@ -235,13 +235,18 @@ async def _member_write(
 
 # -- Status ------------------------------------------------------------------------------------------
 
-async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> membership.MemberCard:
-    """Move a member to another status; the comment is required and kept in history."""
+async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> MemberCard:
+    """Move a member to another status; the comment is required and kept in history. A member whose
+    phone is confirmed cannot be made not confirmed."""
     if req.status not in membership.STATUSES:
         raise InvalidArgument("field_required", "status must be active, not_confirmed or deactivated", field="status")
     _comment(req.comment, required=True)
 
-    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> MemberCard:
+        if req.status == membership.NOT_CONFIRMED and member.phone_confirmed:
+            # The seeds: a member who meets the conditions of activation cannot be made "not confirmed".
+            raise FailedPrecondition("phone_already_confirmed",
+                                     "the member's phone is confirmed; they cannot be made not confirmed")
         if member.status != req.status:
             await store.set_status(conn, member.member_id, req.status)
             await store.add_event(conn, member.member_id, "participation", "status_changed", now,
@@ -249,7 +254,7 @@ async def change_status(db: Database, clock: Clock, req: ChangeStatus) -> member
                                   details={"from": member.status, "to": req.status})
         return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "ChangeMemberStatus", req, membership.MemberCard, change)
+    return await _member_write(db, clock, "ChangeMemberStatus", req, MemberCard, change)
 
 
 # -- Phone confirmation ------------------------------------------------------------------------------
@@ -291,7 +296,7 @@ async def start_confirmation(db: Database, clock: Clock, sender: SmsSender, poli
     return await _member_write(db, clock, "StartPhoneConfirmation", req, ConfirmationStarted, change)
 
 
-async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> membership.MemberCard:
+async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> MemberCard:
     """Check the code the member read out. A right code confirms the phone and activates a member
     who was not confirmed; a wrong one counts against the code's attempts, and at the limit the
     code is locked until a new one is sent."""
@@ -309,7 +314,7 @@ async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> member
             raise FailedPrecondition("confirmation_code_expired", "the code has expired; send a new one")
         if not await cards.secret_matches_async(req.code, pending.code_hash):
             await store.record_attempt(conn, member.member_id, confirmed_at=None)
-            return ConfirmAnswer(membership.MemberCard(member), "confirmation_code_wrong", pending.attempts_max - pending.attempts - 1)
+            return ConfirmAnswer(MemberCard(member), "confirmation_code_wrong", pending.attempts_max - pending.attempts - 1)
         await store.record_attempt(conn, member.member_id, confirmed_at=now)
         status = membership.ACTIVE if member.status == membership.NOT_CONFIRMED else member.status
         await store.set_status(conn, member.member_id, status, phone_confirmed=True)
@@ -370,12 +375,12 @@ async def generate_virtual_card(db: Database, clock: Clock, req: CardChange) -> 
 
 # -- Personal discount -------------------------------------------------------------------------------
 
-async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDiscount) -> membership.MemberCard:
+async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDiscount) -> MemberCard:
     if not 0 <= req.discount_bps <= levels.BPS:
         raise InvalidArgument("value_out_of_range", f"discount_bps must be 0..{levels.BPS}", field="discount_bps")
     _comment(req.comment, required=False)
 
-    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> MemberCard:
         if member.personal_discount_bps != req.discount_bps:
             await store.set_personal_discount(conn, member.member_id, req.discount_bps)
             await store.add_event(conn, member.member_id, "participation", "personal_discount_set", now,
@@ -383,18 +388,18 @@ async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDisc
                                   details={"from": member.personal_discount_bps, "to": req.discount_bps})
         return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "SetPersonalDiscount", req, membership.MemberCard, change)
+    return await _member_write(db, clock, "SetPersonalDiscount", req, MemberCard, change)
 
 
 # -- Levels ------------------------------------------------------------------------------------------
 
-async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> membership.MemberCard:
+async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> MemberCard:
     """Set a member's level by hand: one open to the member's group whose spend requirement is not
     below what the member has already spent in its period."""
     level_id = checks.uuid_arg(req.level_id, "level_id")
     _comment(req.comment, required=True)
 
-    async def change(conn: Any, member: Member, now: int) -> membership.MemberCard:
+    async def change(conn: Any, member: Member, now: int) -> MemberCard:
         rungs = levels.ladder([s.level for s in await store.levels_of(conn, member.programme_id)],
                               member.customer_group)
         purchases = await membership.recent_purchases(conn, member.member_id, rungs, now)
@@ -404,17 +409,17 @@ async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> membersh
                                           comment=req.comment)
         return await membership.member_card(conn, await _reread(conn, member), now)
 
-    return await _member_write(db, clock, "ChangeMemberLevel", req, membership.MemberCard, change)
+    return await _member_write(db, clock, "ChangeMemberLevel", req, MemberCard, change)
 
 
 def _record(stored: store.StoredLevel) -> LevelRecord:
     return LevelRecord(stored.level, stored.created_at, stored.updated_at)
 
 
-async def _write_level(conn: Any, write: Callable[[], Awaitable[None]]) -> None:
+async def _save_level(conn: Any, level: Level, now: int) -> None:
     try:
         async with conn.transaction():  # a savepoint: a taken priority must not poison the key's transaction
-            await write()
+            await store.save_level(conn, level, now)
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists("level_priority_taken", "another level of the programme has this priority",
                             field="priority") from None
@@ -432,7 +437,7 @@ async def create_level(db: Database, clock: Clock, req: CreateLevel) -> LevelRec
         if await store.count_levels(conn, programme_id) >= levels.LEVELS_PER_PROGRAMME_MAX:
             raise InvalidArgument("too_many_items", f"a programme has at most {levels.LEVELS_PER_PROGRAMME_MAX} levels",
                                   field="level")
-        await _write_level(conn, lambda: store.insert_level(conn, level, now))
+        await _save_level(conn, level, now)
         return LevelRecord(level, now, now), None
 
     return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
@@ -455,7 +460,7 @@ async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRec
             raise NotFound("level_not_found", "no such level in this programme", field="level.level_id")
         level = levels.validate_level(dataclasses.replace(
             stored.level, **{name: getattr(req.level, name) for name in req.fields}))
-        await _write_level(conn, lambda: store.update_level(conn, level, now))
+        await _save_level(conn, level, now)
         return LevelRecord(level, stored.created_at, now), None
 
     return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
@@ -476,20 +481,12 @@ async def list_levels(db: Database, programme_id: str, page_size: int, page_toke
 
 # -- Batch runs: the level review and the discount recalculation --------------------------------------
 
-def _batch_size(value: int) -> int:
-    if value == 0:
-        return BATCH_DEFAULT
-    if not 1 <= value <= BATCH_MAX:
-        raise InvalidArgument("value_out_of_range", f"batch_size must be 0..{BATCH_MAX}", field="batch_size")
-    return value
-
-
 async def _in_batches(db: Database, programme_id: str, batch_size: int,
                       each: Callable[[Any, Programme, list[Level], Member], Awaitable[bool]]) -> tuple[int, int]:
     """``each(conn, programme, levels, member)`` for every member of the programme, one transaction
     per batch of members (each locked in turn), so an interrupted run keeps the batches it finished
     and a rerun redoes only what still needs it. Returns (members seen, members changed)."""
-    size = _batch_size(batch_size)
+    size = checks.bounded(batch_size, "batch_size", BATCH_DEFAULT, BATCH_MAX)
     seen = changed = 0
     after: str | None = None
     while True:

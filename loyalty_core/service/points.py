@@ -79,7 +79,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
             [Entry("manual_accrual", req.points, lots=[(NEW_LOT, req.points)], comment=req.comment)],
             NewLot("manual_accrual", req.points, now, expires_at),
         )
-        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
 
     return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Movement,
                            now=now, effect=effect)
@@ -100,7 +100,7 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
         posted = await ledger.post(conn, member_id, now, req.context, [
             Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)
         ])
-        return await history.one(conn, member_id, posted.movement_ids[0]), member_id
+        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
 
     return await run_write(db, method="RedeemPoints", scope=programme_id, request=req, result_type=Movement,
                            now=now, effect=effect)
@@ -169,7 +169,11 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     started = time.perf_counter()
     async with reading(db) as conn:
         due = await expiry.due_members(conn, programme_id, as_of)
-    runs = [await db.run_in_transaction(_expire_member, member_id, as_of) for member_id in due]
+    runs = []
+    for member_id, member_programme in due:
+        # A run over every programme counts each member's points under the member's programme.
+        with observe.in_programme(member_programme):
+            runs.append(await db.run_in_transaction(_expire_member, member_id, as_of))
     observe.expiry_run(time.perf_counter() - started)
     return ExpiryRun(*(sum(getattr(r, f) for r in runs) for f in (
         "lots_expired", "points_expired", "lots_activated", "points_activated", "holds_released", "points_released",

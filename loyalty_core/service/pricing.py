@@ -128,7 +128,7 @@ def quote_for(
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
-    ``levels`` are ``membership.levels_for(conn, member)``."""
+    ``levels`` are the programme's (``store.membership.send_levels_of``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     check_member_active(member)

@@ -9,8 +9,10 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
-from loyalty_core.model import LotAllocation, WriteContext
+from loyalty_core.model import LotAllocation, MemberRef, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
+from loyalty_core.store.later import Later
+from loyalty_core.store.members import ref_condition
 
 # In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
 NEW_LOT = 0
@@ -109,11 +111,16 @@ WITH new_lot AS (
 ), counters AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
-    RETURNING programme_id
+    RETURNING member_id
 )
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
-       (SELECT count(*) FROM lots), (SELECT programme_id::text FROM counters)
+       (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
 """
+
+
+async def _posted(cur: Any) -> Posted:
+    lot_id, movement_ids, _, _ = await cur.fetchone()
+    return Posted(list(movement_ids or []), lot_id)
 
 
 async def post(
@@ -123,10 +130,11 @@ async def post(
     context: WriteContext,
     entries: Sequence[Entry],
     new_lot: NewLot | None = None,
-) -> Posted:
+) -> Later[Posted]:
     """Append ``entries`` and apply them in one statement: lots' remaining by their allocations, the
     member's held points, debt and totals by ``TOTALS_SQL``, and ``new_lot`` created for the
-    allocations to ``NEW_LOT``. The member row must be locked by the caller."""
+    allocations to ``NEW_LOT``. The member row must be locked by the caller. Read the ids only when
+    needed: in pipeline mode the statement then travels with the transaction's next round trip."""
     rows = [
         {
             "seq": i, "kind": e.kind, "points": e.points, "held_delta": e.held_delta, "debt_delta": e.debt_delta,
@@ -148,26 +156,37 @@ async def post(
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
         },
     )
-    lot_id, movement_ids, _, programme_id = await cur.fetchone()
     for e in entries:
         # The points each kind moves, as TOTALS_SQL counts them; reported once the transaction commits.
         moved = {"spent": -(e.points + e.held_delta), "expired": -e.points, "held": e.held_delta}.get(e.kind, e.points)
         if moved > 0:
-            observe.points_moved(e.kind, programme_id, moved)
-    return Posted(list(movement_ids or []), lot_id)
+            observe.points_moved(e.kind, moved)
+    return Later(cur, _posted)
 
 
-async def lots(conn: Any, member_id: str) -> Lots:
-    """The member's lots with points left, pending ones included (calc decides what is usable)."""
-    cur = await conn.execute(
-        "SELECT lot_id, remaining, activates_at, expires_at FROM lot"
-        " WHERE member_id = %s AND remaining > 0 ORDER BY lot_id",
-        (member_id,),
-    )
+_LOTS = "SELECT lot_id, remaining, activates_at, expires_at FROM lot WHERE remaining > 0 AND member_id = "
+
+
+async def _lots(cur: Any) -> Lots:
     rows = await cur.fetchall()
     return Lots(
         [r[0] for r in rows], [r[1] for r in rows], [to_us(r[2]) for r in rows], [expiry_us(r[3]) for r in rows]
     )
+
+
+async def lots(conn: Any, member_id: str) -> Lots:
+    """The member's lots with points left, pending ones included (calc decides what is usable)."""
+    return await _lots(await conn.execute(_LOTS + "%s ORDER BY lot_id", (member_id,)))
+
+
+async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:
+    """:func:`lots` of the member ``ref`` names, to send right after the query that locks the member."""
+    condition, value = ref_condition(ref)
+    cur = await conn.execute(
+        _LOTS + f"(SELECT member_id FROM member WHERE programme_id = %s AND {condition}) ORDER BY lot_id",
+        (programme_id, value),
+    )
+    return Later(cur, _lots)
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

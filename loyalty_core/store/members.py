@@ -8,6 +8,7 @@ from psycopg.rows import dict_row
 
 from loyalty_core.model import Member, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
@@ -37,22 +38,43 @@ async def insert(
     )
 
 
-async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
-    """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
-    which every write to the member's points holds until it commits."""
+def ref_condition(ref: MemberRef) -> tuple[str, str]:
+    """The SQL condition (after ``programme_id = %s AND``) naming ``ref``'s member, and its value."""
     if ref.member_id:
-        column, value = "member_id", ref.member_id
-    elif ref.phone:
-        column, value = "phone", ref.phone
-    else:
-        column, value = "card_number", ref.card_number
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"{_SELECT} WHERE programme_id = %s AND {column} = %s" + (" FOR UPDATE" if lock else ""),
-        (programme_id, value),
-    )
+        return "member_id = %s", ref.member_id
+    if ref.phone:
+        return "phone = %s", ref.phone
+    return "card_number = %s", ref.card_number
+
+
+async def _one_member(cur: Any) -> Member | None:
     row = await cur.fetchone()
     return None if row is None else _member(row)
+
+
+async def send_find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Later[Member | None]:
+    """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
+    which every write to the member's points holds until it commits."""
+    condition, value = ref_condition(ref)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s AND {condition}" + (" FOR UPDATE" if lock else ""),
+                      (programme_id, value))
+    return Later(cur, _one_member)
+
+
+async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
+    return await (await send_find(conn, programme_id, ref, lock=lock)).get()
+
+
+async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Later[Member | None]:
+    """Lock the member an order belongs to (every write to an order holds its member's lock)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"{_SELECT} WHERE member_id = (SELECT member_id FROM orders WHERE programme_id = %s AND order_id = %s)"
+        " FOR UPDATE",
+        (programme_id, order_id),
+    )
+    return Later(cur, _one_member)
 
 
 async def card_secret_hash(conn: Any, member_id: str) -> str | None:

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 _LEVEL_COLUMNS = """level_id::text, programme_id::text, name, priority, customer_group, spend_needed_minor,
     category_spend_needed, spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps,
@@ -51,11 +52,19 @@ def _level_params(level: Level) -> tuple[Any, ...]:
 
 # -- Levels --------------------------------------------------------------------------------------
 
-async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
-    """Every level of the programme, lowest priority first."""
+async def send_levels_of(conn: Any, programme_id: str) -> Later[list[StoredLevel]]:
+    """Every level of the programme, lowest priority first, read when wanted (see store.later)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"SELECT {_LEVEL_COLUMNS} FROM level WHERE programme_id = %s ORDER BY priority", (programme_id,))
+    return Later(cur, _levels)
+
+
+async def _levels(cur: Any) -> list[StoredLevel]:
     return [_level(row) for row in await cur.fetchall()]
+
+
+async def levels_of(conn: Any, programme_id: str) -> list[StoredLevel]:
+    return await (await send_levels_of(conn, programme_id)).get()
 
 
 async def level_page(conn: Any, programme_id: str, after_priority: int, limit: int) -> list[StoredLevel]:
@@ -82,43 +91,26 @@ async def count_levels(conn: Any, programme_id: str) -> int:
     return (await cur.fetchone())[0]
 
 
-async def insert_level(conn: Any, level: Level, now: int) -> None:
-    """Insert; a taken priority raises psycopg's UniqueViolation."""
+async def save_level(conn: Any, level: Level, now: int) -> None:
+    """Insert a new level, or overwrite every mutable column of an existing one (its creation time
+    stays); a taken priority raises psycopg's UniqueViolation."""
     await conn.execute(
         "INSERT INTO level (name, priority, customer_group, spend_needed_minor, category_spend_needed,"
         " spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps, category_rules,"
         " discount_bps, pay_share_bps, programme_id, level_id, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (programme_id, level_id) DO UPDATE SET name = excluded.name, priority = excluded.priority,"
+        " customer_group = excluded.customer_group, spend_needed_minor = excluded.spend_needed_minor,"
+        " category_spend_needed = excluded.category_spend_needed, spend_period_days = excluded.spend_period_days,"
+        " visits_needed = excluded.visits_needed, visit_period_days = excluded.visit_period_days,"
+        " privilege = excluded.privilege, cashback_bps = excluded.cashback_bps,"
+        " category_rules = excluded.category_rules, discount_bps = excluded.discount_bps,"
+        " pay_share_bps = excluded.pay_share_bps, updated_at = excluded.updated_at",
         (*_level_params(level), level.programme_id, level.level_id, to_dt(now), to_dt(now)),
     )
 
 
-async def update_level(conn: Any, level: Level, now: int) -> None:
-    """Overwrite every mutable column; a taken priority raises psycopg's UniqueViolation."""
-    await conn.execute(
-        "UPDATE level SET name = %s, priority = %s, customer_group = %s, spend_needed_minor = %s,"
-        " category_spend_needed = %s, spend_period_days = %s, visits_needed = %s, visit_period_days = %s,"
-        " privilege = %s, cashback_bps = %s, category_rules = %s, discount_bps = %s, pay_share_bps = %s,"
-        " updated_at = %s WHERE programme_id = %s AND level_id = %s",
-        (*_level_params(level), to_dt(now), level.programme_id, level.level_id),
-    )
-
-
 # -- The member's membership columns -------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Standing:
-    """The membership columns of one member row that the ledger's Member does not carry."""
-
-    level_id: str | None
-    level_assigned_at: int | None
-
-
-async def standing(conn: Any, member_id: str) -> Standing:
-    cur = await conn.execute("SELECT level_id::text, level_assigned_at FROM member WHERE member_id = %s", (member_id,))
-    level_id, assigned = await cur.fetchone()
-    return Standing(level_id, to_us(assigned))
-
 
 async def set_level(conn: Any, member_id: str, level_id: str | None, now: int) -> None:
     await conn.execute(
@@ -199,14 +191,29 @@ async def purchase(conn: Any, member_id: str, order_id: str) -> PurchaseRow | No
     return PurchaseRow(order_id, amount, by_cat, before, to_us(counted), to_us(uncounted))
 
 
-async def insert_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
-                          by_category: Mapping[str, int], accumulative_before_bps: int, now: int) -> None:
-    await conn.execute(
-        "INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
-        " accumulative_before_bps, counted_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+async def send_count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
+                              by_category: Mapping[str, int], accumulative_before_bps: int,
+                              purchases_total_minor: int, accumulative_discount_bps: int, now: int, *, actor: str,
+                              details: Mapping[str, object]) -> Later[bool]:
+    """Record the purchase, set the member's totals and add its history entry, in one statement;
+    False (and nothing written) when the order was counted before."""
+    cur = await conn.execute(
+        "WITH p AS (INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
+        "   accumulative_before_bps, counted_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        "   ON CONFLICT (member_id, order_id) DO NOTHING RETURNING member_id),"
+        " m AS (UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s"
+        "   WHERE member_id IN (SELECT member_id FROM p) RETURNING member_id),"
+        " e AS (INSERT INTO member_event (member_id, tab, kind, details, actor, created_at)"
+        "   SELECT member_id, 'orders', 'purchase_counted', %s, %s, %s FROM m)"
+        " SELECT count(*) FROM p",
         (member_id, programme_id, order_id, amount_minor, Jsonb(dict(by_category)), accumulative_before_bps,
-         to_dt(now)),
+         to_dt(now), purchases_total_minor, accumulative_discount_bps, _details(details), actor, to_dt(now)),
     )
+    return Later(cur, _one_row_inserted)
+
+
+async def _one_row_inserted(cur: Any) -> bool:
+    return (await cur.fetchone())[0] == 1
 
 
 async def reduce_purchase(conn: Any, member_id: str, order_id: str, amount_minor: int,
@@ -225,11 +232,6 @@ async def counted_total(conn: Any, member_id: str) -> int:
         (member_id,),
     )
     return int((await cur.fetchone())[0])
-
-
-async def set_order_counted(conn: Any, programme_id: str, order_id: str, counted: bool) -> None:
-    await conn.execute("UPDATE orders SET counted = %s WHERE programme_id = %s AND order_id = %s",
-                       (counted, programme_id, order_id))
 
 
 async def order_lines_left(conn: Any, programme_id: str, order_id: str) -> list[tuple[str, int, int, int]]:
@@ -315,8 +317,12 @@ async def add_event(conn: Any, member_id: str, tab: str, kind: str, now: int, *,
     await conn.execute(
         "INSERT INTO member_event (member_id, tab, kind, details, comment, actor, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (member_id, tab, kind, Jsonb({k: str(v) for k, v in (details or {}).items()}), comment, actor, to_dt(now)),
+        (member_id, tab, kind, _details(details or {}), comment, actor, to_dt(now)),
     )
+
+
+def _details(details: Mapping[str, object]) -> Jsonb:
+    return Jsonb({k: str(v) for k, v in details.items()})
 
 
 async def events(conn: Any, member_id: str, tabs: Sequence[str], before_event_id: int | None,

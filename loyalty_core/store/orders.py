@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.model import Hold, Order, Pricing, RefundLine, RefundRecord, from_json, to_json
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 
 @dataclass(frozen=True)
@@ -85,27 +86,28 @@ def _stored(row: dict[str, Any]) -> StoredOrder:
     return StoredOrder(order, hold, row["earned_lot_id"], row["counted"])
 
 
-async def get(conn: Any, programme_id: str, order_id: str) -> StoredOrder | None:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_SELECT, (programme_id, order_id))
+async def _one(cur: Any) -> StoredOrder | None:
     row = await cur.fetchone()
     return None if row is None else _stored(row)
 
 
-async def lock_member_of(conn: Any, programme_id: str, order_id: str) -> str | None:
-    """Lock the member the order belongs to (every write to an order holds its member's lock)."""
-    cur = await conn.execute(
-        "SELECT member_id::text FROM member WHERE member_id ="
-        " (SELECT member_id FROM orders WHERE programme_id = %s AND order_id = %s) FOR UPDATE",
-        (programme_id, order_id),
-    )
-    row = await cur.fetchone()
-    return None if row is None else row[0]
+async def send_get(conn: Any, programme_id: str, order_id: str) -> Later[StoredOrder | None]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT, (programme_id, order_id))
+    return Later(cur, _one)
 
 
-async def exists(conn: Any, programme_id: str, order_id: str) -> bool:
-    cur = await conn.execute("SELECT true FROM orders WHERE programme_id = %s AND order_id = %s", (programme_id, order_id))
+async def get(conn: Any, programme_id: str, order_id: str) -> StoredOrder | None:
+    return await (await send_get(conn, programme_id, order_id)).get()
+
+
+async def _found(cur: Any) -> bool:
     return await cur.fetchone() is not None
+
+
+async def send_exists(conn: Any, programme_id: str, order_id: str) -> Later[bool]:
+    cur = await conn.execute("SELECT true FROM orders WHERE programme_id = %s AND order_id = %s", (programme_id, order_id))
+    return Later(cur, _found)
 
 
 async def insert(
@@ -141,15 +143,15 @@ async def close_hold(
     )
 
 
-async def capture(
-    conn: Any, order: Order, earned_lot_id: int | None, counted: bool, now: int
-) -> None:
-    """The order as paid: its re-priced figures and one row per line for refunds."""
+async def capture(conn: Any, order: Order, counted: bool, now: int) -> None:
+    """The order as paid: its re-priced figures, the lot its points were credited to (when any), and
+    one row per line for refunds."""
     await conn.execute(
         "UPDATE orders SET state = 'captured', pricing = %s, spent_points = %s, earned_points = %s,"
-        " earned_lot_id = %s, counted = %s, captured_at = %s WHERE programme_id = %s AND order_id = %s",
-        (Jsonb(to_json(order.pricing)), order.spent_points, order.earned_points, earned_lot_id, counted,
-         to_dt(now), order.programme_id, order.order_id),
+        " earned_lot_id = (SELECT lot_id FROM lot WHERE member_id = %s AND order_id = %s AND source = 'earned'),"
+        " counted = %s, captured_at = %s WHERE programme_id = %s AND order_id = %s",
+        (Jsonb(to_json(order.pricing)), order.spent_points, order.earned_points, order.member_id, order.order_id,
+         counted, to_dt(now), order.programme_id, order.order_id),
     )
     lines = order.pricing.lines
     await conn.execute(

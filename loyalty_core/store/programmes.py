@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.model import CategoryRule, DiscountRange, Programme
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
 
 # Every column but the id, named as the model's field.
 _COLUMNS = (
@@ -69,11 +70,19 @@ async def update(conn: Any, programme: Programme) -> None:
     )
 
 
-async def get(conn: Any, programme_id: str, *, for_update: bool = False) -> Programme | None:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_SELECT + " WHERE programme_id = %s" + (" FOR UPDATE" if for_update else ""), (programme_id,))
+async def _one(cur: Any) -> Programme | None:
     row = await cur.fetchone()
     return None if row is None else row_to_programme(row)
+
+
+async def send_get(conn: Any, programme_id: str, *, for_update: bool = False) -> Later[Programme | None]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE programme_id = %s" + (" FOR UPDATE" if for_update else ""), (programme_id,))
+    return Later(cur, _one)
+
+
+async def get(conn: Any, programme_id: str, *, for_update: bool = False) -> Programme | None:
+    return await (await send_get(conn, programme_id, for_update=for_update)).get()
 
 
 async def page(conn: Any, after: tuple[int, str] | None, limit: int) -> list[Programme]:

@@ -9,8 +9,7 @@ from grpc import aio
 
 from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
-from loyalty_core.membership import MemberCard
-from loyalty_core.model import ANONYMOUS, Balance, Member, MemberRef, Movement, WriteContext
+from loyalty_core.model import ANONYMOUS, Balance, Member, MemberCard, MemberRef, Movement, WriteContext
 from server.auth import current_caller
 
 CORRELATION_METADATA = "x-correlation-id"

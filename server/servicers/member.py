@@ -24,7 +24,7 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
             context=write_context(request.context, context, request.request_id),
         )
         enrolled = await members.enrol(self.db, self.clock, req)
-        return member_pb2.EnrolMemberResponse(member=member(enrolled.member),
+        return member_pb2.EnrolMemberResponse(member=member_card(enrolled.member),
                                               welcome_bonus_points=enrolled.welcome_bonus_points,
                                               generated_card_secret=enrolled.generated_card_secret)
 

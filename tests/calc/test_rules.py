@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loyalty_core.calc import load
@@ -143,7 +143,7 @@ def baskets(draw):
     return [(c, n, p, (n * p) // 3 if discounted else 0) for c, n, p, discounted in lines]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(baskets(), st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10**7), st.integers(1, 1000), st.booleans())
 def test_parts_of_every_spread_add_up_to_the_whole(basket, rate, share, requested, point_value, instead):
     for twin in (load("python"), load("cython")):
@@ -170,7 +170,7 @@ def test_parts_of_every_spread_add_up_to_the_whole(basket, rate, share, requeste
             assert p.points_money[i] == p.points[i] * point_value
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**15), st.lists(st.integers(0, 10**9), min_size=1, max_size=30))
 def test_spread_parts_add_up_and_stay_within_one_unit_of_their_share(total, weights):
     whole = sum(weights)

@@ -126,3 +126,23 @@ def test_refund_of_an_order_not_captured_or_an_unknown_line_is_refused(api):
     with pytest.raises(grpc.RpcError) as err:
         refund(api, p, order.order_id, ("1", 2))
     assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "refund_must_not_exceed_captured")
+
+
+def test_an_order_shows_its_lines_hold_and_refunds_and_completes_after_capture(api, clock):
+    p = api.programme(default_cashback_bps=1_000)
+    m, done = bought(api, p, [("bar", 2, 1_000), ("tickets", 1, 3_000)], points=10, accrued=10)
+    first = refund(api, p, done.order.order_id, ("1", 1)).refund
+    clock.advance(seconds=1)
+    second = refund(api, p, done.order.order_id, ("2", 1)).refund
+    got = api.checkout.GetOrder(checkout_pb2.GetOrderRequest(programme_id=p.programme_id,
+                                                             order_id=done.order.order_id)).order
+    assert [r.refund_id for r in got.refunds] == [first.refund_id, second.refund_id]
+    assert [(x.line_id, x.quantity) for x in got.pricing.lines] == [("1", 2), ("2", 1)]
+    assert (got.hold.points, got.pricing.points_applied) == (10, 10)
+    completed = api.checkout.CompleteOrder(checkout_pb2.CompleteOrderRequest(
+        request_id=new_id(), programme_id=p.programme_id, order_id=done.order.order_id)).order
+    assert completed.state == checkout_pb2.ORDER_STATE_COMPLETED
+    with pytest.raises(grpc.RpcError) as err:
+        api.checkout.CompleteOrder(checkout_pb2.CompleteOrderRequest(
+            request_id=new_id(), programme_id=p.programme_id, order_id=done.order.order_id))
+    assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "order_not_captured")

@@ -1,0 +1,1 @@
+"""Tests of membership: statuses, confirmation, cards, levels, discounts, history."""

@@ -47,9 +47,9 @@ async def test_the_till_rule_for_card_secrets() -> None:
     stored = await cards.hash_secret_async("24681357")
     await cards.check_card_secret(required=True, given="24681357", stored_hash=stored)
     await cards.check_card_secret(required=False, given="", stored_hash=stored)
-    for required, given, stored_hash, code in [(True, "", stored, "card_secret_required"),
+    for required, typed, stored_hash, code in [(True, "", stored, "card_secret_required"),
                                                (False, "11111111", stored, "card_secret_wrong"),
                                                (True, "24681357", None, "card_secret_wrong")]:
         with pytest.raises(errors.FailedPrecondition) as err:
-            await cards.check_card_secret(required=required, given=given, stored_hash=stored_hash)
+            await cards.check_card_secret(required=required, given=typed, stored_hash=stored_hash)
         assert err.value.code == code

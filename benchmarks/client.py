@@ -1,0 +1,258 @@
+"""The load client: one separate process keeping N calls in flight for a bounded time, writing raw latencies as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks import baskets
+
+# Every call gets this deadline; a call past it is an error (DEADLINE_EXCEEDED), never retried.
+CALL_TIMEOUT_S = 30.0
+# A loop bound besides time: no worker runs more iterations than this.
+MAX_ITERATIONS_PER_WORKER = 2_000_000
+# Hot-member scenarios put all traffic on this many members.
+HOT_MEMBERS = 10
+POINTS_PAYING_SHARE = 0.30  # share of orders that pay partly with points
+
+
+@dataclass
+class Recorder:
+    """Latencies (µs) per method while measuring; acknowledged writes for the whole run."""
+
+    measuring: bool = False
+    measure_start: float = 0.0
+    stop_at: float = 0.0
+    lat_us: dict[str, list[int]] = field(default_factory=dict)
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    acks: dict[str, int] = field(default_factory=dict)
+
+    async def call(self, method: str, coro: Awaitable[Any]) -> Any | None:
+        """Await one call, record it, return its response or None when it failed."""
+        t0 = time.perf_counter()
+        try:
+            response = await coro
+        except Exception as err:  # the status code is the result here, whatever it is
+            code = _code_name(err)
+            if self.measuring and time.perf_counter() <= self.stop_at:
+                by_code = self.errors.setdefault(method, {})
+                by_code[code] = by_code.get(code, 0) + 1
+            return None
+        t1 = time.perf_counter()
+        self.acks[method] = self.acks.get(method, 0) + 1
+        if self.measuring and t1 <= self.stop_at:
+            self.lat_us.setdefault(method, []).append(int((t1 - t0) * 1e6))
+        return response
+
+
+def _code_name(err: BaseException) -> str:
+    code = getattr(err, "code", None)
+    if callable(code):
+        try:
+            return code().name
+        except Exception:  # not a gRPC error after all
+            pass
+    return "CLIENT_" + type(err).__name__
+
+
+class MemberPicker:
+    def __init__(self, plan: dict[str, Any], rng: random.Random) -> None:
+        self.n = HOT_MEMBERS if plan.get("hot") else int(plan["members"])
+        self.rng = rng
+
+    def __call__(self) -> int:
+        return self.rng.randrange(self.n)
+
+
+# --- scenarios: each builds ``iteration(worker_no, rng)`` coroutines --------------------------------
+
+Iteration = Callable[[int, random.Random], Awaitable[None]]
+
+
+def _channels(plan: dict[str, Any]):
+    import grpc.aio
+
+    n = max(1, min(int(plan.get("channels", 16)), int(plan["concurrency"])))
+    # A local subchannel pool per channel: otherwise grpc shares one connection between channels
+    # with equal arguments, and SO_REUSEPORT balances workers per connection, not per call.
+    return [grpc.aio.insecure_channel(plan["target"], options=[
+        ("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("loyaltybench.channel", i)]) for i in range(n)]
+
+
+def ceiling_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, list]:
+    from benchmarks import protogen
+
+    pb, pb_grpc = protogen.load(plan["stub_dir"])
+    channels = _channels(plan)
+    stubs = [pb_grpc.CeilingServiceStub(ch) for ch in channels]
+    kind = plan["scenario"].split(":", 1)[1]
+    method_name = {"bare": "Bare", "select": "Select", "tx": "CheckoutTx"}[kind]
+    body = b"q" * int(plan.get("request_bytes", 600))
+
+    async def iteration(worker: int, rng: random.Random) -> None:
+        stub = stubs[worker % len(stubs)]
+        member = rng.randrange(HOT_MEMBERS if plan.get("hot") else int(plan["members"]))
+        await rec.call(method_name, getattr(stub, method_name)(pb.Payload(member_no=member, body=body),
+                                                               timeout=CALL_TIMEOUT_S))
+
+    return iteration, channels
+
+
+async def db_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, Any]:
+    """The database ceiling: the checkout's transaction through psycopg, no gRPC."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from benchmarks import ceilings
+
+    size = int(plan["pool_size"])
+    pool = AsyncConnectionPool(plan["database_url"], min_size=size, max_size=size, open=False,
+                               kwargs=ceilings.pool_kwargs())
+    await pool.open(wait=True, timeout=30)
+
+    async def one(member: int) -> None:
+        async with pool.connection() as conn:
+            await ceilings.checkout_tx(conn, member)
+
+    async def iteration(worker: int, rng: random.Random) -> None:
+        member = rng.randrange(HOT_MEMBERS if plan.get("hot") else int(plan["members"]))
+        await rec.call("CheckoutTx", one(member))
+
+    return iteration, pool
+
+
+def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, list]:
+    """quote | checkout_capture | pos_mix against the real server, members by phone."""
+    from loyalty.v1 import checkout_pb2 as pb
+    from loyalty.v1 import checkout_pb2_grpc, common_pb2
+
+    channels = _channels(plan)
+    stubs = [checkout_pb2_grpc.CheckoutServiceStub(ch) for ch in channels]
+    programme = plan["programme_id"]
+    metadata = (("authorization", f"Bearer {plan['api_key']}"),) if plan.get("api_key") else None
+    tag = plan["run_tag"]
+    shares = {r["category"]: r["pay_share_bps"] for r in baskets.PROGRAMME_RULES["category_rules"]}
+    default_share = baskets.PROGRAMME_RULES["default_pay_share_bps"]
+    stores = baskets.PROGRAMME_RULES["stores"]
+    kind = plan["scenario"]
+    seq = [0] * int(plan["concurrency"])
+
+    def opts() -> dict[str, Any]:
+        return {"timeout": CALL_TIMEOUT_S, "metadata": metadata}
+
+    def wish(lines: list[baskets.Line], rng: random.Random) -> int:
+        # Points a paying member asks for: at most half of what the share caps allow, so a
+        # checkout without a quote first is not refused for asking too much.
+        if rng.random() >= POINTS_PAYING_SHARE:
+            return 0
+        cap = sum((x.quantity * x.unit_price_minor - x.line_discount_minor) * shares.get(x.category, default_share)
+                  // 10000 for x in lines) // 2
+        return min(rng.randrange(50, 2000), cap)
+
+    async def iteration(worker: int, rng: random.Random) -> None:
+        stub = stubs[worker % len(stubs)]
+        member_no = rng.randrange(HOT_MEMBERS if plan.get("hot") else int(plan["members"]))
+        member = common_pb2.MemberRef(phone=baskets.phone(member_no))
+        lines = baskets.basket(rng)
+        proto_lines = baskets.to_proto(pb, lines)
+        store = stores[worker % len(stores)]
+        if kind == "quote":
+            await rec.call("Quote", stub.Quote(pb.QuoteRequest(
+                programme_id=programme, member=member, store_id=store, channel="pos", lines=proto_lines,
+                requested_points=wish(lines, rng), currency_code="USD"), **opts()))
+            return
+        requested = wish(lines, rng)
+        if kind == "pos_mix":
+            quoted = await rec.call("Quote", stub.Quote(pb.QuoteRequest(
+                programme_id=programme, member=member, store_id=store, channel="pos", lines=proto_lines,
+                currency_code="USD"), **opts()))
+            if quoted is None:
+                return
+            requested = min(requested, quoted.pricing.points_max)
+        seq[worker] += 1
+        order_id = f"{tag}-{worker}-{seq[worker]}"
+        context = common_pb2.WriteContext(store_id=store, terminal_id=f"till-{worker}")
+        held = await rec.call("Checkout", stub.Checkout(pb.CheckoutRequest(
+            request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member, store_id=store,
+            channel="pos", lines=proto_lines, requested_points=requested, currency_code="USD", context=context),
+            **opts()))
+        if held is None:
+            return
+        if kind == "pos_mix" and rng.random() < 0.05:
+            await rec.call("Cancel", stub.Cancel(pb.CancelRequest(
+                request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, context=context), **opts()))
+            return
+        captured = await rec.call("Capture", stub.Capture(pb.CaptureRequest(
+            request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, context=context), **opts()))
+        if captured is not None and kind == "pos_mix" and rng.random() < 0.02:
+            await rec.call("Refund", stub.Refund(pb.RefundRequest(
+                request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, context=context), **opts()))
+
+    return iteration, channels
+
+
+async def run(plan: dict[str, Any]) -> dict[str, Any]:
+    rec = Recorder()
+    scenario = plan["scenario"]
+    closer: Callable[[], Awaitable[None]]
+    if scenario.startswith("ceiling:"):
+        iteration, channels = ceiling_scenario(plan, rec)
+        closer = lambda: asyncio.gather(*(ch.close() for ch in channels))  # noqa: E731
+    elif scenario == "db:tx":
+        iteration, pool = await db_scenario(plan, rec)
+        closer = pool.close
+    else:
+        iteration, channels = loyalty_scenario(plan, rec)
+        closer = lambda: asyncio.gather(*(ch.close() for ch in channels))  # noqa: E731
+
+    warmup_s, duration_s = float(plan["warmup_s"]), float(plan["duration_s"])
+    start = time.perf_counter()
+    end = start + warmup_s + duration_s
+    rec.stop_at = end
+
+    async def worker(no: int) -> None:
+        rng = random.Random(f"{plan.get('seed', 1)}-{plan.get('process_no', 0)}-{no}")
+        for _ in range(MAX_ITERATIONS_PER_WORKER):
+            if time.perf_counter() >= end:
+                return
+            await iteration(no, rng)
+
+    async def start_measuring() -> None:
+        await asyncio.sleep(warmup_s)
+        rec.measure_start = time.perf_counter()
+        rec.measuring = True
+
+    measure = asyncio.create_task(start_measuring())
+    await asyncio.gather(*(worker(i) for i in range(int(plan["concurrency"]))))
+    await measure
+    await closer()
+    methods = {name: {"lat_us": rec.lat_us.get(name, []), "errors": rec.errors.get(name, {})}
+               for name in sorted(set(rec.lat_us) | set(rec.errors))}
+    elapsed = rec.stop_at - rec.measure_start if rec.measuring else 0.0
+    return {"scenario": scenario, "elapsed_s": elapsed, "methods": methods, "acks": rec.acks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.client", description="one load client process")
+    parser.add_argument("--plan", required=True, help="the run's plan as JSON")
+    parser.add_argument("--out", required=True, help="where to write raw results (JSON)")
+    args = parser.parse_args(argv)
+    plan = json.loads(args.plan)
+    if plan.get("stub_dir"):
+        sys.path.insert(0, plan["stub_dir"])
+    result = asyncio.run(run(plan))
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
