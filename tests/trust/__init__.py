@@ -1,0 +1,1 @@
+"""Trust: API keys, rights, limits, TLS and the SRE metrics."""

@@ -1,0 +1,1 @@
+"""Faults survived: killed servers, database restarts, contention, malformed requests, the model."""

@@ -1,0 +1,429 @@
+"""Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
+runs and clock moves against the running server, beside a small in-memory model of SPEC.md's
+rules; after every step the balances, lots, holds and history agree with the model.
+
+The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import grpc
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
+
+from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, points_pb2
+from tests.faults.helpers import (
+    Stubs,
+    assert_ledger_clean,
+    basket,
+    capture_request,
+    checkout_request,
+    create_programme,
+    enrol,
+    reason,
+)
+
+US_PER_S = 1_000_000
+US_PER_DAY = 86_400 * US_PER_S
+LIFETIME_DAYS = 30
+# Earned points await activation for a day; manual accruals are active at once (SPEC).
+ACTIVATION_DELAY_DAYS = 1
+HOLD_TTL_S = 600
+BURN_WINDOW_US = 30 * US_PER_DAY
+MAX_MEMBERS = 3
+
+
+@dataclass
+class Lot:
+    """A lot as the model sees it; lots are kept in creation order, which is the server's lot_id order."""
+
+    remaining: int
+    activates_at: int
+    expires_at: int
+    # A lot usable when it is made has nothing left for the expiry run to activate.
+    activation_recorded: bool
+
+    def usable(self, now: int) -> bool:
+        return self.remaining > 0 and self.activates_at <= now < self.expires_at
+
+
+@dataclass
+class Hold:
+    points: int
+    taken: list[tuple[int, int]]  # (index into the member's lots, points)
+    expires_at: int
+    state: str = "open"  # open, captured, released, expired
+
+
+@dataclass
+class Order:
+    member: int
+    price: int
+    points: int
+    hold: Hold | None
+    state: str = "held"  # held, captured, cancelled
+    earned: int = 0
+    earned_lot: int | None = None
+    refunded: bool = False
+
+
+@dataclass
+class Member:
+    member_id: str
+    lots: list[Lot] = field(default_factory=list)
+    # (time, movement kind, points as the API gives them), oldest first: held and released carry
+    # the amount moved between active and held, the others the change of the member's points.
+    history: list[tuple[int, int, int]] = field(default_factory=list)
+    earned_total: int = 0
+    spent_total: int = 0
+    expired_total: int = 0
+
+    def move(self, now: int, kind: int, points: int) -> None:
+        self.history.append((now, kind, points))
+
+    def fifo(self, now: int) -> list[int]:
+        """Usable lots in burn order: earliest expiry, then activation, then creation."""
+        usable = [i for i, lot in enumerate(self.lots) if lot.usable(now)]
+        return sorted(usable, key=lambda i: (self.lots[i].expires_at, self.lots[i].activates_at, i))
+
+    def available(self, now: int) -> int:
+        return sum(self.lots[i].remaining for i in self.fifo(now))
+
+    def draw(self, amount: int, now: int, skip: int | None = None) -> tuple[list[tuple[int, int]], int]:
+        """Take ``amount`` in FIFO order: (taken per lot, what could not be taken)."""
+        taken = []
+        for i in self.fifo(now):
+            if amount == 0:
+                break
+            if i == skip:
+                continue
+            part = min(self.lots[i].remaining, amount)
+            self.lots[i].remaining -= part
+            taken.append((i, part))
+            amount -= part
+        return taken, amount
+
+
+def by_moment(history: list[tuple[int, int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
+    """History as [(time, sorted movements at that time)], oldest first."""
+    moments: dict[int, list[tuple[int, int]]] = {}
+    for at, kind, points in history:
+        moments.setdefault(at, []).append((kind, points))
+    return [(at, sorted(moves)) for at, moves in sorted(moments.items())]
+
+
+def earned_on(money_minor: int) -> int:
+    # 10 % cashback, one point worth one minor unit, rounded down (docs/calc.md).
+    return money_minor * 1_000 // 10_000
+
+
+class LedgerModel(RuleBasedStateMachine):
+    """The server (through its API) and the model, step by step."""
+
+    stubs: Stubs
+    clock: object
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.programme = create_programme(self.stubs, point_lifetime_days=LIFETIME_DAYS,
+                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S)
+        self.members: list[Member] = []
+        self.orders: dict[str, Order] = {}
+        # Orders the last step may have changed: the invariant reads these back (all of them at the end).
+        self.touched: set[str] = set()
+        self.next_order = 0
+        self.next_request = 0
+
+    @property
+    def now(self) -> int:
+        return self.clock.now_us()
+
+    def request_id(self, what: str) -> str:
+        """A fresh idempotency key: every step is a new request (replays are tested elsewhere)."""
+        self.next_request += 1
+        return f"{what}-{self.programme}-{self.next_request}"
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.members) < MAX_MEMBERS)
+    @rule()
+    def enrol(self) -> None:
+        self.members.append(Member(enrol(self.stubs, self.programme)))
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), points=st.integers(1, 500))
+    def accrue(self, who: int, points: int) -> None:
+        member = self.members[who % len(self.members)]
+        resp = self.stubs.points.AccruePoints(points_pb2.AccruePointsRequest(
+            request_id=self.request_id("accrue"),
+            programme_id=self.programme, member_id=member.member_id, points=points), timeout=10)
+        assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
+        member.lots.append(Lot(points, self.now, self.now + LIFETIME_DAYS * US_PER_DAY, activation_recorded=True))
+        member.earned_total += points
+        member.move(self.now, points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
+    def quote(self, who: int, price: int, requested: int) -> None:
+        member = self.members[who % len(self.members)]
+        pricing = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
+            programme_id=self.programme, member=common_pb2.MemberRef(member_id=member.member_id),
+            lines=basket(price), requested_points=requested), timeout=10).pricing
+        most = min(member.available(self.now), price)
+        applied = min(requested, most)
+        assert (pricing.points_max, pricing.points_applied) == (most, applied)
+        assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied))
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
+    def checkout(self, who: int, price: int, requested: int) -> None:
+        index = who % len(self.members)
+        member = self.members[index]
+        order_id = f"o{self.next_order}"
+        self.next_order += 1
+        available = member.available(self.now)
+        request = checkout_request(self.programme, member.member_id, order_id, price, requested,
+                                   request_id=self.request_id("checkout"))
+        if requested > min(available, price):
+            try:
+                self.stubs.checkout.Checkout(request, timeout=10)
+            except grpc.RpcError as err:
+                expected = ("points_must_not_exceed_balance" if requested > available
+                            else "points_must_not_exceed_payable_limit")
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, expected)
+                return
+            raise AssertionError(f"checkout of {requested} points with {available} usable was not refused")
+        resp = self.stubs.checkout.Checkout(request, timeout=10)
+        hold = None
+        if requested:
+            taken, short = member.draw(requested, self.now)
+            assert short == 0
+            hold = Hold(requested, taken, self.now + HOLD_TTL_S * US_PER_S)
+            member.move(self.now, points_pb2.MOVEMENT_KIND_HELD, requested)
+            assert resp.order.hold.points == requested
+            assert resp.order.hold.expire_time.ToMicroseconds() == hold.expires_at
+        else:
+            assert not resp.order.HasField("hold")
+        assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
+        assert resp.order.pricing.earned_points == earned_on(price - requested)
+        self.orders[order_id] = Order(index, price, requested, hold)
+        self.touched.add(order_id)
+
+    def _pick(self, data: st.DataObject, states: tuple[str, ...]) -> tuple[str, Order] | None:
+        candidates = sorted(o for o, order in self.orders.items() if order.state in states)
+        if not candidates:
+            return None
+        order_id = data.draw(st.sampled_from(candidates), label="order")
+        self.touched.add(order_id)
+        return order_id, self.orders[order_id]
+
+    @precondition(lambda self: self.orders)
+    @rule(data=st.data())
+    def capture(self, data: st.DataObject) -> None:
+        picked = self._pick(data, ("held", "cancelled", "captured"))
+        if picked is None:
+            return
+        order_id, order = picked
+        member = self.members[order.member]
+        request = capture_request(self.programme, order_id)
+        request.request_id = self.request_id("capture")
+        hold = order.hold
+        refusal = None
+        if hold is not None and (hold.state == "expired" or (hold.state == "open" and self.now >= hold.expires_at)):
+            refusal = "hold_expired"
+        elif order.state != "held":
+            refusal = "hold_not_open"
+        if refusal:
+            try:
+                self.stubs.checkout.Capture(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
+                return
+            raise AssertionError(f"capture of a {order.state} order was not refused ({refusal})")
+        resp = self.stubs.checkout.Capture(request, timeout=10)
+        earned = earned_on(order.price - order.points)
+        assert (resp.spent_points, resp.earned_points) == (order.points, earned)
+        if hold is not None:
+            hold.state = "captured"
+            member.move(self.now, points_pb2.MOVEMENT_KIND_SPENT, -order.points)
+            member.spent_total += order.points
+        if earned:
+            activates_at = self.now + ACTIVATION_DELAY_DAYS * US_PER_DAY
+            member.lots.append(Lot(earned, activates_at, activates_at + LIFETIME_DAYS * US_PER_DAY,
+                                   activation_recorded=False))
+            order.earned_lot = len(member.lots) - 1
+            member.earned_total += earned
+            member.move(self.now, points_pb2.MOVEMENT_KIND_EARNED, earned)
+        order.state, order.earned = "captured", earned
+
+    def _release(self, member: Member, hold: Hold) -> None:
+        for i, points in hold.taken:
+            member.lots[i].remaining += points
+        member.move(self.now, points_pb2.MOVEMENT_KIND_RELEASED, hold.points)
+
+    @precondition(lambda self: self.orders)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        picked = self._pick(data, ("held", "cancelled"))
+        if picked is None:
+            return
+        order_id, order = picked
+        member = self.members[order.member]
+        request = checkout_pb2.CancelRequest(request_id=self.request_id("cancel"),
+                                             programme_id=self.programme, order_id=order_id)
+        if order.state != "held":
+            try:
+                self.stubs.checkout.Cancel(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "hold_not_open")
+                return
+            raise AssertionError("cancel of a cancelled order was not refused")
+        resp = self.stubs.checkout.Cancel(request, timeout=10)
+        released = 0
+        if order.hold is not None and order.hold.state == "open":
+            released = order.hold.points
+            self._release(member, order.hold)
+            order.hold.state = "released"
+        assert resp.released_points == released
+        order.state = "cancelled"
+
+    @precondition(lambda self: self.orders)
+    @rule(data=st.data())
+    def refund(self, data: st.DataObject) -> None:
+        picked = self._pick(data, ("captured",))
+        if picked is None:
+            return
+        order_id, order = picked
+        member = self.members[order.member]
+        request = checkout_pb2.RefundRequest(request_id=self.request_id("refund"),
+                                             programme_id=self.programme, order_id=order_id)
+        if order.refunded:
+            try:
+                self.stubs.checkout.Refund(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                     "refund_must_not_exceed_captured")
+                return
+            raise AssertionError("a second whole refund was not refused")
+        resp = self.stubs.checkout.Refund(request, timeout=10)
+        # Spent points go back to the very lots they came from (the programme returns them) ...
+        if order.points:
+            for i, points in order.hold.taken:
+                member.lots[i].remaining += points
+            member.move(self.now, points_pb2.MOVEMENT_KIND_REFUND_RETURN, order.points)
+        # ... then the earned points are taken back: the order's own lot first, then FIFO; what is
+        # not there is a shortfall (TAKE_AVAILABLE).
+        taken: list[tuple[int, int]] = []
+        wanted = order.earned
+        own = order.earned_lot
+        if wanted and own is not None and member.lots[own].remaining > 0 and self.now < member.lots[own].expires_at:
+            part = min(member.lots[own].remaining, wanted)
+            member.lots[own].remaining -= part
+            taken.append((own, part))
+            wanted -= part
+        more, shortfall = member.draw(wanted, self.now, skip=own)
+        taken += more
+        clawed = sum(p for _, p in taken)
+        if clawed:
+            member.move(self.now, points_pb2.MOVEMENT_KIND_REVERSED, -clawed)
+        got = resp.refund
+        assert (got.returned_points, got.clawback_points, got.shortfall_points) == (order.points, clawed, shortfall)
+        order.refunded = True
+
+    @precondition(lambda self: self.members)
+    @rule()
+    def expire(self) -> None:
+        now = self.now
+        run = self.stubs.points.RunExpiry(points_pb2.RunExpiryRequest(programme_id=self.programme), timeout=30)
+        holds = lots = points = released = 0
+        for index, member in enumerate(self.members):
+            stale = sorted(order_id for order_id, o in self.orders.items()
+                           if o.member == index and o.hold is not None and o.hold.state == "open"
+                           and o.hold.expires_at <= now)
+            for order_id in stale:
+                order = self.orders[order_id]
+                self._release(member, order.hold)
+                order.hold.state, order.state = "expired", "cancelled"
+                self.touched.add(order_id)
+                holds, released = holds + 1, released + order.hold.points
+            burnt = [lot for lot in member.lots if lot.remaining > 0 and lot.expires_at <= now]
+            if burnt:
+                total = sum(lot.remaining for lot in burnt)
+                member.move(self.now, points_pb2.MOVEMENT_KIND_EXPIRED, -total)
+                member.expired_total += total
+                lots, points = lots + len(burnt), points + total
+                for lot in burnt:
+                    lot.remaining = 0
+            for lot in member.lots:
+                if not lot.activation_recorded and lot.activates_at <= now:
+                    lot.activation_recorded = True
+                    member.move(self.now, points_pb2.MOVEMENT_KIND_ACTIVATED, 0)
+        assert (run.holds_released, run.points_released, run.lots_expired, run.points_expired) == (
+            holds, released, lots, points)
+
+    @rule(step=st.sampled_from([60, 599, 601, 3_600, 86_399, 86_400, 15 * 86_400, 31 * 86_400]))
+    def time_passes(self, step: int) -> None:
+        self.clock.advance(seconds=step)
+
+    # -- after every step: the server agrees with the model ------------------------------------
+
+    @invariant()
+    def balances_lots_holds_and_history_agree(self) -> None:
+        now = self.now
+        for member in self.members:
+            got = self.stubs.members.GetBalance(member_pb2.GetBalanceRequest(
+                programme_id=self.programme, member_id=member.member_id), timeout=10).balance
+            live = [lot for lot in member.lots if lot.remaining > 0 and lot.expires_at > now]
+            held = sum(o.hold.points for o in self.orders.values()
+                       if o.hold is not None and o.hold.state == "open" and self.members[o.member] is member)
+            burn_outs: dict[int, int] = {}
+            for lot in live:
+                if lot.expires_at <= now + BURN_WINDOW_US:
+                    burn_outs[lot.expires_at] = burn_outs.get(lot.expires_at, 0) + lot.remaining
+            assert (got.active_points, got.pending_points, got.held_points) == (
+                sum(lot.remaining for lot in live if lot.activates_at <= now),
+                sum(lot.remaining for lot in live if lot.activates_at > now), held)
+            assert [(b.expire_time.ToMicroseconds(), b.points) for b in got.burn_outs] == sorted(burn_outs.items())
+            assert got.burning_points == sum(burn_outs.values())
+            assert (got.earned_total_points, got.spent_total_points, got.expired_total_points) == (
+                member.earned_total, member.spent_total, member.expired_total)
+            history = self.stubs.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
+                programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10).movements
+            # Movements of one moment are compared as a set: the expiry run releases stale holds of
+            # the same moment in hold-id (random) order.
+            assert by_moment([(m.create_time.ToMicroseconds(), m.kind, m.points) for m in reversed(history)]) \
+                == by_moment(member.history)
+        self._orders_agree(sorted(self.touched))
+        self.touched.clear()
+
+    def _orders_agree(self, order_ids: list[str]) -> None:
+        for order_id in order_ids:
+            order = self.orders[order_id]
+            got = self.stubs.checkout.GetOrder(checkout_pb2.GetOrderRequest(
+                programme_id=self.programme, order_id=order_id), timeout=10).order
+            assert checkout_pb2.OrderState.Name(got.state) == f"ORDER_STATE_{order.state.upper()}"
+            if order.hold is not None:
+                assert got.hold.points == order.hold.points
+
+    def teardown(self) -> None:
+        self._orders_agree(sorted(self.orders))
+        if self.members:
+            assert_ledger_clean(self.stubs, self.programme)
+
+
+def test_the_server_agrees_with_the_model(channel, clock):
+    run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
+    print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
+    LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
+    test = get_state_machine_test(LedgerModel, settings=settings(
+        max_examples=20, stateful_step_count=30, deadline=None, print_blob=True, database=None,
+        # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
+    hypothesis_seed(run_seed)(test)()
