@@ -131,13 +131,31 @@ class Database:
         raise AssertionError("unreachable")
 
     async def check(self, timeout_s: float = 2.0) -> bool:
-        """True when a pooled connection answers a query now (for the health probe)."""
+        """True when the database answers a query now (for the health probe).
+
+        A pooled connection asks first. When none comes in time the pool may only be busy (every
+        connection lent to calls queued on one member's lock, say), not the database down, so a
+        connection of its own asks again: a busy server must not call itself unhealthy and refuse
+        every call."""
         try:
             async with asyncio.timeout(timeout_s):
                 async with self.pool.connection(timeout=timeout_s) as conn:
                     await conn.execute("SELECT 1")
             return True
-        except (TimeoutError, *CONNECTION_FAILURES):
+        except (TimeoutError, psycopg_pool.PoolTimeout):
+            return await self._answers_directly(timeout_s)
+        except CONNECTION_FAILURES:
+            return False
+
+    async def _answers_directly(self, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, round(timeout_s)))
+                async with conn:
+                    await conn.execute("SELECT 1")
+            return True
+        except (TimeoutError, psycopg.Error):
             return False
 
     async def discard_broken(self) -> None:
