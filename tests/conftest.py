@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.clock",
     "tests.fixtures.database",
     "tests.fixtures.server",
+    "tests.fixtures.keys",
 ]
