@@ -20,6 +20,8 @@ class Observer(Protocol):
 
     def tx_retry(self, sqlstate: str) -> None: ...
 
+    def expiry_run(self, seconds: float) -> None: ...
+
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
 _pending: ContextVar[list[tuple[str, str, int]] | None] = ContextVar("loyalty_pending_points", default=None)
@@ -72,3 +74,9 @@ def tx_retry(sqlstate: str) -> None:
     observer = _observer.get()
     if observer is not None:
         observer.tx_retry(sqlstate)
+
+
+def expiry_run(seconds: float) -> None:
+    observer = _observer.get()
+    if observer is not None:
+        observer.expiry_run(seconds)

@@ -104,6 +104,9 @@ class Metrics:
     def tx_retry(self, sqlstate: str) -> None:
         self.tx_retries.labels(sqlstate).inc()
 
+    def expiry_run(self, seconds: float) -> None:
+        self.expiry_run_seconds.observe(seconds)
+
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
         """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
         self.registry.register(LedgerCollector(url, clock, max_age_s))

@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from loyalty_core import errors
+from loyalty_core import errors, observe
 from loyalty_core.model import from_json, to_json
 from loyalty_core.store import idempotency
 from loyalty_core.store.db import Database
@@ -71,6 +71,7 @@ async def run_write(
         async with conn.pipeline():
             earlier = await idempotency.claim(conn, scope, request_id, method, fp, now)
             if earlier is not None:
+                observe.idempotent_replay(method)
                 return _replay(earlier, fp, result_type)
             result, member_id = await effect(conn)
             await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
@@ -88,4 +89,5 @@ async def run_write(
         if earlier is None:
             raise
         # Another request with this key finished first (it met a different state): its answer stands.
+        observe.idempotent_replay(method)
         return _replay(earlier, fp, result_type)

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from loyalty_core import observe
 from loyalty_core.model import LotAllocation, MemberRef, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
 from loyalty_core.store.later import Later
@@ -110,10 +111,10 @@ WITH new_lot AS (
 ), counters AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
-    RETURNING member_id
+    RETURNING programme_id
 )
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
-       (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
+       (SELECT count(*) FROM lots), (SELECT programme_id::text FROM counters)
 """
 
 
@@ -124,6 +125,7 @@ async def _posted(cur: Any) -> Posted:
 
 async def post(
     conn: Any,
+    programme_id: str,
     member_id: str,
     now: int,
     context: WriteContext,
@@ -155,6 +157,11 @@ async def post(
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
         },
     )
+    for e in entries:
+        # The points each kind moves, as TOTALS_SQL counts them; reported once the transaction commits.
+        moved = {"spent": -(e.points + e.held_delta), "expired": -e.points, "held": e.held_delta}.get(e.kind, e.points)
+        if moved > 0:
+            observe.points_moved(e.kind, programme_id, moved)
     return Later(cur, _posted)
 
 

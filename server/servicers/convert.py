@@ -10,9 +10,8 @@ from grpc import aio
 from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
 from loyalty_core.model import ANONYMOUS, Balance, Member, MemberCard, MemberRef, Movement, WriteContext
+from server.auth import current_caller
 
-# The metadata key carrying the caller's name until authentication publishes the API key's name.
-CALLER_METADATA = "caller"
 CORRELATION_METADATA = "x-correlation-id"
 
 MEMBER_STATUS = {
@@ -35,8 +34,10 @@ def _metadata(context: aio.ServicerContext, key: str) -> str:
 
 
 def actor(context: aio.ServicerContext) -> str:
-    """Who is calling: the one place servicers learn it (authentication will fill it from the API key)."""
-    return _metadata(context, CALLER_METADATA) or ANONYMOUS
+    """Who is calling: the one place servicers learn it, the name of the API key the auth
+    interceptor verified (never anything the caller merely claims in its metadata)."""
+    caller = current_caller()
+    return caller.name if caller else ANONYMOUS
 
 
 def write_context(

@@ -7,16 +7,19 @@ import grpc
 import psycopg
 
 from loyalty.v1 import checkout_pb2_grpc, points_pb2, points_pb2_grpc
+from tests.fixtures.keys import BearerKey
 from tests.grpc.conftest import checkout_request, new_id, refusal
 
 
-def test_64_concurrent_holds_and_spends_on_one_member_never_overdraw(api, grpc_server):
+def test_64_concurrent_holds_and_spends_on_one_member_never_overdraw(api, grpc_server, make_key):
     p = api.programme()
     m = api.enrol(p.programme_id)
     api.accrue(p.programme_id, m.member_id, 100)
+    _name, key = make_key()
 
     def spend(i):
-        with grpc.insecure_channel(grpc_server.address) as ch:
+        with grpc.insecure_channel(grpc_server.address) as raw:
+            ch = grpc.intercept_channel(raw, BearerKey(key))
             try:
                 if i % 2:
                     checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout(

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc, member_pb2, points_pb2, programme_pb2
+from tests.fixtures.keys import BearerKey
 from tests.grpc.conftest import checkout_request, new_id, refusal
 
 
@@ -88,14 +89,16 @@ def test_a_refusal_is_kept_so_a_retry_stays_refused_after_the_state_changed(api)
     assert api.balance(p.programme_id, m.member_id).active_points == 10
 
 
-def test_50_replays_at_once_from_separate_channels_have_one_effect(api, grpc_server):
+def test_50_replays_at_once_from_separate_channels_have_one_effect(api, grpc_server, make_key):
     p = api.programme()
     m = api.enrol(p.programme_id)
     api.accrue(p.programme_id, m.member_id, 100)
     request = checkout_request(p.programme_id, m.member_id, [("bar", 1, 10_000)], points=30)
+    _name, key = make_key()
 
     def call(_):
-        with grpc.insecure_channel(grpc_server.address) as ch:
+        with grpc.insecure_channel(grpc_server.address) as raw:
+            ch = grpc.intercept_channel(raw, BearerKey(key))
             return checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout(request, timeout=30)
 
     with ThreadPoolExecutor(50) as pool:

@@ -177,3 +177,23 @@ def test_a_zero_ttl_looks_every_key_up(server_with, make_key, database_url):
         assert stub_call()[0] not in REFUSED
         revoke_key(database_url, name)
         assert stub_call() == (grpc.StatusCode.UNAUTHENTICATED, "credential_unknown")
+
+
+def test_every_write_records_the_keys_name_as_its_actor(grpc_server, make_key, channel):
+    from tests.faults.helpers import Stubs, create_programme, enrol
+
+    admin = Stubs(channel)
+    programme = create_programme(admin)
+    member = enrol(admin, programme)
+    name, key = make_key("manual_points", programmes=[programme])
+    with grpc.insecure_channel(grpc_server.address) as ch:
+        stub = points_pb2_grpc.PointsServiceStub(ch)
+        # A name the caller merely claims in its metadata is not who it is.
+        metadata = [("authorization", f"Bearer {key}"), ("caller", "someone-else"), ("actor", "someone-else")]
+        moved = stub.AccruePoints(points_pb2.AccruePointsRequest(
+            request_id=str(uuid.uuid4()), programme_id=programme, member_id=member, points=5),
+            metadata=metadata, timeout=10).movement
+    assert moved.actor == name
+    (history,) = admin.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
+        programme_id=programme, member_id=member), timeout=10).movements
+    assert history.actor == name

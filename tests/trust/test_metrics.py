@@ -115,3 +115,29 @@ def test_points_are_counted_only_when_their_transaction_commits():
     assert value("loyalty_points_spent_total", {"programme_id": "p1"}) == 3
     assert value("loyalty_idempotent_replays_total", {"method": "Capture"}) == 1
     assert value("loyalty_tx_retries_total", {"sqlstate": "40001"}) == 1
+
+
+def test_the_ledger_counts_points_replays_and_expiry_runs(channel, grpc_server, clock):
+    from loyalty.v1 import points_pb2
+    from tests.faults.helpers import (
+        Stubs, accrue, capture_request, checkout_request, create_programme, enrol)
+
+    stubs = Stubs(channel)
+    value = grpc_server.registry.get_sample_value
+    programme = create_programme(stubs, point_lifetime_days=30)
+    member = enrol(stubs, programme)
+    accrue(stubs, programme, member, 100)
+    stubs.checkout.Checkout(checkout_request(programme, member, "m-1", 500, 30), timeout=10)
+    for _ in range(2):  # the second is a replay: one effect, counted once
+        stubs.checkout.Capture(capture_request(programme, "m-1"), timeout=10)
+    clock.advance(days=31)
+    stubs.points.RunExpiry(points_pb2.RunExpiryRequest(programme_id=programme), timeout=10)
+
+    labels = {"programme_id": programme}
+    # 100 accrued + (500 - 30) // 10 = 47 earned; 30 held then spent; 70 + 47 burnt after 30 days.
+    assert value("loyalty_points_earned_total", labels) == 147
+    assert value("loyalty_points_held_total", labels) == 30
+    assert value("loyalty_points_spent_total", labels) == 30
+    assert value("loyalty_points_expired_total", labels) == 117
+    assert value("loyalty_idempotent_replays_total", {"method": "Capture"}) == 1
+    assert value("loyalty_expiry_run_seconds_count") == 1
