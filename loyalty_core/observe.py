@@ -1,8 +1,9 @@
 """What the domain reports for the metrics (points moved, replays, retries), without knowing Prometheus.
 
 The server publishes its metrics as the observer of each RPC (a context variable, so each server
-in a process counts its own calls). Points moved inside a transaction are buffered and reported
-only once it commits: a rolled-back or retried attempt moved nothing.
+in a process counts its own calls), with the programme the RPC is about; a job over several
+programmes names each one as it goes. Points moved inside a transaction are buffered and
+reported only once it commits: a rolled-back or retried attempt moved nothing.
 """
 
 from __future__ import annotations
@@ -24,17 +25,29 @@ class Observer(Protocol):
 
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
+_programme: ContextVar[str] = ContextVar("loyalty_observed_programme", default="")
 _pending: ContextVar[list[tuple[str, str, int]] | None] = ContextVar("loyalty_pending_points", default=None)
 
 
 @contextmanager
-def observed_by(observer: Observer) -> Iterator[None]:
-    """Report what happens in this block (and the tasks it starts) to ``observer``."""
+def observed_by(observer: Observer, programme_id: str = "") -> Iterator[None]:
+    """Report what happens in this block (and the tasks it starts) to ``observer``, as happening
+    in ``programme_id`` unless an inner ``in_programme`` says otherwise."""
     token = _observer.set(observer)
+    try:
+        with in_programme(programme_id):
+            yield
+    finally:
+        _observer.reset(token)
+
+
+@contextmanager
+def in_programme(programme_id: str) -> Iterator[None]:
+    token = _programme.set(programme_id)
     try:
         yield
     finally:
-        _observer.reset(token)
+        _programme.reset(token)
 
 
 @contextmanager
@@ -53,8 +66,9 @@ def transaction() -> Iterator[None]:
             observer.points_moved(kind, programme_id, points)
 
 
-def points_moved(kind: str, programme_id: str, points: int) -> None:
-    """A movement of ``kind`` (a movement.kind) of ``points`` (> 0) in a programme."""
+def points_moved(kind: str, points: int) -> None:
+    """A movement of ``kind`` (a movement.kind) of ``points`` (> 0) in the current programme."""
+    programme_id = _programme.get()
     pending = _pending.get()
     if pending is not None:
         pending.append((kind, programme_id, points))

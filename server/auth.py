@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -123,7 +124,7 @@ class AuthInterceptor(aio.ServerInterceptor):
             try:
                 limit = asyncio.timeout(self.rpc_time_limit_s)
                 try:
-                    with observe.observed_by(self.observer):
+                    with observe.observed_by(self.observer, programme_label(request, rule.programme_field)):
                         async with limit:
                             result = behavior(request, context)
                             # The generated base servicer's methods (UNIMPLEMENTED) are plain functions.
@@ -151,6 +152,17 @@ class AuthInterceptor(aio.ServerInterceptor):
         if caller is None:
             raise errors.Unauthenticated("credential_unknown", "the API key is unknown or revoked")
         return caller
+
+
+def programme_label(request: Any, programme_field: str) -> str:
+    """The programme a request is about, in canonical form, for the metrics; "" for none or many."""
+    if programme_field == rights.EVERY_PROGRAMME:
+        return ""
+    programme_id = rights.programme_of(request, programme_field)
+    try:
+        return str(uuid.UUID(programme_id))
+    except ValueError:
+        return ""
 
 
 def _check_programme(caller: keys.ApiKey, request: Any, programme_field: str) -> None:

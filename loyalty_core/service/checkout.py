@@ -94,7 +94,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
                 Hold(str(uuid.uuid4()), pricing.points_applied, "open", now + programme.hold_ttl_s * US_PER_S),
                 tuple(lot for lot, _ in taken), tuple(points for _, points in taken),
             )
-            await ledger.post(conn, programme.programme_id, member.member_id, now, req.context, [Entry(
+            await ledger.post(conn, member.member_id, now, req.context, [Entry(
                 "held", -pricing.points_applied, held_delta=pricing.points_applied,
                 lots=[(lot, -points) for lot, points in taken], order_id=req.order_id, hold_id=hold.hold.hold_id,
             )])
@@ -192,7 +192,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             new_lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days),
                              order.order_id)
             entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
-        await ledger.post(conn, programme.programme_id, member.member_id, now, req.context, entries, new_lot)
+        await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
         if hold is not None:
             if points:
                 kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
@@ -229,7 +229,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
         released = 0
         if hold is not None and hold.hold.state == "open":
             released = hold.hold.points
-            await ledger.post(conn, order.programme_id, order.member_id, now, req.context,
+            await ledger.post(conn, order.member_id, now, req.context,
                               [_release_entry(stored, released, list(hold.lot_points))])
             await orders.close_hold(conn, order.member_id, hold.hold.hold_id, "released", now)
         await orders.set_state(conn, programme_id, order.order_id, "cancelled", now)
@@ -305,7 +305,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         if returned and stored.hold is not None and stored.hold.hold.state == "captured":
             lot_ids, room = await orders.returnable(conn, member.member_id, stored.hold.hold.hold_id, order.order_id)
             parts = calc.spread(returned, int64s(room))
-            await ledger.post(conn, programme.programme_id, member.member_id, now, ctx, [Entry(
+            await ledger.post(conn, member.member_id, now, ctx, [Entry(
                 "refund_return", returned, lots=[(lot, p) for lot, p in zip(lot_ids, parts) if p],
                 order_id=order.order_id, refund_id=refund_id,
             )])
@@ -337,7 +337,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
                 entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
                                      refund_id=refund_id))
         if entries:
-            await ledger.post(conn, programme.programme_id, member.member_id, now, ctx, entries)
+            await ledger.post(conn, member.member_id, now, ctx, entries)
         record = RefundRecord(
             refund_id=refund_id, lines=tuple(RefundLine(line.line_id, k) for line, k in wanted), money_minor=money,
             clawback_points=taken_total, returned_points=returned, shortfall_points=shortfall,

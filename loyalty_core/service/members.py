@@ -105,7 +105,7 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         if bonus:
             days = programme.welcome_bonus_lifetime_days or programme.point_lifetime_days
             await ledger.post(
-                conn, programme.programme_id, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
+                conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
                 NewLot("welcome", bonus, now, lifetime_end(now, days)),
             )
         await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,

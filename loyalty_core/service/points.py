@@ -75,7 +75,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
         expires_at = _expires_at(req.expiry, programme, now)
         posted = await ledger.post(
-            conn, programme_id, member_id, now, req.context,
+            conn, member_id, now, req.context,
             [Entry("manual_accrual", req.points, lots=[(NEW_LOT, req.points)], comment=req.comment)],
             NewLot("manual_accrual", req.points, now, expires_at),
         )
@@ -97,7 +97,7 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
             code = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"
             raise FailedPrecondition(code, f"a {member.status.replace('_', ' ')} member cannot pay with points")
         taken = draw(await ledger.lots(conn, member_id), req.points, now)
-        posted = await ledger.post(conn, programme_id, member_id, now, req.context, [
+        posted = await ledger.post(conn, member_id, now, req.context, [
             Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)
         ])
         return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
@@ -130,8 +130,7 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     """One member's due work, under the member's lock: release stale holds (their points go back
     to their lots first, so a lot that expired meanwhile burns them), burn expired lots, activate
     due ones. What is done leaves nothing due, so a second run (or a second server) finds no work."""
-    programme_id = await members.lock(conn, member_id)
-    if programme_id is None:
+    if not await members.lock(conn, member_id):
         return ExpiryRun()
     entries = []
     holds = await expiry.stale_holds(conn, member_id, as_of)
@@ -139,8 +138,8 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
         entries.append(Entry("released", points, held_delta=-points, lots=list(zip(lot_ids, lot_points)),
                              order_id=order_id, hold_id=hold_id))
     if entries:
-        await ledger.post(conn, programme_id, member_id, as_of, EXPIRY_CONTEXT, entries)
-        for hold_id, _, order_id, *_ in holds:
+        await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
+        for hold_id, programme_id, order_id, *_ in holds:
             await orders.close_hold(conn, member_id, hold_id, "expired", as_of)
             await orders.set_state(conn, programme_id, order_id, "cancelled", as_of)
     burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
@@ -150,7 +149,7 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
         entries.append(Entry("expired", -sum(p for _, p in burnt), lots=[(lot, -p) for lot, p in burnt]))
     entries += [Entry("activated", 0, lots=[(lot, 0)]) for lot, _ in activated]
     if entries:
-        await ledger.post(conn, programme_id, member_id, as_of, EXPIRY_CONTEXT, entries)
+        await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
     if burnt:
         await expiry.mark_expired(conn, member_id, [lot for lot, _ in burnt], as_of)
     return ExpiryRun(
@@ -170,7 +169,11 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     started = time.perf_counter()
     async with reading(db) as conn:
         due = await expiry.due_members(conn, programme_id, as_of)
-    runs = [await db.run_in_transaction(_expire_member, member_id, as_of) for member_id in due]
+    runs = []
+    for member_id, member_programme in due:
+        # A run over every programme counts each member's points under the member's programme.
+        with observe.in_programme(member_programme):
+            runs.append(await db.run_in_transaction(_expire_member, member_id, as_of))
     observe.expiry_run(time.perf_counter() - started)
     return ExpiryRun(*(sum(getattr(r, f) for r in runs) for f in (
         "lots_expired", "points_expired", "lots_activated", "points_activated", "holds_released", "points_released",

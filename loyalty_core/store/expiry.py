@@ -9,11 +9,12 @@ from loyalty_core.store.convert import expiry_us, to_dt, to_us
 from loyalty_core.store.ledger import Lots
 
 
-async def due_members(conn: Any, programme_id: str | None, as_of: int) -> list[str]:
-    """Members with a lot to burn, a lot to activate or a hold to release by ``as_of`` (the partial
-    indexes lot_to_expire, lot_to_activate and hold_open_expiry serve these)."""
+async def due_members(conn: Any, programme_id: str | None, as_of: int) -> list[tuple[str, str]]:
+    """(member id, programme id) of members with a lot to burn, a lot to activate or a hold to
+    release by ``as_of`` (the partial indexes lot_to_expire, lot_to_activate and hold_open_expiry
+    serve these)."""
     cur = await conn.execute(
-        """SELECT DISTINCT d.member_id::text FROM (
+        """SELECT DISTINCT d.member_id::text, m.programme_id::text FROM (
                SELECT member_id FROM lot WHERE remaining > 0 AND expired_at IS NULL AND expires_at <= %(t)s
                UNION ALL
                SELECT member_id FROM lot WHERE activated_at IS NULL AND activates_at <= %(t)s
@@ -23,7 +24,7 @@ async def due_members(conn: Any, programme_id: str | None, as_of: int) -> list[s
            WHERE %(p)s::uuid IS NULL OR m.programme_id = %(p)s::uuid""",
         {"t": to_dt(as_of), "p": programme_id},
     )
-    return [r[0] for r in await cur.fetchall()]
+    return [(r[0], r[1]) for r in await cur.fetchall()]
 
 
 async def stale_holds(conn: Any, member_id: str, as_of: int) -> list[tuple[str, str, str, int, list[int], list[int]]]:

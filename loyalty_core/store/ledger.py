@@ -111,10 +111,10 @@ WITH new_lot AS (
 ), counters AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
-    RETURNING programme_id
+    RETURNING member_id
 )
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
-       (SELECT count(*) FROM lots), (SELECT programme_id::text FROM counters)
+       (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
 """
 
 
@@ -125,7 +125,6 @@ async def _posted(cur: Any) -> Posted:
 
 async def post(
     conn: Any,
-    programme_id: str,
     member_id: str,
     now: int,
     context: WriteContext,
@@ -161,7 +160,7 @@ async def post(
         # The points each kind moves, as TOTALS_SQL counts them; reported once the transaction commits.
         moved = {"spent": -(e.points + e.held_delta), "expired": -e.points, "held": e.held_delta}.get(e.kind, e.points)
         if moved > 0:
-            observe.points_moved(e.kind, programme_id, moved)
+            observe.points_moved(e.kind, moved)
     return Later(cur, _posted)
 
 

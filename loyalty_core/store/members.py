@@ -91,8 +91,7 @@ async def offboard(conn: Any, member_id: str, now: int) -> None:
 
 
 
-async def lock(conn: Any, member_id: str) -> str | None:
-    """Take the member's row lock; the member's programme id, or None when there is no such member."""
-    cur = await conn.execute("SELECT programme_id::text FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
-    row = await cur.fetchone()
-    return row[0] if row else None
+async def lock(conn: Any, member_id: str) -> bool:
+    """Take the member's row lock; False when there is no such member."""
+    cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
+    return await cur.fetchone() is not None

@@ -10,7 +10,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from loyalty.v1 import points_pb2, points_pb2_grpc
-from tests.grpc.conftest import new_id, refusal
+from tests.fixtures.keys import BearerKey
+from tests.grpc.conftest import Api, new_id, refusal
 
 DAY_S = 86_400
 
@@ -30,19 +31,21 @@ def test_accrual_picks_its_expiry_and_is_active_at_once(api, clock):
     assert api.balance(p.programme_id, m.member_id).active_points == 1
 
 
-def test_movements_record_who_where_why_and_the_correlation_id(api):
+def test_movements_record_who_where_why_and_the_correlation_id(api, make_key, channel_with):
     p = api.programme()
     m = api.enrol(p.programme_id)
-    moved = api.points.AccruePoints(points_pb2.AccruePointsRequest(
+    # The actor is the name of the API key that made the call.
+    name, key = make_key(name=f"back-office-{new_id()[:8]}")
+    office = Api(channel_with(key=key))
+    moved = office.points.AccruePoints(points_pb2.AccruePointsRequest(
         request_id="r-1", programme_id=p.programme_id, member_id=m.member_id, points=3, comment="sorry",
-        context={"store_id": "s1", "terminal_id": "t9", "reason_code": "goodwill"}),
-        metadata=[("caller", "back-office")]).movement
+        context={"store_id": "s1", "terminal_id": "t9", "reason_code": "goodwill"})).movement
     assert (moved.actor, moved.store_id, moved.terminal_id, moved.reason_code, moved.correlation_id, moved.comment) \
-        == ("back-office", "s1", "t9", "goodwill", "r-1", "sorry")
-    spent = api.points.RedeemPoints(points_pb2.RedeemPointsRequest(
+        == (name, "s1", "t9", "goodwill", "r-1", "sorry")
+    spent = office.points.RedeemPoints(points_pb2.RedeemPointsRequest(
         request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, points=1),
         metadata=[("x-correlation-id", "corr-7")]).movement
-    assert (spent.actor, spent.correlation_id, spent.points) == ("anonymous", "corr-7", -1)
+    assert (spent.actor, spent.correlation_id, spent.points) == (name, "corr-7", -1)
 
 
 def test_history_pages_newest_first_filtered_by_kind_and_time(api, clock):
@@ -72,15 +75,17 @@ def test_history_pages_newest_first_filtered_by_kind_and_time(api, clock):
     assert [x.points for x in window] == [13, 12]
 
 
-def test_the_expiry_run_is_safe_twice_and_from_two_servers_at_once(api, grpc_server, clock):
+def test_the_expiry_run_is_safe_twice_and_from_two_servers_at_once(api, grpc_server, clock, make_key):
     p = api.programme()
     members = [api.enrol(p.programme_id) for _ in range(6)]
     for m in members:
         api.accrue(p.programme_id, m.member_id, 7, expiry={"lifetime_days": 1})
     clock.advance(days=2)
+    _name, key = make_key()
 
     def run(_):
-        with grpc.insecure_channel(grpc_server.address) as ch:
+        with grpc.insecure_channel(grpc_server.address) as raw:
+            ch = grpc.intercept_channel(raw, BearerKey(key))
             return points_pb2_grpc.PointsServiceStub(ch).RunExpiry(
                 points_pb2.RunExpiryRequest(programme_id=p.programme_id), timeout=30)
 

@@ -75,10 +75,11 @@ def test_servicers_just_raise_domain_errors(raising_service, grpc_server, channe
 
 @pytest.fixture
 def no_servicers(monkeypatch):
+    # Every service of ours is claimed now; unclaim them all to see the generated base servicers.
     monkeypatch.setattr(services, "SERVICES", [])
 
 
-def test_an_unclaimed_service_answers_unimplemented(no_servicers, grpc_server, channel):
+def test_an_unclaimed_service_answers_unimplemented(no_servicers, channel, grpc_server):
     from loyalty.v1 import member_pb2_grpc
 
     with pytest.raises(grpc.RpcError) as caught:

@@ -101,18 +101,21 @@ def test_the_gauges_say_so_when_the_database_cannot_be_read():
 def test_points_are_counted_only_when_their_transaction_commits():
     m = Metrics(CollectorRegistry())
     value = m.registry.get_sample_value
-    with observe.observed_by(m):
+    with observe.observed_by(m, "p1"):
         with observe.transaction():
-            observe.points_moved("earned", "p1", 10)
-            observe.points_moved("spent", "p1", 3)
-            observe.points_moved("released", "p1", 3)  # not a counter of its own
+            observe.points_moved("earned", 10)
+            observe.points_moved("spent", 3)
+            observe.points_moved("released", 3)  # not a counter of its own
+            with observe.in_programme("p2"):
+                observe.points_moved("expired", 4)
         with pytest.raises(RuntimeError), observe.transaction():
-            observe.points_moved("earned", "p1", 1000)
+            observe.points_moved("earned", 1000)
             raise RuntimeError("rolled back")
         observe.idempotent_replay("Capture")
         observe.tx_retry("40001")
     assert value("loyalty_points_earned_total", {"programme_id": "p1"}) == 10
     assert value("loyalty_points_spent_total", {"programme_id": "p1"}) == 3
+    assert value("loyalty_points_expired_total", {"programme_id": "p2"}) == 4
     assert value("loyalty_idempotent_replays_total", {"method": "Capture"}) == 1
     assert value("loyalty_tx_retries_total", {"sqlstate": "40001"}) == 1
 
