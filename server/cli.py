@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+
+# The server forks only to exec (pg_ctl of the embedded PostgreSQL); gRPC's fork handlers are not
+# needed for that and would log a warning about its threads. Read by gRPC at import: set it first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from loyalty_core.settings import Settings
 from server import logs
@@ -45,67 +50,6 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_keys_args(parser: argparse.ArgumentParser) -> None:
-    keys_sub = parser.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key and print it once (only its hash is stored)")
-    create.add_argument("--name", required=True, help="recorded as the actor of every write made with the key")
-    create.add_argument("--rights", required=True, help="comma-separated: pos, ecommerce, programme_admin, "
-                        "personal_discount, manual_points, level_status, read_only")
-    scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--programmes", help="comma-separated programme ids the key may act on")
-    scope.add_argument("--all-programmes", action="store_true", help="every programme, present and future")
-    keys_sub.add_parser("list", help="list keys (names, rights, programmes; never the keys)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key; servers refuse it within LOYALTY_AUTH_CACHE_TTL_S")
-    revoke.add_argument("name")
-
-
-def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    import psycopg
-
-    from loyalty_core import errors
-    from loyalty_core.clock import SystemClock
-    from loyalty_core.store import embedded, keys, migrate
-
-    async def run(url: str) -> int:
-        await migrate.migrate(url)
-        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
-            now_us = SystemClock().now_us()
-            if args.keys_command == "create":
-                programmes = None if args.all_programmes else _split(args.programmes)
-                key, secret = await keys.create(conn, args.name, _split(args.rights), programmes, now_us)
-                print(secret)
-                print(f"key {key.name!r} created; it is shown only this once", file=sys.stderr)
-            elif args.keys_command == "list":
-                print("name\tprefix\trights\tprogrammes\tcreated\trevoked")
-                for key in await keys.list_all(conn):
-                    programmes = "*" if key.programme_ids is None else ",".join(sorted(key.programme_ids))
-                    print(f"{key.name}\t{key.key_prefix}\t{','.join(sorted(key.rights))}\t{programmes}\t"
-                          f"{key.created_at.isoformat()}\t{key.revoked_at.isoformat() if key.revoked_at else ''}")
-            else:
-                key = await keys.revoke(conn, args.name, now_us)
-                print(f"key {key.name!r} revoked; servers refuse it within {settings.auth_cache_ttl_s:g} s",
-                      file=sys.stderr)
-        return 0
-
-    pg = None
-    url = settings.database_url
-    if not url:
-        pg = embedded.start(settings.data_dir)
-        url = pg.url
-    try:
-        return asyncio.run(run(url))
-    except errors.LoyaltyError as err:
-        print(f"loyalty-core keys: {err.code}: {err.message}", file=sys.stderr)
-        return 2
-    finally:
-        if pg is not None:
-            pg.stop()
-
-
-def _split(csv: str) -> list[str]:
-    return [part.strip() for part in csv.split(",") if part.strip()]
-
-
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     """Check the ledger's invariants for every member; print each disagreement, exit 1 if any."""
     from loyalty_core.service.verify import verify
@@ -128,12 +72,66 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--programme-id", default="", help="only this programme (default: every programme)")
 
 
+def add_keys_args(parser: argparse.ArgumentParser) -> None:
+    keys_sub = parser.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once (only its hash is stored)")
+    create.add_argument("--name", required=True, help="recorded as the actor of every write made with the key")
+    create.add_argument("--rights", required=True, help="comma-separated: pos, ecommerce, programme_admin, "
+                        "personal_discount, manual_points, level_status, read_only")
+    scope = create.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--programmes", help="comma-separated programme ids the key may act on")
+    scope.add_argument("--all-programmes", action="store_true", help="every programme, present and future")
+    keys_sub.add_parser("list", help="list keys (names, rights, programmes; never the keys)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key; servers refuse it within LOYALTY_AUTH_CACHE_TTL_S")
+    revoke.add_argument("name")
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from loyalty_core import errors
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.store import keys, migrate
+
+    async def run(url: str) -> int:
+        await migrate.migrate(url)
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            now_us = SystemClock().now_us()
+            if args.keys_command == "create":
+                programmes = None if args.all_programmes else _split(args.programmes)
+                key, secret = await keys.create(conn, args.name, _split(args.rights), programmes, now_us)
+                print(secret)
+                print(f"key {key.name!r} created; it is shown only this once", file=sys.stderr)
+            elif args.keys_command == "list":
+                print("name\tprefix\trights\tprogrammes\tcreated\trevoked")
+                for key in await keys.list_all(conn):
+                    programmes = "*" if key.programme_ids is None else ",".join(sorted(key.programme_ids))
+                    print(f"{key.name}\t{key.key_prefix}\t{','.join(sorted(key.rights))}\t{programmes}\t"
+                          f"{key.created_at.isoformat()}\t{key.revoked_at.isoformat() if key.revoked_at else ''}")
+            else:
+                key = await keys.revoke(conn, args.name, now_us)
+                print(f"key {key.name!r} revoked; servers refuse it within {settings.auth_cache_ttl_s:g} s",
+                      file=sys.stderr)
+        return 0
+
+    with _database_url(settings) as url:
+        try:
+            return asyncio.run(run(url))
+        except errors.LoyaltyError as err:
+            print(f"loyalty-core keys: {err.code}: {err.message}", file=sys.stderr)
+            return 2
+
+
+def _split(csv: str) -> list[str]:
+    return [part.strip() for part in csv.split(",") if part.strip()]
+
+
 # name -> (help, add-arguments, run). Add a subcommand with one line here.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "serve": ("run the gRPC server in the foreground (migrates first)", lambda p: None, cmd_serve),
     "migrate": ("apply pending schema migrations and exit", lambda p: None, cmd_migrate),
-    "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
     "verify": ("check the points ledger's invariants; exit 1 and print what disagrees", _verify_args, cmd_verify),
+    "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
@@ -36,7 +36,8 @@ class Health:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._migrated = False
-        self.on_change: list = []
+        self._published: bool | None = None
+        self.on_change: list[Callable[[bool], None]] = []
 
     def add_services(self, names: Iterable[str]) -> None:
         self.services.extend(n for n in names if n not in self.services)
@@ -77,15 +78,16 @@ class Health:
             await asyncio.sleep(self.interval_s)
 
     async def _publish(self, ok: bool) -> None:
-        if ok != self.ready or not self.ready:
-            if ok != self.ready:
-                log.info("health %s", "SERVING" if ok else "NOT_SERVING",
-                         extra={"event": "health_changed", "serving": ok})
-            self.ready = ok
-            for name in self.services:
-                await self.servicer.set(name, SERVING if ok else NOT_SERVING)
-            for callback in self.on_change:
-                callback(ok)
+        if ok == self._published:
+            return
+        if self._published is not None or ok:
+            log.info("health %s", "SERVING" if ok else "NOT_SERVING", extra={"event": "health_changed", "serving": ok})
+        self._published = ok
+        self.ready = ok
+        for name in self.services:
+            await self.servicer.set(name, SERVING if ok else NOT_SERVING)
+        for callback in self.on_change:
+            callback(ok)
 
     async def shutdown(self) -> None:
         """NOT_SERVING for good (graceful shutdown), and stop probing."""

