@@ -172,12 +172,13 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         if hold is not None:
             # Spent points come from the lots that expire first; the rest goes back to the last ones.
             spent = fill(hold.lot_points, points)
-            back = fill(hold.lot_points[::-1], held - points)[::-1]
+            _, unspent = fill([points, held], held)
+            back = fill(hold.lot_points[::-1], unspent)[::-1]
             if points:
                 entries.append(Entry("spent", 0, held_delta=-points, order_id=order.order_id,
                                      hold_id=hold.hold.hold_id))
-            if held - points:
-                entries.append(_release_entry(stored, held - points, back))
+            if unspent:
+                entries.append(_release_entry(stored, unspent, back))
         earned = pricing.earned_points
         repaid, kept = fill([member.debt_points, earned], earned)
         if repaid:
@@ -323,10 +324,12 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
                                          f"{shortfall} of the {clawback} points to take back were already spent",
                                          shortfall=shortfall)
             if policy == "debt":
-                if member.debt_points + shortfall > programme.debt_limit_points:
+                # The room under the limit: what of the limit the current debt leaves (0 if above it).
+                _, room = fill([member.debt_points, programme.debt_limit_points], programme.debt_limit_points)
+                if shortfall > room:
                     raise FailedPrecondition("debt_limit_exceeded",
-                                             f"a debt of {member.debt_points + shortfall} points would pass the "
-                                             f"limit of {programme.debt_limit_points}", shortfall=shortfall)
+                                             f"{shortfall} points of debt asked, {room} left under the limit of "
+                                             f"{programme.debt_limit_points}", shortfall=shortfall, room=room)
                 debt, shortfall = shortfall, 0
                 entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
                                      refund_id=refund_id))

@@ -79,8 +79,10 @@ async def run_write(
     try:
         return await db.run_in_transaction(attempt)
     except errors.FailedPrecondition as refusal:
+        kept = _refusal_json(refusal)
+
         async def keep(conn: Any) -> idempotency.StoredOutcome | None:
-            return await idempotency.refuse(conn, scope, request_id, method, fp, _refusal_json(refusal), now)
+            return await idempotency.refuse(conn, scope, request_id, method, fp, kept, now)
 
         earlier = await db.run_in_transaction(keep)
         if earlier is None:

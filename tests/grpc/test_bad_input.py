@@ -4,7 +4,7 @@ import grpc
 import pytest
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, points_pb2, programme_pb2
-from tests.grpc.conftest import basket, checkout_request, new_id, refusal
+from tests.grpc.conftest import checkout_request, new_id, refusal
 
 INT64_MAX = 2**63 - 1
 INVALID, NOT_FOUND, FAILED, EXISTS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
