@@ -66,6 +66,10 @@ def markdown(results: dict[str, Any]) -> str:
                 errs = ", ".join(f"{k} {v}" for k, v in m["errors"].items()) or "0"
                 out.append(f"| {r['name']} | {r['workers']} | {r['concurrency']} | {name} | {m['calls_per_s']:.0f} | "
                            f"{_f(m['p50_ms'])} | {_f(m['p99_ms'])} | {errs} |")
+        said = [f"- {r['name']} {r['workers']}w×{r['concurrency']} {method}: {text}"
+                for r in results["load"] for method, texts in (r.get("error_samples") or {}).items() for text in texts]
+        if said:
+            out += ["", "What the server said on errors (first few per call and row, warm-up included):", "", *said]
         out.append("")
     out += ["## Ceilings", "", "| ceiling | workers | in flight | calls/s | p50 ms | p99 ms | errors |",
             "|---|---:|---:|---:|---:|---:|---:|"]
