@@ -30,8 +30,8 @@ SELECT_MEMBER = f"SELECT member_no, balance, held FROM {SCHEMA}.member WHERE mem
 
 # A priced basket of about the size loyalty-core keeps per order (15 lines of pricing).
 PRICING_JSON = ('{"lines": [' + ", ".join(
-    '{"line_id": "%d", "sku": "SKU-%06d", "category": "grocery", "quantity": 2, "gross_minor": 1998, '
-    '"net_minor": 1898, "points": 0, "money_due_minor": 1898, "earned_points": 94}' % (i, i)
+    f'{{"line_id": "{i}", "sku": "SKU-{i:06d}", "category": "grocery", "quantity": 2, "gross_minor": 1998, '
+    '"net_minor": 1898, "points": 0, "money_due_minor": 1898, "earned_points": 94}'
     for i in range(15)) + '], "net_minor": 28470, "earned_points": 1410}')
 
 

@@ -34,6 +34,7 @@ class Recorder:
     lat_us: dict[str, list[int]] = field(default_factory=dict)
     errors: dict[str, dict[str, int]] = field(default_factory=dict)
     acks: dict[str, int] = field(default_factory=dict)
+    error_samples: dict[str, list[str]] = field(default_factory=dict)
 
     async def call(self, method: str, coro: Awaitable[Any]) -> Any | None:
         """Await one call, record it, return its response or None when it failed."""
@@ -45,6 +46,10 @@ class Recorder:
             if self.measuring and time.perf_counter() <= self.stop_at:
                 by_code = self.errors.setdefault(method, {})
                 by_code[code] = by_code.get(code, 0) + 1
+            samples = self.error_samples.setdefault(method, [])
+            if len(samples) < 3:  # what the server said, for the report; a few are enough
+                details = getattr(err, "details", None)
+                samples.append(f"{code}: {details() if callable(details) else err}"[:300])
             return None
         t1 = time.perf_counter()
         self.acks[method] = self.acks.get(method, 0) + 1
@@ -237,7 +242,8 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     methods = {name: {"lat_us": rec.lat_us.get(name, []), "errors": rec.errors.get(name, {})}
                for name in sorted(set(rec.lat_us) | set(rec.errors))}
     elapsed = rec.stop_at - rec.measure_start if rec.measuring else 0.0
-    return {"scenario": scenario, "elapsed_s": elapsed, "methods": methods, "acks": rec.acks}
+    return {"scenario": scenario, "elapsed_s": elapsed, "methods": methods, "acks": rec.acks,
+            "error_samples": rec.error_samples}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Where the server's time goes: py-spy samples the real server during a POS-mix run; stacks are summed by layer and function."""
+"""Where the server's time goes: py-spy samples the real server under load; stacks summed by layer and function."""
 
 from __future__ import annotations
 
@@ -94,7 +94,16 @@ def summarize(raw: str, top: int = 25) -> dict[str, Any]:
 
 def profile_pos_mix(cfg: Any, server: Any, target: Any, client_plan: Callable[..., dict[str, Any]],
                     log: Callable[[str], None]) -> dict[str, Any]:
-    """py-spy on every server process (``--subprocesses``) while the POS mix runs at the lowest
+    """The POS mix's profile, with the quote's and checkout + capture's alone under "scenarios"."""
+    summary = profile_scenario(cfg, server, target, client_plan, log, "pos_mix")
+    summary["scenarios"] = {name: profile_scenario(cfg, server, target, client_plan, log, name)
+                            for name in ("quote", "checkout_capture")}
+    return summary
+
+
+def profile_scenario(cfg: Any, server: Any, target: Any, client_plan: Callable[..., dict[str, Any]],
+                     log: Callable[[str], None], scenario: str) -> dict[str, Any]:
+    """py-spy on every server process (``--subprocesses``) while ``scenario`` runs at the lowest
     concurrency. The run is reported beside the profile, not in the table: sampling slows it."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -102,13 +111,13 @@ def profile_pos_mix(cfg: Any, server: Any, target: Any, client_plan: Callable[..
     c = min(cfg.concurrency)
     seconds = cfg.warmup_s + cfg.duration_s
     with tempfile.TemporaryDirectory(prefix="loyalty-bench-prof-") as tmp:
-        out = Path(tmp) / "pos_mix.txt"
-        log(f"profile: py-spy on pid {server.pid} (+ workers) during pos_mix at {c} in flight")
+        out = Path(tmp) / f"{scenario}.txt"
+        log(f"profile: py-spy on pid {server.pid} (+ workers) during {scenario} at {c} in flight")
         rec = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking",
                                 "--rate", "200", "--duration", str(int(seconds) + 1), "--format", "raw",
                                 "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        plan = client_plan(cfg, "pos_mix", c, hot=False, target=server.target, programme_id=target.programme_id,
-                           api_key=target.api_key, run_tag=f"{target.tag}-profile")
+        plan = client_plan(cfg, scenario, c, hot=False, target=server.target, programme_id=target.programme_id,
+                           api_key=target.api_key, run_tag=f"{target.tag}-profile-{scenario}")
         merged = stats.merge(procs.run_clients(plan))
         target.acked_captures += merged["acks"].get("Capture", 0)
         try:
@@ -120,7 +129,7 @@ def profile_pos_mix(cfg: Any, server: Any, target: Any, client_plan: Callable[..
         if rec.returncode != 0 or not out.exists():
             return {"skipped": f"py-spy failed (exit {rec.returncode}): {err.strip()[-300:]}"}
         summary = summarize(out.read_text())
-    summary.update({"scenario": "pos_mix", "concurrency": c, "workers": server.workers,
+    summary.update({"scenario": scenario, "concurrency": c, "workers": server.workers,
                     "calls_per_s_while_sampled": merged["total"]["calls_per_s"]})
     for row in summary["layers"]:
         log(f"  {row['share']:6.1%}  {row['layer']}")

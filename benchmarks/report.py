@@ -20,7 +20,12 @@ LOAD_TITLES = {
     "pos_mix": "POS mix (quote, checkout, capture, 5% cancel, 2% refund)",
     "hot_members": "POS mix on 10 hot members",
 }
-CEILING_OF = {"quote": "select", "checkout_capture": "tx", "pos_mix": "select/tx mix", "hot_members": "select/tx_hot mix"}
+CEILING_OF = {"quote": "select", "checkout_capture": "tx", "pos_mix": "select/tx mix",
+              "hot_members": "select/tx_hot mix"}
+
+
+def _disagreements(n: int) -> str:
+    return "no disagreement" if n == 0 else f"{n} disagreement(s)"
 
 
 def _f(v: float | None, fmt: str = "{:.2f}") -> str:
@@ -31,7 +36,8 @@ def machine_line(meta: dict[str, Any]) -> str:
     m = meta["machine"]
     return (f"{m['cpus']} cores ({m['cpu_model'] or 'unknown CPU'}), {m['memory_gib']} GiB, {m['os']}; "
             f"Python {m['python']}, grpcio {m['grpcio']}, psycopg {m['psycopg']}, PostgreSQL {m['postgresql']}; "
-            f"client, server and PostgreSQL on the same machine. Run {meta['started_at']}, {meta['mode']} mode: "
+            f"client, server and PostgreSQL on the same machine (load average {m['load_average_at_start'][0]:.1f} "
+            f"at the start: other work shares it). Run {meta['started_at']}, {meta['mode']} mode: "
             f"{meta['duration_s']:g} s measured after {meta['warmup_s']:g} s warm-up per row, "
             f"{meta['members']} members, pool {meta['pool_size_per_worker']} per worker, "
             f"messages {meta['request_bytes']} B in / {meta['response_bytes']} B out.")
@@ -60,6 +66,10 @@ def markdown(results: dict[str, Any]) -> str:
                 errs = ", ".join(f"{k} {v}" for k, v in m["errors"].items()) or "0"
                 out.append(f"| {r['name']} | {r['workers']} | {r['concurrency']} | {name} | {m['calls_per_s']:.0f} | "
                            f"{_f(m['p50_ms'])} | {_f(m['p99_ms'])} | {errs} |")
+        said = [f"- {r['name']} {r['workers']}w×{r['concurrency']} {method}: {text}"
+                for r in results["load"] for method, texts in (r.get("error_samples") or {}).items() for text in texts]
+        if said:
+            out += ["", "What the server said on errors (first few per call and row, warm-up included):", "", *said]
         out.append("")
     out += ["## Ceilings", "", "| ceiling | workers | in flight | calls/s | p50 ms | p99 ms | errors |",
             "|---|---:|---:|---:|---:|---:|---:|"]
@@ -76,26 +86,36 @@ def markdown(results: dict[str, Any]) -> str:
     v = results.get("verify")
     if v:
         out += ["## Ledger after the load", "",
-                f"- verify: {'no disagreement' if v['disagreements'] == 0 else str(v['disagreements']) + ' disagreements'}"
-                f" ({v['method']})",
+                f"- verify: {_disagreements(v['disagreements'])} ({v['method']})",
                 f"- captured orders {v['captured_orders']}, acknowledged captures {v['acked_captures']}: "
                 f"{'equal' if v['captures_match'] else 'NOT equal'}", ""]
     micro = results.get("micro")
     if micro and micro.get("benchmarks"):
-        out += ["## Micro: Cython twins against the Python ones", "", "| benchmark | median µs | ops/s |",
-                "|---|---:|---:|"]
-        for b in micro["benchmarks"]:
-            out.append(f"| {b['name']} | {b['median_us']:.2f} | {b['ops']:.0f} |")
+        out += ["## Micro: Cython twins against the Python ones (calc's bench_fastcalc.py)", "",
+                "| case | Python µs | Cython µs | speed-up |", "|---|---:|---:|---:|"]
         for pair in micro.get("speedups", []):
-            out.append(f"\n{pair['name']}: compiled {pair['speedup']:.1f}× the Python twin")
+            out.append(f"| {pair['name']} | {pair['python_us']:.2f} | {pair['cython_us']:.2f} | "
+                       f"{pair['speedup']:.1f}× |")
         out.append("")
     elif micro:
         out += [f"Micro-benchmarks: {micro.get('skipped', 'none')}", ""]
     prof = results.get("profile")
     if prof and prof.get("top"):
-        out += ["## Where the server's time goes (py-spy, POS mix)", "", "| share of samples | function |", "|---:|---|"]
-        for row in prof["top"][:15]:
-            out.append(f"| {row['share']:.1%} | `{row['frame']}` |")
+        out += [f"## Where the server's time goes (py-spy, POS mix, {prof['workers']} worker(s), "
+                f"{prof['concurrency']} in flight)", "",
+                f"{prof['samples']} busy samples (idle waits left out). By layer, each sample to the innermost "
+                "frame a layer claims:", "", "| share | layer |", "|---:|---|"]
+        runs = {"pos_mix": prof, **{k: v for k, v in (prof.get("scenarios") or {}).items() if v.get("layers")}}
+        shares = {name: {row["layer"]: row["share"] for row in run["layers"]} for name, run in runs.items()}
+        out[-2] = "| " + " | ".join(runs) + " | layer |"
+        out[-1] = "|" + "---:|" * len(runs) + "---|"
+        for row in prof["layers"]:
+            cells = " | ".join(f"{shares[name].get(row['layer'], 0):.1%}" for name in runs)
+            out.append(f"| {cells} | {row['layer']} |")
+        out += ["", "Innermost functions (self time):", "", "| share | function |", "|---:|---|"]
+        out += [f"| {row['share']:.1%} | `{row['frame']}` |" for row in prof["top"][:12]]
+        out += ["", "loyalty-core's own functions, inclusive:", "", "| share | function |", "|---:|---|"]
+        out += [f"| {row['share']:.1%} | `{row['frame']}` |" for row in prof["inclusive"][:15]]
         out.append("")
     return "\n".join(out)
 

@@ -61,5 +61,9 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for p in parts:
         for k, n in p.get("acks", {}).items():
             acks[k] = acks.get(k, 0) + n
+    samples: dict[str, list[str]] = {}
+    for p in parts:
+        for method, texts in p.get("error_samples", {}).items():
+            samples.setdefault(method, []).extend(texts[: 3 - len(samples.get(method, []))])
     return {"elapsed_s": round(elapsed, 3), "total": summarize(all_lat, all_err, elapsed), "methods": methods,
-            "acks": acks}
+            "acks": acks, "error_samples": samples}

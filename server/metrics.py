@@ -14,6 +14,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from loyalty_core import calc
 from loyalty_core.clock import Clock
 from loyalty_core.settings import split_host_port
 from loyalty_core.store import gauges
@@ -63,7 +64,7 @@ class Metrics:
             "loyalty_build_info", "Always 1; labels say what is running.", ("version", "calc_impl"),
             registry=registry,
         )
-        self.build_info.labels(version=version(), calc_impl=calc_impl()).set(1)
+        self.build_info.labels(version=version(), calc_impl=calc.IMPLEMENTATION).set(1)
         # What the ledger did, counted by the process that did it (sum over processes).
         points_labels = ("programme_id",)
         self.points_earned = Counter("loyalty_points_earned", "Points credited (orders, welcome, manual, "
@@ -189,18 +190,6 @@ def version() -> str:
         return metadata.version("loyalty-core")
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return "0+unknown"
-
-
-def calc_impl() -> str:
-    """Which twin of the calculation loaded: "cython" or "python".
-
-    TODO(calc): read what the calc selector module records once it is on main.
-    """
-    try:
-        import loyalty_core._fastcalc  # noqa: F401
-    except ImportError:
-        return "python"
-    return "cython"
 
 
 def start_metrics_server(addr: str, registry: CollectorRegistry) -> tuple[Any, int]:

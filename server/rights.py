@@ -97,6 +97,24 @@ RULES: dict[str, Rule] = {
     # reads each of its own with GetProgramme.
     "/loyalty.v1.ProgrammeService/ListProgrammes": _rule("programme_admin", "read_only",
                                                          programme_field=EVERY_PROGRAMME),
+    # MembershipService. Statuses and levels are the level_status right, the personal discount its
+    # own right (SPEC: "personal-discount editing"); levels' definitions and the batch runs are the
+    # programme's administration.
+    "/loyalty.v1.MembershipService/ChangeMemberStatus": _rule("level_status", "programme_admin"),
+    "/loyalty.v1.MembershipService/ChangeMemberLevel": _rule("level_status"),
+    "/loyalty.v1.MembershipService/SetPersonalDiscount": _rule("personal_discount"),
+    # The member reads the code to the cashier, and cards are issued at the till (the seeds).
+    "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MembershipService/CreateLevel": _rule("programme_admin", programme_field="level.programme_id"),
+    "/loyalty.v1.MembershipService/UpdateLevel": _rule("programme_admin", programme_field="level.programme_id"),
+    "/loyalty.v1.MembershipService/ListLevels": _rule("programme_admin", "level_status", "read_only"),
+    "/loyalty.v1.MembershipService/RunLevelReview": _rule("programme_admin"),
+    "/loyalty.v1.MembershipService/RecalculateDiscounts": _rule("programme_admin"),
+    "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
+                                                             "programme_admin", "read_only"),
 }
 
 

@@ -52,5 +52,6 @@ def test_readme_lists_every_variable_with_its_default():
     for name, default in Settings.env_names().items():
         assert name in rows, f"README's configuration table lacks {name}"
         shown = rows[name].strip().strip("`")
-        expected = "(unset)" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        expected = ("(unset)" if default is None else "(empty)" if default == "" else
+                    str(default).lower() if isinstance(default, bool) else str(default))
         assert shown == expected, f"README says {name} defaults to {shown!r}, the code says {expected!r}"

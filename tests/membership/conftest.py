@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -55,8 +56,9 @@ def refused(call: Any) -> tuple[grpc.StatusCode, str]:
 
 
 @pytest.fixture
-def api(channel: grpc.Channel) -> Members:
-    return Members(channel)
+def api(channel_with: Callable[..., grpc.Channel]) -> Members:
+    """The stubs on a channel whose key holds every right on every programme."""
+    return Members(channel_with())
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""History (tabs, newest first, pages), idempotent writes and the batch runs, over gRPC."""
+"""History (tabs, newest first, pages), idempotent writes, rights and the batch runs, over gRPC."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -78,3 +80,17 @@ def test_the_review_leaves_deactivated_members_where_they_are(api: Members, cloc
     run = api.membership.RunLevelReview(membership_pb2.RunLevelReviewRequest(programme_id=p.programme_id))
     assert (run.members_reviewed, run.members_dropped) == (1, 0)
     assert api.member(p.programme_id, m.member_id).level_id == silver.level_id
+
+
+def test_only_a_key_with_the_personal_discount_right_sets_one(
+        api: Members, channel_with: Callable[..., grpc.Channel]) -> None:
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    request = membership_pb2.SetPersonalDiscountRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                        member_id=m.member_id, discount_bps=500)
+    for rights in (("pos",), ("programme_admin", "level_status")):
+        with pytest.raises(grpc.RpcError) as err:
+            Members(channel_with(*rights)).membership.SetPersonalDiscount(request)
+        assert refusal(err.value) == (grpc.StatusCode.PERMISSION_DENIED, "right_not_granted")
+    editor = Members(channel_with("personal_discount", programmes=[p.programme_id]))
+    assert editor.membership.SetPersonalDiscount(request).member.personal_discount_bps == 500

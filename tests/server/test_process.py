@@ -17,21 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loyalty.v1 import programme_pb2, programme_pb2_grpc
 from loyalty_core.store import migrate
+from tests.fixtures.keys import ALL_RIGHTS, create_key
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.server import ROOT, ServerProcess, health_status, wait_for
 
-# ListProgrammes has no servicer yet: UNIMPLEMENTED is its answer until the ledger's lands.
-# TODO(ledger): once ProgrammeService is served, expect OK here.
-# These calls send no API key: UNAUTHENTICATED comes from the auth guard, which runs only after
-# the database gate let the call through, so it too says the server is up.
-NOT_DOWN = {grpc.StatusCode.OK, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED}
+SCRIPT = Path(sys.executable).with_name("loyalty-core")
 
 
-def list_programmes(address: str) -> grpc.StatusCode:
+def list_programmes(address: str, key: str) -> grpc.StatusCode:
     with grpc.insecure_channel(address) as ch:
         try:
             programme_pb2_grpc.ProgrammeServiceStub(ch).ListProgrammes(
-                programme_pb2.ListProgrammesRequest(page_size=10), timeout=5)
+                programme_pb2.ListProgrammesRequest(page_size=10), timeout=5,
+                metadata=[("authorization", f"Bearer {key}")])
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 info = error_details_pb2.ErrorInfo()
@@ -59,19 +57,28 @@ def serve_data_dir():
 
 def test_readme_serve_answers_counts_and_stops_cleanly(serve_data_dir: Path):
     # Exactly the README's line 1 (./dev serve), with the embedded PostgreSQL it defaults to.
-    server = ServerProcess({"LOYALTY_DATA_DIR": str(serve_data_dir)}, command=["./dev", "serve"]).start()
+    env = {"LOYALTY_DATA_DIR": str(serve_data_dir)}
+    server = ServerProcess(env, command=["./dev", "serve"]).start()
     try:
         server.wait_serving()
         assert server.wait_event("serving")["embedded"] is True
-        assert list_programmes(server.address) in NOT_DOWN
-        code = list_programmes(server.address).name
+        # An operator's key, made as the README says, on the same embedded database.
+        made = subprocess.run([str(SCRIPT), "keys", "create", "--name", "readme-test", "--rights", "read_only",
+                               "--all-programmes"], cwd=ROOT, env={**server.env, **env},
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.split()[-1]
+        assert list_programmes(server.address, key) == grpc.StatusCode.OK
+        assert list_programmes(server.address, "lc_not-a-key") == grpc.StatusCode.UNAUTHENTICATED
         samples = scrape(server.metrics_port)
-        key = ("grpc_server_handled_total", (("grpc_code", code), ("grpc_method", "ListProgrammes"),
-                                             ("grpc_service", "loyalty.v1.ProgrammeService"), ("grpc_type", "unary")))
-        assert samples[key] == 2
+        for code in ("OK", "UNAUTHENTICATED"):
+            labels = (("grpc_code", code), ("grpc_method", "ListProgrammes"),
+                      ("grpc_service", "loyalty.v1.ProgrammeService"), ("grpc_type", "unary"))
+            assert samples[("grpc_server_handled_total", labels)] == 1
         assert samples[("loyalty_db_up", ())] == 1
         access = [e for e in server.events("rpc") if e["method"].endswith("/ListProgrammes")]
-        assert len(access) == 2 and access[0]["grpc_code"] == code and "duration_ms" in access[0]
+        assert [e["grpc_code"] for e in access] == ["OK", "UNAUTHENTICATED"] and "duration_ms" in access[0]
+        assert key not in "".join(server.raw)  # the key itself is never logged
     finally:
         assert server.terminate() == 0
     assert server.events("stopped")
@@ -102,20 +109,21 @@ def health_status_of(server: ServerProcess) -> str:
 
 
 def test_database_outage_is_not_serving_unavailable_and_recovers(database_url: str):
+    _name, key = create_key(database_url, ALL_RIGHTS)
     proxy = TcpProxy(database_url).start()
     server = ServerProcess({"LOYALTY_DATABASE_URL": proxy.url, "LOYALTY_POOL_TIMEOUT_S": "1",
                             "LOYALTY_POOL_RECONNECT_TIMEOUT_S": "1"}).start()
     try:
         server.wait_serving()
-        assert list_programmes(server.address) in NOT_DOWN
+        assert list_programmes(server.address, key) == grpc.StatusCode.OK
 
         proxy.cut()
         wait_for(lambda: health_status_of(server) == "NOT_SERVING", 15, "NOT_SERVING while the database is away")
-        assert list_programmes(server.address) == grpc.StatusCode.UNAVAILABLE
+        assert list_programmes(server.address, key) == grpc.StatusCode.UNAVAILABLE
 
         proxy.restore()
         wait_for(lambda: health_status_of(server) == "SERVING", 30, "SERVING once the database is back")
-        assert list_programmes(server.address) in NOT_DOWN
+        assert list_programmes(server.address, key) == grpc.StatusCode.OK
     finally:
         proxy.cut()
         assert server.terminate() == 0
@@ -130,9 +138,8 @@ def test_sigint_stops_cleanly_too(database_url: str):
 
 def test_migrate_command_migrates_an_empty_database(create_database):
     url = create_database()
-    script = Path(sys.executable).with_name("loyalty-core")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
-    done = subprocess.run([str(script), "migrate"], env={**env, "LOYALTY_DATABASE_URL": url},
+    done = subprocess.run([str(SCRIPT), "migrate"], env={**env, "LOYALTY_DATABASE_URL": url},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     with psycopg.connect(url) as conn:
