@@ -62,24 +62,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/LookupMember": _rule(*_MEMBER_READERS),
     "/loyalty.v1.MemberService/GetBalance": _rule(*_MEMBER_READERS),
     # Leaving the programme is a participation (status) change.
-    "/loyalty.v1.MemberService/OffboardMember": _rule("level_status"),
-    # MembershipService: each edit its own right (SPEC: personal discounts; levels and statuses).
-    "/loyalty.v1.MembershipService/ChangeMemberStatus": _rule("level_status"),
-    "/loyalty.v1.MembershipService/ChangeMemberLevel": _rule("level_status"),
-    "/loyalty.v1.MembershipService/SetPersonalDiscount": _rule("personal_discount"),
-    # The member reads the code out to the cashier or types it on the web; cards are issued there too.
-    "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE),
-    "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE),
-    "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
-    "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),
-    # Levels are programme settings; reviews and recalculations are the programme's batch jobs.
-    "/loyalty.v1.MembershipService/CreateLevel": _rule("programme_admin", programme_field="level.programme_id"),
-    "/loyalty.v1.MembershipService/UpdateLevel": _rule("programme_admin", programme_field="level.programme_id"),
-    "/loyalty.v1.MembershipService/ListLevels": _rule(*_MEMBER_READERS),
-    "/loyalty.v1.MembershipService/RunLevelReview": _rule("programme_admin"),
-    "/loyalty.v1.MembershipService/RecalculateDiscounts": _rule("programme_admin"),
-    "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "programme_admin", "personal_discount",
-                                                             "level_status", "manual_points", "read_only"),
+    "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),

@@ -11,5 +11,4 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.keys",
     "tests.fixtures.server",
-    "tests.fixtures.keys",
 ]

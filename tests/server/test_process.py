@@ -76,7 +76,12 @@ def test_readme_serve_answers_counts_and_stops_cleanly(serve_data_dir: Path):
                       ("grpc_service", "loyalty.v1.ProgrammeService"), ("grpc_type", "unary"))
             assert samples[("grpc_server_handled_total", labels)] == 1
         assert samples[("loyalty_db_up", ())] == 1
-        access = [e for e in server.events("rpc") if e["method"].endswith("/ListProgrammes")]
+        def access_lines():
+            lines = [e for e in server.events("rpc") if e["method"].endswith("/ListProgrammes")]
+            return lines if len(lines) >= 2 else None
+
+        # An access line is written just after its answer is sent: under load it can come later.
+        access = wait_for(access_lines, 10, "both access log lines")
         assert [e["grpc_code"] for e in access] == ["OK", "UNAUTHENTICATED"] and "duration_ms" in access[0]
         assert key not in "".join(server.raw)  # the key itself is never logged
     finally:

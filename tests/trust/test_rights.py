@@ -1,6 +1,9 @@
 """The rights table covers every RPC of every registered service, and nothing else."""
 
+import ast
 import importlib
+import inspect
+from collections import Counter
 
 from loyalty_core.store.keys import RIGHTS
 from server import rights, services
@@ -22,6 +25,16 @@ def test_every_rpc_has_a_rule():
     assert methods, "no generated stubs found"
     missing = sorted(set(methods) - set(rights.RULES))
     assert not missing, f"RPCs without a right in server/rights.py: {missing}"
+
+
+def test_no_rpc_is_listed_twice():
+    # A dict literal keeps the last of two equal keys without a word: two branches adding the same
+    # RPC would leave one rule silently ignored. Read the table's source to catch it.
+    tree = ast.parse(inspect.getsource(rights))
+    (table,) = [node.value for node in ast.walk(tree)
+                if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "RULES"]
+    twice = [k for k, n in Counter(key.value for key in table.keys).items() if n > 1]
+    assert not twice, f"listed more than once in server/rights.py: {twice}"
 
 
 def test_every_rule_names_a_served_rpc():
