@@ -150,21 +150,24 @@ class _OrderReads:
     member: Later[Member | None]
     order: Later[StoredOrder | None]
     programme: Later[Programme | None]
+    levels: Later[list[StoredLevel]] | None
 
 
-async def _send_order_reads(conn: Any, *, programme_id: str, order_id: str) -> _OrderReads:
+async def _send_order_reads(conn: Any, *, programme_id: str, order_id: str, levels: bool) -> _OrderReads:
     """The order's member locked (every write to an order holds its lock), then the order read
-    under it and the programme: sent together, one round trip."""
+    under it, the programme and, for a write that may count the purchase, the programme's levels:
+    sent together, one round trip."""
     return _OrderReads(
         await members.send_lock_of_order(conn, programme_id, order_id),
         await orders.send_get(conn, programme_id, order_id),
         await programmes.send_get(conn, programme_id),
+        await membership_store.send_levels_of(conn, programme_id) if levels else None,
     )
 
 
-def _order_reads(programme_id: str, order_id: str) -> Callable[[Any], Awaitable[_OrderReads]]:
+def _order_reads(programme_id: str, order_id: str, *, levels: bool = False) -> Callable[[Any], Awaitable[_OrderReads]]:
     async def send(conn: Any) -> _OrderReads:
-        return await _send_order_reads(conn, programme_id=programme_id, order_id=order_id)
+        return await _send_order_reads(conn, programme_id=programme_id, order_id=order_id, levels=levels)
     return send
 
 
@@ -250,11 +253,14 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         )
         await orders.capture(conn, captured, counted, now)
         if counted:
-            await membership.count_purchase(conn, programme, member, captured, now)
+            assert sent.levels is not None, "a capture reads the levels with the order"
+            levels = [s.level for s in await sent.levels.get()]
+            await membership.count_purchase(conn, programme, member, captured, now, levels)
         return Captured(captured, points, earned), member.member_id
 
     return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
-                           effect=effect, send_reads=_order_reads(programme_id, req.order_id))
+                           effect=effect, send_reads=_order_reads(programme_id, req.order_id,
+                                                                         levels=True))
 
 
 async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:

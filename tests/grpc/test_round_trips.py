@@ -107,4 +107,4 @@ def test_quote_checkout_and_capture_round_trips(api: Api, channel: grpc.Channel,
     quote()
     checkout()
     capture()
-    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 4)
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 3)
