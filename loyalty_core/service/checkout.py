@@ -53,9 +53,20 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn, conn.pipeline():
-        programme, member, lots, levels = await _read_basket(conn, await _send_basket_reads(conn, programme_id, ref),
-                                                             ref)
+    cached = db.programmes.get(programme_id)
+    if cached is not None:
+        # One round trip: the programme and its levels are this process's (at most the cache's TTL
+        # old), the member and its lots come in one statement.
+        programme, levels = cached
+        async with reading(db) as conn:
+            found, lots = await ledger.member_and_lots(conn, programme_id, ref)
+            member = await identified(conn, programme, ref, found)
+    else:
+        generation = db.programmes.generation()
+        async with reading(db) as conn, conn.pipeline():
+            programme, member, lots, levels = await _read_basket(
+                conn, await _send_basket_reads(conn, programme_id, ref), ref)
+        db.programmes.put(programme_id, (programme, levels), generation)
     return quote_for(programme, member, levels, lots, req, now)[0]
 
 

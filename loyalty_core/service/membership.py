@@ -440,8 +440,11 @@ async def create_level(db: Database, clock: Clock, req: CreateLevel) -> LevelRec
         await _save_level(conn, level, now)
         return LevelRecord(level, now, now), None
 
-    return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
-                           now=now, effect=effect)
+    try:
+        return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
+                               now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the levels at once
 
 
 async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRecord:
@@ -463,8 +466,11 @@ async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRec
         await _save_level(conn, level, now)
         return LevelRecord(level, stored.created_at, now), None
 
-    return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
-                           now=now, effect=effect)
+    try:
+        return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
+                               now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the levels at once
 
 
 async def list_levels(db: Database, programme_id: str, page_size: int, page_token: str) -> Page[LevelRecord]:

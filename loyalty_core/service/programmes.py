@@ -135,8 +135,11 @@ async def update(db: Database, clock: Clock, req: UpdateProgramme) -> Programme:
         await _save(conn, store.update, changed)
         return changed, None
 
-    return await run_write(db, method="UpdateProgramme", scope=programme_id, request=req,
-                           result_type=Programme, now=now, effect=effect)
+    try:
+        return await run_write(db, method="UpdateProgramme", scope=programme_id, request=req,
+                               result_type=Programme, now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the change at once
 
 
 async def get(db: Database, programme_id: str) -> Programme:

@@ -15,6 +15,7 @@ import psycopg_pool
 from psycopg import pq
 
 from loyalty_core import errors, observe
+from loyalty_core.store.cache import TtlCache
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,13 @@ class Database:
         pool_reconnect_timeout_s: float = 5.0,
         connect_timeout_s: float = 3.0,
         tx_attempts_max: int = 5,
+        programme_cache_ttl_s: float = 0.0,
         name: str = "loyalty",
     ) -> None:
         self.url = url
+        # (Programme, its levels) by programme id, for reads that may be up to the TTL behaviour
+        # (quotes); this process's programme and level writes forget the entry when they commit.
+        self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
         self.pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -74,6 +79,7 @@ class Database:
             pool_reconnect_timeout_s=settings.pool_reconnect_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
             tx_attempts_max=settings.tx_attempts_max,
+            programme_cache_ttl_s=settings.programme_cache_ttl_s,
         )
 
     async def open(self, *, wait: bool = False, timeout_s: float = 30.0) -> None:
