@@ -487,10 +487,22 @@ class Verification:
 # -- JSON for stored results (idempotency replays, orders.pricing) ------------------------------
 
 
+# Types to_json returns as they are, and each dataclass's field names: every write encodes its
+# request (fingerprint) and its result (stored for replays), so the walk is kept short.
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def to_json(value: Any) -> Any:
     """A dataclass (or a value inside one) as plain JSON types, field by field."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: to_json(getattr(value, name)) for name in names}
     if isinstance(value, tuple | list):
         return [to_json(v) for v in value]
     return value

@@ -56,6 +56,10 @@ class Settings:
     # A verified API key is trusted this long without asking the database; a revoked key stops
     # working within this time. 0: look every key up on every call.
     auth_cache_ttl_s: float = 5.0
+    # A programme and its levels are read by quotes from a per-process cache this long: a change
+    # made through another server process reaches this one's quotes within it (this process's own
+    # changes at once). Writes always read the programme in their transaction. 0: no cache.
+    programme_cache_ttl_s: float = 5.0
     # PEM certificate chain and private key of the gRPC port; both unset: plaintext.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -100,6 +104,8 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:
             raise ValueError("LOYALTY_AUTH_CACHE_TTL_S must not be negative")
+        if self.programme_cache_ttl_s < 0:
+            raise ValueError("LOYALTY_PROGRAMME_CACHE_TTL_S must not be negative")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("set both LOYALTY_TLS_CERT_FILE and LOYALTY_TLS_KEY_FILE, or neither")
         for name in ("grpc_addr", "metrics_addr"):

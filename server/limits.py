@@ -29,7 +29,43 @@ MAX_TIMESTAMP_S = 253_402_300_799
 
 def check(request: Message) -> None:
     """Raise ``InvalidArgument`` naming the first field (as a path) over its limit."""
-    _check(request, "")
+    # Every call pays for the walk, so it first runs without building the fields' paths; only a
+    # request over a limit walks again to name the first field over it.
+    if not _within(request):
+        _check(request, "")
+
+
+def _within(message: Message) -> bool:
+    """True when no field is over its limit: what ``_check`` checks, in the same order, without paths."""
+    for field, value in message.ListFields():
+        if field.is_repeated:
+            if len(value) > MAX_REPEATED:
+                return False
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                for item in value:
+                    if not _within(item):
+                        return False
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                for item in value:
+                    if not _string_within(item, field.name):
+                        return False
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.full_name == TIMESTAMP and not (
+                MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S and 0 <= value.nanos < 1_000_000_000
+            ):
+                return False
+            if not _within(value):
+                return False
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            if not _string_within(value, field.name):
+                return False
+        elif field.name == "page_size" and not 0 <= value <= MAX_PAGE_SIZE:
+            return False
+    return True
+
+
+def _string_within(value: str, name: str) -> bool:
+    return len(value) <= (MAX_TEXT_CHARS if name in TEXT_FIELDS else MAX_STRING_CHARS) and "\x00" not in value
 
 
 def _check(message: Message, prefix: str) -> None:

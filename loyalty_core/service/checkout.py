@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loyalty_core import calc, membership
@@ -23,6 +24,8 @@ from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members, orders, programmes
 from loyalty_core.store import membership as membership_store
 from loyalty_core.store.db import Database
+from loyalty_core.store.later import Later
+from loyalty_core.store.membership import StoredLevel
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
@@ -50,29 +53,56 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    async with reading(db) as conn, conn.pipeline():
-        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref)
+    cached = db.programmes.get(programme_id)
+    if cached is not None:
+        # One round trip: the programme and its levels are this process's (at most the cache's TTL
+        # old), the member and its lots come in one statement.
+        programme, levels = cached
+        async with reading(db) as conn:
+            found, lots = await ledger.member_and_lots(conn, programme_id, ref)
+            member = await identified(conn, programme, ref, found)
+    else:
+        generation = db.programmes.generation()
+        async with reading(db) as conn, conn.pipeline():
+            programme, member, lots, levels = await _read_basket(
+                conn, await _send_basket_reads(conn, programme_id, ref), ref)
+        db.programmes.put(programme_id, (programme, levels), generation)
     return quote_for(programme, member, levels, lots, req, now)[0]
 
 
-async def _basket_reads(
-    conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = ""
-) -> tuple[Programme, Member, Lots, list[Level]]:
+@dataclasses.dataclass(frozen=True)
+class _BasketReads:
+    programme: Later[Programme | None]
+    member: Later[Member | None]
+    exists: Later[bool] | None
+    lots: Later[Lots]
+    levels: Later[list[StoredLevel]]
+
+
+async def _send_basket_reads(conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = "") -> _BasketReads:
     """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
-    the member (locked for a checkout, which names its ``order_id``, refused if taken), its lots
-    (read after the lock is granted) and the levels its privileges need."""
-    programme_later = await programmes.send_get(conn, programme_id)
-    member_later = await members.send_find(conn, programme_id, ref, lock=bool(order_id))
-    exists_later = await orders.send_exists(conn, programme_id, order_id) if order_id else None
-    lots_later = await ledger.send_lots_of(conn, programme_id, ref)
-    levels_later = await membership_store.send_levels_of(conn, programme_id)
-    programme = found_programme(await programme_later.get())
-    member = await identified(conn, programme, ref, await member_later.get())
-    if exists_later is not None and await exists_later.get():
+    the member (locked for a checkout, which names its ``order_id``), whether the order exists, its
+    lots (read after the lock is granted) and the levels its privileges need."""
+    return _BasketReads(
+        await programmes.send_get(conn, programme_id),
+        await members.send_find(conn, programme_id, ref, lock=bool(order_id)),
+        await orders.send_exists(conn, programme_id, order_id) if order_id else None,
+        await ledger.send_lots_of(conn, programme_id, ref),
+        await membership_store.send_levels_of(conn, programme_id),
+    )
+
+
+async def _read_basket(
+    conn: Any, sent: _BasketReads, ref: MemberRef, *, order_id: str = ""
+) -> tuple[Programme, Member, Lots, list[Level]]:
+    """The basket reads' results; a checkout's order refused if it was checked out before."""
+    programme = found_programme(await sent.programme.get())
+    member = await identified(conn, programme, ref, await sent.member.get())
+    if sent.exists is not None and await sent.exists.get():
         raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
                             field="order_id")
-    lots = await lots_later.get()
-    return programme, member, lots, [s.level for s in await levels_later.get()]
+    lots = await sent.lots.get()
+    return programme, member, lots, [s.level for s in await sent.levels.get()]
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -81,8 +111,11 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     _, ref = _check_quote(req.quote)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Order, str]:
-        programme, member, lots, levels = await _basket_reads(conn, programme_id, ref, order_id=req.order_id)
+    async def send_reads(conn: Any) -> _BasketReads:
+        return await _send_basket_reads(conn, programme_id, ref, order_id=req.order_id)
+
+    async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
+        programme, member, lots, levels = await _read_basket(conn, sent, ref, order_id=req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
@@ -107,7 +140,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         return order, member.member_id
 
     return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
-                           effect=effect)
+                           effect=effect, send_reads=send_reads)
 
 
 def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
@@ -123,18 +156,40 @@ def _refuse_points(status: str, rights: membership.Privileges, requested: int, a
                              f"{requested} points asked, this order may take at most {most}", points_max=most)
 
 
-async def _locked_order(conn: Any, programme_id: str, order_id: str) -> tuple[StoredOrder, Member, Programme]:
-    """The order read under its member's lock (every write to an order holds it), the member and the
-    programme: sent together, one round trip."""
-    member_later = await members.send_lock_of_order(conn, programme_id, order_id)
-    order_later = await orders.send_get(conn, programme_id, order_id)
-    programme_later = await programmes.send_get(conn, programme_id)
-    member = await member_later.get()
+@dataclasses.dataclass(frozen=True)
+class _OrderReads:
+    member: Later[Member | None]
+    order: Later[StoredOrder | None]
+    programme: Later[Programme | None]
+    levels: Later[list[StoredLevel]] | None
+
+
+async def _send_order_reads(conn: Any, *, programme_id: str, order_id: str, levels: bool) -> _OrderReads:
+    """The order's member locked (every write to an order holds its lock), then the order read
+    under it, the programme and, for a write that may count the purchase, the programme's levels:
+    sent together, one round trip."""
+    return _OrderReads(
+        await members.send_lock_of_order(conn, programme_id, order_id),
+        await orders.send_get(conn, programme_id, order_id),
+        await programmes.send_get(conn, programme_id),
+        await membership_store.send_levels_of(conn, programme_id) if levels else None,
+    )
+
+
+def _order_reads(programme_id: str, order_id: str, *, levels: bool = False) -> Callable[[Any], Awaitable[_OrderReads]]:
+    async def send(conn: Any) -> _OrderReads:
+        return await _send_order_reads(conn, programme_id=programme_id, order_id=order_id, levels=levels)
+    return send
+
+
+async def _read_order(sent: _OrderReads, order_id: str) -> tuple[StoredOrder, Member, Programme]:
+    """The order, its member and the programme; NotFound when the order is not in the programme."""
+    member = await sent.member.get()
     if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
-    stored = await order_later.get()
+    stored = await sent.order.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
-    return stored, member, found_programme(await programme_later.get())
+    return stored, member, found_programme(await sent.programme.get())
 
 
 def _open_hold(stored: StoredOrder, now: int) -> None:
@@ -161,8 +216,8 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         raise InvalidArgument("value_out_of_range", "points must not be negative", field="points")
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Captured, str]:
-        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
+    async def effect(conn: Any, sent: _OrderReads) -> tuple[Captured, str]:
+        stored, member, programme = await _read_order(sent, req.order_id)
         _open_hold(stored, now)
         order, hold = stored.order, stored.hold
         held = hold.hold.points if hold else 0
@@ -209,11 +264,14 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         )
         await orders.capture(conn, captured, counted, now)
         if counted:
-            await membership.count_purchase(conn, programme, member, captured, now)
+            assert sent.levels is not None, "a capture reads the levels with the order"
+            levels = [s.level for s in await sent.levels.get()]
+            await membership.count_purchase(conn, programme, member, captured, now, levels)
         return Captured(captured, points, earned), member.member_id
 
     return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
-                           effect=effect)
+                           effect=effect, send_reads=_order_reads(programme_id, req.order_id,
+                                                                         levels=True))
 
 
 async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
@@ -221,8 +279,8 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Cancelled, str]:
-        stored, _, _ = await _locked_order(conn, programme_id, req.order_id)
+    async def effect(conn: Any, sent: _OrderReads) -> tuple[Cancelled, str]:
+        stored, _, _ = await _read_order(sent, req.order_id)
         order, hold = stored.order, stored.hold
         if order.state != "held":
             raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
@@ -239,7 +297,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
         return Cancelled(cancelled, released), order.member_id
 
     return await run_write(db, method="Cancel", scope=programme_id, request=req, result_type=Cancelled, now=now,
-                           effect=effect)
+                           effect=effect, send_reads=_order_reads(programme_id, req.order_id))
 
 
 def _refund_units(req: Refund, lines: list[orders.StoredLine]) -> list[tuple[orders.StoredLine, int]]:
@@ -288,8 +346,8 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     now = clock.now_us()
     refund_id = str(uuid.uuid4())
 
-    async def effect(conn: Any) -> tuple[Refunded, str]:
-        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
+    async def effect(conn: Any, sent: _OrderReads) -> tuple[Refunded, str]:
+        stored, member, programme = await _read_order(sent, req.order_id)
         order = stored.order
         if order.state not in ("captured", "completed"):
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
@@ -351,7 +409,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         return Refunded(refunded, record), member.member_id
 
     return await run_write(db, method="Refund", scope=programme_id, request=req, result_type=Refunded, now=now,
-                           effect=effect)
+                           effect=effect, send_reads=_order_reads(programme_id, req.order_id))
 
 
 async def complete(db: Database, clock: Clock, req: Complete) -> Order:
@@ -359,8 +417,8 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Order, str]:
-        stored, member, programme = await _locked_order(conn, programme_id, req.order_id)
+    async def effect(conn: Any, sent: _OrderReads) -> tuple[Order, str]:
+        stored, member, programme = await _read_order(sent, req.order_id)
         order = stored.order
         if order.state != "captured":
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
@@ -373,7 +431,7 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
         return dataclasses.replace(order, state="completed"), order.member_id
 
     return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,
-                           now=now, effect=effect)
+                           now=now, effect=effect, send_reads=_order_reads(programme_id, req.order_id))
 
 
 async def get_order(db: Database, programme_id: str, order_id: str) -> Order:

@@ -54,31 +54,39 @@ async def run_write(
     request: Any,
     result_type: type[T],
     now: int,
-    effect: Callable[[Any], Awaitable[tuple[T, str | None]]],
+    effect: Callable[..., Awaitable[tuple[T, str | None]]],
+    send_reads: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> T:
     """Run ``effect(conn)`` (returning the result and the member it touched) once per request_id.
 
     The same key and request give the stored answer; a different request under the key is refused.
     A business refusal (FailedPrecondition) rolls the effect back and is stored in a transaction
     of its own, so a retry stays refused; malformed requests and NotFound are not stored.
+
+    With ``send_reads``, what it returns for the reads it sent (``store.later.Later``) is given to
+    ``effect(conn, sent)``: the reads travel with BEGIN and the claim in one round trip, are sent
+    after the claim (so they run after it, as if sent once it was granted) and are read only once
+    the claim is (a replay never looks at them).
     """
     request_id = request.request_id
     fp = fingerprint(method, request)
 
     async def attempt(conn: Any) -> T:
-        # Pipeline mode: statements whose results nobody reads (most writes, the stored result) go
-        # to the server with the next read or at the end, instead of one round trip each.
-        async with conn.pipeline():
-            earlier = await idempotency.claim(conn, scope, request_id, method, fp, now)
-            if earlier is not None:
-                observe.idempotent_replay(method)
-                return _replay(earlier, fp, result_type)
-            result, member_id = await effect(conn)
-            await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
+        # The whole transaction runs in pipeline mode (Database.run_in_pipeline): statements whose
+        # results nobody reads (BEGIN, most writes, the stored result, COMMIT) go to the server with
+        # the next read or at the end, instead of one round trip each.
+        claim = await idempotency.send_claim(conn, scope, request_id, method, fp, now)
+        sent = await send_reads(conn) if send_reads is not None else None
+        earlier = await claim.get()
+        if earlier is not None:
+            observe.idempotent_replay(method)
+            return _replay(earlier, fp, result_type)
+        result, member_id = await (effect(conn) if send_reads is None else effect(conn, sent))
+        await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
         return result
 
     try:
-        return await db.run_in_transaction(attempt)
+        return await db.run_in_pipeline(attempt)
     except errors.FailedPrecondition as refusal:
         kept = _refusal_json(refusal)
 

@@ -21,7 +21,7 @@ from loyalty_core.service.lots import balance_of, lifetime_end
 from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members as store, programmes
 from loyalty_core.store import membership as history
-from loyalty_core.store.db import Database
+from loyalty_core.store.db import Database, savepoint
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -94,7 +94,7 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
             raise FailedPrecondition("programme_disabled", "the programme is disabled")
         status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
         try:
-            async with conn.transaction():  # a savepoint: a taken phone must not poison the key's transaction
+            async with savepoint(conn):  # a savepoint: a taken phone must not poison the key's transaction
                 await store.insert(conn, member_id, programme_id, req.phone or None, card_number or None,
                                    secret_hash, status, req.customer_group, now)
         except psycopg.errors.UniqueViolation as err:

@@ -23,7 +23,7 @@ from loyalty_core.settings import Settings
 from loyalty_core.sms import SmsMessage, SmsSender
 from loyalty_core.store import members as member_store
 from loyalty_core.store import membership as store
-from loyalty_core.store.db import Database
+from loyalty_core.store.db import Database, savepoint
 
 T = TypeVar("T")
 
@@ -346,7 +346,7 @@ async def _issue_card(db: Database, clock: Clock, method: str, req: CardChange, 
         for _ in range(CARD_NUMBER_TRIES if new_number else 1):
             number = cards.generate_card_number() if new_number else None
             try:
-                async with conn.transaction():  # a savepoint: a taken number must not end the transaction
+                async with savepoint(conn):  # a savepoint: a taken number must not end the transaction
                     await store.set_card(conn, member.member_id, number, secret_hash)
                 break
             except psycopg.errors.UniqueViolation:
@@ -418,7 +418,7 @@ def _record(stored: store.StoredLevel) -> LevelRecord:
 
 async def _save_level(conn: Any, level: Level, now: int) -> None:
     try:
-        async with conn.transaction():  # a savepoint: a taken priority must not poison the key's transaction
+        async with savepoint(conn):  # a savepoint: a taken priority must not poison the key's transaction
             await store.save_level(conn, level, now)
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists("level_priority_taken", "another level of the programme has this priority",
@@ -440,8 +440,11 @@ async def create_level(db: Database, clock: Clock, req: CreateLevel) -> LevelRec
         await _save_level(conn, level, now)
         return LevelRecord(level, now, now), None
 
-    return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
-                           now=now, effect=effect)
+    try:
+        return await run_write(db, method="CreateLevel", scope=programme_id, request=req, result_type=LevelRecord,
+                               now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the levels at once
 
 
 async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRecord:
@@ -463,8 +466,11 @@ async def update_level(db: Database, clock: Clock, req: UpdateLevel) -> LevelRec
         await _save_level(conn, level, now)
         return LevelRecord(level, stored.created_at, now), None
 
-    return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
-                           now=now, effect=effect)
+    try:
+        return await run_write(db, method="UpdateLevel", scope=programme_id, request=req, result_type=LevelRecord,
+                               now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the levels at once
 
 
 async def list_levels(db: Database, programme_id: str, page_size: int, page_token: str) -> Page[LevelRecord]:

@@ -20,7 +20,7 @@ from loyalty_core.service.idempotent import PROGRAMMES_SCOPE, run_write
 from loyalty_core.service.reading import reading
 from loyalty_core.store import programmes as store
 from loyalty_core.store.convert import MAX_US
-from loyalty_core.store.db import Database
+from loyalty_core.store.db import Database, savepoint
 
 BPS_FIELDS = ("order_pay_share_bps", "default_cashback_bps", "default_pay_share_bps")
 COUNT_FIELDS = ("point_lifetime_days", "activation_delay_days", "debt_limit_points", "welcome_bonus_points",
@@ -93,7 +93,7 @@ def check(p: Programme) -> None:
 async def _save(conn: Any, write: Callable[[Any, Programme], Awaitable[None]], programme: Programme) -> None:
     """Insert or update in a savepoint, so a taken name leaves the idempotency key's transaction usable."""
     try:
-        async with conn.transaction():
+        async with savepoint(conn):
             await write(conn, programme)
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists("programme_name_taken", f"a programme named {programme.name!r} exists",
@@ -135,8 +135,11 @@ async def update(db: Database, clock: Clock, req: UpdateProgramme) -> Programme:
         await _save(conn, store.update, changed)
         return changed, None
 
-    return await run_write(db, method="UpdateProgramme", scope=programme_id, request=req,
-                           result_type=Programme, now=now, effect=effect)
+    try:
+        return await run_write(db, method="UpdateProgramme", scope=programme_id, request=req,
+                               result_type=Programme, now=now, effect=effect)
+    finally:
+        db.programmes.forget(programme_id)  # this process's quotes see the change at once
 
 
 async def get(db: Database, programme_id: str) -> Programme:

@@ -12,8 +12,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import psycopg
 import psycopg.errors
 import psycopg_pool
+from psycopg import pq
 
 from loyalty_core import errors, observe
+from loyalty_core.store.cache import TtlCache
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,13 @@ class Database:
         pool_reconnect_timeout_s: float = 5.0,
         connect_timeout_s: float = 3.0,
         tx_attempts_max: int = 5,
+        programme_cache_ttl_s: float = 0.0,
         name: str = "loyalty",
     ) -> None:
         self.url = url
+        # (Programme, its levels) by programme id, for reads that may be up to the TTL behaviour
+        # (quotes); this process's programme and level writes forget the entry when they commit.
+        self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
         self.pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -73,6 +79,7 @@ class Database:
             pool_reconnect_timeout_s=settings.pool_reconnect_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
             tx_attempts_max=settings.tx_attempts_max,
+            programme_cache_ttl_s=settings.programme_cache_ttl_s,
         )
 
     async def open(self, *, wait: bool = False, timeout_s: float = 30.0) -> None:
@@ -108,6 +115,24 @@ class Database:
         async with self.connection() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def pipelined_transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """One attempt of one transaction in pipeline mode from before its BEGIN to after its COMMIT:
+        BEGIN travels with the first statements and COMMIT with the last, so neither costs a round
+        trip of its own. Results are read when asked for (a read sends what is queued, then waits)."""
+        async with self.connection() as conn:
+            # BEGIN and COMMIT are sent as statements on an autocommit connection: psycopg's own
+            # transaction() (and the BEGIN it adds outside autocommit) sync the pipeline around
+            # them, a round trip each. Autocommit is client-side while the connection is idle.
+            await conn.set_autocommit(True)
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    yield conn
+                    await conn.execute("COMMIT")
+            finally:
+                await _end(conn)
+
     async def run_in_transaction(
         self,
         fn: Callable[Concatenate[psycopg.AsyncConnection[Any], P], Awaitable[T]],
@@ -115,11 +140,25 @@ class Database:
         **kwargs: P.kwargs,
     ) -> T:
         """``await fn(conn, *args)`` in one transaction, re-run on 40001/40P01 a bounded number of times."""
+        return await self._run(self.transaction, fn, *args, **kwargs)
+
+    async def run_in_pipeline(
+        self,
+        fn: Callable[Concatenate[psycopg.AsyncConnection[Any], P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``run_in_transaction`` in pipeline mode (``pipelined_transaction``): ``fn`` must not enter
+        a pipeline of its own (a nested one syncs on entry, a round trip)."""
+        return await self._run(self.pipelined_transaction, fn, *args, **kwargs)
+
+    async def _run(self, transaction: Callable[[], Any], fn: Callable[..., Awaitable[T]], *args: Any,
+                   **kwargs: Any) -> T:
         for attempt in range(1, self.tx_attempts_max + 1):
             try:
                 # Points the attempt moved are reported to the metrics only once it commits.
                 with observe.transaction():
-                    async with self.transaction() as conn:
+                    async with transaction() as conn:
                         return await fn(conn, *args, **kwargs)
             except RETRYABLE as err:
                 observe.tx_retry(err.sqlstate or "")
@@ -175,6 +214,34 @@ class Database:
             "in_use": size - s.get("pool_available", 0),
             "waiting": s.get("requests_waiting", 0),
         }
+
+
+@asynccontextmanager
+async def savepoint(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """A savepoint in the write's transaction (a failure inside undoes only what it wrapped).
+
+    In pipeline mode libpq learns that a transaction is open only at a sync, so after a BEGIN sent
+    in the pipeline psycopg's ``transaction()`` could take the connection for idle and BEGIN and
+    COMMIT on its own. A sync first makes the status current (one round trip, on the rare paths
+    that need a savepoint)."""
+    if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        async with conn.pipeline() as pipeline:
+            await pipeline.sync()
+    async with conn.transaction():
+        yield
+
+
+async def _end(conn: psycopg.AsyncConnection[Any]) -> None:
+    """After ``pipelined_transaction``: roll back what did not commit, through psycopg's rollback()
+    (which also forgets the statements it prepared, as an aborted pipeline skipped them), and give
+    the connection back in the pool's mode. Its own failure must not hide the error on its way: the
+    pool discards a connection left broken or in a transaction."""
+    try:
+        if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            await conn.rollback()
+        await conn.set_autocommit(False)
+    except psycopg.Error as err:
+        log.warning("could not end a pipelined transaction: %s", type(err).__name__)
 
 
 def _unavailable(err: BaseException) -> errors.Unavailable:

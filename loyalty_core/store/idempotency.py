@@ -8,6 +8,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from loyalty_core.store.convert import to_dt
+from loyalty_core.store.later import Later
 
 
 @dataclass(frozen=True)
@@ -28,14 +29,26 @@ async def claim(
     back, so concurrent replays see one effect. The stored row is read by a second statement:
     a statement's snapshot predates the commit it waited for.
     """
+    return await (await send_claim(conn, scope, request_id, method, fingerprint, now)).get()
+
+
+async def send_claim(
+    conn: Any, scope: str, request_id: str, method: str, fingerprint: bytes, now: int
+) -> Later[StoredOutcome | None]:
+    """``claim`` sent now and read later, so the statements sent after it share its round trip in
+    pipeline mode (they run after it: a waiting claim makes them wait too)."""
     cur = await conn.execute(
         "INSERT INTO idempotency_key (scope, request_id, method, fingerprint, outcome, result, created_at)"
         " VALUES (%s, %s, %s, %s, 'done', 'null', %s) ON CONFLICT DO NOTHING RETURNING true",
         (scope, request_id, method, fingerprint, to_dt(now)),
     )
-    if await cur.fetchone():
-        return None
-    return await stored(conn, scope, request_id)
+
+    async def read(cur: Any) -> StoredOutcome | None:
+        if await cur.fetchone():
+            return None
+        return await stored(conn, scope, request_id)
+
+    return Later(cur, read)
 
 
 async def stored(conn: Any, scope: str, request_id: str) -> StoredOutcome:

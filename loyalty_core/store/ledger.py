@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
-from loyalty_core.model import LotAllocation, MemberRef, WriteContext
+from loyalty_core.model import LotAllocation, Member, MemberRef, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
 from loyalty_core.store.later import Later
-from loyalty_core.store.members import ref_condition
+from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
 
 # In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
 NEW_LOT = 0
@@ -187,6 +188,31 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
         (programme_id, value),
     )
     return Later(cur, _lots)
+
+
+async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
+    """The member ``ref`` names and its lots with points left (pending ones included), in one
+    statement, so one round trip without a pipeline: a row per lot, the member's columns on each."""
+    condition, value = ref_condition(ref)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"WITH m AS ({SELECT_MEMBER} WHERE programme_id = %s AND {condition})"
+        " SELECT m.*, l.lot_id AS lot__id, l.remaining AS lot__remaining, l.activates_at AS lot__activates_at,"
+        " l.expires_at AS lot__expires_at FROM m LEFT JOIN lot l ON l.member_id = m.member_id::uuid"
+        " AND l.remaining > 0 ORDER BY l.lot_id",
+        (programme_id, value),
+    )
+    rows = await cur.fetchall()
+    lots = Lots([], [], [], [])
+    if not rows:
+        return None, lots
+    for row in rows:
+        if row["lot__id"] is not None:
+            lots.lot_ids.append(row["lot__id"])
+            lots.remaining.append(row["lot__remaining"])
+            lots.activates_at.append(to_us(row["lot__activates_at"]))
+            lots.expires_at.append(expiry_us(row["lot__expires_at"]))
+    return row_to_member({k: v for k, v in rows[0].items() if not k.startswith("lot__")}), lots
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

@@ -15,11 +15,13 @@ _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, sta
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
     card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at FROM member"""
 
+SELECT_MEMBER = _SELECT
+
 # The unique constraints PostgreSQL names by default, and the rule each one enforces.
 UNIQUE_RULES = {"member_programme_id_phone_key": "phone_taken", "member_programme_id_card_number_key": "card_number_taken"}
 
 
-def _member(row: dict[str, Any]) -> Member:
+def row_to_member(row: dict[str, Any]) -> Member:
     row["enrolled_at"] = to_us(row["enrolled_at"])
     row["offboarded_at"] = to_us(row["offboarded_at"])
     row["level_assigned_at"] = to_us(row["level_assigned_at"])
@@ -49,7 +51,7 @@ def ref_condition(ref: MemberRef) -> tuple[str, str]:
 
 async def _one_member(cur: Any) -> Member | None:
     row = await cur.fetchone()
-    return None if row is None else _member(row)
+    return None if row is None else row_to_member(row)
 
 
 async def send_find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Later[Member | None]:

@@ -170,11 +170,19 @@ class PurchaseRow:
 
 async def purchases_since(conn: Any, member_id: str, since_us: int | None) -> list[Purchase]:
     """The member's purchases that count now, counted after ``since_us`` (None: all of them)."""
+    return await (await send_purchases_since(conn, member_id, since_us)).get()
+
+
+async def send_purchases_since(conn: Any, member_id: str, since_us: int | None) -> Later[list[Purchase]]:
     cur = await conn.execute(
         "SELECT counted_at, amount_minor, by_category FROM purchase WHERE member_id = %s AND uncounted_at IS NULL"
         " AND (%s::timestamptz IS NULL OR counted_at > %s::timestamptz) ORDER BY counted_at",
         (member_id, to_dt(since_us), to_dt(since_us)),
     )
+    return Later(cur, _purchases)
+
+
+async def _purchases(cur: Any) -> list[Purchase]:
     return [Purchase(to_us(at), amount, by_cat) for at, amount, by_cat in await cur.fetchall()]
 
 

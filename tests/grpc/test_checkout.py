@@ -3,7 +3,7 @@
 import grpc
 import pytest
 
-from loyalty.v1 import checkout_pb2, common_pb2, points_pb2
+from loyalty.v1 import checkout_pb2, common_pb2, points_pb2, programme_pb2
 from tests.grpc.conftest import basket, new_id, refusal
 
 DAY_S = 86_400
@@ -173,3 +173,21 @@ def test_a_not_confirmed_member_earns_but_cannot_pay(api):
     with pytest.raises(grpc.RpcError) as err:
         api.checkout_order(p.programme_id, m.member_id, [("bar", 1, 10_000)], points=5)
     assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "member_not_confirmed")
+
+
+def test_a_programme_change_reaches_this_servers_quotes_at_once(api):
+    """Quotes read the programme from a per-process cache; this process's own change forgets it."""
+    p = api.programme(order_pay_share_bps=1_000)
+    m = api.enrol(p.programme_id)
+    api.accrue(p.programme_id, m.member_id, 50)
+
+    def points_max() -> int:
+        return api.checkout.Quote(checkout_pb2.QuoteRequest(
+            programme_id=p.programme_id, member=common_pb2.MemberRef(member_id=m.member_id),
+            lines=basket([("tickets", 1, 10_000)]), requested_points=50)).pricing.points_max
+
+    assert points_max() == 10
+    api.programmes.UpdateProgramme(programme_pb2.UpdateProgrammeRequest(
+        request_id=new_id(), programme=programme_pb2.Programme(programme_id=p.programme_id, order_pay_share_bps=2_000),
+        update_mask={"paths": ["order_pay_share_bps"]}))
+    assert points_max() == 20

@@ -1,0 +1,111 @@
+"""Database round trips per RPC, counted at a TCP proxy: a count pinned so a regression shows (never a time)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from loyalty.v1 import checkout_pb2, common_pb2, membership_pb2, membership_pb2_grpc
+from tests.fixtures.clock import ManualClock
+from tests.fixtures.proxy import TcpProxy
+from tests.fixtures.server import ServerThread, make_test_settings
+from tests.grpc.conftest import Api, basket, new_id
+
+
+class CountingProxy(TcpProxy):
+    """A TcpProxy that counts round trips: each time a client sends after the server last spoke on
+    that connection (or first), which is one wait for the database whatever the statements sent."""
+
+    def __init__(self, target_url: str) -> None:
+        super().__init__(target_url)
+        self.turns = 0
+        self._client_spoke_last: dict[int, bool] = {}
+        self._count_lock = threading.Lock()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
+        from_client = src.getsockname()[1] == self.port
+        pair = id(src) ^ id(dst)
+        try:
+            while data := src.recv(65536):
+                with self._count_lock:
+                    if from_client and not self._client_spoke_last.get(pair, False):
+                        self.turns += 1
+                    self._client_spoke_last[pair] = from_client
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[CountingProxy]:
+    p = CountingProxy(database_url)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def grpc_server(proxy: CountingProxy, clock: ManualClock) -> Iterator[ServerThread]:
+    """The real server reaching PostgreSQL through the counting proxy: one pooled connection (its
+    statements are prepared once, by the warm-up calls) and no health probe between calls."""
+    server = ServerThread(make_test_settings(
+        proxy.url, health_probe_interval_s=3600.0, pool_min_size=1, pool_max_size=1), clock).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def counted(proxy: CountingProxy, call: object) -> int:
+    before = proxy.turns
+    call()  # type: ignore[operator]
+    return proxy.turns - before
+
+
+def test_quote_checkout_and_capture_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy) -> None:
+    p = api.programme(order_pay_share_bps=5_000)
+    # Levels, so the capture's purchase count re-evaluates the member's level too (its longest path).
+    levels = membership_pb2_grpc.MembershipServiceStub(channel)
+    for name, priority, visits in (("Bronze", 1, 0), ("Silver", 2, 1_000)):
+        levels.CreateLevel(membership_pb2.CreateLevelRequest(request_id=new_id(), level=membership_pb2.Level(
+            programme_id=p.programme_id, name=name, priority=priority, visits_needed=visits, visit_period_days=30,
+            privilege=membership_pb2.LEVEL_PRIVILEGE_CASHBACK)))
+    m = api.enrol(p.programme_id)
+    api.accrue(p.programme_id, m.member_id, 500)
+    lines = basket([("tickets", 2, 1_500), ("bar", 1, 700)])
+    ref = common_pb2.MemberRef(member_id=m.member_id)
+
+    def quote() -> None:
+        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=p.programme_id, member=ref, lines=lines,
+                                                     requested_points=10))
+
+    order_id = ""
+
+    def checkout() -> None:
+        nonlocal order_id
+        order_id = new_id()
+        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
+            request_id=new_id(), programme_id=p.programme_id, order_id=order_id, member=ref, lines=lines,
+            requested_points=10))
+
+    def capture() -> None:
+        api.capture(p.programme_id, order_id)
+
+    # Warm-up: the connection has prepared every statement and the key's lookup is cached from here on.
+    quote()  # fills this process's programme cache
+    quote()  # prepares the statement a quote sends when the programme is cached
+    checkout()
+    capture()
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (1, 2, 3)
