@@ -27,7 +27,8 @@ class CountingProxy(TcpProxy):
         self._count_lock = threading.Lock()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
-        from_client = src.getsockname()[1] == self.port
+        # Clients reach the proxy's TCP port; the upstream side may be a Unix socket (embedded PostgreSQL).
+        from_client = src.family == socket.AF_INET and src.getsockname()[1] == self.port
         pair = id(src) ^ id(dst)
         try:
             while data := src.recv(65536):
