@@ -15,6 +15,7 @@ import loyalty_core._calc_py as py
 # Imported directly, not through the facade, so that an unbuilt twin fails this module instead of skipping it.
 import loyalty_core._fastcalc as fast
 from loyalty_core.errors import InvalidArgument, LoyaltyError
+from tests.calc.baskets import programme, q
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -26,9 +27,6 @@ NOW = 1_000_000
 fast_settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 slow_settings = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def q(values) -> array:
-    return array("q", values)
 
 
 def plain(value):
@@ -152,21 +150,6 @@ def test_baskets_with_an_edge_value_agree(basket, data):
     else:
         programme[data.draw(st.sampled_from(SCALARS))] = data.draw(st.sampled_from(SCALAR_EDGES))
     price_both(columns, programme)
-
-
-def programme(**overrides) -> dict:
-    base = dict(
-        discount_bps=0,
-        cashback_bps=q([500]),
-        category_pay_share_bps=q([10_000]),
-        order_pay_share_bps=10_000,
-        point_value_minor=1,
-        available_points=10**6,
-        requested_points=0,
-        discounted_items_earn=False,
-        points_instead_of_discounts=False,
-    )
-    return base | overrides
 
 
 def one_line(quantity, price, discount=0):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from array import array
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loyalty_core.calc import load
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from tests.calc.baskets import programme, q
 
 NEVER = 2**63 - 1
 
@@ -19,23 +18,9 @@ def twin(request):
     return load(request.param)
 
 
-def q(values) -> array:
-    return array("q", values)
-
-
 def price(twin, lines, **overrides):
     """Price ``lines`` of (category, quantity, unit price, line discount) under a generous default programme."""
-    settings_ = dict(
-        discount_bps=0,
-        cashback_bps=q([0]),
-        category_pay_share_bps=q([10_000]),
-        order_pay_share_bps=10_000,
-        point_value_minor=100,
-        available_points=10**6,
-        requested_points=0,
-        discounted_items_earn=False,
-        points_instead_of_discounts=False,
-    ) | overrides
+    settings_ = programme(cashback_bps=q([0]), point_value_minor=100) | overrides
     columns = [q(column) for column in zip(*lines)] if lines else [q([])] * 4
     return twin.price_basket(*columns, **settings_)
 
