@@ -42,6 +42,11 @@ CEILINGS = {  # name -> (client scenario, hot)
 }
 QUOTE_P99_TARGET_MS = 10.0
 
+# The order of one (workers, concurrency) round: each load scenario right after its own ceiling,
+# so that the drift of a shared machine (other work starting or stopping) hits both alike.
+ROUND = ("select", "quote", "tx", "checkout_capture", "pos_mix", "tx_hot", "hot_members", "bare", "db_tx",
+         "db_tx_hot")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -58,6 +63,7 @@ class Config:
     postgres_url: str
     keep_database: bool
     ceilings_only: bool
+    scenarios: tuple[str, ...]
     skip_micro: bool
     profile: bool
     api_key: str | None
@@ -89,6 +95,9 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--keep-database", action="store_true")
     p.add_argument("--ceilings-only", action="store_true",
                    help="measure the ceilings only (needs nothing of loyalty-core)")
+    p.add_argument("--scenarios", default=",".join(ROUND),
+                   help="rows of each round to run, comma-separated, in the round's order (default: all of "
+                        f"{','.join(ROUND)}); a load row is held against its ceiling only when that ran too")
     p.add_argument("--skip-micro", action="store_true", help="skip the Cython-vs-Python micro-benchmarks")
     p.add_argument("--profile", action="store_true", help="py-spy the server during one POS-mix run, report top costs")
     p.add_argument("--api-key", default=os.environ.get("LOYALTY_BENCH_API_KEY"),
@@ -100,6 +109,10 @@ def parse_args(argv: list[str] | None) -> Config:
         return tuple(sorted({int(x) for x in (text or default).split(",") if x.strip()}))
 
     short = a.short
+    scenarios = tuple(name for name in ROUND if name in {x.strip() for x in a.scenarios.split(",")})
+    unknown = {x.strip() for x in a.scenarios.split(",") if x.strip()} - set(ROUND)
+    if unknown or not scenarios:
+        p.error(f"--scenarios: unknown {', '.join(sorted(unknown)) or '(none given)'}; choose from {','.join(ROUND)}")
     return Config(
         short=short,
         warmup_s=a.warmup if a.warmup is not None else (0.5 if short else 3.0),
@@ -109,6 +122,7 @@ def parse_args(argv: list[str] | None) -> Config:
         members=a.members or (200 if short else 10000),
         pool_size=a.pool_size, channels=a.channels, out_dir=a.out_dir, database_url=a.database_url,
         postgres_url=a.postgres_url, keep_database=a.keep_database, ceilings_only=a.ceilings_only,
+        scenarios=scenarios,
         skip_micro=a.skip_micro, profile=a.profile, api_key=a.api_key)
 
 
@@ -144,12 +158,6 @@ def machine(database_url: str) -> dict[str, Any]:
 def client_plan(cfg: Config, scenario: str, concurrency: int, **extra: Any) -> dict[str, Any]:
     return {"scenario": scenario, "concurrency": concurrency, "warmup_s": cfg.warmup_s, "duration_s": cfg.duration_s,
             "members": cfg.members, "channels": cfg.channels, "seed": 1, **extra}
-
-
-# The order of one (workers, concurrency) round: each load scenario right after its own ceiling,
-# so that the drift of a shared machine (other work starting or stopping) hits both alike.
-ROUND = ("select", "quote", "tx", "checkout_capture", "pos_mix", "tx_hot", "hot_members", "bare", "db_tx",
-         "db_tx_hot")
 
 
 @dataclass
@@ -188,7 +196,7 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
                     log(f"seeded {cfg.members} members by EnrolMember in {target.seed_s:.1f}s "
                         f"({cfg.members / target.seed_s:.0f}/s)")
             for c in cfg.concurrency:
-                for name in ROUND:
+                for name in cfg.scenarios:
                     if name in CEILINGS:
                         scenario, hot = CEILINGS[name]
                         if scenario == "db:tx":
