@@ -25,7 +25,7 @@ LAYERS = (
     ("Cython calc / Python calc", ("_fastcalc", "_calc_py", "loyalty_core/calc")),
     ("json (pricing and idempotency rows)", ("/json/",)),
     ("loyalty_core use cases and store", ("loyalty_core/",)),
-    ("server: servicers, auth, interceptors, metrics", ("server/", "prometheus_client")),
+    ("server: servicers, guard (auth, limits), metrics", ("server/", "prometheus_client")),
     ("grpc.aio (transport, event loop glue)", ("grpc/", "cygrpc", "grpc_")),
     ("asyncio loop and C callbacks (grpc core, cygrpc)", ("asyncio/", "selectors.py")),
     ("grpc poller thread (C core) and other threads", ("threading.py",)),

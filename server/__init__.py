@@ -1,1 +1,1 @@
-"""server: the gRPC transport of loyalty-core (servicers, interceptors, health, metrics, CLI)."""
+"""server: the gRPC transport of loyalty-core (servicers, the guard every RPC runs in, health, metrics, CLI)."""

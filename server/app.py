@@ -21,9 +21,9 @@ from loyalty_core.settings import Settings, split_host_port
 from loyalty_core.store import embedded
 from loyalty_core.store.db import Database
 from server import services, tls
-from server.auth import AuthInterceptor, KeyCache
+from server.auth import KeyCache
 from server.deps import Deps
-from server.interceptors import ServerInterceptor
+from server.guard import Guard
 from server.metrics import start_metrics_server, stop_metrics_server
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,15 @@ def build_server(settings: Settings, deps: Deps) -> tuple[aio.Server, int]:
     """A configured, bound, not yet started server and its port. Call it inside the event loop
     that will run the server; then ``await deps.health.start()`` and ``await server.start()``."""
     server = aio.server(
-        # The auth interceptor runs inside the first, which turns its refusals into statuses.
-        interceptors=[
-            ServerInterceptor(deps.metrics, deps.health),
-            AuthInterceptor(KeyCache(deps.db, settings.auth_cache_ttl_s), rpc_time_limit_s=settings.rpc_time_limit_s,
-                            observer=deps.metrics),
-        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 1),  # several worker processes may share one port
         ],
     )
-    names = services.register_all(server, deps)
+    guard = Guard(deps.metrics, deps.health, KeyCache(deps.db, settings.auth_cache_ttl_s),
+                  rpc_time_limit_s=settings.rpc_time_limit_s)
+    names = services.register_all(server, deps, guard)
     deps.health.add_services(names)
     health_pb2_grpc.add_HealthServicer_to_server(deps.health.servicer, server)
     reflection.enable_server_reflection(

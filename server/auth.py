@@ -1,23 +1,22 @@
-"""Authentication and rights: the API key in each call's metadata, checked against server.rights,
-with verified keys cached in-process, and the authenticated caller published for the servicers."""
+"""Authentication: the API key in each call's metadata, verified keys cached in-process, the
+programme a key may act on, and the authenticated caller published for the servicers
+(``server.guard`` runs these steps for every RPC, against ``server.rights``)."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-import grpc
 from grpc import aio
 
-from loyalty_core import errors, observe
+from loyalty_core import errors
 from loyalty_core.store import keys
 from loyalty_core.store.db import Database
-from server import limits, rights
+from server import rights
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
@@ -76,82 +75,25 @@ def bearer_key(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(aio.ServerInterceptor):
-    """Runs inside ``server.interceptors.ServerInterceptor``, so its refusals become rich statuses
-    and are counted like any other; a refused call reaches no servicer and writes nothing.
+async def authenticate(cache: KeyCache, context: aio.ServicerContext) -> keys.ApiKey:
+    """The caller's key, verified (UNAUTHENTICATED when missing, unknown or revoked)."""
+    key = bearer_key(context.invocation_metadata())
+    if not key:
+        raise errors.Unauthenticated("credential_missing", "send an API key as 'authorization: Bearer <key>' metadata")
+    caller = await cache.lookup(key)
+    if caller is None:
+        raise errors.Unauthenticated("credential_unknown", "the API key is unknown or revoked")
+    return caller
 
-    In order: credential (UNAUTHENTICATED), right (PERMISSION_DENIED), request limits
-    (INVALID_ARGUMENT), programme (PERMISSION_DENIED); then the servicer runs under the
-    server-side time limit with the caller published in ``current_caller()`` and the server's
-    metrics as the observer of what the domain does.
-    """
 
-    def __init__(self, cache: KeyCache, *, rpc_time_limit_s: float, observer: observe.Observer) -> None:
-        self.cache = cache
-        self.rpc_time_limit_s = rpc_time_limit_s
-        self.observer = observer
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or rights.is_public(method):
-            return handler
-        if not handler.unary_unary:
-            # Every RPC of ours is unary; a streaming one would need its own guard, and until it
-            # has one it is not served (UNIMPLEMENTED) rather than served unguarded.
-            return None
-        return grpc.unary_unary_rpc_method_handler(
-            self._guard(handler.unary_unary, method, rights.rule_for(method)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _guard(self, behavior: Callable[..., Any], method: str, rule: rights.Rule | None) -> Callable[..., Any]:
-        async def guarded(request: Any, context: aio.ServicerContext) -> Any:
-            caller = await self._authenticate(context)
-            if rule is None or not (caller.rights & rule.rights):
-                raise errors.PermissionDenied(
-                    "right_not_granted", f"key {caller.name!r} has no right that allows {method}",
-                    needs=",".join(sorted(rule.rights)) if rule else "",
-                )
-            limits.check(request)
-            _check_programme(caller, request, rule.programme_field)
-            token = _caller.set(caller)
-            try:
-                limit = asyncio.timeout(self.rpc_time_limit_s)
-                try:
-                    with observe.observed_by(self.observer, programme_label(request, rule.programme_field)):
-                        async with limit:
-                            result = behavior(request, context)
-                            # The generated base servicer's methods (UNIMPLEMENTED) are plain functions.
-                            return await result if inspect.isawaitable(result) else result
-                except TimeoutError:
-                    if not limit.expired():
-                        raise
-                    await context.abort(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"the server stops any call after {self.rpc_time_limit_s:g} s; its effect, if "
-                        "any, can be read back or the write retried with the same request_id",
-                    )
-            finally:
-                _caller.reset(token)
-
-        return guarded
-
-    async def _authenticate(self, context: aio.ServicerContext) -> keys.ApiKey:
-        key = bearer_key(context.invocation_metadata())
-        if not key:
-            raise errors.Unauthenticated(
-                "credential_missing", "send an API key as 'authorization: Bearer <key>' metadata"
-            )
-        caller = await self.cache.lookup(key)
-        if caller is None:
-            raise errors.Unauthenticated("credential_unknown", "the API key is unknown or revoked")
-        return caller
+@contextmanager
+def publish_caller(caller: keys.ApiKey) -> Iterator[None]:
+    """``current_caller()`` is ``caller`` inside the block (the servicer's run)."""
+    token = _caller.set(caller)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
 
 
 def programme_label(request: Any, programme_field: str) -> str:
@@ -165,7 +107,8 @@ def programme_label(request: Any, programme_field: str) -> str:
         return ""
 
 
-def _check_programme(caller: keys.ApiKey, request: Any, programme_field: str) -> None:
+def check_programme(caller: keys.ApiKey, request: Any, programme_field: str) -> None:
+    """PERMISSION_DENIED unless the key may act on the programme the request names."""
     if caller.all_programmes:
         return
     if programme_field == rights.EVERY_PROGRAMME:

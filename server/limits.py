@@ -8,7 +8,9 @@ are the outer walls. The transport refuses messages over ``grpc.max_receive_mess
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import FieldDescriptor
+from collections.abc import Callable
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from loyalty_core import errors
@@ -36,32 +38,60 @@ def check(request: Message) -> None:
 
 
 def _within(message: Message) -> bool:
-    """True when no field is over its limit: what ``_check`` checks, in the same order, without paths."""
-    for field, value in message.ListFields():
-        if field.is_repeated:
-            if len(value) > MAX_REPEATED:
+    """True when no field is over its limit: what ``_check`` checks, without paths."""
+    return _walker(message.DESCRIPTOR)(message)
+
+
+# Per message type, the checks its fields need, built once: a scalar that is not page_size
+# needs none, and a string field is read by name rather than found by a walk over every field.
+_WALKERS: dict[str, Callable[[Message], bool]] = {}
+
+
+def _walker(descriptor: Descriptor) -> Callable[[Message], bool]:
+    walk = _WALKERS.get(descriptor.full_name)
+    if walk is None:
+        walk = _WALKERS[descriptor.full_name] = _compile(descriptor)
+    return walk
+
+
+def _compile(descriptor: Descriptor) -> Callable[[Message], bool]:
+    steps = [step for field in descriptor.fields if (step := _step(field)) is not None]
+
+    def walk(message: Message) -> bool:
+        for step in steps:
+            if not step(message):
                 return False
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
-                for item in value:
-                    if not _within(item):
-                        return False
-            elif field.type == FieldDescriptor.TYPE_STRING:
-                for item in value:
-                    if not _string_within(item, field.name):
-                        return False
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.full_name == TIMESTAMP and not (
-                MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S and 0 <= value.nanos < 1_000_000_000
-            ):
-                return False
-            if not _within(value):
-                return False
-        elif field.type == FieldDescriptor.TYPE_STRING:
-            if not _string_within(value, field.name):
-                return False
-        elif field.name == "page_size" and not 0 <= value <= MAX_PAGE_SIZE:
-            return False
-    return True
+        return True
+
+    return walk
+
+
+def _step(field: FieldDescriptor) -> Callable[[Message], bool] | None:
+    """The check of one field, or None when it needs none."""
+    name = field.name
+    if field.is_repeated:
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            return lambda m: len(v := getattr(m, name)) <= MAX_REPEATED and all(
+                _string_within(k, name) if isinstance(k, str) else True for k in v) and all(
+                _string_within(x, name) if isinstance(x, str) else _within(x) for x in v.values())
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            item = field.message_type
+            return lambda m: len(v := getattr(m, name)) <= MAX_REPEATED and all(_walker(item)(x) for x in v)
+        if field.type == FieldDescriptor.TYPE_STRING:
+            return lambda m: len(v := getattr(m, name)) <= MAX_REPEATED and all(_string_within(x, name) for x in v)
+        return lambda m: len(getattr(m, name)) <= MAX_REPEATED
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        sub = field.message_type
+        if sub.full_name == TIMESTAMP:
+            return lambda m: not m.HasField(name) or (
+                MIN_TIMESTAMP_S <= (v := getattr(m, name)).seconds <= MAX_TIMESTAMP_S and 0 <= v.nanos < 1_000_000_000)
+        return lambda m: not m.HasField(name) or _walker(sub)(getattr(m, name))
+    if field.type == FieldDescriptor.TYPE_STRING:
+        limit = MAX_TEXT_CHARS if name in TEXT_FIELDS else MAX_STRING_CHARS
+        return lambda m: len(v := getattr(m, name)) <= limit and "\x00" not in v
+    if name == "page_size":
+        return lambda m: 0 <= getattr(m, name) <= MAX_PAGE_SIZE
+    return None
 
 
 def _string_within(value: str, name: str) -> bool:

@@ -2,19 +2,22 @@
 
 Every service declared in protos/loyalty/v1 that no line here claims is still registered, with
 its generated base servicer (UNIMPLEMENTED for every method), so that reflection, health, the
-interceptor and the metrics see the whole API from the first day.
+guard and the metrics see the whole API from the first day. Every method is registered wrapped
+by ``server.guard.Guard``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from server.guard import Guard
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.member import MemberServicer
 from server.servicers.membership import MembershipServicer
@@ -38,6 +41,7 @@ class ServiceStub:
     full_name: str
     add_to_server: Callable[[Any, Any], None]
     base_servicer: type
+    method_names: tuple[str, ...]
 
 
 def proto_modules() -> list[ModuleType]:
@@ -58,19 +62,21 @@ def declared_services() -> list[ServiceStub]:
                 descriptor.full_name,
                 getattr(grpc_module, f"add_{short}Servicer_to_server"),
                 getattr(grpc_module, f"{short}Servicer"),
+                tuple(descriptor.methods_by_name),
             ))
     return found
 
 
-def register_all(server: Any, deps: Any) -> list[str]:
-    """Register SERVICES, then base servicers for the rest; return every full service name."""
-    claimed = set()
-    for add, servicer_cls in SERVICES:
-        add(servicer_cls(deps), server)
-        claimed.add(add)
+def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
+    """Register SERVICES, then base servicers for the rest, every method wrapped by ``guard``;
+    return every full service name."""
+    servicers = {add: servicer_cls(deps) for add, servicer_cls in SERVICES}
     names = []
     for stub in declared_services():
-        if stub.add_to_server not in claimed:
-            stub.add_to_server(stub.base_servicer(), server)
+        servicer = servicers.get(stub.add_to_server) or stub.base_servicer()
+        # The generated add_*_to_server reads each method off the object it is given.
+        stub.add_to_server(types.SimpleNamespace(**{
+            name: guard.wrap(f"/{stub.full_name}/{name}", getattr(servicer, name)) for name in stub.method_names
+        }), server)
         names.append(stub.full_name)
     return names
