@@ -6,7 +6,6 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -487,10 +486,14 @@ class Verification:
 # -- JSON for stored results (idempotency replays, orders.pricing) ------------------------------
 
 
-# Types to_json returns as they are, and each dataclass's field names: every write encodes its
-# request (fingerprint) and its result (stored for replays), so the walk is kept short.
+# Every write encodes its request (the idempotency fingerprint) and its result (stored for
+# replays), and a capture decodes the order's pricing, so each dataclass gets an encoder and a
+# decoder built once from its type hints: plain fields copied, nested ones by their own codec.
+# A field whose type the hints do not pin down (a TypeVar, Any) is walked by its runtime value.
 _PLAIN = frozenset({str, int, bool, float, type(None)})
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_Codec = typing.Callable[[Any], Any]
+_ENCODERS: dict[type, _Codec] = {}
+_DECODERS: dict[type, _Codec] = {}
 
 
 def to_json(value: Any) -> Any:
@@ -498,37 +501,91 @@ def to_json(value: Any) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
-    names = _FIELDS.get(kind)
-    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
-    if names is not None:
-        return {name: to_json(getattr(value, name)) for name in names}
-    if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
-    return value
+    encode = _ENCODERS.get(kind)
+    if encode is None:
+        if not (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+            return [to_json(v) for v in value] if isinstance(value, tuple | list) else value
+        encode = _dataclass_codec(kind, _field_encoder, _ENCODERS, "encode")
+    return encode(value)
 
 
 def from_json(cls: type[T], data: Any) -> T:
     """The inverse of :func:`to_json` for the dataclass ``cls``."""
-    return _decode(cls, data)
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _decode(tp: Any, data: Any) -> Any:
     if data is None:
+        return None  # type: ignore[return-value]
+    decode = _DECODERS.get(cls) or _dataclass_codec(cls, _field_decoder, _DECODERS, "decode")
+    try:
+        return decode(data)  # type: ignore[no-any-return]
+    except KeyError:
+        # Stored before a field with a default was added: that field takes its default.
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _decode_field(hints[name], value) for name, value in data.items()})
+
+
+def _decode_field(tp: Any, value: Any) -> Any:
+    """A field's JSON value as the type ``tp`` declares (``from_json`` for one field)."""
+    decode = _field_decoder(tp)
+    return value if decode is None or value is None else decode(value)
+
+
+def _dataclass_codec(cls: type, field_codec: typing.Callable[[Any], _Codec | None], codecs: dict[type, _Codec],
+                     direction: str) -> _Codec:
+    """Generated like dataclasses' own methods: one dict display (encode) or one call (decode),
+    each field read once and passed through its codec when it has one."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if direction == "encode" or f.init]
+    env: dict[str, Any] = {"cls": cls}
+    parts = []
+    for i, name in enumerate(names):
+        codec = field_codec(hints[name])
+        if direction == "encode":
+            read = f"v.{name}"
+        else:
+            read = f"v[{name!r}]"
+        if codec is not None:
+            env[f"c{i}"] = codec
+            read = f"c{i}({read})"
+        parts.append(f"{name!r}: {read}" if direction == "encode" else f"{name}={read}")
+    body = "{" + ", ".join(parts) + "}" if direction == "encode" else "cls(" + ", ".join(parts) + ")"
+    exec(f"def {direction}(v):\n    return {body}\n", env)  # noqa: S102 - our own field names only
+    codec = codecs[cls] = env[direction]
+    return codec
+
+
+def _field_encoder(tp: Any) -> _Codec | None:
+    """How to encode a field declared ``tp``; None when its value is already plain JSON."""
+    if tp in _PLAIN:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [_field_encoder(a) for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return None if inner[0] is None else _or_none(inner[0])
+        return to_json
+    if origin is tuple and len(args := typing.get_args(tp)) == 2 and args[1] is Ellipsis:
+        item = _field_encoder(args[0])
+        return list if item is None else (lambda v: [item(x) for x in v])
+    if dataclasses.is_dataclass(tp):
+        return lambda v: (_ENCODERS.get(tp) or _dataclass_codec(tp, _field_encoder, _ENCODERS, "encode"))(v)
+    return to_json
+
+
+def _field_decoder(tp: Any) -> _Codec | None:
+    """How to decode a field declared ``tp``; None when the JSON value is the field's value."""
+    if tp in _PLAIN:
         return None
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _decode(inner[0], data)
+        decode = _field_decoder(inner[0])
+        return None if decode is None else _or_none(decode)
     if origin is tuple:
-        item = typing.get_args(tp)[0]
-        return tuple(_decode(item, v) for v in data)
+        item = _field_decoder(typing.get_args(tp)[0])
+        return tuple if item is None else (lambda v: tuple([item(x) for x in v]))
     if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        return tp(**{name: _decode(hints[name], v) for name, v in data.items()})
-    return data
+        return lambda v: from_json(tp, v)
+    return None
+
+
+def _or_none(codec: _Codec) -> _Codec:
+    return lambda v: None if v is None else codec(v)

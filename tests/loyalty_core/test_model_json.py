@@ -42,3 +42,14 @@ def test_to_json_matches_the_plain_walk_and_round_trips(cls: type, none: bool) -
     assert to_json(value) == reference(value)
     assert to_json(value) == reference(value)  # the second time from the cached field names
     assert from_json(cls, to_json(value)) == value
+
+
+def test_a_result_stored_before_a_defaulted_field_existed_decodes_with_its_default() -> None:
+    value = example(model.Captured, none=False)
+    stored = to_json(value)
+    del stored["order"]["pricing"]["lines"][0]["sku"]  # a field with no default: still required
+    with pytest.raises(TypeError):
+        from_json(model.Captured, stored)
+    older = to_json(value)
+    del older["order"]["spent_points"]
+    assert from_json(model.Captured, older).order.spent_points == model.Order.__dataclass_fields__["spent_points"].default
