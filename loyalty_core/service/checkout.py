@@ -15,17 +15,14 @@ from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
     Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
 )
-from loyalty_core.service import checks
+from loyalty_core.service import checks, rules
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, found_programme, identified
+from loyalty_core.service.members import check_ref, identified
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
-from loyalty_core.service.reading import reading
-from loyalty_core.store import ledger, members, orders, programmes
-from loyalty_core.store import membership as membership_store
+from loyalty_core.store import ledger, members, orders
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
-from loyalty_core.store.membership import StoredLevel
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
 
@@ -53,56 +50,56 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
-    cached = db.programmes.get(programme_id)
-    if cached is not None:
+    copy = db.programmes.get(programme_id)
+    if copy is not None:
         # One round trip: the programme and its levels are this process's (at most the cache's TTL
         # old), the member and its lots come in one statement.
-        programme, levels = cached
-        async with reading(db) as conn:
+        async with db.connection() as conn:
             found, lots = await ledger.member_and_lots(conn, programme_id, ref)
-            member = await identified(conn, programme, ref, found)
-    else:
-        generation = db.programmes.generation()
-        async with reading(db) as conn, conn.pipeline():
-            programme, member, lots, levels = await _read_basket(
-                conn, await _send_basket_reads(conn, programme_id, ref), ref)
-        db.programmes.put(programme_id, (programme, levels), generation)
-    return quote_for(programme, member, levels, lots, req, now)[0]
+            member = await identified(conn, copy.programme, ref, found)
+        return quote_for(copy.programme, member, copy.levels, lots, req, now)[0]
+    async with db.connection() as conn, conn.pipeline():
+        sent_rules = await rules.send(conn, db, programme_id)
+        sent_member = await members.send_find(conn, programme_id, ref)
+        sent_lots = await ledger.send_lots_of(conn, programme_id, ref)
+        current = await rules.read_any(db, sent_rules)
+        member = await identified(conn, current.programme, ref, await sent_member.get())
+        lots = await sent_lots.get()
+    return quote_for(current.programme, member, current.levels, lots, req, now)[0]
 
 
 @dataclasses.dataclass(frozen=True)
 class _BasketReads:
-    programme: Later[Programme | None]
-    member: Later[Member | None]
-    exists: Later[bool] | None
+    member: Later[tuple[Member | None, int | None]]
+    exists: Later[bool]
     lots: Later[Lots]
-    levels: Later[list[StoredLevel]]
+    sent_rules: rules.SentRules
 
 
-async def _send_basket_reads(conn: Any, programme_id: str, ref: MemberRef, *, order_id: str = "") -> _BasketReads:
-    """What pricing a basket reads, sent together (one round trip in pipeline mode): the programme,
-    the member (locked for a checkout, which names its ``order_id``), whether the order exists, its
-    lots (read after the lock is granted) and the levels its privileges need."""
+async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: MemberRef,
+                             order_id: str) -> _BasketReads:
+    """What a checkout reads, sent together (one round trip in pipeline mode): the member, locked,
+    whether the order exists, the member's lots (read after the lock is granted), and the programme
+    with its levels unless this process has them (checked against the revision the lock reads)."""
     return _BasketReads(
-        await programmes.send_get(conn, programme_id),
-        await members.send_find(conn, programme_id, ref, lock=bool(order_id)),
-        await orders.send_exists(conn, programme_id, order_id) if order_id else None,
+        await members.send_lock(conn, programme_id, ref),
+        await orders.send_exists(conn, programme_id, order_id),
         await ledger.send_lots_of(conn, programme_id, ref),
-        await membership_store.send_levels_of(conn, programme_id),
+        await rules.send(conn, db, programme_id),
     )
 
 
 async def _read_basket(
-    conn: Any, sent: _BasketReads, ref: MemberRef, *, order_id: str = ""
+    conn: Any, db: Database, sent: _BasketReads, ref: MemberRef, order_id: str
 ) -> tuple[Programme, Member, Lots, list[Level]]:
-    """The basket reads' results; a checkout's order refused if it was checked out before."""
-    programme = found_programme(await sent.programme.get())
-    member = await identified(conn, programme, ref, await sent.member.get())
-    if sent.exists is not None and await sent.exists.get():
+    """The basket reads' results; the order refused if it was checked out before."""
+    found, revision = await sent.member.get()
+    current = await rules.read(conn, db, sent.sent_rules, revision)
+    member = await identified(conn, current.programme, ref, found)
+    if await sent.exists.get():
         raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
                             field="order_id")
-    lots = await sent.lots.get()
-    return programme, member, lots, [s.level for s in await sent.levels.get()]
+    return current.programme, member, await sent.lots.get(), current.levels
 
 
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
@@ -112,10 +109,10 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def send_reads(conn: Any) -> _BasketReads:
-        return await _send_basket_reads(conn, programme_id, ref, order_id=req.order_id)
+        return await _send_basket_reads(conn, db, programme_id, ref, req.order_id)
 
     async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
-        programme, member, lots, levels = await _read_basket(conn, sent, ref, order_id=req.order_id)
+        programme, member, lots, levels = await _read_basket(conn, db, sent, ref, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
@@ -158,38 +155,29 @@ def _refuse_points(status: str, rights: membership.Privileges, requested: int, a
 
 @dataclasses.dataclass(frozen=True)
 class _OrderReads:
-    member: Later[Member | None]
+    member: Later[tuple[Member | None, int | None]]
     order: Later[StoredOrder | None]
-    programme: Later[Programme | None]
-    levels: Later[list[StoredLevel]] | None
+    sent_rules: rules.SentRules
 
 
-async def _send_order_reads(conn: Any, *, programme_id: str, order_id: str, levels: bool) -> _OrderReads:
+def _order_reads(db: Database, programme_id: str, order_id: str) -> Callable[[Any], Awaitable[_OrderReads]]:
     """The order's member locked (every write to an order holds its lock), then the order read
-    under it, the programme and, for a write that may count the purchase, the programme's levels:
-    sent together, one round trip."""
-    return _OrderReads(
-        await members.send_lock_of_order(conn, programme_id, order_id),
-        await orders.send_get(conn, programme_id, order_id),
-        await programmes.send_get(conn, programme_id),
-        await membership_store.send_levels_of(conn, programme_id) if levels else None,
-    )
-
-
-def _order_reads(programme_id: str, order_id: str, *, levels: bool = False) -> Callable[[Any], Awaitable[_OrderReads]]:
+    under it, and the programme with its levels unless this process has them: sent together, one
+    round trip."""
     async def send(conn: Any) -> _OrderReads:
-        return await _send_order_reads(conn, programme_id=programme_id, order_id=order_id, levels=levels)
+        return _OrderReads(await members.send_lock_of_order(conn, programme_id, order_id),
+                           await orders.send_get(conn, programme_id, order_id), await rules.send(conn, db, programme_id))
     return send
 
 
-async def _read_order(sent: _OrderReads, order_id: str) -> tuple[StoredOrder, Member, Programme]:
-    """The order, its member and the programme; NotFound when the order is not in the programme."""
-    member = await sent.member.get()
+async def _read_order(conn: Any, db: Database, sent: _OrderReads, order_id: str) -> tuple[StoredOrder, Member, rules.Rules]:
+    """The order, its member and the programme's rules; NotFound when the order is not in the programme."""
+    member, revision = await sent.member.get()
     if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
     stored = await sent.order.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
-    return stored, member, found_programme(await sent.programme.get())
+    return stored, member, await rules.read(conn, db, sent.sent_rules, revision)
 
 
 def _open_hold(stored: StoredOrder, now: int) -> None:
@@ -217,7 +205,8 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     now = clock.now_us()
 
     async def effect(conn: Any, sent: _OrderReads) -> tuple[Captured, str]:
-        stored, member, programme = await _read_order(sent, req.order_id)
+        stored, member, current = await _read_order(conn, db, sent, req.order_id)
+        programme = current.programme
         _open_hold(stored, now)
         order, hold = stored.order, stored.hold
         held = hold.hold.points if hold else 0
@@ -264,14 +253,11 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         )
         await orders.capture(conn, captured, counted, now)
         if counted:
-            assert sent.levels is not None, "a capture reads the levels with the order"
-            levels = [s.level for s in await sent.levels.get()]
-            await membership.count_purchase(conn, programme, member, captured, now, levels)
+            await membership.count_purchase(conn, programme, member, captured, now, current.levels)
         return Captured(captured, points, earned), member.member_id
 
     return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
-                           effect=effect, send_reads=_order_reads(programme_id, req.order_id,
-                                                                         levels=True))
+                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
 
 
 async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
@@ -280,7 +266,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
     now = clock.now_us()
 
     async def effect(conn: Any, sent: _OrderReads) -> tuple[Cancelled, str]:
-        stored, _, _ = await _read_order(sent, req.order_id)
+        stored, _, _ = await _read_order(conn, db, sent, req.order_id)
         order, hold = stored.order, stored.hold
         if order.state != "held":
             raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
@@ -297,7 +283,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
         return Cancelled(cancelled, released), order.member_id
 
     return await run_write(db, method="Cancel", scope=programme_id, request=req, result_type=Cancelled, now=now,
-                           effect=effect, send_reads=_order_reads(programme_id, req.order_id))
+                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
 
 
 def _refund_units(req: Refund, lines: list[orders.StoredLine]) -> list[tuple[orders.StoredLine, int]]:
@@ -347,7 +333,8 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     refund_id = str(uuid.uuid4())
 
     async def effect(conn: Any, sent: _OrderReads) -> tuple[Refunded, str]:
-        stored, member, programme = await _read_order(sent, req.order_id)
+        stored, member, current = await _read_order(conn, db, sent, req.order_id)
+        programme = current.programme
         order = stored.order
         if order.state not in ("captured", "completed"):
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
@@ -409,7 +396,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         return Refunded(refunded, record), member.member_id
 
     return await run_write(db, method="Refund", scope=programme_id, request=req, result_type=Refunded, now=now,
-                           effect=effect, send_reads=_order_reads(programme_id, req.order_id))
+                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
 
 
 async def complete(db: Database, clock: Clock, req: Complete) -> Order:
@@ -418,7 +405,8 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
     now = clock.now_us()
 
     async def effect(conn: Any, sent: _OrderReads) -> tuple[Order, str]:
-        stored, member, programme = await _read_order(sent, req.order_id)
+        stored, member, current = await _read_order(conn, db, sent, req.order_id)
+        programme = current.programme
         order = stored.order
         if order.state != "captured":
             raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
@@ -431,13 +419,13 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
         return dataclasses.replace(order, state="completed"), order.member_id
 
     return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,
-                           now=now, effect=effect, send_reads=_order_reads(programme_id, req.order_id))
+                           now=now, effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
 
 
 async def get_order(db: Database, programme_id: str, order_id: str) -> Order:
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     checks.text_arg(order_id, "order_id", max_len=checks.MAX_ID, required=True)
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         stored = await orders.get(conn, programme_id, order_id)
     if stored is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")

@@ -18,7 +18,6 @@ from loyalty_core.model import (
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, lifetime_end
-from loyalty_core.service.reading import reading
 from loyalty_core.store import ledger, members as store, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database, savepoint
@@ -124,7 +123,7 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
     """The member card: the member, the level's name and what the next level still needs."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)),
                                      "with this id")
         return await membership.member_card(conn, member, clock.now_us())
@@ -135,7 +134,7 @@ async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) 
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     ref = check_ref(ref)
     now = clock.now_us()
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         programme = await programme_of(conn, programme_id)
         member = await identify(conn, programme, ref)
         card = await membership.member_card(conn, member, now)
@@ -147,7 +146,7 @@ async def balance(db: Database, clock: Clock, programme_id: str, member_id: str)
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
     now = clock.now_us()
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         lots = await ledger.lots(conn, member_id)
     return balance_of(member, lots, now)

@@ -18,7 +18,6 @@ from loyalty_core.model import Member, MemberCard, MemberRef, Page, Programme, W
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.members import programme_of
-from loyalty_core.service.reading import reading
 from loyalty_core.settings import Settings
 from loyalty_core.sms import SmsMessage, SmsSender
 from loyalty_core.store import members as member_store
@@ -477,7 +476,7 @@ async def list_levels(db: Database, programme_id: str, page_size: int, page_toke
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     limit = checks.page_size(page_size)
     after = checks.decode_token(page_token, 1)
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         await programme_of(conn, programme_id)
         rows = await store.level_page(conn, programme_id, after[0] if after else 0, limit + 1)
     items = tuple(_record(r) for r in rows[:limit])
@@ -571,7 +570,7 @@ async def list_history(db: Database, programme_id: str, member_id: str, tab: str
         raise InvalidArgument("value_out_of_range", f"tab must be one of {sorted(HISTORY_TABS)}", field="tab")
     limit = checks.page_size(page_size)
     before = checks.decode_token(page_token, 1)
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         checks.found_member(await member_store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         rows = await store.events(conn, member_id, HISTORY_TABS[tab], before[0] if before else None, limit + 1)
     items = tuple(HistoryEvent(e.event_id, e.tab, e.kind, e.created_at, e.actor, e.comment, e.details)

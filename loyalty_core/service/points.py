@@ -16,7 +16,6 @@ from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import draw, expiring, lifetime_end
 from loyalty_core.service.members import programme_of
-from loyalty_core.service.reading import reading
 from loyalty_core.store import expiry, history, ledger, members, orders
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database
@@ -116,7 +115,7 @@ async def list_history(db: Database, req: History) -> Page[Movement]:
     if req.start_at is not None and req.end_at is not None and req.end_at <= req.start_at:
         raise InvalidArgument("value_out_of_range", "end_time must be after start_time", field="end_time")
     after = checks.decode_token(req.page_token, 2)
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         items = await history.page(conn, member_id, req.start_at, req.end_at, req.kinds,
                                    tuple(after) if after else None, size + 1)
@@ -167,7 +166,7 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     if not 0 <= as_of <= MAX_US:
         raise InvalidArgument("value_out_of_range", "as_of_time must be between 1970 and 9999", field="as_of_time")
     started = time.perf_counter()
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         due = await expiry.due_members(conn, programme_id, as_of)
     runs = []
     for member_id, member_programme in due:

@@ -17,7 +17,6 @@ from loyalty_core.model import (
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import PROGRAMMES_SCOPE, run_write
-from loyalty_core.service.reading import reading
 from loyalty_core.store import programmes as store
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
@@ -144,7 +143,7 @@ async def update(db: Database, clock: Clock, req: UpdateProgramme) -> Programme:
 
 async def get(db: Database, programme_id: str) -> Programme:
     programme_id = checks.uuid_arg(programme_id, "programme_id")
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         programme = await store.get(conn, programme_id)
     if programme is None:
         raise NotFound("programme_not_found", "no such programme")
@@ -154,7 +153,7 @@ async def get(db: Database, programme_id: str) -> Programme:
 async def list_page(db: Database, page_size: int, page_token: str) -> Page[Programme]:
     size = checks.page_size(page_size)
     after = checks.decode_token(page_token, 2)
-    async with reading(db) as conn:
+    async with db.connection() as conn:
         items = await store.page(conn, tuple(after) if after else None, size + 1)
     more = len(items) > size
     items = items[:size]

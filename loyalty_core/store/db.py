@@ -52,8 +52,9 @@ class Database:
         name: str = "loyalty",
     ) -> None:
         self.url = url
-        # (Programme, its levels) by programme id, for reads that may be up to the TTL behaviour
-        # (quotes); this process's programme and level writes forget the entry when they commit.
+        # A programme with its levels and revision (service.rules.Rules) by programme id: quotes
+        # take it as it is, writes check its revision; this process's programme and level writes
+        # forget the entry when they commit.
         self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
         self.pool = psycopg_pool.AsyncConnectionPool(
@@ -66,7 +67,9 @@ class Database:
             open=False,
             # prepare_threshold=0: every statement is prepared on first use and reused by the
             # connection; psycopg sends Parse with the first Execute, so no extra round trip.
-            kwargs={"prepare_threshold": 0, "connect_timeout": max(1, round(connect_timeout_s))},
+            # autocommit: a read outside a transaction needs no BEGIN/COMMIT, and a transaction
+            # says so (transaction() and pipelined_transaction() send their own BEGIN).
+            kwargs={"prepare_threshold": 0, "autocommit": True, "connect_timeout": max(1, round(connect_timeout_s))},
         )
 
     @classmethod
@@ -99,7 +102,8 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection outside any retry (reads that need no transaction)."""
+        """A pooled connection in autocommit, outside any retry: each statement commits by itself
+        (reads that need no transaction)."""
         try:
             async with self.pool.connection() as conn:
                 yield conn
@@ -121,10 +125,8 @@ class Database:
         BEGIN travels with the first statements and COMMIT with the last, so neither costs a round
         trip of its own. Results are read when asked for (a read sends what is queued, then waits)."""
         async with self.connection() as conn:
-            # BEGIN and COMMIT are sent as statements on an autocommit connection: psycopg's own
-            # transaction() (and the BEGIN it adds outside autocommit) sync the pipeline around
-            # them, a round trip each. Autocommit is client-side while the connection is idle.
-            await conn.set_autocommit(True)
+            # BEGIN and COMMIT are sent as statements (the connection is in autocommit): psycopg's
+            # own transaction() syncs the pipeline around them, a round trip each.
             try:
                 async with conn.pipeline():
                     await conn.execute("BEGIN")
@@ -233,13 +235,12 @@ async def savepoint(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
 
 async def _end(conn: psycopg.AsyncConnection[Any]) -> None:
     """After ``pipelined_transaction``: roll back what did not commit, through psycopg's rollback()
-    (which also forgets the statements it prepared, as an aborted pipeline skipped them), and give
-    the connection back in the pool's mode. Its own failure must not hide the error on its way: the
-    pool discards a connection left broken or in a transaction."""
+    (which also forgets the statements it prepared, as an aborted pipeline skipped them). Its own
+    failure must not hide the error on its way: the pool discards a connection left broken or in a
+    transaction."""
     try:
         if conn.pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
             await conn.rollback()
-        await conn.set_autocommit(False)
     except psycopg.Error as err:
         log.warning("could not end a pipelined transaction: %s", type(err).__name__)
 

@@ -68,15 +68,41 @@ async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = Fal
     return await (await send_find(conn, programme_id, ref, lock=lock)).get()
 
 
-async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Later[Member | None]:
-    """Lock the member an order belongs to (every write to an order holds its member's lock)."""
+# A locked member comes with its programme's revision, read in the same statement (no round trip
+# of its own): a write prices with this process's copy of the programme when the revisions agree.
+_SELECT_LOCKED = _SELECT.replace(
+    " FROM member", ", (SELECT revision FROM programme p WHERE p.programme_id = member.programme_id)"
+    " AS programme_revision FROM member")
+
+
+async def _locked(cur: Any) -> tuple[Member | None, int | None]:
+    """The locked member and its programme's revision; (None, None) when no member matched."""
+    row = await cur.fetchone()
+    if row is None:
+        return None, None
+    revision = row.pop("programme_revision")
+    return row_to_member(row), revision
+
+
+async def send_lock(conn: Any, programme_id: str, ref: MemberRef) -> Later[tuple[Member | None, int | None]]:
+    """Lock the member ``ref`` names (FOR UPDATE, which every write to the member's points holds
+    until it commits); read with its programme's revision."""
+    condition, value = ref_condition(ref)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT_LOCKED} WHERE programme_id = %s AND {condition} FOR UPDATE", (programme_id, value))
+    return Later(cur, _locked)
+
+
+async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Later[tuple[Member | None, int | None]]:
+    """Lock the member an order belongs to (every write to an order holds its lock); read with its
+    programme's revision."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"{_SELECT} WHERE member_id = (SELECT member_id FROM orders WHERE programme_id = %s AND order_id = %s)"
-        " FOR UPDATE",
+        f"{_SELECT_LOCKED} WHERE member_id = (SELECT member_id FROM orders WHERE programme_id = %s"
+        " AND order_id = %s) FOR UPDATE",
         (programme_id, order_id),
     )
-    return Later(cur, _one_member)
+    return Later(cur, _locked)
 
 
 async def card_secret_hash(conn: Any, member_id: str) -> str | None:

@@ -21,7 +21,7 @@ _COLUMNS = (
     "purchase_counts_when", "discount_ranges", "card_secret_required", "created_at", "updated_at",
 )
 _TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
-_SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + " FROM programme"
+_SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + ", revision FROM programme"
 
 
 def _params(p: Programme) -> dict[str, Any]:
@@ -44,6 +44,7 @@ def _params(p: Programme) -> dict[str, Any]:
 
 def row_to_programme(row: dict[str, Any]) -> Programme:
     values = dict(row)
+    del values["revision"]
     for c in _TIMES:
         values[c] = to_us(values[c])
     values["store_ids"] = tuple(values["store_ids"])
@@ -79,6 +80,18 @@ async def send_get(conn: Any, programme_id: str, *, for_update: bool = False) ->
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(_SELECT + " WHERE programme_id = %s" + (" FOR UPDATE" if for_update else ""), (programme_id,))
     return Later(cur, _one)
+
+
+async def _one_revised(cur: Any) -> tuple[Programme, int] | None:
+    row = await cur.fetchone()
+    return None if row is None else (row_to_programme(row), row["revision"])
+
+
+async def send_get_revised(conn: Any, programme_id: str) -> Later[tuple[Programme, int] | None]:
+    """The programme and its revision (which every change to it or its levels raises)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE programme_id = %s", (programme_id,))
+    return Later(cur, _one_revised)
 
 
 async def get(conn: Any, programme_id: str, *, for_update: bool = False) -> Programme | None:
