@@ -175,26 +175,24 @@ async def count_purchase(conn: Any, programme: Programme, member: Member, order:
     amount = order.pricing.net_minor
     total = member.purchases_total_minor + amount
     rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
-    # Sent together with the levels (or, levels known, the recent purchases): one round trip in the
-    # write's pipeline. Purchases read after the count include this one: statements run in order.
+    # Sent with the recent purchases (and the levels, when the caller has not read them): one round
+    # trip in the write's pipeline. Purchases read after the count include this one: statements run
+    # in order.
     counted = await store.send_count_purchase(
         conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
         member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
         details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
-    purchases_later = None
     if levels is None:
-        levels_later = await store.send_levels_of(conn, programme.programme_id)
-        done, levels = await counted.get(), [s.level for s in await levels_later.get()]
-        rungs = ladder(levels, member.customer_group)
-    else:
-        rungs = ladder(levels, member.customer_group)
-        if rungs:
-            purchases_later = await store.send_purchases_since(conn, member.member_id, _since(rungs, now))
-        done = await counted.get()
-    if not done or not rungs:
+        levels = [s.level for s in await store.levels_of(conn, programme.programme_id)]
+    rungs = ladder(levels, member.customer_group)
+    if not rungs:
+        # No level to reach: whether this count was new changes nothing more, so it is not read
+        # (a read would wait for the server in the middle of the write's pipeline).
         return
-    purchases = await (purchases_later.get() if purchases_later is not None
-                       else recent_purchases(conn, member.member_id, rungs, now))
+    purchases_later = await store.send_purchases_since(conn, member.member_id, _since(rungs, now))
+    if not await counted.get():
+        return
+    purchases = await purchases_later.get()
     higher = level_after_purchase(rungs, member.level_id, purchases, now)
     if higher is not None:
         await assign_level(conn, member, higher, now, reason="qualified", actor=SYSTEM)

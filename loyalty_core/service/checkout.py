@@ -237,13 +237,14 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
                              order.order_id)
             entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
         await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
+        closing = None
         if hold is not None:
             if points:
                 kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
-                await orders.close_hold(conn, member.member_id, hold.hold.hold_id, "captured", now,
-                                        ([lot for lot, _ in kept_lots], [p for _, p in kept_lots]), points)
+                closing = orders.HoldClosing(hold.hold.hold_id, "captured",
+                                             ([lot for lot, _ in kept_lots], [p for _, p in kept_lots]), points)
             else:
-                await orders.close_hold(conn, member.member_id, hold.hold.hold_id, "released", now)
+                closing = orders.HoldClosing(hold.hold.hold_id, "released")
         rights = membership.privileges(member, programme, (), now)
         counted = rights.purchases_count and programme.purchase_counts_when == "captured"
         captured = dataclasses.replace(
@@ -251,7 +252,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
             hold=dataclasses.replace(hold.hold, state="captured" if points else "released", points=points or held)
             if hold else None,
         )
-        await orders.capture(conn, captured, counted, now)
+        await orders.capture(conn, captured, counted, now, closing)
         if counted:
             await membership.count_purchase(conn, programme, member, captured, now, current.levels)
         return Captured(captured, points, earned), member.member_id
@@ -275,7 +276,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
             released = hold.hold.points
             await ledger.post(conn, order.member_id, now, req.context,
                               [_release_entry(stored, released, list(hold.lot_points))])
-            await orders.close_hold(conn, order.member_id, hold.hold.hold_id, "released", now)
+            await orders.close_hold(conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
         await orders.set_state(conn, programme_id, order.order_id, "cancelled", now)
         cancelled = dataclasses.replace(
             order, state="cancelled", hold=dataclasses.replace(hold.hold, state="released") if hold else None

@@ -139,7 +139,7 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     if entries:
         await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
         for hold_id, programme_id, order_id, *_ in holds:
-            await orders.close_hold(conn, member_id, hold_id, "expired", as_of)
+            await orders.close_hold(conn, member_id, orders.HoldClosing(hold_id, "expired"), as_of)
             await orders.set_state(conn, programme_id, order_id, "cancelled", as_of)
     burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
     activated = await expiry.activate(conn, member_id, as_of)

@@ -113,56 +113,77 @@ async def send_exists(conn: Any, programme_id: str, order_id: str) -> Later[bool
 async def insert(
     conn: Any, order: Order, terminal_id: str, requested_points: int, hold: StoredHold | None, programme_id: str
 ) -> None:
-    """The order at checkout, with its hold when points are held."""
-    if hold is not None:
-        await conn.execute(
-            "INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points,"
-            " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s, %s, %s)",
-            (order.member_id, hold.hold.hold_id, programme_id, order.order_id, hold.hold.points,
-             list(hold.lot_ids), list(hold.lot_points), to_dt(order.created_at), to_dt(hold.hold.expires_at)),
-        )
+    """The order at checkout, with its hold when points are held: one statement."""
     await conn.execute(
-        "INSERT INTO orders (programme_id, order_id, member_id, state, store_id, channel, terminal_id, pricing,"
-        " hold_id, requested_points, created_at) VALUES (%s, %s, %s, 'held', %s, %s, %s, %s, %s, %s, %s)",
-        (programme_id, order.order_id, order.member_id, order.store_id, order.channel, terminal_id,
-         Jsonb(to_json(order.pricing)), hold.hold.hold_id if hold else None, requested_points, to_dt(order.created_at)),
+        "WITH h AS (INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points,"
+        "   created_at, expires_at) SELECT %(member)s, %(hold)s, %(programme)s, %(order)s, %(points)s, 'open',"
+        "   %(lot_ids)s, %(lot_points)s, %(created)s, %(expires)s WHERE %(hold)s::uuid IS NOT NULL)"
+        " INSERT INTO orders (programme_id, order_id, member_id, state, store_id, channel, terminal_id, pricing,"
+        " hold_id, requested_points, created_at) VALUES (%(programme)s, %(order)s, %(member)s, 'held', %(store)s,"
+        " %(channel)s, %(terminal)s, %(pricing)s, %(hold)s, %(requested)s, %(created)s)",
+        {"programme": programme_id, "order": order.order_id, "member": order.member_id, "store": order.store_id,
+         "channel": order.channel, "terminal": terminal_id, "pricing": Jsonb(to_json(order.pricing)),
+         "hold": hold.hold.hold_id if hold else None, "points": hold.hold.points if hold else None,
+         "lot_ids": list(hold.lot_ids) if hold else None, "lot_points": list(hold.lot_points) if hold else None,
+         "requested": requested_points, "created": to_dt(order.created_at),
+         "expires": to_dt(hold.hold.expires_at) if hold else None},
     )
 
 
-async def close_hold(
-    conn: Any, member_id: str, hold_id: str, state: str, now: int,
-    kept: tuple[Sequence[int], Sequence[int]] | None = None, points: int | None = None,
-) -> None:
-    """Close an open hold as captured, released or expired; a capture keeps only the spent lots."""
-    await conn.execute(
-        "UPDATE hold SET state = %s, closed_at = %s, points = coalesce(%s, points),"
-        " lot_ids = coalesce(%s, lot_ids), lot_points = coalesce(%s, lot_points)"
-        " WHERE member_id = %s AND hold_id = %s AND state = 'open'",
-        (state, to_dt(now), points, list(kept[0]) if kept else None, list(kept[1]) if kept else None,
-         member_id, hold_id),
-    )
+_CLOSE_HOLD = (
+    "UPDATE hold SET state = %(state)s, closed_at = %(now)s, points = coalesce(%(points)s, points),"
+    " lot_ids = coalesce(%(lot_ids)s, lot_ids), lot_points = coalesce(%(lot_points)s, lot_points)"
+    " WHERE member_id = %(member)s AND hold_id = %(hold)s AND state = 'open'"
+)
 
 
-async def capture(conn: Any, order: Order, counted: bool, now: int) -> None:
-    """The order as paid: its re-priced figures, the lot its points were credited to (when any), and
-    one row per line for refunds."""
-    await conn.execute(
-        "UPDATE orders SET state = 'captured', pricing = %s, spent_points = %s, earned_points = %s,"
-        " earned_lot_id = (SELECT lot_id FROM lot WHERE member_id = %s AND order_id = %s AND source = 'earned'),"
-        " counted = %s, captured_at = %s WHERE programme_id = %s AND order_id = %s",
-        (Jsonb(to_json(order.pricing)), order.spent_points, order.earned_points, order.member_id, order.order_id,
-         counted, to_dt(now), order.programme_id, order.order_id),
-    )
+@dataclass(frozen=True)
+class HoldClosing:
+    """An open hold to close: as captured (keeping only the spent lots), released or expired."""
+
+    hold_id: str
+    state: str
+    kept: tuple[Sequence[int], Sequence[int]] | None = None
+    points: int | None = None
+
+    def params(self, member_id: str, now: int) -> dict[str, Any]:
+        return {"state": self.state, "now": to_dt(now), "points": self.points,
+                "lot_ids": list(self.kept[0]) if self.kept else None,
+                "lot_points": list(self.kept[1]) if self.kept else None, "member": member_id, "hold": self.hold_id}
+
+
+async def close_hold(conn: Any, member_id: str, closing: HoldClosing, now: int) -> None:
+    await conn.execute(_CLOSE_HOLD, closing.params(member_id, now))
+
+
+async def capture(conn: Any, order: Order, counted: bool, now: int, closing: HoldClosing | None) -> None:
+    """The order as paid, in one statement: its re-priced figures, the lot its points were credited
+    to (when any), one row per line for refunds, and its hold closed (when it has one)."""
     lines = order.pricing.lines
+    params = {
+        "pricing": Jsonb(to_json(order.pricing)), "spent": order.spent_points, "earned": order.earned_points,
+        "member": order.member_id, "order": order.order_id, "counted": counted, "now": to_dt(now),
+        "programme": order.programme_id, "line_nos": list(range(1, len(lines) + 1)),
+        "line_ids": [x.line_id for x in lines], "skus": [x.sku for x in lines],
+        "categories": [x.category for x in lines], "quantities": [x.quantity for x in lines],
+        "nets": [x.net_minor for x in lines], "dues": [x.money_due_minor for x in lines],
+        "points_": [x.points for x in lines], "earneds": [x.earned_points for x in lines],
+    }
+    hold = ""
+    if closing is not None:
+        hold = f"h AS ({_CLOSE_HOLD}), "
+        params.update(closing.params(order.member_id, now))
     await conn.execute(
-        "INSERT INTO order_line (programme_id, order_id, member_id, line_no, line_id, sku, category, quantity,"
-        " net_minor, money_due_minor, points, earned_points)"
-        " SELECT %s, %s, %s, l.* FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
-        " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) AS l",
-        (order.programme_id, order.order_id, order.member_id, list(range(1, len(lines) + 1)),
-         [x.line_id for x in lines], [x.sku for x in lines], [x.category for x in lines],
-         [x.quantity for x in lines], [x.net_minor for x in lines], [x.money_due_minor for x in lines],
-         [x.points for x in lines], [x.earned_points for x in lines]),
+        f"WITH {hold}l AS (INSERT INTO order_line (programme_id, order_id, member_id, line_no, line_id, sku, category,"
+        "   quantity, net_minor, money_due_minor, points, earned_points)"
+        "   SELECT %(programme)s, %(order)s, %(member)s, l.* FROM unnest(%(line_nos)s::int[], %(line_ids)s::text[],"
+        "   %(skus)s::text[], %(categories)s::text[], %(quantities)s::bigint[], %(nets)s::bigint[],"
+        "   %(dues)s::bigint[], %(points_)s::bigint[], %(earneds)s::bigint[]) AS l)"
+        " UPDATE orders SET state = 'captured', pricing = %(pricing)s, spent_points = %(spent)s,"
+        " earned_points = %(earned)s, earned_lot_id = (SELECT lot_id FROM lot WHERE member_id = %(member)s"
+        " AND order_id = %(order)s AND source = 'earned'), counted = %(counted)s, captured_at = %(now)s"
+        " WHERE programme_id = %(programme)s AND order_id = %(order)s",
+        params,
     )
 
 
