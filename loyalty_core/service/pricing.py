@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from loyalty_core import calc, membership
@@ -29,8 +30,7 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
         if line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line_id {line_id!r} appears twice", field=f"lines[{i}].line_id")
         seen.add(line_id)
-        lines.append(BasketLine(line_id, line.sku, line.category, line.quantity, line.unit_price_minor,
-                                line.line_discount_minor))
+        lines.append(line if line_id == line.line_id else dataclasses.replace(line, line_id=line_id))
     if quote.requested_points < 0:
         raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
     return tuple(lines)
