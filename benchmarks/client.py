@@ -30,6 +30,7 @@ class Recorder:
 
     measuring: bool = False
     measure_start: float = 0.0
+    measure_start_wall: float = 0.0
     stop_at: float = 0.0
     lat_us: dict[str, list[int]] = field(default_factory=dict)
     errors: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -233,6 +234,7 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     async def start_measuring() -> None:
         await asyncio.sleep(warmup_s)
         rec.measure_start = time.perf_counter()
+        rec.measure_start_wall = time.time()
         rec.measuring = True
 
     measure = asyncio.create_task(start_measuring())
@@ -242,7 +244,9 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     methods = {name: {"lat_us": rec.lat_us.get(name, []), "errors": rec.errors.get(name, {})}
                for name in sorted(set(rec.lat_us) | set(rec.errors))}
     elapsed = rec.stop_at - rec.measure_start if rec.measuring else 0.0
-    return {"scenario": scenario, "elapsed_s": elapsed, "methods": methods, "acks": rec.acks,
+    # The measured window on the wall clock, for the runner's CPU readings (benchmarks.cpu).
+    window = [rec.measure_start_wall, rec.measure_start_wall + elapsed] if rec.measuring else None
+    return {"scenario": scenario, "elapsed_s": elapsed, "window": window, "methods": methods, "acks": rec.acks,
             "error_samples": rec.error_samples}
 
 

@@ -32,6 +32,12 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    """The row's 'server µs | PostgreSQL µs' CPU-per-call cells."""
+    c = r.get("cpu") or {}
+    return f"{_f(c.get('server_us_per_call'), '{:.0f}')} | {_f(c.get('postgres_us_per_call'), '{:.0f}')}"
+
+
 def machine_line(meta: dict[str, Any]) -> str:
     m = meta["machine"]
     return (f"{m['cpus']} cores ({m['cpu_model'] or 'unknown CPU'}), {m['memory_gib']} GiB, {m['os']}; "
@@ -46,18 +52,19 @@ def machine_line(meta: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     out = ["# Benchmark results", "", machine_line(results["meta"]), "",
            "Every ratio is to a ceiling measured in the same run, with the same client and calls in flight "
-           "(`python -m benchmarks`; see benchmarks/README.md).", ""]
+           "(`python -m benchmarks`; see benchmarks/README.md). CPU µs/call: what the server's processes and "
+           "PostgreSQL's spent per call in the measured window (the client's own CPU is in neither).", ""]
     if results["load"]:
         out += ["## loyalty-core against its ceilings", "",
                 "| scenario | workers | in flight | calls/s | p50 ms | p99 ms | errors "
-                "| ceiling | ceiling calls/s | ratio | target |",
-                "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+                "| server CPU µs/call | PostgreSQL CPU µs/call | ceiling | ceiling calls/s | ratio | target |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
         for r in results["load"]:
             t = r["total"]
             target = "–" if r.get("target_ratio") is None else (
                 f"≥ {r['target_ratio']:.0%} {'met' if r['meets_target'] else 'missed'}")
             out.append(f"| {LOAD_TITLES[r['name']]} | {r['workers']} | {r['concurrency']} | {t['calls_per_s']:.0f} | "
-                       f"{_f(t['p50_ms'])} | {_f(t['p99_ms'])} | {t['error_count']} | {CEILING_OF[r['name']]} | "
+                       f"{_f(t['p50_ms'])} | {_f(t['p99_ms'])} | {t['error_count']} | {_cpu(r)} | {CEILING_OF[r['name']]} | "
                        f"{_f(r.get('ceiling_calls_per_s'), '{:.0f}')} | {_f(r.get('ratio'), '{:.0%}')} | {target} |")
         out += ["", "Per call:", "", "| scenario | workers | in flight | call | calls/s | p50 ms | p99 ms | errors |",
                 "|---|---:|---:|---|---:|---:|---:|---|"]
@@ -71,12 +78,12 @@ def markdown(results: dict[str, Any]) -> str:
         if said:
             out += ["", "What the server said on errors (first few per call and row, warm-up included):", "", *said]
         out.append("")
-    out += ["## Ceilings", "", "| ceiling | workers | in flight | calls/s | p50 ms | p99 ms | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    out += ["## Ceilings", "", "| ceiling | workers | in flight | calls/s | p50 ms | p99 ms | errors "
+            "| server CPU µs/call | PostgreSQL CPU µs/call |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["ceilings"]:
         t = r["total"]
         out.append(f"| {CEILING_TITLES[r['name']]} | {r['workers']} | {r['concurrency']} | {t['calls_per_s']:.0f} | "
-                   f"{_f(t['p50_ms'])} | {_f(t['p99_ms'])} | {t['error_count']} |")
+                   f"{_f(t['p50_ms'])} | {_f(t['p99_ms'])} | {t['error_count']} | {_cpu(r)} |")
     out.append("")
     targets = results.get("targets") or {}
     if targets.get("quote_p99_at_16"):

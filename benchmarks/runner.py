@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from benchmarks import baskets, ceilings, procs, protogen, stats
+from benchmarks import baskets, ceilings, cpu, procs, protogen, stats
 
 ROOT = procs.ROOT
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -183,7 +183,8 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
         with ExitStack() as stack:
             port = procs.free_port()
             log(f"{workers} worker(s): ceiling servers on 127.0.0.1:{port}")
-            stack.enter_context(procs.start_ceiling(workers, port, stub_dir, url, cfg.pool_size, response_bytes))
+            ceiling_servers = stack.enter_context(
+                procs.start_ceiling(workers, port, stub_dir, url, cfg.pool_size, response_bytes))
             server = None
             if target is not None:
                 from benchmarks import load
@@ -203,18 +204,18 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
                             # The database alone: as many client processes as server workers, each
                             # with its own pool, so "N workers" means N Python processes on PostgreSQL.
                             plan = client_plan(cfg, scenario, c, hot=hot, database_url=url, pool_size=cfg.pool_size)
-                            merged = stats.merge(procs.run_clients(plan, processes=workers))
+                            merged = _measured(plan, None, processes=workers)
                         else:
                             plan = client_plan(cfg, scenario, c, hot=hot, target=f"127.0.0.1:{port}",
                                                stub_dir=stub_dir, request_bytes=request_bytes)
-                            merged = stats.merge(procs.run_clients(plan))
+                            merged = _measured(plan, ceiling_servers.pids)
                         results["ceilings"].append(_record(name, workers, c, merged))
                     elif server is not None and target is not None:
                         spec = LOAD_SCENARIOS[name]
                         plan = client_plan(cfg, spec["client"], c, hot=spec["hot"], target=server.target,
                                            programme_id=target.programme_id, api_key=target.api_key,
                                            run_tag=f"{target.tag}-{name}-w{workers}c{c}")
-                        merged = stats.merge(procs.run_clients(plan))
+                        merged = _measured(plan, [server.pid])
                         target.acked_captures += merged["acks"].get("Capture", 0)
                         results["load"].append(_record(name, workers, c, merged))
             if server is not None and target is not None and workers == cfg.workers[-1]:
@@ -229,11 +230,27 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
                     f"acknowledged captures {v['acked_captures']}")
 
 
+def _measured(plan: dict[str, Any], server_pids: list[int] | None, processes: int = 1) -> dict[str, Any]:
+    """Run the plan's clients; the merged result with the CPU the server processes (``server_pids``
+    and their children; None: no server) and PostgreSQL spent per call in the measured window."""
+    with cpu.CpuSampler(lambda: server_pids or []) as sampler:
+        merged = stats.merge(procs.run_clients(plan, processes=processes))
+    t = merged["total"]
+    merged["cpu"] = sampler.per_call(merged.get("window"), t["ok"] + t["error_count"], server=server_pids is not None)
+    return merged
+
+
 def _record(name: str, workers: int, concurrency: int, merged: dict[str, Any]) -> dict[str, Any]:
     t = merged["total"]
+    c = merged.get("cpu") or {}
     log(f"  {name:<18} w={workers} c={concurrency:<3} {t['calls_per_s']:>9.1f}/s  p50 {_ms(t['p50_ms'])}  "
-        f"p99 {_ms(t['p99_ms'])}  errors {t['error_count']}")
+        f"p99 {_ms(t['p99_ms'])}  errors {t['error_count']}  cpu/call server {_us(c.get('server_us_per_call'))} "
+        f"postgres {_us(c.get('postgres_us_per_call'))}")
     return {"name": name, "workers": workers, "concurrency": concurrency, **merged}
+
+
+def _us(v: float | None) -> str:
+    return "   -  " if v is None else f"{v:5.0f}µs"
 
 
 def _ms(v: float | None) -> str:

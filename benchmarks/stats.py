@@ -65,5 +65,7 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for p in parts:
         for method, texts in p.get("error_samples", {}).items():
             samples.setdefault(method, []).extend(texts[: 3 - len(samples.get(method, []))])
-    return {"elapsed_s": round(elapsed, 3), "total": summarize(all_lat, all_err, elapsed), "methods": methods,
-            "acks": acks, "error_samples": samples}
+    windows = [p["window"] for p in parts if p.get("window")]
+    window = [min(w[0] for w in windows), max(w[1] for w in windows)] if windows else None
+    return {"elapsed_s": round(elapsed, 3), "window": window, "total": summarize(all_lat, all_err, elapsed),
+            "methods": methods, "acks": acks, "error_samples": samples}

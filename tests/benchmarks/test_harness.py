@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import profiling, stats
+from benchmarks import cpu, profiling, stats
 from benchmarks.runner import CEILINGS, LOAD_SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,26 @@ def test_merge_adds_rates_of_side_by_side_clients() -> None:
     assert merged["total"]["calls_per_s"] == 2.0
     assert merged["methods"]["Quote"]["errors"] == {"UNAVAILABLE": 2}
     assert merged["acks"] == {"Quote": 6}
+
+
+def test_cpu_per_call_counts_a_busy_child_of_the_server_and_not_an_idle_one() -> None:
+    # A "server" that sleeps, whose child spins for the whole window: the child's CPU is the server's.
+    sleeper = subprocess.Popen([sys.executable, "-c",
+                                "import subprocess, sys, time\n"
+                                "child = subprocess.Popen([sys.executable, '-c', "
+                                "'import time\\nend = time.time() + 1.2\\nwhile time.time() < end: pass'])\n"
+                                "child.wait()"])
+    try:
+        with cpu.CpuSampler(lambda: [sleeper.pid]) as sampler:
+            start = time.time() + 0.3
+            time.sleep(1.0)
+        got = sampler.per_call((start, start + 0.5), calls=100)
+    finally:
+        sleeper.wait(timeout=30)
+    # Half a second of one busy core over 100 calls is 5,000 µs each; the ticks are 10 ms coarse.
+    assert 3_000 <= got["server_us_per_call"] <= 6_000
+    assert got["postgres_us_per_call"] is not None and got["postgres_us_per_call"] >= 0
+    assert sampler.per_call(None, calls=100) == {"server_us_per_call": None, "postgres_us_per_call": None}
 
 
 def test_profile_layers_add_up_and_the_innermost_frame_decides() -> None:
@@ -68,6 +89,9 @@ def test_short_run_measures_every_scenario_and_the_ledger_agrees(create_database
         assert row["total"]["ok"] > 0, row["name"]
     for row in results["load"]:
         assert row["ceiling_calls_per_s"] and row["ratio"] is not None
+    for row in results["load"] + [r for r in results["ceilings"] if not r["name"].startswith("db_")]:
+        assert row["cpu"]["server_us_per_call"] > 0 and row["cpu"]["postgres_us_per_call"] >= 0, row["name"]
+    assert all(r["cpu"]["server_us_per_call"] is None for r in results["ceilings"] if r["name"].startswith("db_"))
     pos_calls = {m for r in results["load"] if r["name"] == "pos_mix" for m in r["methods"]}
     assert {"Quote", "Checkout", "Capture"} <= pos_calls
 

@@ -1,0 +1,109 @@
+"""CPU time per call: the server's processes and PostgreSQL's, read from /proc over a row's measured window.
+
+A ratio says how far from a ceiling a row is; CPU per call says where the distance is: in the
+server's Python process (one core at most per worker) or in PostgreSQL (which shares the other
+cores with the client). Sampled every ``INTERVAL_S`` in a thread and interpolated at the window
+the client measured (wall clock), so warm-up and process start-up are left out. Linux only: where
+/proc cannot be read the figures are None.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+INTERVAL_S = 0.1
+TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+POSTGRES_NAMES = frozenset({"postgres", "postmaster"})
+
+
+def _stat(pid_dir: Path) -> tuple[str, int, int] | None:
+    """(command name, parent pid, CPU ticks) of one /proc/<pid>, or None when it is gone."""
+    try:
+        text = (pid_dir / "stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1: text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    # After the name: state ppid pgrp ... utime (14th field of the line) stime (15th).
+    return name, int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def read_ticks(roots: list[int]) -> tuple[int, int]:
+    """CPU ticks so far of ``roots`` with all their descendants, and of every PostgreSQL process."""
+    procs = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _stat(d)) is not None:
+            procs[int(d.name)] = st
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    server, stack, seen = 0, [p for p in roots if p in procs], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        server += procs[pid][2]
+        stack += children.get(pid, [])
+    postgres = sum(t for name, _, t in procs.values() if name in POSTGRES_NAMES)
+    return server, postgres
+
+
+class CpuSampler:
+    """Samples (wall time, server ticks, PostgreSQL ticks) while in its ``with`` block."""
+
+    def __init__(self, server_pids: Callable[[], list[int]]) -> None:
+        self.server_pids = server_pids
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self.available = Path("/proc/self/stat").exists()
+
+    def _sample(self) -> None:
+        server, postgres = read_ticks(self.server_pids())
+        self.samples.append((time.time(), server, postgres))
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL_S):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        if self.available:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+    def _at(self, t: float, column: int) -> float:
+        times = [s[0] for s in self.samples]
+        i = bisect_left(times, t)
+        if i == 0:
+            return float(self.samples[0][column])
+        if i >= len(self.samples):
+            return float(self.samples[-1][column])
+        (t0, *a), (t1, *b) = self.samples[i - 1], self.samples[i]
+        share = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+        return a[column - 1] + (b[column - 1] - a[column - 1]) * share
+
+    def per_call(self, window: tuple[float, float] | None, calls: int, *, server: bool = True) -> dict[str, float | None]:
+        """µs of CPU per call in ``window`` (wall clock): the server's (None without one) and PostgreSQL's."""
+        if not self.available or window is None or calls <= 0 or len(self.samples) < 2:
+            return {"server_us_per_call": None, "postgres_us_per_call": None}
+        start, end = window
+
+        def us(column: int) -> float:
+            return round((self._at(end, column) - self._at(start, column)) / TICKS_PER_S / calls * 1e6, 1)
+
+        return {"server_us_per_call": us(1) if server else None, "postgres_us_per_call": us(2)}
