@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,24 +33,36 @@ def test_merge_adds_rates_of_side_by_side_clients() -> None:
     assert merged["acks"] == {"Quote": 6}
 
 
-def test_cpu_per_call_counts_a_busy_child_of_the_server_and_not_an_idle_one() -> None:
-    # A "server" that sleeps, whose child spins for the whole window: the child's CPU is the server's.
-    sleeper = subprocess.Popen([sys.executable, "-c",
-                                "import subprocess, sys, time\n"
-                                "child = subprocess.Popen([sys.executable, '-c', "
-                                "'import time\\nend = time.time() + 1.2\\nwhile time.time() < end: pass'])\n"
-                                "child.wait()"])
+def test_cpu_ticks_of_a_process_include_its_children_as_they_count_themselves() -> None:
+    # Accounting, not speed: what /proc says a child used is what the child says it used, and a
+    # parent's reading adds its children's to its own.
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 0.3: pass\n"
+                              "print(time.process_time(), flush=True)\ntime.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
-        with cpu.CpuSampler(lambda: [sleeper.pid]) as sampler:
-            start = time.time() + 0.3
-            time.sleep(1.0)
-        got = sampler.per_call((start, start + 0.5), calls=100)
+        assert child.stdout is not None
+        child_says = float(child.stdout.readline())
+        alone, _ = cpu.read_ticks([child.pid])
+        with_children, postgres = cpu.read_ticks([os.getpid()])
+        mine = sum(os.times()[:2])
     finally:
-        sleeper.wait(timeout=30)
-    # Half a second of one busy core over 100 calls is 5,000 µs each; the ticks are 10 ms coarse.
-    assert 3_000 <= got["server_us_per_call"] <= 6_000
-    assert got["postgres_us_per_call"] is not None and got["postgres_us_per_call"] >= 0
-    assert sampler.per_call(None, calls=100) == {"server_us_per_call": None, "postgres_us_per_call": None}
+        child.kill()
+        child.communicate()
+    tick = 1 / cpu.TICKS_PER_S
+    assert abs(alone * tick - child_says) <= 3 * tick
+    assert abs(with_children * tick - (mine + alone * tick)) <= 3 * tick
+    assert postgres >= 0
+
+
+def test_cpu_per_call_is_what_the_window_used_over_its_calls() -> None:
+    sampler = cpu.CpuSampler(lambda: [])
+    t = cpu.TICKS_PER_S
+    # (wall time, server ticks, PostgreSQL ticks): one core busy in the server, half a core in PostgreSQL.
+    sampler.samples = [(100.0, 0, 0), (101.0, t, t // 2), (102.0, 2 * t, t)]
+    got = sampler.per_call((100.5, 101.5), calls=1_000)
+    assert got == {"server_us_per_call": 1_000.0, "postgres_us_per_call": 500.0}
+    assert sampler.per_call((100.5, 101.5), calls=1_000, server=False)["server_us_per_call"] is None
+    assert sampler.per_call(None, calls=1_000) == {"server_us_per_call": None, "postgres_us_per_call": None}
 
 
 def test_profile_layers_add_up_and_the_innermost_frame_decides() -> None:
