@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Any
 
@@ -158,7 +160,8 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     )
 
 
-async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int | None) -> ExpiryRun:
+async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int | None, *,
+                     batch: int = expiry.DUE_BATCH) -> ExpiryRun:
     """Burn, activate and release as of ``as_of`` (default now), member by member, each in its own
     transaction holding the member's lock: safe to run twice, and from several servers at once."""
     programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
@@ -166,14 +169,16 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     if not 0 <= as_of <= MAX_US:
         raise InvalidArgument("value_out_of_range", "as_of_time must be between 1970 and 9999", field="as_of_time")
     started = time.perf_counter()
-    async with db.connection() as conn:
-        due = await expiry.due_members(conn, programme_id, as_of)
-    runs = []
-    for member_id, member_programme in due:
-        # A run over every programme counts each member's points under the member's programme.
-        with observe.in_programme(member_programme):
-            runs.append(await db.run_in_transaction(_expire_member, member_id, as_of))
+    totals = dict.fromkeys((f.name for f in dataclasses.fields(ExpiryRun)), 0)
+    # The due members stream, ``batch`` at a time, from a cursor in a read-only transaction on a
+    # connection of its own; each member's work runs in its own transaction from the pool.
+    async with db.dedicated_connection() as conn, conn.transaction():
+        async for member_id, member_programme in expiry.due_members(conn, programme_id, as_of, batch):
+            # A run over every programme counts each member's points under the member's programme.
+            with observe.in_programme(member_programme):
+                run = await db.run_in_transaction(_expire_member, member_id, as_of)
+            for name in totals:
+                totals[name] += getattr(run, name)
     observe.expiry_run(time.perf_counter() - started)
-    return ExpiryRun(*(sum(getattr(r, f) for r in runs) for f in (
-        "lots_expired", "points_expired", "lots_activated", "points_activated", "holds_released", "points_released",
-    )))
+    return ExpiryRun(**totals)
+

@@ -57,6 +57,7 @@ class Database:
         # forget the entry when they commit.
         self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
+        self.connect_timeout_s = max(1, round(connect_timeout_s))
         self.pool = psycopg_pool.AsyncConnectionPool(
             url,
             min_size=pool_min_size,
@@ -69,7 +70,7 @@ class Database:
             # connection; psycopg sends Parse with the first Execute, so no extra round trip.
             # autocommit: a read outside a transaction needs no BEGIN/COMMIT, and a transaction
             # says so (transaction() and pipelined_transaction() send their own BEGIN).
-            kwargs={"prepare_threshold": 0, "autocommit": True, "connect_timeout": max(1, round(connect_timeout_s))},
+            kwargs={"prepare_threshold": 0, "autocommit": True, "connect_timeout": self.connect_timeout_s},
         )
 
     @classmethod
@@ -111,6 +112,18 @@ class Database:
             if isinstance(err, RETRYABLE):
                 raise
             raise _unavailable(err) from err
+
+    @asynccontextmanager
+    async def dedicated_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of its own, outside the pool, in autocommit: for a batch job that keeps a
+        cursor open while its work takes pooled connections (so a pool of one cannot starve it)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                         connect_timeout=self.connect_timeout_s)
+        except CONNECTION_FAILURES as err:
+            raise _unavailable(err) from err
+        async with conn:
+            yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

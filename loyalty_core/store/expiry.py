@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
 from loyalty_core.store.ledger import Lots
 
 
-async def due_members(conn: Any, programme_id: str | None, as_of: int) -> list[tuple[str, str]]:
+# Due members are read this many at a time from a server-side cursor: a run over millions of
+# members never holds them all in memory.
+DUE_BATCH = 1000
+
+
+async def due_members(conn: Any, programme_id: str | None, as_of: int,
+                      batch: int = DUE_BATCH) -> AsyncIterator[tuple[str, str]]:
     """(member id, programme id) of members with a lot to burn, a lot to activate or a hold to
     release by ``as_of`` (the partial indexes lot_to_expire, lot_to_activate and hold_open_expiry
-    serve these)."""
-    cur = await conn.execute(
-        """SELECT DISTINCT d.member_id::text, m.programme_id::text FROM (
-               SELECT member_id FROM lot WHERE remaining > 0 AND expired_at IS NULL AND expires_at <= %(t)s
-               UNION ALL
-               SELECT member_id FROM lot WHERE activated_at IS NULL AND activates_at <= %(t)s
-               UNION ALL
-               SELECT member_id FROM hold WHERE state = 'open' AND expires_at <= %(t)s
-           ) d JOIN member m ON m.member_id = d.member_id
-           WHERE %(p)s::uuid IS NULL OR m.programme_id = %(p)s::uuid""",
-        {"t": to_dt(as_of), "p": programme_id},
-    )
-    return [(r[0], r[1]) for r in await cur.fetchall()]
+    serve these), ``batch`` rows at a time. ``conn`` must be in a transaction (a server-side
+    cursor lives in one); the caller does each member's work on other connections."""
+    async with conn.cursor(name="due_members") as cur:
+        cur.itersize = batch
+        await cur.execute(
+            """SELECT DISTINCT d.member_id::text, m.programme_id::text FROM (
+                   SELECT member_id FROM lot WHERE remaining > 0 AND expired_at IS NULL AND expires_at <= %(t)s
+                   UNION ALL
+                   SELECT member_id FROM lot WHERE activated_at IS NULL AND activates_at <= %(t)s
+                   UNION ALL
+                   SELECT member_id FROM hold WHERE state = 'open' AND expires_at <= %(t)s
+               ) d JOIN member m ON m.member_id = d.member_id
+               WHERE %(p)s::uuid IS NULL OR m.programme_id = %(p)s::uuid""",
+            {"t": to_dt(as_of), "p": programme_id},
+        )
+        async for member_id, member_programme in cur:
+            yield member_id, member_programme
 
 
 async def stale_holds(conn: Any, member_id: str, as_of: int) -> list[tuple[str, str, str, int, list[int], list[int]]]:

@@ -10,6 +10,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from loyalty.v1 import points_pb2, points_pb2_grpc
+from loyalty_core.service import points
+from loyalty_core.store.db import Database
 from tests.fixtures.keys import BearerKey
 from tests.grpc.conftest import Api, new_id, refusal
 
@@ -130,3 +132,18 @@ def test_a_manual_redemption_refuses_more_than_the_balance(api):
     with pytest.raises(grpc.RpcError) as err:
         api.redeem(p.programme_id, m.member_id, 3)
     assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "points_must_not_exceed_balance")
+
+
+async def test_the_expiry_run_reads_its_due_members_a_batch_at_a_time_and_misses_none(api, clock, database_url):
+    # Seven due members read two at a time from the run's cursor, on a pool of one connection
+    # (the cursor has a connection of its own, so the members' transactions are not starved).
+    p = api.programme()
+    members = [api.enrol(p.programme_id) for _ in range(7)]
+    for m in members:
+        api.accrue(p.programme_id, m.member_id, 3, expiry={"lifetime_days": 1})
+    clock.advance(days=2)
+    async with Database(database_url, pool_min_size=1, pool_max_size=1) as db:
+        done = await points.run_expiry(db, clock, p.programme_id, None, batch=2)
+    assert (done.lots_expired, done.points_expired) == (7, 7 * 3)
+    for m in members:
+        assert api.balance(p.programme_id, m.member_id).expired_total_points == 3
