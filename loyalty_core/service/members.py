@@ -152,7 +152,7 @@ async def balance(db: Database, clock: Clock, programme_id: str, member_id: str)
     return balance_of(member, lots, now)
 
 
-async def offboard(db: Database, clock: Clock, req: Offboard) -> Member:
+async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:
     """Take the member out; the ledger is kept and later writes are refused (member_offboarded)."""
     checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
     programme_id = checks.uuid_arg(req.programme_id, "programme_id")
@@ -160,13 +160,14 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> Member:
     checks.text_arg(req.comment, "comment", max_len=1000)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Member, str]:
+    async def effect(conn: Any) -> tuple[MemberCard, str]:
         ref = MemberRef(member_id=member_id)
         checks.found_member(await store.find(conn, programme_id, ref, lock=True), "with this id")
         await store.offboard(conn, member_id, now)
         await history.add_event(conn, member_id, "participation", "offboarded", now, actor=req.context.actor,
                                 comment=req.comment)
-        return await store.find(conn, programme_id, ref), member_id
+        # The card as every other member RPC answers it (level name included).
+        return await membership.member_card(conn, await store.find(conn, programme_id, ref), now), member_id
 
-    return await run_write(db, method="OffboardMember", scope=programme_id, request=req, result_type=Member,
+    return await run_write(db, method="OffboardMember", scope=programme_id, request=req, result_type=MemberCard,
                            now=now, effect=effect)

@@ -9,7 +9,7 @@ from grpc import aio
 from loyalty.v1 import member_pb2, member_pb2_grpc
 from loyalty_core.model import Enrol, Offboard
 from loyalty_core.service import members
-from server.servicers.convert import balance, member, member_card, member_ref, write_context
+from server.servicers.convert import balance, member_card, member_ref, write_context
 
 
 class MemberServicer(member_pb2_grpc.MemberServiceServicer):
@@ -43,4 +43,4 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
     async def OffboardMember(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Offboard(request.request_id, request.programme_id, request.member_id, request.comment,
                        write_context(None, context, request.request_id))
-        return member_pb2.OffboardMemberResponse(member=member(await members.offboard(self.db, self.clock, req)))
+        return member_pb2.OffboardMemberResponse(member=member_card(await members.offboard(self.db, self.clock, req)))

@@ -182,13 +182,17 @@ def test_the_welcome_bonus_lives_its_own_lifetime(api: Members, clock: ManualClo
 
 def test_an_offboarded_member_leaves_with_history_and_ledger_kept(api: Members) -> None:
     p = api.programme()
+    api.level(p.programme_id, "Members", 1)
     m = api.enrol(p.programme_id)
     api.accrue(p.programme_id, m.member_id, 40)
-    api.members.OffboardMember(member_pb2.OffboardMemberRequest(
-        request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, comment="moved away"))
+    gone = api.members.OffboardMember(member_pb2.OffboardMemberRequest(
+        request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, comment="moved away")).member
+    # The answer is the member card every member RPC gives, level name included.
+    assert gone.offboard_time.seconds and gone.level_name == "Members"
+    assert gone == api.member(p.programme_id, m.member_id)
     with pytest.raises(grpc.RpcError) as err:
         api.set_status(p.programme_id, m.member_id, DEACTIVATED)
     assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "member_offboarded")
     assert api.balance(p.programme_id, m.member_id).earned_total_points == 40
     kinds = [(e.kind, e.comment) for e in api.history(p.programme_id, m.member_id).events]
-    assert kinds == [("offboarded", "moved away"), ("enrolled", "")]
+    assert kinds == [("offboarded", "moved away"), ("level_assigned", ""), ("enrolled", "")]
