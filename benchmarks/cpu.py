@@ -1,8 +1,9 @@
-"""CPU time per call: the server's processes and PostgreSQL's, read from /proc over a row's measured window.
+"""CPU time per call: the server's processes, PostgreSQL's and the load client's, read from /proc
+over a row's measured window.
 
 A ratio says how far from a ceiling a row is; CPU per call says where the distance is: in the
-server's Python process (one core at most per worker) or in PostgreSQL (which shares the other
-cores with the client). Sampled every ``INTERVAL_S`` in a thread and interpolated at the window
+server's Python process (one core at most per worker), in PostgreSQL, or in the client (all three
+share this machine's cores, so a costlier client leaves less to the others). Sampled every ``INTERVAL_S`` in a thread and interpolated at the window
 the client measured (wall clock), so warm-up and process start-up are left out. Linux only: where
 /proc cannot be read the figures are None.
 """
@@ -13,13 +14,14 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 INTERVAL_S = 0.1
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 POSTGRES_NAMES = frozenset({"postgres", "postmaster"})
+CPU_KEYS = ("server_us_per_call", "postgres_us_per_call", "client_us_per_call")
 
 
 def _stat(pid_dir: Path) -> tuple[str, int, int] | None:
@@ -34,8 +36,9 @@ def _stat(pid_dir: Path) -> tuple[str, int, int] | None:
     return name, int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def read_ticks(roots: list[int]) -> tuple[int, int]:
-    """CPU ticks so far of ``roots`` with all their descendants, and of every PostgreSQL process."""
+def read_ticks(server_roots: Sequence[int], client_roots: Sequence[int] = ()) -> tuple[int, int, int]:
+    """CPU ticks so far of the server (``server_roots`` with all their descendants), of every
+    PostgreSQL process, and of the clients (``client_roots`` with theirs)."""
     procs = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and (st := _stat(d)) is not None:
@@ -43,31 +46,35 @@ def read_ticks(roots: list[int]) -> tuple[int, int]:
     children: dict[int, list[int]] = {}
     for pid, (_, ppid, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
-    server, stack, seen = 0, [p for p in roots if p in procs], set()
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        server += procs[pid][2]
-        stack += children.get(pid, [])
+
+    def tree(roots: Sequence[int]) -> int:
+        total, stack, seen = 0, [p for p in roots if p in procs], set()
+        while stack:
+            pid = stack.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            total += procs[pid][2]
+            stack += children.get(pid, [])
+        return total
+
     postgres = sum(t for name, _, t in procs.values() if name in POSTGRES_NAMES)
-    return server, postgres
+    return tree(server_roots), postgres, tree(client_roots)
 
 
 class CpuSampler:
-    """Samples (wall time, server ticks, PostgreSQL ticks) while in its ``with`` block."""
+    """Samples (wall time, server ticks, PostgreSQL ticks, client ticks) while in its ``with`` block."""
 
-    def __init__(self, server_pids: Callable[[], list[int]]) -> None:
+    def __init__(self, server_pids: Callable[[], list[int]], client_pids: Callable[[], list[int]] = list) -> None:
         self.server_pids = server_pids
-        self.samples: list[tuple[float, int, int]] = []
+        self.client_pids = client_pids
+        self.samples: list[tuple[float, int, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self.available = Path("/proc/self/stat").exists()
 
     def _sample(self) -> None:
-        server, postgres = read_ticks(self.server_pids())
-        self.samples.append((time.time(), server, postgres))
+        self.samples.append((time.time(), *read_ticks(self.server_pids(), self.client_pids())))
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL_S):
@@ -98,12 +105,14 @@ class CpuSampler:
         return a[column - 1] + (b[column - 1] - a[column - 1]) * share
 
     def per_call(self, window: tuple[float, float] | None, calls: int, *, server: bool = True) -> dict[str, float | None]:
-        """µs of CPU per call in ``window`` (wall clock): the server's (None without one) and PostgreSQL's."""
+        """µs of CPU per call in ``window`` (wall clock): the server's (None without one),
+        PostgreSQL's and the clients'."""
         if not self.available or window is None or calls <= 0 or len(self.samples) < 2:
-            return {"server_us_per_call": None, "postgres_us_per_call": None}
+            return dict.fromkeys(CPU_KEYS)
         start, end = window
 
         def us(column: int) -> float:
             return round((self._at(end, column) - self._at(start, column)) / TICKS_PER_S / calls * 1e6, 1)
 
-        return {"server_us_per_call": us(1) if server else None, "postgres_us_per_call": us(2)}
+        return {"server_us_per_call": us(1) if server else None, "postgres_us_per_call": us(2),
+                "client_us_per_call": us(3)}

@@ -82,9 +82,9 @@ def start_ceiling(workers: int, port: int, stub_dir: str, database_url: str, poo
     return group
 
 
-def run_clients(plan: dict[str, Any], processes: int = 1) -> list[dict[str, Any]]:
+def run_clients(plan: dict[str, Any], processes: int = 1, started: list[int] | None = None) -> list[dict[str, Any]]:
     """Run ``processes`` client processes side by side on ``plan`` (concurrency split between
-    them) and return their raw outputs."""
+    them) and return their raw outputs; their pids are added to ``started`` as they start."""
     outs, procs = [], []
     per = max(1, int(plan["concurrency"]) // processes)
     with tempfile.TemporaryDirectory(prefix="loyalty-bench-client-") as tmp:
@@ -93,6 +93,8 @@ def run_clients(plan: dict[str, Any], processes: int = 1) -> list[dict[str, Any]
             sub_plan = dict(plan, concurrency=per, process_no=i, run_tag=f"{plan.get('run_tag', 'r')}p{i}")
             procs.append(subprocess.Popen([sys.executable, "-m", "benchmarks.client", "--plan", json.dumps(sub_plan),
                                            "--out", out], env=child_env(), cwd=ROOT))
+            if started is not None:
+                started.append(procs[-1].pid)
             outs.append(out)
         limit = float(plan["warmup_s"]) + float(plan["duration_s"]) + CLIENT_SLACK_S
         deadline = time.monotonic() + limit

@@ -33,9 +33,10 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def _cpu(r: dict[str, Any]) -> str:
-    """The row's 'server µs | PostgreSQL µs' CPU-per-call cells."""
+    """The row's 'server | PostgreSQL | client' CPU-per-call cells (µs)."""
     c = r.get("cpu") or {}
-    return f"{_f(c.get('server_us_per_call'), '{:.0f}')} | {_f(c.get('postgres_us_per_call'), '{:.0f}')}"
+    return " | ".join(_f(c.get(k), "{:.0f}") for k in ("server_us_per_call", "postgres_us_per_call",
+                                                         "client_us_per_call"))
 
 
 def machine_line(meta: dict[str, Any]) -> str:
@@ -52,13 +53,15 @@ def machine_line(meta: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     out = ["# Benchmark results", "", machine_line(results["meta"]), "",
            "Every ratio is to a ceiling measured in the same run, with the same client and calls in flight "
-           "(`python -m benchmarks`; see benchmarks/README.md). CPU µs/call: what the server's processes and "
-           "PostgreSQL's spent per call in the measured window (the client's own CPU is in neither).", ""]
+           "(`python -m benchmarks`; see benchmarks/README.md). CPU µs/call: what the server's processes, "
+           "PostgreSQL's and the load client's spent per call in the measured window (all share this machine's "
+           "cores).", ""]
     if results["load"]:
         out += ["## loyalty-core against its ceilings", "",
                 "| scenario | workers | in flight | calls/s | p50 ms | p99 ms | errors "
-                "| server CPU µs/call | PostgreSQL CPU µs/call | ceiling | ceiling calls/s | ratio | target |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+                "| server CPU µs/call | PostgreSQL CPU µs/call | client CPU µs/call | ceiling | ceiling calls/s "
+                "| ratio | target |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
         for r in results["load"]:
             t = r["total"]
             target = "–" if r.get("target_ratio") is None else (
@@ -79,7 +82,8 @@ def markdown(results: dict[str, Any]) -> str:
             out += ["", "What the server said on errors (first few per call and row, warm-up included):", "", *said]
         out.append("")
     out += ["## Ceilings", "", "| ceiling | workers | in flight | calls/s | p50 ms | p99 ms | errors "
-            "| server CPU µs/call | PostgreSQL CPU µs/call |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| server CPU µs/call | PostgreSQL CPU µs/call | client CPU µs/call |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["ceilings"]:
         t = r["total"]
         out.append(f"| {CEILING_TITLES[r['name']]} | {r['workers']} | {r['concurrency']} | {t['calls_per_s']:.0f} | "

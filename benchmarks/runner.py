@@ -232,9 +232,11 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
 
 def _measured(plan: dict[str, Any], server_pids: list[int] | None, processes: int = 1) -> dict[str, Any]:
     """Run the plan's clients; the merged result with the CPU the server processes (``server_pids``
-    and their children; None: no server) and PostgreSQL spent per call in the measured window."""
-    with cpu.CpuSampler(lambda: server_pids or []) as sampler:
-        merged = stats.merge(procs.run_clients(plan, processes=processes))
+    and their children; None: no server), PostgreSQL and the clients spent per call in the
+    measured window."""
+    clients: list[int] = []
+    with cpu.CpuSampler(lambda: server_pids or [], lambda: clients) as sampler:
+        merged = stats.merge(procs.run_clients(plan, processes=processes, started=clients))
     t = merged["total"]
     merged["cpu"] = sampler.per_call(merged.get("window"), t["ok"] + t["error_count"], server=server_pids is not None)
     return merged
@@ -245,7 +247,7 @@ def _record(name: str, workers: int, concurrency: int, merged: dict[str, Any]) -
     c = merged.get("cpu") or {}
     log(f"  {name:<18} w={workers} c={concurrency:<3} {t['calls_per_s']:>9.1f}/s  p50 {_ms(t['p50_ms'])}  "
         f"p99 {_ms(t['p99_ms'])}  errors {t['error_count']}  cpu/call server {_us(c.get('server_us_per_call'))} "
-        f"postgres {_us(c.get('postgres_us_per_call'))}")
+        f"postgres {_us(c.get('postgres_us_per_call'))} client {_us(c.get('client_us_per_call'))}")
     return {"name": name, "workers": workers, "concurrency": concurrency, **merged}
 
 

@@ -42,8 +42,8 @@ def test_cpu_ticks_of_a_process_include_its_children_as_they_count_themselves() 
     try:
         assert child.stdout is not None
         child_says = float(child.stdout.readline())
-        alone, _ = cpu.read_ticks([child.pid])
-        with_children, postgres = cpu.read_ticks([os.getpid()])
+        alone, _, _ = cpu.read_ticks([child.pid])
+        with_children, postgres, as_client = cpu.read_ticks([os.getpid()], [child.pid])
         mine = sum(os.times()[:2])
     finally:
         child.kill()
@@ -51,18 +51,19 @@ def test_cpu_ticks_of_a_process_include_its_children_as_they_count_themselves() 
     tick = 1 / cpu.TICKS_PER_S
     assert abs(alone * tick - child_says) <= 3 * tick
     assert abs(with_children * tick - (mine + alone * tick)) <= 3 * tick
-    assert postgres >= 0
+    assert abs(as_client - alone) <= 3 and postgres >= 0
 
 
 def test_cpu_per_call_is_what_the_window_used_over_its_calls() -> None:
     sampler = cpu.CpuSampler(lambda: [])
     t = cpu.TICKS_PER_S
-    # (wall time, server ticks, PostgreSQL ticks): one core busy in the server, half a core in PostgreSQL.
-    sampler.samples = [(100.0, 0, 0), (101.0, t, t // 2), (102.0, 2 * t, t)]
+    # (wall time, server, PostgreSQL and client ticks): a core busy in the server, half a core in
+    # PostgreSQL, a quarter in the client.
+    sampler.samples = [(100.0, 0, 0, 0), (101.0, t, t // 2, t // 4), (102.0, 2 * t, t, t // 2)]
     got = sampler.per_call((100.5, 101.5), calls=1_000)
-    assert got == {"server_us_per_call": 1_000.0, "postgres_us_per_call": 500.0}
+    assert got == {"server_us_per_call": 1_000.0, "postgres_us_per_call": 500.0, "client_us_per_call": 250.0}
     assert sampler.per_call((100.5, 101.5), calls=1_000, server=False)["server_us_per_call"] is None
-    assert sampler.per_call(None, calls=1_000) == {"server_us_per_call": None, "postgres_us_per_call": None}
+    assert sampler.per_call(None, calls=1_000) == dict.fromkeys(cpu.CPU_KEYS)
 
 
 def test_profile_layers_add_up_and_the_innermost_frame_decides() -> None:
@@ -103,6 +104,7 @@ def test_short_run_measures_every_scenario_and_the_ledger_agrees(create_database
         assert row["ceiling_calls_per_s"] and row["ratio"] is not None
     for row in results["load"] + [r for r in results["ceilings"] if not r["name"].startswith("db_")]:
         assert row["cpu"]["server_us_per_call"] > 0 and row["cpu"]["postgres_us_per_call"] >= 0, row["name"]
+        assert row["cpu"]["client_us_per_call"] > 0, row["name"]
     assert all(r["cpu"]["server_us_per_call"] is None for r in results["ceilings"] if r["name"].startswith("db_"))
     pos_calls = {m for r in results["load"] if r["name"] == "pos_mix" for m in r["methods"]}
     assert {"Quote", "Checkout", "Capture"} <= pos_calls
