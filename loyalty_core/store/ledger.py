@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
+from loyalty_core.calc import NEVER
 from loyalty_core.model import LotAllocation, Member, MemberRef, WriteContext
 from loyalty_core.store.convert import expiry_us, to_dt, to_us
 from loyalty_core.store.later import Later
@@ -190,29 +191,32 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
+# A timestamptz as int64 microseconds since the epoch, computed by PostgreSQL (exact for timestamptz).
+_US = "(extract(epoch FROM {}) * 1000000)::bigint"
+
+
 async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
     """The member ``ref`` names and its lots with points left (pending ones included), in one
-    statement, so one round trip without a pipeline: a row per lot, the member's columns on each."""
+    statement and one row: the lots come as four arrays (times in microseconds, a lot that never
+    expires as calc's NEVER), so a quote decodes the member's columns once however many lots it has."""
     condition, value = ref_condition(ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"WITH m AS ({SELECT_MEMBER} WHERE programme_id = %s AND {condition})"
-        " SELECT m.*, l.lot_id AS lot__id, l.remaining AS lot__remaining, l.activates_at AS lot__activates_at,"
-        " l.expires_at AS lot__expires_at FROM m LEFT JOIN lot l ON l.member_id = m.member_id::uuid"
-        " AND l.remaining > 0 ORDER BY l.lot_id",
-        (programme_id, value),
+        f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
+        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
+        f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
+        "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
+        f"   array_agg({_US.format('l.activates_at')} ORDER BY l.lot_id) AS activates,"
+        f"   array_agg(coalesce({_US.format('l.expires_at')}, %s) ORDER BY l.lot_id) AS expires"
+        "   FROM lot l WHERE l.member_id = m.member_id::uuid AND l.remaining > 0) a",
+        (programme_id, value, NEVER),
     )
-    rows = await cur.fetchall()
-    lots = Lots([], [], [], [])
-    if not rows:
-        return None, lots
-    for row in rows:
-        if row["lot__id"] is not None:
-            lots.lot_ids.append(row["lot__id"])
-            lots.remaining.append(row["lot__remaining"])
-            lots.activates_at.append(to_us(row["lot__activates_at"]))
-            lots.expires_at.append(expiry_us(row["lot__expires_at"]))
-    return row_to_member({k: v for k, v in rows[0].items() if not k.startswith("lot__")}), lots
+    row = await cur.fetchone()
+    if row is None:
+        return None, Lots([], [], [], [])
+    lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
+                row.pop("lot__expires_at"))
+    return row_to_member(row), lots
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:
