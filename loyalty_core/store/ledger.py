@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
 from loyalty_core.model import LotAllocation, Member, MemberRef, WriteContext
-from loyalty_core.store.convert import expiry_us, to_dt, to_us
+from loyalty_core.store.convert import to_dt
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
 
@@ -166,14 +166,20 @@ async def post(
     return Later(cur, _posted)
 
 
-_LOTS = "SELECT lot_id, remaining, activates_at, expires_at FROM lot WHERE remaining > 0 AND member_id = "
+def _us(column: str) -> str:
+    """A timestamptz column as int64 microseconds since the epoch, computed by PostgreSQL (exactly),
+    so no datetime is made and taken apart for each lot."""
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
+# A lot's times in microseconds; a lot that never expires as calc's NEVER.
+_LOTS = (f"SELECT lot_id, remaining, {_us('activates_at')}, coalesce({_us('expires_at')}, {NEVER}) FROM lot"
+         " WHERE remaining > 0 AND member_id = ")
 
 
 async def _lots(cur: Any) -> Lots:
     rows = await cur.fetchall()
-    return Lots(
-        [r[0] for r in rows], [r[1] for r in rows], [to_us(r[2]) for r in rows], [expiry_us(r[3]) for r in rows]
-    )
+    return Lots([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
 
 
 async def lots(conn: Any, member_id: str) -> Lots:
@@ -191,10 +197,6 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
-# A timestamptz as int64 microseconds since the epoch, computed by PostgreSQL (exact for timestamptz).
-_US = "(extract(epoch FROM {}) * 1000000)::bigint"
-
-
 async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
     """The member ``ref`` names and its lots with points left (pending ones included), in one
     statement and one row: the lots come as four arrays (times in microseconds, a lot that never
@@ -206,10 +208,10 @@ async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple
         " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
-        f"   array_agg({_US.format('l.activates_at')} ORDER BY l.lot_id) AS activates,"
-        f"   array_agg(coalesce({_US.format('l.expires_at')}, %s) ORDER BY l.lot_id) AS expires"
+        f"   array_agg({_us('l.activates_at')} ORDER BY l.lot_id) AS activates,"
+        f"   array_agg(coalesce({_us('l.expires_at')}, {NEVER}) ORDER BY l.lot_id) AS expires"
         "   FROM lot l WHERE l.member_id = m.member_id::uuid AND l.remaining > 0) a",
-        (programme_id, value, NEVER),
+        (programme_id, value),
     )
     row = await cur.fetchone()
     if row is None:
