@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,20 +52,14 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     programme_id, ref = _check_quote(req)
     now = clock.now_us()
     copy = db.programmes.get(programme_id)
-    if copy is not None:
-        # One round trip: the programme and its levels are this process's (at most the cache's TTL
-        # old), the member and its lots come in one statement.
-        async with db.connection() as conn:
-            found, lots = await ledger.member_and_lots(conn, programme_id, ref)
-            member = await identified(conn, copy.programme, ref, found)
-        return quote_for(copy.programme, member, copy.levels, lots, req, now)[0]
-    async with db.connection() as conn, conn.pipeline():
-        sent_rules = await rules.send(conn, db, programme_id)
-        sent_member = await members.send_find(conn, programme_id, ref)
-        sent_lots = await ledger.send_lots_of(conn, programme_id, ref)
+    # The member and its lots come in one statement. With this process's copy of the programme that
+    # is the whole read (no pipeline, one round trip); without, the programme and its levels are
+    # sent first and travel with it in a pipeline.
+    async with db.connection() as conn, (contextlib.nullcontext() if copy is not None else conn.pipeline()):
+        sent_rules = rules.SentRules(programme_id, copy) if copy is not None else await rules.send(conn, db, programme_id)
+        found, lots = await ledger.member_and_lots(conn, programme_id, ref)
         current = await rules.read_any(db, sent_rules)
-        member = await identified(conn, current.programme, ref, await sent_member.get())
-        lots = await sent_lots.get()
+        member = await identified(conn, current.programme, ref, found)
     return quote_for(current.programme, member, current.levels, lots, req, now)[0]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from typing import Any
 
@@ -181,4 +180,3 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
                 totals[name] += getattr(run, name)
     observe.expiry_run(time.perf_counter() - started)
     return ExpiryRun(**totals)
-

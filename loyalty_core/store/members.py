@@ -49,23 +49,15 @@ def ref_condition(ref: MemberRef) -> tuple[str, str]:
     return "card_number = %s", ref.card_number
 
 
-async def _one_member(cur: Any) -> Member | None:
-    row = await cur.fetchone()
-    return None if row is None else row_to_member(row)
-
-
-async def send_find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Later[Member | None]:
+async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
     """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
     which every write to the member's points holds until it commits."""
     condition, value = ref_condition(ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"{_SELECT} WHERE programme_id = %s AND {condition}" + (" FOR UPDATE" if lock else ""),
                       (programme_id, value))
-    return Later(cur, _one_member)
-
-
-async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
-    return await (await send_find(conn, programme_id, ref, lock=lock)).get()
+    row = await cur.fetchone()
+    return None if row is None else row_to_member(row)
 
 
 # A locked member comes with its programme's revision, read in the same statement (no round trip
