@@ -172,9 +172,10 @@ def _us(column: str) -> str:
     return f"(extract(epoch FROM {column}) * 1000000)::bigint"
 
 
-# A lot's times in microseconds; a lot that never expires as calc's NEVER.
-_LOTS = (f"SELECT lot_id, remaining, {_us('activates_at')}, coalesce({_us('expires_at')}, {NEVER}) FROM lot"
-         " WHERE remaining > 0 AND member_id = ")
+# What calc needs of a lot with points left: its times in microseconds, one that never expires as
+# calc's NEVER. ``_LOTS`` ends where the member's id goes.
+_LOTS = (f"SELECT lot_id, remaining, {_us('activates_at')} AS activates_us, coalesce({_us('expires_at')}, {NEVER})"
+         " AS expires_us FROM lot WHERE remaining > 0 AND member_id = ")
 
 
 async def _lots(cur: Any) -> Lots:
@@ -208,9 +209,8 @@ async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple
         " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
-        f"   array_agg({_us('l.activates_at')} ORDER BY l.lot_id) AS activates,"
-        f"   array_agg(coalesce({_us('l.expires_at')}, {NEVER}) ORDER BY l.lot_id) AS expires"
-        "   FROM lot l WHERE l.member_id = m.member_id::uuid AND l.remaining > 0) a",
+        "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
+        f"   FROM ({_LOTS}m.member_id::uuid) l) a",
         (programme_id, value),
     )
     row = await cur.fetchone()
