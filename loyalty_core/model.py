@@ -466,6 +466,8 @@ class ExpiryRun:
     points_activated: int = 0
     holds_released: int = 0
     points_released: int = 0
+    # Members whose due work this run did.
+    members: int = 0
 
 
 @dataclass(frozen=True)

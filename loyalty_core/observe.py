@@ -23,6 +23,8 @@ class Observer(Protocol):
 
     def expiry_run(self, seconds: float) -> None: ...
 
+    def job_finished(self, job: str, items: int, seconds: float, ok: bool) -> None: ...
+
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
 _programme: ContextVar[str] = ContextVar("loyalty_observed_programme", default="")
@@ -94,3 +96,9 @@ def expiry_run(seconds: float) -> None:
     observer = _observer.get()
     if observer is not None:
         observer.expiry_run(seconds)
+
+
+def job_finished(job: str, items: int, seconds: float, *, ok: bool) -> None:
+    observer = _observer.get()
+    if observer is not None:
+        observer.job_finished(job, items, seconds, ok)

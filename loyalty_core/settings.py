@@ -72,6 +72,18 @@ class Settings:
     # Server processes sharing the gRPC port (SO_REUSEPORT), each with its own pool of
     # pool_max_size connections: Python uses one core per process. 0: one per core.
     workers: int = 0
+    # The scheduled jobs (expiry, level review, discount recalculation) run inside the server,
+    # each on one replica at a time. Off on a replica: it serves calls only. (docs/jobs.md)
+    jobs_enabled: bool = True
+    # How often a replica looks for due jobs; a job a dead replica left is taken over within it.
+    job_tick_s: float = 1.0
+    # Members one run of a job works through before it yields (the rest at the next tick), and
+    # members per transaction of the programme-wide jobs.
+    job_batch_size: int = 500
+    # Each job is due this long after its last run finished.
+    job_expiry_interval_s: float = 30.0
+    job_level_review_interval_s: float = 86_400.0
+    job_recalculate_discounts_interval_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -99,7 +111,8 @@ class Settings:
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
                      "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
-                     "rpc_time_limit_s"):
+                     "rpc_time_limit_s", "job_tick_s", "job_batch_size", "job_expiry_interval_s",
+                     "job_level_review_interval_s", "job_recalculate_discounts_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -16,7 +17,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from loyalty_core import observe
 from loyalty_core.clock import SystemClock
+from loyalty_core.scheduler import Scheduler
+from loyalty_core.service.jobs import scheduled_jobs
 from loyalty_core.settings import Settings, split_host_port
 from loyalty_core.store import embedded
 from loyalty_core.store.db import Database
@@ -81,11 +85,18 @@ async def serve(settings: Settings, *, stop_event: asyncio.Event | None = None) 
         await server.start()
         log.info("serving", extra={"event": "serving", "grpc_port": port, "metrics_port": metrics_port,
                                    "embedded": pg is not None})
+        jobs_stop = asyncio.Event()
+        jobs = asyncio.create_task(run_jobs(deps, jobs_stop)) if settings.jobs_enabled else None
         await stop_event.wait()
 
         log.info("stopping", extra={"event": "stopping", "grace_s": settings.shutdown_grace_s})
+        jobs_stop.set()  # a running job finishes its bounded run, or is cancelled below mid-transaction
         await deps.health.shutdown()
         await server.stop(settings.shutdown_grace_s)
+        if jobs is not None:
+            # Cancelled, its open transaction rolls back and what it left stays due for the next runner.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(jobs, settings.shutdown_grace_s)
     finally:
         if httpd is not None:
             stop_metrics_server(httpd)
@@ -93,6 +104,15 @@ async def serve(settings: Settings, *, stop_event: asyncio.Event | None = None) 
         if pg is not None:
             await asyncio.to_thread(pg.stop)
         log.info("stopped", extra={"event": "stopped"})
+
+
+async def run_jobs(deps: Deps, stop: asyncio.Event) -> None:
+    """This replica's share of the scheduled jobs (``loyalty_core.scheduler``), reported to its metrics."""
+    settings = deps.settings
+    scheduler = Scheduler(deps.db, scheduled_jobs(settings, deps.db, deps.clock), tick_s=settings.job_tick_s,
+                          runner=f"{socket.gethostname()}:{os.getpid()}")
+    with observe.observed_by(deps.metrics):
+        await scheduler.run(stop)
 
 
 def worker_count(settings: Settings) -> int:

@@ -1,4 +1,4 @@
-"""`loyalty-core` command line: serve, migrate (others add verify, keys, ...)."""
+"""`loyalty-core` command line: serve, migrate, verify, keys and one command per scheduled job."""
 
 from __future__ import annotations
 
@@ -70,13 +70,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
     """The scheduled level review of one programme (cron it daily): drop who missed their period."""
-    from datetime import datetime
-
     from loyalty_core.clock import SystemClock
     from loyalty_core.service.membership import run_level_review
     from loyalty_core.store.db import Database
 
-    as_of = None if not args.as_of else int(datetime.fromisoformat(args.as_of).timestamp() * 1_000_000)
+    as_of = _as_of_us(args.as_of)
 
     async def run(url: str) -> int:
         async with Database(url, pool_min_size=1, pool_max_size=1) as db:
@@ -86,6 +84,56 @@ def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
 
     with _database_url(settings) as url:
         return asyncio.run(run(url))
+
+
+def _as_of_us(as_of: str) -> int | None:
+    from datetime import datetime
+
+    return None if not as_of else int(datetime.fromisoformat(as_of).timestamp() * 1_000_000)
+
+
+def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
+    """The scheduled expiry job from cron: burn expired lots, activate due ones, release stale holds."""
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.points import run_expiry
+    from loyalty_core.store.db import Database
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            r = await run_expiry(db, SystemClock(), args.programme_id, _as_of_us(args.as_of))
+        print(f"{r.members} members: {r.lots_expired} lots expired ({r.points_expired} points), "
+              f"{r.lots_activated} lots activated ({r.points_activated} points), "
+              f"{r.holds_released} holds released ({r.points_released} points)")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def cmd_recalculate_discounts(settings: Settings, args: argparse.Namespace) -> int:
+    """The scheduled recount of purchase totals and accumulative rates of one programme."""
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.membership import recalculate_discounts
+    from loyalty_core.store.db import Database
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            r = await recalculate_discounts(db, SystemClock(), args.programme_id, args.batch_size)
+        print(f"recalculated {r.members_recalculated} members: {r.members_changed} changed")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _expire_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", default="", help="only this programme (default: every programme)")
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone to act as of (default: now)")
+
+
+def _recalculate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", required=True, help="the programme to recount")
+    parser.add_argument("--batch-size", type=int, default=0, help="members per transaction (default 500)")
 
 
 def _review_args(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +207,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "verify": ("check the points ledger's invariants; exit 1 and print what disagrees", _verify_args, cmd_verify),
     "review-levels": ("drop one level every member who missed their level's period", _review_args,
                       cmd_review_levels),
+    "expire": ("burn expired lots, activate due ones and release stale holds (the expiry job, for cron)",
+               _expire_args, cmd_expire),
+    "recalculate-discounts": ("recount purchase totals and accumulative rates of a programme (the job, for cron)",
+                              _recalculate_args, cmd_recalculate_discounts),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
 }
 

@@ -85,6 +85,13 @@ class Metrics:
             "loyalty_expiry_run_seconds", "Duration of one expiry run.", buckets=LATENCY_BUCKETS_S + (30.0, 60.0),
             registry=registry)
 
+        self.job_runs = Counter("loyalty_job_runs", "Scheduled job runs finished on this process, by job and "
+                                "result (ok, failed).", ["job", "result"], registry=registry)
+        self.job_items = Counter("loyalty_job_items", "Items (members, holds, keys, ...) scheduled jobs did on this "
+                                 "process, by job.", ["job"], registry=registry)
+        self.job_run_seconds = Histogram("loyalty_job_run_seconds", "Duration of one scheduled job run, by job.",
+                                         ["job"], buckets=LATENCY_BUCKETS_S + (30.0, 60.0), registry=registry)
+
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the pool's numbers at scrape time (no background task to keep them fresh)."""
         self.pool_size.set_function(lambda: stats()["size"])
@@ -107,6 +114,11 @@ class Metrics:
 
     def expiry_run(self, seconds: float) -> None:
         self.expiry_run_seconds.observe(seconds)
+
+    def job_finished(self, job: str, items: int, seconds: float, ok: bool) -> None:
+        self.job_runs.labels(job, "ok" if ok else "failed").inc()
+        self.job_items.labels(job).inc(items)
+        self.job_run_seconds.labels(job).observe(seconds)
 
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
         """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
@@ -169,6 +181,18 @@ class LedgerCollector:
                                 "burnt, or hold it should have released, by now; 0 when it is up to date.")
         lag.add_metric([], reading.expiry_lag_s)
         yield lag
+        # The scheduler's state is in the database, so every replica reports the same figures.
+        last = GaugeMetricFamily("loyalty_job_last_success_timestamp_seconds", "When each scheduled job last "
+                                 "finished a run (Unix time), on any replica.", labels=["job"])
+        job_lag = GaugeMetricFamily("loyalty_job_lag_seconds", "How far behind each scheduled job is: for expiry, "
+                                    "the age of the oldest lot or hold due and not done; for the others, how long "
+                                    "the job has been due without a run finishing; 0 when up to date.",
+                                    labels=["job"])
+        for job, state in sorted(reading.jobs.items()):
+            if state.last_success_s is not None:
+                last.add_metric([job], state.last_success_s)
+            job_lag.add_metric([job], reading.expiry_lag_s if job == "expiry" else state.lag_s)
+        yield from (last, job_lag)
 
     def _read(self) -> gauges.LedgerGauges | None:
         with self._lock:

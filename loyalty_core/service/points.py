@@ -160,9 +160,11 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
 
 
 async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int | None, *,
-                     batch: int = expiry.DUE_BATCH) -> ExpiryRun:
+                     batch: int = expiry.DUE_BATCH, members_max: int = 0) -> ExpiryRun:
     """Burn, activate and release as of ``as_of`` (default now), member by member, each in its own
-    transaction holding the member's lock: safe to run twice, and from several servers at once."""
+    transaction holding the member's lock: safe to run twice, and from several servers at once.
+    ``members_max`` > 0 stops after that many members (a bounded run of the scheduler: what it
+    left is still due, so the next run takes it up)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
     as_of = clock.now_us() if as_of is None else as_of
     if not 0 <= as_of <= MAX_US:
@@ -178,5 +180,8 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
                 run = await db.run_in_transaction(_expire_member, member_id, as_of)
             for name in totals:
                 totals[name] += getattr(run, name)
+            totals["members"] += 1
+            if totals["members"] == members_max:
+                break
     observe.expiry_run(time.perf_counter() - started)
     return ExpiryRun(**totals)

@@ -117,13 +117,17 @@ class Database:
     async def dedicated_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection of its own, outside the pool, in autocommit: for a batch job that keeps a
         cursor open while its work takes pooled connections (so a pool of one cannot starve it)."""
+        async with await self.open_dedicated_connection() as conn:
+            yield conn
+
+    async def open_dedicated_connection(self) -> psycopg.AsyncConnection[Any]:
+        """``dedicated_connection`` for a caller that keeps it across calls (the scheduler's lock
+        holder) and closes it itself."""
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+            return await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                          connect_timeout=self.connect_timeout_s)
         except CONNECTION_FAILURES as err:
             raise _unavailable(err) from err
-        async with conn:
-            yield conn
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

@@ -15,6 +15,15 @@ import psycopg
 NEVER = "never"
 
 
+@dataclass(frozen=True)
+class JobState:
+    """A scheduled job as every replica sees it: when it last finished (Unix seconds), and how long
+    it has been due without a run finishing (0 when not due)."""
+
+    last_success_s: float | None
+    lag_s: float
+
+
 @dataclass
 class LedgerGauges:
     """One reading. Keys are programme ids; ``outstanding`` is keyed (programme id, "YYYY-MM" or "never")."""
@@ -26,6 +35,7 @@ class LedgerGauges:
     # How far behind the expiry run is: the age of the oldest lot it should have burnt, or hold it
     # should have released, by ``now``; 0 when it is up to date.
     expiry_lag_s: float = 0.0
+    jobs: dict[str, JobState] = field(default_factory=dict)
 
 
 def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
@@ -67,4 +77,11 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
         ).fetchone()
         if row and row[0] is not None:
             g.expiry_lag_s = max(0.0, (now - row[0]).total_seconds())
+        # The schedule runs on PostgreSQL's clock (store.jobs), so its lag is measured on it too.
+        for name, last_success_s, lag_s in conn.execute(
+            """SELECT name, extract(epoch FROM last_success_at)::float8,
+                      greatest(0, extract(epoch FROM now() - next_run_at))::float8
+               FROM scheduled_job"""
+        ):
+            g.jobs[name] = JobState(last_success_s, lag_s)
     return g

@@ -1,0 +1,60 @@
+"""The scheduled jobs: the ledger's and the levels' upkeep that runs without anyone calling it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from loyalty_core.clock import Clock
+from loyalty_core.scheduler import Job, JobRun
+from loyalty_core.service import membership, points
+from loyalty_core.settings import Settings
+from loyalty_core.store import programmes
+from loyalty_core.store.db import Database
+
+# Programmes read per query when a job walks them all.
+PROGRAMMES_PAGE = 100
+
+
+async def _programme_ids(db: Database) -> AsyncIterator[str]:
+    after: tuple[int, str] | None = None
+    while True:
+        async with db.connection() as conn:
+            page = await programmes.page(conn, after, PROGRAMMES_PAGE)
+        for programme in page:
+            yield programme.programme_id
+        if len(page) < PROGRAMMES_PAGE:
+            return
+        after = (page[-1].created_at, page[-1].programme_id)
+
+
+def _each_programme(db: Database, run: Callable[[str], Awaitable[int]]) -> Callable[[], Awaitable[JobRun]]:
+    """A job that runs ``run(programme_id)`` (its own batches) for every programme."""
+    async def job() -> JobRun:
+        items = 0
+        async for programme_id in _programme_ids(db):
+            items += await run(programme_id)
+        return JobRun(items)
+    return job
+
+
+def scheduled_jobs(settings: Settings, db: Database, clock: Clock) -> list[Job]:
+    """Every job with its interval from settings (``LOYALTY_JOB_*``)."""
+    batch = settings.job_batch_size
+
+    async def expiry() -> JobRun:
+        # Burn expired lots, activate delayed points, release holds past their lifetime: at most
+        # ``batch`` members per run, the rest at the next tick.
+        run = await points.run_expiry(db, clock, "", None, members_max=batch)
+        return JobRun(run.members, more=run.members == batch)
+
+    async def review(programme_id: str) -> int:
+        return (await membership.run_level_review(db, clock, programme_id, None, batch)).members_dropped
+
+    async def recalculate(programme_id: str) -> int:
+        return (await membership.recalculate_discounts(db, clock, programme_id, batch)).members_changed
+
+    return [
+        Job("expiry", settings.job_expiry_interval_s, expiry),
+        Job("level_review", settings.job_level_review_interval_s, _each_programme(db, review)),
+        Job("recalculate_discounts", settings.job_recalculate_discounts_interval_s, _each_programme(db, recalculate)),
+    ]
