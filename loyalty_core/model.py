@@ -197,6 +197,24 @@ class BurnOut:
 
 
 @dataclass(frozen=True)
+class PendingActivation:
+    activates_at: int
+    source: str
+    points: int
+    order_id: str
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Burn-outs after ``as_of`` (one page), and what awaits activation then."""
+
+    as_of: int
+    burn_outs: tuple[BurnOut, ...]
+    pending: tuple[PendingActivation, ...]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
 class Balance:
     active_points: int
     pending_points: int
@@ -424,6 +442,21 @@ class Redeem:
 
 
 @dataclass(frozen=True)
+class LotRecord:
+    """A lot as operators see it; ``expires_at`` is calc's NEVER for points that do not expire."""
+
+    lot_id: int
+    source: str
+    amount: int
+    remaining: int
+    activates_at: int
+    expires_at: int
+    order_id: str
+    created_at: int
+    expired_at: int | None
+
+
+@dataclass(frozen=True)
 class LotAllocation:
     lot_id: int
     points: int
@@ -456,6 +489,14 @@ class History:
     kinds: tuple[str, ...] = ()
     page_size: int = 0
     page_token: str = ""
+
+
+@dataclass(frozen=True)
+class Accrued:
+    """A manual accrual's movement and the lot it made."""
+
+    movement: Movement
+    lot: LotRecord
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,14 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/GetMember": _rule(*_MEMBER_READERS),
     "/loyalty.v1.MemberService/LookupMember": _rule(*_MEMBER_READERS),
     "/loyalty.v1.MemberService/GetBalance": _rule(*_MEMBER_READERS),
+    "/loyalty.v1.MemberService/GetPointsForecast": _rule(*_MEMBER_READERS),
     # Leaving the programme is a participation (status) change.
     "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
     # The web shop shows the member's history; the till does not need it.
+    "/loyalty.v1.PointsService/ListLots": _rule("manual_points", "programme_admin", "read_only"),
     "/loyalty.v1.PointsService/ListPointsHistory": _rule("ecommerce", "manual_points", "programme_admin",
                                                          "read_only"),
     # An empty programme_id means every programme, which a key for some programmes may not run.

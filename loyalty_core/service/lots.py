@@ -52,13 +52,19 @@ def fill(caps: Sequence[int], amount: int) -> list[int]:
     return [taken.get(i, 0) for i in range(1, n + 1)]
 
 
+def burn_forecast(lots: Lots, after: int, window_end: int) -> list[BurnOut]:
+    """The lots' points that burn after ``after`` and by ``window_end``, summed per expiry time."""
+    _, remaining, activates_at, expires_at = _arrays(lots)
+    return [BurnOut(at, points) for at, points in calc.burn_forecast(remaining, activates_at, expires_at,
+                                                                     after, window_end)]
+
+
 def balance_of(member: Member, lots: Lots, now: int) -> Balance:
     """Active, pending and burning points from the lots; held, debt and totals from the member."""
     window_end = now + BURN_WINDOW_DAYS * US_PER_DAY
     _, remaining, activates_at, expires_at = _arrays(lots)
     active, pending, burning = calc.lot_summary(remaining, activates_at, expires_at, now, window_end)
-    burn_outs = tuple(BurnOut(at, points) for at, points in calc.burn_forecast(remaining, activates_at, expires_at,
-                                                                               now, window_end))
+    burn_outs = tuple(burn_forecast(lots, now, window_end))
     return Balance(
         active_points=active, pending_points=pending, held_points=member.held_points, burning_points=burning,
         burn_outs=burn_outs, debt_points=member.debt_points, earned_total_points=member.earned_total_points,

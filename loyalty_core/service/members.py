@@ -9,17 +9,19 @@ from typing import Any
 
 import psycopg.errors
 
-from loyalty_core import cards, membership
+from loyalty_core import calc, cards, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
+    Forecast,
     Balance, Enrol, Enrolled, Member, MemberCard, MemberRef, Offboard, Programme,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
-from loyalty_core.service.lots import balance_of, lifetime_end
+from loyalty_core.service.lots import balance_of, burn_forecast, lifetime_end
 from loyalty_core.store import ledger, members as store, programmes
 from loyalty_core.store import membership as history
+from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
@@ -150,6 +152,33 @@ async def balance(db: Database, clock: Clock, programme_id: str, member_id: str)
         member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         lots = await ledger.lots(conn, member_id)
     return balance_of(member, lots, now)
+
+
+async def forecast(db: Database, clock: Clock, programme_id: str, member_id: str, as_of: int | None,
+                   end: int | None, page_size: int, page_token: str) -> Forecast:
+    """Every burn-out after ``as_of`` (default now) up to ``end`` (default: all), a page at a time,
+    and the points awaiting activation at ``as_of``, from the lots as they are now."""
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    member_id = checks.uuid_arg(member_id, "member_id")
+    now = clock.now_us()
+    as_of = now if as_of is None else as_of
+    if not now <= as_of <= MAX_US:
+        raise InvalidArgument("value_out_of_range", "as_of_time must be now or later: the forecast is computed from "
+                              "the lots as they are now", field="as_of_time")
+    if end is not None and not as_of < end <= MAX_US:
+        raise InvalidArgument("value_out_of_range", "end_time must be after as_of_time", field="end_time")
+    size = checks.page_size(page_size)
+    after = (checks.decode_token(page_token, 1) or [as_of])[0]
+    if not isinstance(after, int) or after < as_of:
+        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    async with db.connection() as conn:
+        checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
+        lots = await ledger.lots(conn, member_id)
+        # Points that never expire are calc.NEVER: a window up to just before it leaves them out.
+        burn_outs = burn_forecast(lots, after, calc.NEVER - 1 if end is None else end)
+        pending = () if page_token else await ledger.pending_activations(conn, member_id, as_of)
+    page, more = burn_outs[:size], len(burn_outs) > size
+    return Forecast(as_of, tuple(page), tuple(pending), checks.encode_token(page[-1].expires_at) if more else "")
 
 
 async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:

@@ -10,7 +10,8 @@ from loyalty_core import observe
 from loyalty_core.clock import Clock
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.model import (
-    Accrue, Expiry, ExpiryRun, History, Member, MemberRef, Movement, Page, Programme, Redeem, WriteContext,
+    Accrue, Accrued, Expiry, ExpiryRun, History, LotRecord, Member, MemberRef, Movement, Page, Programme, Redeem,
+    WriteContext,
 )
 from loyalty_core import membership
 from loyalty_core.service import checks
@@ -64,12 +65,12 @@ def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
     return rule.expires_at
 
 
-async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
-    """Credit points, usable at once, living as the request's expiry rule says."""
+async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
+    """Credit points, usable at once, living as the request's expiry rule says, as a lot of their own."""
     programme_id, member_id = _check_points_write(req)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Movement, str]:
+    async def effect(conn: Any) -> tuple[Accrued, str]:
         programme, member = await _member_for_write(conn, programme_id, member_id)
         if member.status == "deactivated":
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
@@ -79,9 +80,12 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Movement:
             [Entry("manual_accrual", req.points, lots=[(NEW_LOT, req.points)], comment=req.comment)],
             NewLot("manual_accrual", req.points, now, expires_at),
         )
-        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
+        movement = await history.one(conn, member_id, (await posted.get()).movement_ids[0])
+        made = movement.lots[0].lot_id
+        lot, = await ledger.lot_records(conn, member_id, after=0, limit=1, with_points_left=False, lot_ids=[made])
+        return Accrued(movement, lot), member_id
 
-    return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Movement,
+    return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Accrued,
                            now=now, effect=effect)
 
 
@@ -104,6 +108,24 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
 
     return await run_write(db, method="RedeemPoints", scope=programme_id, request=req, result_type=Movement,
                            now=now, effect=effect)
+
+
+async def list_lots(db: Database, programme_id: str, member_id: str, only_with_points_left: bool,
+                    page_size: int, page_token: str) -> Page[LotRecord]:
+    """The member's lots, oldest first, a page at a time."""
+    programme_id = checks.uuid_arg(programme_id, "programme_id")
+    member_id = checks.uuid_arg(member_id, "member_id")
+    size = checks.page_size(page_size)
+    after = (checks.decode_token(page_token, 1) or [0])[0]
+    if not isinstance(after, int):
+        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    async with db.connection() as conn:
+        checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
+        lots = await ledger.lot_records(conn, member_id, after=after, limit=size + 1,
+                                        with_points_left=only_with_points_left)
+    more = len(lots) > size
+    lots = lots[:size]
+    return Page(tuple(lots), checks.encode_token(lots[-1].lot_id) if more else "")
 
 
 async def list_history(db: Database, req: History) -> Page[Movement]:

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
-from loyalty_core.model import LotAllocation, Member, MemberRef, WriteContext
+from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store.convert import to_dt
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
@@ -186,6 +186,34 @@ async def _lots(cur: Any) -> Lots:
 async def lots(conn: Any, member_id: str) -> Lots:
     """The member's lots with points left, pending ones included (calc decides what is usable)."""
     return await _lots(await conn.execute(_LOTS + "%s ORDER BY lot_id", (member_id,)))
+
+
+_LOT_RECORD = (f"SELECT lot_id, source, amount, remaining, {_us('activates_at')}, coalesce({_us('expires_at')}, {NEVER}),"
+               f" coalesce(order_id, ''), {_us('created_at')}, {_us('expired_at')} FROM lot WHERE member_id = %s")
+
+
+async def lot_records(conn: Any, member_id: str, *, after: int, limit: int, with_points_left: bool,
+                      lot_ids: Sequence[int] = ()) -> list[LotRecord]:
+    """The member's lots by id after ``after`` (oldest first), or those of ``lot_ids``."""
+    query = _LOT_RECORD + " AND lot_id > %s"
+    params: list[Any] = [member_id, after]
+    if lot_ids:
+        query += " AND lot_id = ANY(%s)"
+        params.append(list(lot_ids))
+    if with_points_left:
+        query += " AND remaining > 0"
+    cur = await conn.execute(query + " ORDER BY lot_id LIMIT %s", (*params, limit))
+    return [LotRecord(*row) for row in await cur.fetchall()]
+
+
+async def pending_activations(conn: Any, member_id: str, as_of: int) -> list[PendingActivation]:
+    """Lots with points left that are not usable yet at ``as_of``, soonest first."""
+    cur = await conn.execute(
+        f"SELECT {_us('activates_at')}, source, remaining, coalesce(order_id, '') FROM lot"
+        " WHERE member_id = %s AND remaining > 0 AND activates_at > %s ORDER BY activates_at, lot_id",
+        (member_id, to_dt(as_of)),
+    )
+    return [PendingActivation(*row) for row in await cur.fetchall()]
 
 
 async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:

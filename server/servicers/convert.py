@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -9,7 +10,9 @@ from grpc import aio
 
 from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
-from loyalty_core.model import ANONYMOUS, Balance, Member, MemberCard, MemberRef, Movement, WriteContext
+from loyalty_core.model import (
+    ANONYMOUS, Balance, BurnOut, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
+)
 from server.auth import current_caller
 
 CORRELATION_METADATA = "x-correlation-id"
@@ -95,11 +98,30 @@ def member_card(card: MemberCard) -> member_pb2.Member:
     return m
 
 
+def burn_outs(items: Sequence[BurnOut]) -> list[member_pb2.BurnOut]:
+    return [member_pb2.BurnOut(expire_time=timestamp(x.expires_at), points=x.points) for x in items]
+
+
+def forecast(f: Forecast) -> member_pb2.GetPointsForecastResponse:
+    return member_pb2.GetPointsForecastResponse(
+        burn_outs=burn_outs(f.burn_outs), as_of_time=timestamp(f.as_of), next_page_token=f.next_page_token,
+        pending_activations=[member_pb2.PendingActivation(activate_time=timestamp(p.activates_at), source=p.source,
+                                                          points=p.points, order_id=p.order_id) for p in f.pending],
+    )
+
+
+def lot(x: LotRecord) -> points_pb2.Lot:
+    return points_pb2.Lot(
+        lot_id=str(x.lot_id), source=x.source, amount=x.amount, remaining=x.remaining,
+        activate_time=timestamp(x.activates_at), expire_time=timestamp(x.expires_at), order_id=x.order_id,
+        create_time=timestamp(x.created_at), expired_time=timestamp(x.expired_at),
+    )
+
+
 def balance(b: Balance) -> member_pb2.Balance:
     return member_pb2.Balance(
         active_points=b.active_points, pending_points=b.pending_points, held_points=b.held_points,
-        burning_points=b.burning_points,
-        burn_outs=[member_pb2.BurnOut(expire_time=timestamp(x.expires_at), points=x.points) for x in b.burn_outs],
+        burning_points=b.burning_points, burn_outs=burn_outs(b.burn_outs),
         debt_points=b.debt_points, earned_total_points=b.earned_total_points,
         spent_total_points=b.spent_total_points, expired_total_points=b.expired_total_points,
         as_of_time=timestamp(b.as_of),

@@ -9,7 +9,7 @@ from grpc import aio
 from loyalty.v1 import member_pb2, member_pb2_grpc
 from loyalty_core.model import Enrol, Offboard
 from loyalty_core.service import members
-from server.servicers.convert import balance, member_card, member_ref, write_context
+from server.servicers.convert import balance, forecast, member_card, member_ref, micros, write_context
 
 
 class MemberServicer(member_pb2_grpc.MemberServiceServicer):
@@ -39,6 +39,11 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
     async def GetBalance(self, request: Any, context: aio.ServicerContext) -> Any:
         points = await members.balance(self.db, self.clock, request.programme_id, request.member_id)
         return member_pb2.GetBalanceResponse(balance=balance(points))
+
+    async def GetPointsForecast(self, request: Any, context: aio.ServicerContext) -> Any:
+        return forecast(await members.forecast(self.db, self.clock, request.programme_id, request.member_id,
+                                               micros(request, "as_of_time"), micros(request, "end_time"),
+                                               request.page_size, request.page_token))
 
     async def OffboardMember(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Offboard(request.request_id, request.programme_id, request.member_id, request.comment,

@@ -10,7 +10,7 @@ from loyalty.v1 import points_pb2, points_pb2_grpc
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import Accrue, Expiry, History, Redeem
 from loyalty_core.service import points, verify
-from server.servicers.convert import MOVEMENT_KIND, micros, movement, write_context
+from server.servicers.convert import MOVEMENT_KIND, lot, micros, movement, write_context
 
 KIND_NAMES = {value: name for name, value in MOVEMENT_KIND.items()}
 
@@ -42,7 +42,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     async def AccruePoints(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Accrue(request.request_id, request.programme_id, request.member_id, request.points, expiry(request),
                      request.comment, write_context(request.context, context, request.request_id))
-        return points_pb2.AccruePointsResponse(movement=movement(await points.accrue(self.db, self.clock, req)))
+        accrued = await points.accrue(self.db, self.clock, req)
+        return points_pb2.AccruePointsResponse(movement=movement(accrued.movement), lot=lot(accrued.lot))
+
+    async def ListLots(self, request: Any, context: aio.ServicerContext) -> Any:
+        page = await points.list_lots(self.db, request.programme_id, request.member_id, request.only_with_points_left,
+                                      request.page_size, request.page_token)
+        return points_pb2.ListLotsResponse(lots=[lot(x) for x in page.items], next_page_token=page.next_page_token)
 
     async def RedeemPoints(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Redeem(request.request_id, request.programme_id, request.member_id, request.points, request.comment,
