@@ -188,9 +188,13 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     ``members_max`` > 0 stops after that many members (a bounded run of the scheduler: what it
     left is still due, so the next run takes it up)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
-    as_of = clock.now_us() if as_of is None else as_of
-    if not 0 <= as_of <= MAX_US:
-        raise InvalidArgument("value_out_of_range", "as_of_time must be between 1970 and 9999", field="as_of_time")
+    now = clock.now_us()
+    as_of = now if as_of is None else as_of
+    # A later time would burn points that are still the member's and release holds a till is
+    # about to capture: an expiry acts on the past or the present only.
+    if not 0 <= as_of <= now:
+        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
+                              field="as_of_time")
     started = time.perf_counter()
     totals = dict.fromkeys((f.name for f in dataclasses.fields(ExpiryRun)), 0)
     # The due members stream, ``batch`` at a time, from a cursor in a read-only transaction on a
