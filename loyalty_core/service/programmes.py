@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg.errors
 
+from loyalty_core import currencies
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, InvalidArgument, NotFound
 from loyalty_core.model import (
@@ -29,7 +29,6 @@ CHOICES = {
     "negative_balance_policy": ("refuse", "take_available", "debt"),
     "purchase_counts_when": ("captured", "completed"),
 }
-CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
 MAX_DAYS = 36_500
 MAX_ITEMS = 1000
@@ -42,8 +41,9 @@ def _bad(code: str, message: str, field: str) -> InvalidArgument:
 def check(p: Programme) -> None:
     """Every setting within its domain; the database's CHECK constraints say the same again."""
     checks.text_arg(p.name, "programme.name", required=True)
-    if not CURRENCY.match(p.currency_code):
-        raise _bad("value_out_of_range", "currency_code must be an ISO 4217 code such as EUR", "currency_code")
+    if not currencies.is_known(p.currency_code):
+        raise _bad("value_out_of_range", "currency_code must be an ISO 4217 currency code such as EUR "
+                   "(loyalty_core/currencies.py lists them)", "currency_code")
     if p.point_value_minor < 1:
         raise _bad("value_out_of_range", "point_value_minor must be at least 1", "point_value_minor")
     for name in BPS_FIELDS:
