@@ -161,6 +161,8 @@ for _code, _kind in [
     ("member_has_no_card", FailedPrecondition),
     ("phone_already_confirmed", FailedPrecondition),
     ("confirmation_resend_too_soon", ResourceExhausted),
+    # Card lockout (docs/trust.md "Abuse")
+    ("card_locked", FailedPrecondition),
     # Trust
     ("credential_missing", Unauthenticated),
     ("credential_unknown", Unauthenticated),

@@ -23,6 +23,8 @@ class Observer(Protocol):
 
     def expiry_run(self, seconds: float) -> None: ...
 
+    def card_locked(self, programme_id: str) -> None: ...
+
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
 _programme: ContextVar[str] = ContextVar("loyalty_observed_programme", default="")
@@ -94,3 +96,10 @@ def expiry_run(seconds: float) -> None:
     observer = _observer.get()
     if observer is not None:
         observer.expiry_run(seconds)
+
+
+def card_locked() -> None:
+    """A card locked after too many wrong secrets, in the current programme."""
+    observer = _observer.get()
+    if observer is not None:
+        observer.card_locked(_programme.get())
