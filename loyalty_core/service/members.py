@@ -81,7 +81,7 @@ async def verify_card(db: Database, clock: Clock, programme_id: str, ref: Member
                                  locked_until_us=locked_until)
     if stored_hash is not None and await cards.secret_matches_async(ref.card_secret, stored_hash):
         async with db.connection() as conn:
-            await store.card_unlocked(conn, member_id)
+            await store.card_unlocked(conn, member_id, now)
         return member_id
     if attempt == cards.CARD_SECRET_ATTEMPTS:
         async with db.connection() as conn:

@@ -130,11 +130,13 @@ async def count_card_attempt(conn: Any, member_id: str, now: int, max_failures: 
     return failures, to_us(locked_until)
 
 
-async def card_unlocked(conn: Any, member_id: str) -> bool:
-    """Forget the card's wrong secrets and any lock (a right secret, an operator's unlock, a new
-    card); whether there was anything to forget."""
-    cur = await conn.execute("DELETE FROM card_lock WHERE member_id = %s", (member_id,))
-    return cur.rowcount > 0
+async def card_unlocked(conn: Any, member_id: str, now: int) -> bool:
+    """Forget the card's wrong secrets and any lock (a right secret, an operator's unlock);
+    whether the card was locked at ``now``."""
+    cur = await conn.execute("DELETE FROM card_lock WHERE member_id = %s RETURNING locked_until > %s",
+                             (member_id, to_dt(now)))
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def offboard(conn: Any, member_id: str, now: int) -> None:

@@ -41,3 +41,20 @@ def test_a_right_secret_forgets_the_wrong_ones_before_it(api) -> None:
         for _ in range(cards.CARD_SECRET_ATTEMPTS - 1):
             refused(lambda: lookup(api, p.programme_id, "4000444455556666", other_than(secret)))
         assert lookup(api, p.programme_id, "4000444455556666", secret).member_id == member_id
+
+
+def test_an_operator_with_the_card_unlock_right_unlocks_a_locked_card(api, channel_with) -> None:
+    p = api.programme(card_secret_required=True)
+    member_id, secret = enrol_card(api, p.programme_id, "4000777788889999")
+    for _ in range(cards.CARD_SECRET_ATTEMPTS):
+        refused(lambda: lookup(api, p.programme_id, "4000777788889999", other_than(secret)))
+    request = membership_pb2.UnlockCardRequest(request_id=new_id(), programme_id=p.programme_id, member_id=member_id)
+    till = Members(channel_with("pos", "programme_admin"))
+    assert refused(lambda: till.membership.UnlockCard(request)) == (
+        grpc.StatusCode.PERMISSION_DENIED, "right_not_granted")
+    desk = Members(channel_with("card_unlock"))
+    assert desk.membership.UnlockCard(request).was_locked
+    assert desk.membership.UnlockCard(request).was_locked  # a replay answers the same
+    assert lookup(api, p.programme_id, "4000777788889999", secret).member_id == member_id
+    kinds = [e.kind for e in api.history(p.programme_id, member_id, membership_pb2.HISTORY_TAB_PARTICIPATION).events]
+    assert kinds.count("card_unlocked") == 1

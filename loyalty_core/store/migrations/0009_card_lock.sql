@@ -11,3 +11,10 @@ CREATE TABLE card_lock (
     locked_until    timestamptz,
     updated_at      timestamptz NOT NULL
 );
+
+-- The right to unlock a card (UnlockCard); the list is store/keys.py's RIGHTS.
+ALTER TABLE api_key DROP CONSTRAINT api_key_rights_check;
+ALTER TABLE api_key ADD CONSTRAINT api_key_rights_check CHECK (
+    cardinality(rights) >= 1
+    AND rights <@ ARRAY['pos', 'ecommerce', 'programme_admin', 'personal_discount', 'manual_points', 'level_status',
+                        'read_only', 'card_unlock']::text[]);
