@@ -163,6 +163,9 @@ for _code, _kind in [
     ("confirmation_resend_too_soon", ResourceExhausted),
     # Card lockout (docs/trust.md "Abuse")
     ("card_locked", FailedPrecondition),
+    # One member's lock (docs/trust.md "Abuse")
+    ("member_busy", Unavailable),
+    ("member_busy_calls", ResourceExhausted),
     # Trust
     ("credential_missing", Unauthenticated),
     ("credential_unknown", Unauthenticated),

@@ -134,8 +134,11 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme_id)
         return order, member.member_id
 
-    return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
-                           effect=effect, send_reads=send_reads)
+    # Only a few calls per member wait for its lock (the rest are refused at once), so a member
+    # held for long keeps only a few of the pool's connections.
+    with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
+        return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
+                               effect=effect, send_reads=send_reads)
 
 
 def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
