@@ -6,6 +6,8 @@ import grpc
 
 from loyalty.v1 import member_pb2, membership_pb2
 from loyalty_core import cards
+from tests.fixtures.keys import BearerKey
+from tests.fixtures.server import ServerThread, make_test_settings
 from tests.grpc.conftest import new_id
 from tests.membership.conftest import Members, refused
 from tests.membership.test_cards_api import lookup, other_than
@@ -58,3 +60,18 @@ def test_an_operator_with_the_card_unlock_right_unlocks_a_locked_card(api, chann
     assert lookup(api, p.programme_id, "4000777788889999", secret).member_id == member_id
     kinds = [e.kind for e in api.history(p.programme_id, member_id, membership_pb2.HISTORY_TAB_PARTICIPATION).events]
     assert kinds.count("card_unlocked") == 1
+
+
+def test_a_card_locked_through_one_server_is_locked_on_another(api, database_url, clock, make_key) -> None:
+    p = api.programme(card_secret_required=True)
+    member_id, secret = enrol_card(api, p.programme_id, "4000121234345656")
+    for _ in range(cards.CARD_SECRET_ATTEMPTS):
+        refused(lambda: lookup(api, p.programme_id, "4000121234345656", other_than(secret)))
+    other = ServerThread(make_test_settings(database_url), clock).start()
+    try:
+        with grpc.insecure_channel(other.address) as raw:
+            elsewhere = Members(grpc.intercept_channel(raw, BearerKey(make_key()[1])))
+            assert refused(lambda: lookup(elsewhere, p.programme_id, "4000121234345656", secret)) == (
+                grpc.StatusCode.FAILED_PRECONDITION, "card_locked")
+    finally:
+        other.stop()
