@@ -21,6 +21,11 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
 HASH_BYTES = 32
 SCHEME = "scrypt"
+# Wrong secrets a card may take: the attempt that reaches this many locks the card for
+# CARD_LOCKOUT_S, on every server (the count is stored). An 8-digit secret then takes on average
+# 10**8 / 2 / 5 lockouts, about 285 years at 15 minutes each, to guess.
+CARD_SECRET_ATTEMPTS = 5
+CARD_LOCKOUT_S = 15 * 60
 
 
 def luhn_check_digit(body: str) -> str:
@@ -84,17 +89,6 @@ async def hash_secret_async(secret: str) -> str:
 
 async def secret_matches_async(secret: str, stored: str) -> bool:
     return await asyncio.to_thread(secret_matches, secret, stored)
-
-
-async def check_card_secret(*, required: bool, given: str, stored_hash: str | None) -> None:
-    """The till's card lookup rule: when the programme requires the secret, it must be given and
-    match; a secret that is given is always checked (a wrong one is never ignored)."""
-    if not given:
-        if required:
-            raise errors.FailedPrecondition("card_secret_required", "this programme needs the card's secret code")
-        return
-    if stored_hash is None or not await secret_matches_async(given, stored_hash):
-        raise errors.FailedPrecondition("card_secret_wrong", "the card's secret code does not match")
 
 
 def _b64(raw: bytes) -> str:

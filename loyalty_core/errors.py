@@ -161,6 +161,11 @@ for _code, _kind in [
     ("member_has_no_card", FailedPrecondition),
     ("phone_already_confirmed", FailedPrecondition),
     ("confirmation_resend_too_soon", ResourceExhausted),
+    # Card lockout (docs/trust.md "Abuse")
+    ("card_locked", FailedPrecondition),
+    # One member's lock (docs/trust.md "Abuse")
+    ("member_busy", Unavailable),
+    ("member_busy_calls", ResourceExhausted),
     # Trust
     ("credential_missing", Unauthenticated),
     ("credential_unknown", Unauthenticated),

@@ -25,6 +25,8 @@ class Observer(Protocol):
 
     def job_finished(self, job: str, items: int, seconds: float, ok: bool) -> None: ...
 
+    def card_locked(self, programme_id: str) -> None: ...
+
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
 _programme: ContextVar[str] = ContextVar("loyalty_observed_programme", default="")
@@ -102,3 +104,10 @@ def job_finished(job: str, items: int, seconds: float, *, ok: bool) -> None:
     observer = _observer.get()
     if observer is not None:
         observer.job_finished(job, items, seconds, ok)
+
+
+def card_locked() -> None:
+    """A card locked after too many wrong secrets, in the current programme."""
+    observer = _observer.get()
+    if observer is not None:
+        observer.card_locked(_programme.get())

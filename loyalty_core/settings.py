@@ -37,6 +37,12 @@ class Settings:
     db_connect_timeout_s: float = 3.0
     # Attempts of a transaction that meets a serialization failure or deadlock.
     tx_attempts_max: int = 5
+    # A transaction waits this long for a row lock (a member's) before failing with UNAVAILABLE
+    # member_busy, so a member held for long does not hold the pool's connections with it.
+    member_lock_timeout_s: float = 1.0
+    # Calls about one member a process lets in at once (waiting for its lock or holding it); more
+    # are refused at once with RESOURCE_EXHAUSTED member_busy_calls.
+    member_calls_max: int = 3
     # The health probe re-checks the database this often.
     health_probe_interval_s: float = 1.0
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
@@ -112,7 +118,8 @@ class Settings:
                      "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
                      "rpc_time_limit_s", "job_tick_s", "job_batch_size", "job_expiry_interval_s",
-                     "job_level_review_interval_s", "job_recalculate_discounts_interval_s"):
+                     "job_level_review_interval_s", "job_recalculate_discounts_interval_s",
+                     "member_lock_timeout_s", "member_calls_max"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

@@ -81,6 +81,9 @@ class Metrics:
         self.tx_retries = Counter(
             "loyalty_tx_retries", "Transactions run again after a serialization failure or deadlock, by SQLSTATE.",
             ("sqlstate",), registry=registry)
+        self.cards_locked = Counter(
+            "loyalty_cards_locked", "Cards locked after too many wrong secret codes, by programme.",
+            ("programme_id",), registry=registry)
         self.expiry_run_seconds = Histogram(
             "loyalty_expiry_run_seconds", "Duration of one expiry run.", buckets=LATENCY_BUCKETS_S + (30.0, 60.0),
             registry=registry)
@@ -119,6 +122,9 @@ class Metrics:
         self.job_runs.labels(job, "ok" if ok else "failed").inc()
         self.job_items.labels(job).inc(items)
         self.job_run_seconds.labels(job).observe(seconds)
+
+    def card_locked(self, programme_id: str) -> None:
+        self.cards_locked.labels(programme_id).inc()
 
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
         """Outstanding points, open holds and expiry lag, read from the database at scrape time."""

@@ -92,6 +92,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
+    "/loyalty.v1.MembershipService/UnlockCard": _rule("card_unlock"),
     "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/CreateLevel": _rule("programme_admin", programme_field="level.programme_id"),
     "/loyalty.v1.MembershipService/UpdateLevel": _rule("programme_admin", programme_field="level.programme_id"),

@@ -19,7 +19,7 @@ from loyalty_core.model import (
 from loyalty_core.service import checks, rules
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
-from loyalty_core.service.members import check_ref, identified
+from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, quote_for, reprice
 from loyalty_core.store import ledger, members, orders
 from loyalty_core.store.db import Database
@@ -50,6 +50,7 @@ def _check_quote(quote: Quote) -> tuple[str, MemberRef]:
 async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
     """Price the basket for the member now. Reads only."""
     programme_id, ref = _check_quote(req)
+    verified = await verify_card(db, clock, programme_id, ref)
     now = clock.now_us()
     copy = db.programmes.get(programme_id)
     # The member and its lots come in one statement. With this process's copy of the programme that
@@ -59,7 +60,7 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
         sent_rules = rules.SentRules(programme_id, copy) if copy is not None else await rules.send(conn, db, programme_id)
         found, lots = await ledger.member_and_lots(conn, programme_id, ref)
         current = await rules.read_any(db, sent_rules)
-        member = await identified(conn, current.programme, ref, found)
+        member = identified(current.programme, ref, found, verified)
     return quote_for(current.programme, member, current.levels, lots, req, now)[0]
 
 
@@ -85,12 +86,13 @@ async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: Me
 
 
 async def _read_basket(
-    conn: Any, db: Database, sent: _BasketReads, ref: MemberRef, order_id: str
+    conn: Any, db: Database, sent: _BasketReads, ref: MemberRef, verified: str | None, order_id: str
 ) -> tuple[Programme, Member, Lots, list[Level]]:
-    """The basket reads' results; the order refused if it was checked out before."""
+    """The basket reads' results (the card's secret checked by ``verify_card`` before the lock);
+    the order refused if it was checked out before."""
     found, revision = await sent.member.get()
     current = await rules.read(conn, db, sent.sent_rules, revision)
-    member = await identified(conn, current.programme, ref, found)
+    member = identified(current.programme, ref, found, verified)
     if await sent.exists.get():
         raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
                             field="order_id")
@@ -101,13 +103,14 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
     programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
     _, ref = _check_quote(req.quote)
+    verified = await verify_card(db, clock, programme_id, ref)
     now = clock.now_us()
 
     async def send_reads(conn: Any) -> _BasketReads:
         return await _send_basket_reads(conn, db, programme_id, ref, req.order_id)
 
     async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
-        programme, member, lots, levels = await _read_basket(conn, db, sent, ref, req.order_id)
+        programme, member, lots, levels = await _read_basket(conn, db, sent, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
@@ -131,8 +134,11 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme_id)
         return order, member.member_id
 
-    return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
-                           effect=effect, send_reads=send_reads)
+    # Only a few calls per member wait for its lock (the rest are refused at once), so a member
+    # held for long keeps only a few of the pool's connections.
+    with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
+        return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
+                               effect=effect, send_reads=send_reads)
 
 
 def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:

@@ -9,12 +9,11 @@ from typing import Any
 
 import psycopg.errors
 
-from loyalty_core import calc, cards, membership
+from loyalty_core import calc, cards, membership, observe
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
-    Forecast,
-    Balance, Enrol, Enrolled, Member, MemberCard, MemberRef, Offboard, Programme,
+    US_PER_S, Balance, Enrol, Enrolled, Forecast, Member, MemberCard, MemberRef, Offboard, Programme,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
@@ -27,6 +26,8 @@ from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CARD = re.compile(r"^[0-9A-Za-z]{4,32}$")
+# The history's actor of a lockout: the server itself (the guesses may come from any caller).
+LOCKOUT_ACTOR = "card-lockout"
 
 
 def check_ref(ref: MemberRef) -> MemberRef:
@@ -52,18 +53,61 @@ async def programme_of(conn: Any, programme_id: str) -> Programme:
     return found_programme(await programmes.get(conn, programme_id))
 
 
-async def identify(conn: Any, programme: Programme, ref: MemberRef, *, lock: bool = False) -> Member:
-    """The member ``ref`` names (checked by ``check_ref``); ``lock`` takes the member's row lock."""
-    return await identified(conn, programme, ref, await store.find(conn, programme.programme_id, ref, lock=lock))
+async def verify_card(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> str | None:
+    """The till's card rule, checked before any transaction takes the member's row lock (scrypt
+    takes tens of milliseconds, and a wrong guess must not hold the member meanwhile): when the
+    programme requires the secret, it must be given and match; a secret that is given is always
+    checked (a wrong one is never ignored). Every attempt is counted before it is checked, so
+    attempts in flight together cannot pass the limit; the attempt that reaches
+    ``cards.CARD_SECRET_ATTEMPTS`` wrong ones locks the card (``card_locked``) for
+    ``cards.CARD_LOCKOUT_S``. Returns the member whose secret matched, None when none was checked
+    (the lookup that follows then refuses or finds the member as usual)."""
+    if not ref.card_number:
+        return None
+    async with db.connection() as conn:
+        card = await store.card_of(conn, programme_id, ref.card_number)
+    if card is None:
+        return None
+    member_id, stored_hash, required = card
+    if not ref.card_secret:
+        if required:
+            raise FailedPrecondition("card_secret_required", "this programme needs the card's secret code")
+        return None
+    now = clock.now_us()
+    async with db.connection() as conn:
+        attempt, locked_until = await store.count_card_attempt(
+            conn, member_id, now, cards.CARD_SECRET_ATTEMPTS, cards.CARD_LOCKOUT_S * US_PER_S)
+    if attempt > cards.CARD_SECRET_ATTEMPTS:
+        raise FailedPrecondition("card_locked", "this card is locked after too many wrong secret codes",
+                                 locked_until_us=locked_until)
+    if stored_hash is not None and await cards.secret_matches_async(ref.card_secret, stored_hash):
+        async with db.connection() as conn:
+            await store.card_unlocked(conn, member_id, now)
+        return member_id
+    if attempt == cards.CARD_SECRET_ATTEMPTS:
+        async with db.connection() as conn:
+            await history.add_event(conn, member_id, "participation", "card_locked", now, actor=LOCKOUT_ACTOR,
+                                    details={"wrong_secrets": attempt, "locked_until_us": locked_until})
+        observe.card_locked()
+    raise FailedPrecondition("card_secret_wrong", "the card's secret code does not match")
 
 
-async def identified(conn: Any, programme: Programme, ref: MemberRef, member: Member | None) -> Member:
-    """``member`` as found for ``ref``, with the card's secret checked where the programme requires
-    it for card lookups."""
+async def identify(conn: Any, programme: Programme, ref: MemberRef, verified: str | None, *,
+                   lock: bool = False) -> Member:
+    """The member ``ref`` names (checked by ``check_ref``, its card by ``verify_card``);
+    ``lock`` takes the member's row lock."""
+    found = await store.find(conn, programme.programme_id, ref, lock=lock)
+    return identified(programme, ref, found, verified)
+
+
+def identified(programme: Programme, ref: MemberRef, member: Member | None, verified: str | None) -> Member:
+    """``member`` as found for ``ref``; a card lookup that needs the secret must name the member
+    ``verify_card`` checked it for (the card may have moved since)."""
     member = checks.found_member(member, "with this identifier")
-    if ref.card_number and (programme.card_secret_required or ref.card_secret):
-        await cards.check_card_secret(required=programme.card_secret_required, given=ref.card_secret,
-                                      stored_hash=await store.card_secret_hash(conn, member.member_id))
+    if ref.card_number and (programme.card_secret_required or ref.card_secret) and verified != member.member_id:
+        if not ref.card_secret:
+            raise FailedPrecondition("card_secret_required", "this programme needs the card's secret code")
+        raise FailedPrecondition("card_secret_wrong", "the card's secret code does not match")
     return member
 
 
@@ -135,10 +179,11 @@ async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) 
     """The member by any identifier, and the balance now, so a till needs one call."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     ref = check_ref(ref)
+    verified = await verify_card(db, clock, programme_id, ref)
     now = clock.now_us()
     async with db.connection() as conn:
         programme = await programme_of(conn, programme_id)
-        member = await identify(conn, programme, ref)
+        member = await identify(conn, programme, ref, verified)
         card = await membership.member_card(conn, member, now)
         lots = await ledger.lots(conn, member.member_id)
     return card, balance_of(member, lots, now)

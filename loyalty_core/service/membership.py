@@ -372,6 +372,26 @@ async def generate_virtual_card(db: Database, clock: Clock, req: CardChange) -> 
     return await _issue_card(db, clock, "GenerateVirtualCard", req, new_number=True)
 
 
+@dataclass(frozen=True)
+class CardUnlocked:
+    card: MemberCard
+    was_locked: bool
+
+
+async def unlock_card(db: Database, clock: Clock, req: CardChange) -> CardUnlocked:
+    """Lift a card's lockout (members.verify_card) and forget its wrong secrets."""
+
+    async def change(conn: Any, member: Member, now: int) -> CardUnlocked:
+        if not member.card_number:
+            raise FailedPrecondition("member_has_no_card", "the member has no card to unlock")
+        was_locked = await member_store.card_unlocked(conn, member.member_id, now)
+        await store.add_event(conn, member.member_id, "participation", "card_unlocked", now, actor=req.context.actor,
+                              details={"was_locked": was_locked})
+        return CardUnlocked(await membership.member_card(conn, member, now), was_locked)
+
+    return await _member_write(db, clock, "UnlockCard", req, CardUnlocked, change)
+
+
 # -- Personal discount -------------------------------------------------------------------------------
 
 async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDiscount) -> MemberCard:

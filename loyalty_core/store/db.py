@@ -16,6 +16,7 @@ from psycopg import pq
 
 from loyalty_core import errors, observe
 from loyalty_core.store.cache import TtlCache
+from loyalty_core.store.member_calls import MemberCalls
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Database:
         pool_reconnect_timeout_s: float = 5.0,
         connect_timeout_s: float = 3.0,
         tx_attempts_max: int = 5,
+        member_lock_timeout_s: float = 1.0,
+        member_calls_max: int = 3,
         programme_cache_ttl_s: float = 0.0,
         name: str = "loyalty",
     ) -> None:
@@ -57,6 +60,7 @@ class Database:
         # forget the entry when they commit.
         self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
+        self.member_calls = MemberCalls(member_calls_max)
         self.connect_timeout_s = max(1, round(connect_timeout_s))
         self.pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -70,7 +74,9 @@ class Database:
             # connection; psycopg sends Parse with the first Execute, so no extra round trip.
             # autocommit: a read outside a transaction needs no BEGIN/COMMIT, and a transaction
             # says so (transaction() and pipelined_transaction() send their own BEGIN).
-            kwargs={"prepare_threshold": 0, "autocommit": True, "connect_timeout": self.connect_timeout_s},
+            # lock_timeout: see Settings.member_lock_timeout_s (the error is member_busy).
+            kwargs={"prepare_threshold": 0, "autocommit": True, "connect_timeout": self.connect_timeout_s,
+                    "options": f"-c lock_timeout={round(member_lock_timeout_s * 1000)}"},
         )
 
     @classmethod
@@ -83,6 +89,8 @@ class Database:
             pool_reconnect_timeout_s=settings.pool_reconnect_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
             tx_attempts_max=settings.tx_attempts_max,
+            member_lock_timeout_s=settings.member_lock_timeout_s,
+            member_calls_max=settings.member_calls_max,
             programme_cache_ttl_s=settings.programme_cache_ttl_s,
         )
 
@@ -111,6 +119,8 @@ class Database:
         except CONNECTION_FAILURES as err:
             if isinstance(err, RETRYABLE):
                 raise
+            if isinstance(err, psycopg.errors.LockNotAvailable):
+                raise errors.Unavailable("member_busy", "another call holds this member; retry shortly") from err
             raise _unavailable(err) from err
 
     @asynccontextmanager

@@ -25,6 +25,8 @@ RIGHTS: tuple[str, ...] = (
     "manual_points",
     "level_status",
     "read_only",
+    # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
+    "card_unlock",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -97,10 +97,46 @@ async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Lat
     return Later(cur, _locked)
 
 
-async def card_secret_hash(conn: Any, member_id: str) -> str | None:
-    cur = await conn.execute("SELECT card_secret_hash FROM member WHERE member_id = %s", (member_id,))
+async def card_of(conn: Any, programme_id: str, card_number: str) -> tuple[str, str | None, bool] | None:
+    """The member holding the card, its secret's hash, and whether the programme requires the
+    secret; read without any lock, so a write holding the member does not make it wait."""
+    cur = await conn.execute(
+        "SELECT m.member_id::text, m.card_secret_hash, p.card_secret_required FROM member m"
+        " JOIN programme p USING (programme_id) WHERE m.programme_id = %s AND m.card_number = %s",
+        (programme_id, card_number),
+    )
+    return await cur.fetchone()
+
+
+async def count_card_attempt(conn: Any, member_id: str, now: int, max_failures: int,
+                             lockout_us: int) -> tuple[int, int | None]:
+    """Count one more secret attempt on the member's card, before its secret is checked (so that
+    attempts in flight together cannot exceed the limit); the attempt that reaches
+    ``max_failures`` locks the card for ``lockout_us``. A lock that has run out starts the count
+    again. Returns the attempt's number and the lock's end (microseconds) if the card is locked."""
+    until = to_dt(now + lockout_us)
+    cur = await conn.execute(
+        "INSERT INTO card_lock AS c (member_id, failures, locked_until, updated_at)"
+        " VALUES (%(member)s, 1, CASE WHEN %(max)s <= 1 THEN %(until)s END, %(now)s)"
+        " ON CONFLICT (member_id) DO UPDATE SET"
+        " failures = CASE WHEN c.locked_until <= %(now)s THEN 1 ELSE c.failures + 1 END,"
+        " locked_until = CASE WHEN c.locked_until <= %(now)s THEN NULL"
+        "   WHEN c.locked_until IS NULL AND c.failures + 1 >= %(max)s THEN %(until)s ELSE c.locked_until END,"
+        " updated_at = %(now)s"
+        " RETURNING failures, locked_until",
+        {"member": member_id, "max": max_failures, "until": until, "now": to_dt(now)},
+    )
+    failures, locked_until = await cur.fetchone()
+    return failures, to_us(locked_until)
+
+
+async def card_unlocked(conn: Any, member_id: str, now: int) -> bool:
+    """Forget the card's wrong secrets and any lock (a right secret, an operator's unlock);
+    whether the card was locked at ``now``."""
+    cur = await conn.execute("DELETE FROM card_lock WHERE member_id = %s RETURNING locked_until > %s",
+                             (member_id, to_dt(now)))
     row = await cur.fetchone()
-    return None if row is None else row[0]
+    return bool(row and row[0])
 
 
 async def offboard(conn: Any, member_id: str, now: int) -> None:

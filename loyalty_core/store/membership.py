@@ -139,11 +139,12 @@ async def set_totals(conn: Any, member_id: str, purchases_total_minor: int, accu
 
 async def set_card(conn: Any, member_id: str, card_number: str | None, secret_hash: str) -> None:
     """A new card number (None keeps the number) and its secret's hash; a taken number raises
-    psycopg's UniqueViolation."""
+    psycopg's UniqueViolation. The old secret's wrong guesses and lock go with it."""
     await conn.execute(
         "UPDATE member SET card_number = coalesce(%s, card_number), card_secret_hash = %s WHERE member_id = %s",
         (card_number, secret_hash, member_id),
     )
+    await conn.execute("DELETE FROM card_lock WHERE member_id = %s", (member_id,))
 
 
 async def member_ids_after(conn: Any, programme_id: str, after: str | None, limit: int) -> list[str]:

@@ -114,6 +114,10 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         return membership_pb2.GenerateVirtualCardResponse(member=member_card(issued.card),
                                                           card_secret=issued.card_secret)
 
+    async def UnlockCard(self, request: Any, context: aio.ServicerContext) -> Any:
+        unlocked = await cases.unlock_card(self.db, self.clock, self._card_change(request, context))
+        return membership_pb2.UnlockCardResponse(member=member_card(unlocked.card), was_locked=unlocked.was_locked)
+
     async def SetPersonalDiscount(self, request: Any, context: aio.ServicerContext) -> Any:
         req = cases.SetPersonalDiscount(request.request_id, request.programme_id, request.member_id,
                                         request.discount_bps, request.comment,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -105,6 +106,22 @@ def refusal(err: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
         if detail.Unpack(info):
             reason = info.reason
     return err.code(), reason
+
+
+# The refusals of a member too busy to queue on (docs/trust.md, the bounds on one member's calls):
+# a till retries them, as a till retries UNAVAILABLE.
+MEMBER_BUSY = {(grpc.StatusCode.RESOURCE_EXHAUSTED, "member_busy_calls"), (grpc.StatusCode.UNAVAILABLE, "member_busy")}
+
+
+def until_not_busy(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, again after a short pause while the member is too busy."""
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except grpc.RpcError as err:
+            if refusal(err) not in MEMBER_BUSY:
+                raise
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import psycopg
 
 from loyalty.v1 import checkout_pb2_grpc, points_pb2, points_pb2_grpc
 from tests.fixtures.keys import BearerKey
-from tests.grpc.conftest import checkout_request, new_id, refusal
+from tests.grpc.conftest import checkout_request, new_id, refusal, until_not_busy
 
 
 def test_64_concurrent_holds_and_spends_on_one_member_never_overdraw(api, grpc_server, make_key):
@@ -22,8 +22,9 @@ def test_64_concurrent_holds_and_spends_on_one_member_never_overdraw(api, grpc_s
             ch = grpc.intercept_channel(raw, BearerKey(key))
             try:
                 if i % 2:
-                    checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout(
-                        checkout_request(p.programme_id, m.member_id, [("bar", 1, 1_000)], points=3), timeout=30)
+                    until_not_busy(checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout,
+                                   checkout_request(p.programme_id, m.member_id, [("bar", 1, 1_000)], points=3),
+                                   timeout=30)
                 else:
                     points_pb2_grpc.PointsServiceStub(ch).RedeemPoints(points_pb2.RedeemPointsRequest(
                         request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, points=3),

@@ -7,7 +7,7 @@ import pytest
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc, member_pb2, points_pb2, programme_pb2
 from tests.fixtures.keys import BearerKey
-from tests.grpc.conftest import checkout_request, new_id, refusal
+from tests.grpc.conftest import checkout_request, new_id, refusal, until_not_busy
 
 
 def writes(api, p, m):
@@ -99,7 +99,7 @@ def test_50_replays_at_once_from_separate_channels_have_one_effect(api, grpc_ser
     def call(_):
         with grpc.insecure_channel(grpc_server.address) as raw:
             ch = grpc.intercept_channel(raw, BearerKey(key))
-            return checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout(request, timeout=30)
+            return until_not_busy(checkout_pb2_grpc.CheckoutServiceStub(ch).Checkout, request, timeout=30)
 
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(call, range(50)))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loyalty_core import cards, errors
+from loyalty_core import cards
 
 
 @pytest.mark.parametrize("number", ["79927398713", "4539578763621486", "0000000000000000"])
@@ -41,15 +41,3 @@ def test_a_secret_hash_is_salted_and_checks_only_its_secret() -> None:
 def test_only_the_right_secret_matches(guess: str) -> None:
     stored = cards.hash_secret("00000000")
     assert cards.secret_matches(guess, stored) == (guess == "00000000")
-
-
-async def test_the_till_rule_for_card_secrets() -> None:
-    stored = await cards.hash_secret_async("24681357")
-    await cards.check_card_secret(required=True, given="24681357", stored_hash=stored)
-    await cards.check_card_secret(required=False, given="", stored_hash=stored)
-    for required, typed, stored_hash, code in [(True, "", stored, "card_secret_required"),
-                                               (False, "11111111", stored, "card_secret_wrong"),
-                                               (True, "24681357", None, "card_secret_wrong")]:
-        with pytest.raises(errors.FailedPrecondition) as err:
-            await cards.check_card_secret(required=required, given=typed, stored_hash=stored_hash)
-        assert err.value.code == code
