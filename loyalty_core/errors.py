@@ -171,6 +171,7 @@ for _code, _kind in [
     # Dependencies
     ("database_unavailable", Unavailable),
     ("sms_gateway_unavailable", Unavailable),
+    ("sms_gateway_not_configured", FailedPrecondition),
 ]:
     register(_code, _kind)
 del _code, _kind

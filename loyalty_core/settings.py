@@ -41,9 +41,11 @@ class Settings:
     health_probe_interval_s: float = 1.0
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
     migrate_on_start: bool = True
-    # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: each message (code
-    # included) goes to the log instead, which is for development only.
+    # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: sending a code is
+    # refused, unless sms_log_codes_dev.
     sms_webhook_url: str | None = None
+    # Development only (`./dev serve` sets it): with no gateway, messages, codes included, go to the log.
+    sms_log_codes_dev: bool = False
     # Sent to the gateway as the Authorization header, e.g. "Bearer <token>".
     sms_webhook_auth_header: str = ""
     sms_webhook_timeout_s: float = 5.0
