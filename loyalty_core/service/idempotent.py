@@ -16,12 +16,26 @@ T = TypeVar("T")
 
 # The scope of writes that are about no programme yet.
 PROGRAMMES_SCOPE = "programmes"
+# Request fields that hold a secret, at any depth. A fingerprint is a fast hash: with a secret in
+# it, the stored row would confirm a guess of a 6-digit code in a fraction of a second, bypassing
+# the secret's own scrypt hash. So a fingerprint says only whether a secret was given; a retry
+# under the same request_id with another secret gets the first answer.
+SECRET_FIELDS = frozenset({"card_secret", "code"})
+
+
+def _without_secrets(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: (bool(v) if k in SECRET_FIELDS else _without_secrets(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without_secrets(v) for v in data]
+    return data
 
 
 def fingerprint(method: str, request: Any) -> bytes:
     """sha256 of the method and the canonical request, without what describes the call rather than
-    the request: the key itself and the correlation id (a retry may carry a new one)."""
-    data = to_json(request)
+    the request (the key itself and the correlation id: a retry may carry a new one) and without
+    the values of SECRET_FIELDS."""
+    data = _without_secrets(to_json(request))
     data.pop("request_id", None)
     if isinstance(data.get("context"), dict):
         data["context"].pop("correlation_id", None)
