@@ -54,6 +54,9 @@ class Settings:
     confirmation_attempts_max: int = 5
     confirmation_resend_interval_s: float = 60.0
     confirmation_sends_per_day_max: int = 10
+    # The replay window: an idempotency key (and its stored answer) is kept at least this long;
+    # `loyalty-core purge-idempotency` removes older ones, after which the request_id is new again.
+    idempotency_retention_days: int = 30
     log_level: str = "INFO"
     # A verified API key is trusted this long without asking the database; a revoked key stops
     # working within this time. 0: look every key up on every call.
@@ -101,7 +104,7 @@ class Settings:
         for name in ("shutdown_grace_s", "pool_timeout_s", "pool_reconnect_timeout_s", "db_connect_timeout_s",
                      "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
-                     "rpc_time_limit_s"):
+                     "rpc_time_limit_s", "idempotency_retention_days"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

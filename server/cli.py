@@ -70,13 +70,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
     """The scheduled level review of one programme (cron it daily): drop who missed their period."""
-    from datetime import datetime
-
     from loyalty_core.clock import SystemClock
     from loyalty_core.service.membership import run_level_review
     from loyalty_core.store.db import Database
 
-    as_of = None if not args.as_of else int(datetime.fromisoformat(args.as_of).timestamp() * 1_000_000)
+    as_of = None if not args.as_of else _iso_us(args.as_of)
 
     async def run(url: str) -> int:
         async with Database(url, pool_min_size=1, pool_max_size=1) as db:
@@ -86,6 +84,38 @@ def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
 
     with _database_url(settings) as url:
         return asyncio.run(run(url))
+
+
+def cmd_purge_idempotency(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete idempotency keys older than LOYALTY_IDEMPOTENCY_RETENTION_DAYS (cron it daily)."""
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.idempotent import purge
+    from loyalty_core.store.db import Database
+
+    now = SystemClock().now_us() if not args.as_of else _iso_us(args.as_of)
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            purged = await purge(db, now, retention_days=settings.idempotency_retention_days,
+                                 batch_size=args.batch_size, max_batches=args.max_batches)
+        print(f"purged {purged} idempotency keys older than {settings.idempotency_retention_days} days")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _purge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the window ends at (default: now)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="keys deleted per transaction (default 1000)")
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="stop after this many transactions (default 0: until none is left)")
+
+
+def _iso_us(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
 
 
 def _review_args(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +190,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "review-levels": ("drop one level every member who missed their level's period", _review_args,
                       cmd_review_levels),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
+    "purge-idempotency": ("delete idempotency keys older than the replay window", _purge_args,
+                          cmd_purge_idempotency),
 }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from loyalty_core import errors, observe
+from loyalty_core.clock import US_PER_S
 from loyalty_core.model import from_json, to_json
 from loyalty_core.store import idempotency
 from loyalty_core.store.db import Database
@@ -113,3 +114,20 @@ async def run_write(
         # Another request with this key finished first (it met a different state): its answer stands.
         observe.idempotent_replay(method)
         return _replay(earlier, fp, result_type)
+
+
+async def purge(db: Database, now: int, *, retention_days: int, batch_size: int, max_batches: int) -> int:
+    """Delete the idempotency keys older than ``retention_days`` before ``now``, ``batch_size`` per
+    transaction and at most ``max_batches`` transactions (0: until none is left); how many went.
+
+    Each batch commits on its own, so a run stopped half-way has kept what it did and the next run
+    goes on from the oldest key left; a replay within the window is never affected."""
+    before = now - retention_days * 86_400 * US_PER_S
+    purged = batches = 0
+    while not max_batches or batches < max_batches:
+        deleted = await db.run_in_transaction(idempotency.purge_batch, before, batch_size)
+        purged += deleted
+        batches += 1
+        if deleted < batch_size:
+            break
+    return purged
