@@ -38,7 +38,7 @@ class Settings:
     # Attempts of a transaction that meets a serialization failure or deadlock.
     tx_attempts_max: int = 5
     # The health probe re-checks the database this often.
-    health_probe_interval_s: float = 1.0
+    health_probe_interval_s: float = 0.5
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
     migrate_on_start: bool = True
     # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: sending a code is
