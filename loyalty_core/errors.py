@@ -117,6 +117,7 @@ for _code, _kind in [
     ("line_discount_must_not_exceed_line_total", InvalidArgument),
     ("currency_mismatch", InvalidArgument),
     ("category_share_must_not_exceed_total", InvalidArgument),
+    ("request_not_decodable", InvalidArgument),
     # Lookups
     ("programme_not_found", NotFound),
     ("member_not_found", NotFound),
@@ -175,6 +176,7 @@ for _code, _kind in [
     # Dependencies
     ("database_unavailable", Unavailable),
     ("sms_gateway_unavailable", Unavailable),
+    ("sms_gateway_not_configured", FailedPrecondition),
 ]:
     register(_code, _kind)
 del _code, _kind

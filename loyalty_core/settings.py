@@ -44,12 +44,14 @@ class Settings:
     # are refused at once with RESOURCE_EXHAUSTED member_busy_calls.
     member_calls_max: int = 3
     # The health probe re-checks the database this often.
-    health_probe_interval_s: float = 1.0
+    health_probe_interval_s: float = 0.5
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
     migrate_on_start: bool = True
-    # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: each message (code
-    # included) goes to the log instead, which is for development only.
+    # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: sending a code is
+    # refused, unless sms_log_codes_dev.
     sms_webhook_url: str | None = None
+    # Development only (`./dev serve` sets it): with no gateway, messages, codes included, go to the log.
+    sms_log_codes_dev: bool = False
     # Sent to the gateway as the Authorization header, e.g. "Bearer <token>".
     sms_webhook_auth_header: str = ""
     sms_webhook_timeout_s: float = 5.0
@@ -58,6 +60,9 @@ class Settings:
     confirmation_attempts_max: int = 5
     confirmation_resend_interval_s: float = 60.0
     confirmation_sends_per_day_max: int = 10
+    # The replay window: an idempotency key (and its stored answer) is kept at least this long;
+    # `loyalty-core purge-idempotency` removes older ones, after which the request_id is new again.
+    idempotency_retention_days: int = 30
     log_level: str = "INFO"
     # A verified API key is trusted this long without asking the database; a revoked key stops
     # working within this time. 0: look every key up on every call.
@@ -119,7 +124,7 @@ class Settings:
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
                      "rpc_time_limit_s", "job_tick_s", "job_batch_size", "job_expiry_interval_s",
                      "job_level_review_interval_s", "job_recalculate_discounts_interval_s",
-                     "member_lock_timeout_s", "member_calls_max"):
+                     "member_lock_timeout_s", "member_calls_max", "idempotency_retention_days"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

@@ -1,4 +1,5 @@
-"""SMS senders: one interface, a log sender (the default), an HTTP webhook sender and an in-memory recorder."""
+"""SMS senders: one interface, an HTTP webhook sender, a refusing sender (no gateway configured), a log
+sender (development only) and an in-memory recorder."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ class LogSender:
     async def send(self, message: SmsMessage) -> None:
         log.info("sms %s to %s: %s", message.purpose, message.phone, message.text,
                  extra={"event": "sms_logged", "purpose": message.purpose, "member_id": message.member_id})
+
+
+class NoGatewaySender:
+    """Refuses every message: no gateway is configured, and codes must not go to the log outside development."""
+
+    async def send(self, message: SmsMessage) -> None:
+        raise errors.FailedPrecondition(
+            "sms_gateway_not_configured",
+            "no SMS gateway is configured (LOYALTY_SMS_WEBHOOK_URL); one-time codes cannot be sent")
 
 
 class WebhookSender:
@@ -107,8 +117,9 @@ class RecordingSender:
 
 
 def sender_from_settings(settings: Settings) -> SmsSender:
-    """The webhook sender when ``LOYALTY_SMS_WEBHOOK_URL`` is set, else the log sender."""
+    """The webhook sender when ``LOYALTY_SMS_WEBHOOK_URL`` is set, else the log sender under
+    ``LOYALTY_SMS_LOG_CODES_DEV``, else the refusing one."""
     if settings.sms_webhook_url:
         return WebhookSender(settings.sms_webhook_url, timeout_s=settings.sms_webhook_timeout_s,
                              auth_header=settings.sms_webhook_auth_header)
-    return LogSender()
+    return LogSender() if settings.sms_log_codes_dev else NoGatewaySender()

@@ -87,9 +87,7 @@ def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _as_of_us(as_of: str) -> int | None:
-    from datetime import datetime
-
-    return None if not as_of else int(datetime.fromisoformat(as_of).timestamp() * 1_000_000)
+    return None if not as_of else _iso_us(as_of)
 
 
 def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,6 +132,38 @@ def _expire_args(parser: argparse.ArgumentParser) -> None:
 def _recalculate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--programme-id", required=True, help="the programme to recount")
     parser.add_argument("--batch-size", type=int, default=0, help="members per transaction (default 500)")
+
+
+def cmd_purge_idempotency(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete idempotency keys older than LOYALTY_IDEMPOTENCY_RETENTION_DAYS (cron it daily)."""
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.idempotent import purge
+    from loyalty_core.store.db import Database
+
+    now = SystemClock().now_us() if not args.as_of else _iso_us(args.as_of)
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            purged = await purge(db, now, retention_days=settings.idempotency_retention_days,
+                                 batch_size=args.batch_size, max_batches=args.max_batches)
+        print(f"purged {purged} idempotency keys older than {settings.idempotency_retention_days} days")
+        return 0
+
+    with _database_url(settings) as url:
+        return asyncio.run(run(url))
+
+
+def _purge_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the window ends at (default: now)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="keys deleted per transaction (default 1000)")
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="stop after this many transactions (default 0: until none is left)")
+
+
+def _iso_us(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text).timestamp() * 1_000_000)
 
 
 def _review_args(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +242,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "recalculate-discounts": ("recount purchase totals and accumulative rates of a programme (the job, for cron)",
                               _recalculate_args, cmd_recalculate_discounts),
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
+    "purge-idempotency": ("delete idempotency keys older than the replay window", _purge_args,
+                          cmd_purge_idempotency),
 }
 
 

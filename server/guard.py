@@ -31,6 +31,9 @@ errlog = logging.getLogger(__name__)
 
 _UNAVAILABLE = errors.Unavailable("database_unavailable", "the database cannot be reached now; retry later")
 _OK = grpc.StatusCode.OK
+# What server.services' parser hands the guard for a request whose bytes do not parse.
+UNDECODABLE = object()
+_UNDECODABLE_REFUSAL = errors.InvalidArgument("request_not_decodable", "request could not be decoded")
 
 
 def member_id_of(request: Any) -> str | None:
@@ -67,6 +70,10 @@ class Guard:
                     # While the probe says the database is away, answer at once rather than after
                     # the pool time-out: callers retry UNAVAILABLE with backoff.
                     raise _UNAVAILABLE
+                if request is UNDECODABLE:
+                    errlog.warning("request to %s could not be decoded", method,
+                                   extra={"event": "rpc_undecodable", "method": method})
+                    raise _UNDECODABLE_REFUSAL
                 caller = await authenticate(guard.keys, context)
                 if rule is None or not (caller.rights & rule.rights):
                     raise errors.PermissionDenied(

@@ -38,6 +38,16 @@ class Health:
         self._migrated = False
         self._published: bool | None = None
         self.on_change: list[Callable[[bool], None]] = []
+        # Set when a call finds the database gone: the probe runs at once rather than at its next tick.
+        self._wake = asyncio.Event()
+        db.on_server_gone.append(self._server_gone)
+
+    def _server_gone(self) -> None:
+        # Calls fail at once from now on; the probe confirms (NOT_SERVING) or clears it. Only the
+        # first failure wakes it: the calls in flight that fail next change nothing.
+        if self.ready:
+            self.ready = False
+            self._wake.set()
 
     def add_services(self, names: Iterable[str]) -> None:
         self.services.extend(n for n in names if n not in self.services)
@@ -60,9 +70,9 @@ class Health:
                     return False
             if await self.db.check():
                 return True
-            # A restarted database leaves dead connections in the pool: drop them and ask once more.
+            # A restarted database leaves dead connections in the pool: drop them.
             await self.db.discard_broken()
-            return await self.db.check()
+            return False
         except migrate.MigrationError:
             log.exception("migrations refused", extra={"event": "migration_failed"})
             return False
@@ -72,18 +82,22 @@ class Health:
 
     async def _run(self) -> None:
         while not self._stopping:
+            self._wake.clear()
             ok = await self.probe_once()
             if not self._stopping:
                 await self._publish(ok)
-            await asyncio.sleep(self.interval_s)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except TimeoutError:
+                pass
 
     async def _publish(self, ok: bool) -> None:
+        self.ready = ok
         if ok == self._published:
             return
         if self._published is not None or ok:
             log.info("health %s", "SERVING" if ok else "NOT_SERVING", extra={"event": "health_changed", "serving": ok})
         self._published = ok
-        self.ready = ok
         for name in self.services:
             await self.servicer.set(name, SERVING if ok else NOT_SERVING)
         for callback in self.on_change:

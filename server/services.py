@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+
 from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
-from server.guard import Guard
+from server.guard import UNDECODABLE, Guard
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.member import MemberServicer
 from server.servicers.membership import MembershipServicer
@@ -42,6 +45,8 @@ class ServiceStub:
     add_to_server: Callable[[Any, Any], None]
     base_servicer: type
     method_names: tuple[str, ...]
+    # name -> (request class, response class)
+    message_classes: dict[str, tuple[type[Message], type[Message]]]
 
 
 def proto_modules() -> list[ModuleType]:
@@ -63,8 +68,20 @@ def declared_services() -> list[ServiceStub]:
                 getattr(grpc_module, f"add_{short}Servicer_to_server"),
                 getattr(grpc_module, f"{short}Servicer"),
                 tuple(descriptor.methods_by_name),
+                {name: (GetMessageClass(m.input_type), GetMessageClass(m.output_type))
+                 for name, m in descriptor.methods_by_name.items()},
             ))
     return found
+
+
+def lenient_parser(request_cls: type[Message]) -> Callable[[bytes], Any]:
+    """``request_cls.FromString`` that answers UNDECODABLE rather than raising on bytes that do not parse."""
+    def parse(raw: bytes) -> Any:
+        try:
+            return request_cls.FromString(raw)
+        except DecodeError:
+            return UNDECODABLE
+    return parse
 
 
 def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
@@ -74,9 +91,14 @@ def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
     names = []
     for stub in declared_services():
         servicer = servicers.get(stub.add_to_server) or stub.base_servicer()
-        # The generated add_*_to_server reads each method off the object it is given.
-        stub.add_to_server(types.SimpleNamespace(**{
-            name: guard.wrap(f"/{stub.full_name}/{name}", getattr(servicer, name)) for name in stub.method_names
-        }), server)
+        # Registered here rather than by the generated add_*_to_server so that a request that
+        # does not parse reaches the guard (as UNDECODABLE) instead of grpc's own UNKNOWN + traceback.
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(stub.full_name, {
+            name: grpc.unary_unary_rpc_method_handler(
+                guard.wrap(f"/{stub.full_name}/{name}", getattr(servicer, name)),
+                request_deserializer=lenient_parser(request_cls),
+                response_serializer=response_cls.SerializeToString)
+            for name, (request_cls, response_cls) in stub.message_classes.items()
+        }),))
         names.append(stub.full_name)
     return names

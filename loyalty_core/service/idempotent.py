@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from loyalty_core import errors, observe
+from loyalty_core.clock import US_PER_S
 from loyalty_core.model import from_json, to_json
 from loyalty_core.store import idempotency
 from loyalty_core.store.db import Database
@@ -16,12 +17,26 @@ T = TypeVar("T")
 
 # The scope of writes that are about no programme yet.
 PROGRAMMES_SCOPE = "programmes"
+# Request fields that hold a secret, at any depth. A fingerprint is a fast hash: with a secret in
+# it, the stored row would confirm a guess of a 6-digit code in a fraction of a second, bypassing
+# the secret's own scrypt hash. So a fingerprint says only whether a secret was given; a retry
+# under the same request_id with another secret gets the first answer.
+SECRET_FIELDS = frozenset({"card_secret", "code"})
+
+
+def _without_secrets(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: (bool(v) if k in SECRET_FIELDS else _without_secrets(v)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_without_secrets(v) for v in data]
+    return data
 
 
 def fingerprint(method: str, request: Any) -> bytes:
     """sha256 of the method and the canonical request, without what describes the call rather than
-    the request: the key itself and the correlation id (a retry may carry a new one)."""
-    data = to_json(request)
+    the request (the key itself and the correlation id: a retry may carry a new one) and without
+    the values of SECRET_FIELDS."""
+    data = _without_secrets(to_json(request))
     data.pop("request_id", None)
     if isinstance(data.get("context"), dict):
         data["context"].pop("correlation_id", None)
@@ -99,3 +114,20 @@ async def run_write(
         # Another request with this key finished first (it met a different state): its answer stands.
         observe.idempotent_replay(method)
         return _replay(earlier, fp, result_type)
+
+
+async def purge(db: Database, now: int, *, retention_days: int, batch_size: int, max_batches: int) -> int:
+    """Delete the idempotency keys older than ``retention_days`` before ``now``, ``batch_size`` per
+    transaction and at most ``max_batches`` transactions (0: until none is left); how many went.
+
+    Each batch commits on its own, so a run stopped half-way has kept what it did and the next run
+    goes on from the oldest key left; a replay within the window is never affected."""
+    before = now - retention_days * 86_400 * US_PER_S
+    purged = batches = 0
+    while not max_batches or batches < max_batches:
+        deleted = await db.run_in_transaction(idempotency.purge_batch, before, batch_size)
+        purged += deleted
+        batches += 1
+        if deleted < batch_size:
+            break
+    return purged

