@@ -95,6 +95,7 @@ class Settings:
     job_expiry_interval_s: float = 30.0
     job_level_review_interval_s: float = 86_400.0
     job_recalculate_discounts_interval_s: float = 86_400.0
+    job_purge_idempotency_interval_s: float = 3_600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -123,7 +124,7 @@ class Settings:
                      "health_probe_interval_s", "sms_webhook_timeout_s", "confirmation_code_ttl_s",
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
                      "rpc_time_limit_s", "job_tick_s", "job_batch_size", "job_expiry_interval_s",
-                     "job_level_review_interval_s", "job_recalculate_discounts_interval_s",
+                     "job_level_review_interval_s", "job_recalculate_discounts_interval_s", "job_purge_idempotency_interval_s",
                      "member_lock_timeout_s", "member_calls_max", "idempotency_retention_days"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")

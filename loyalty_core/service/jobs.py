@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from loyalty_core.clock import Clock
 from loyalty_core.scheduler import Job, JobRun
-from loyalty_core.service import membership, points
+from loyalty_core.service import idempotent, membership, points
 from loyalty_core.settings import Settings
 from loyalty_core.store import programmes
 from loyalty_core.store.db import Database
 
 # Programmes read per query when a job walks them all.
 PROGRAMMES_PAGE = 100
+# Transactions of the idempotency purge per run; with work left it runs again at the next tick.
+PURGE_BATCHES_PER_RUN = 10
 
 
 async def _programme_ids(db: Database) -> AsyncIterator[str]:
@@ -53,8 +55,15 @@ def scheduled_jobs(settings: Settings, db: Database, clock: Clock) -> list[Job]:
     async def recalculate(programme_id: str) -> int:
         return (await membership.recalculate_discounts(db, clock, programme_id, batch)).members_changed
 
+    async def purge_idempotency() -> JobRun:
+        # Keys past the replay window, ``batch`` per transaction, ten transactions a run.
+        purged = await idempotent.purge(db, clock.now_us(), retention_days=settings.idempotency_retention_days,
+                                        batch_size=batch, max_batches=PURGE_BATCHES_PER_RUN)
+        return JobRun(purged, more=purged == batch * PURGE_BATCHES_PER_RUN)
+
     return [
         Job("expiry", settings.job_expiry_interval_s, expiry),
+        Job("purge_idempotency", settings.job_purge_idempotency_interval_s, purge_idempotency),
         Job("level_review", settings.job_level_review_interval_s, _each_programme(db, review)),
         Job("recalculate_discounts", settings.job_recalculate_discounts_interval_s, _each_programme(db, recalculate)),
     ]

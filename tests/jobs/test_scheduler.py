@@ -151,3 +151,34 @@ def _scrape(port: int) -> dict:
         text = resp.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_the_idempotency_purge_runs_as_a_scheduled_job(create_database):
+    from loyalty_core.clock import ManualClock
+    from loyalty_core.model import CreateProgramme, Programme
+    from loyalty_core.service import programmes
+    from loyalty_core.service.jobs import scheduled_jobs
+    from tests.fixtures.clock import START_US
+    from tests.fixtures.server import make_test_settings
+
+    url = create_database(migrated=True)
+    clock = ManualClock(START_US)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with Database(url, pool_min_size=1, pool_max_size=2) as db:
+            for name in ("old-1", "old-2"):
+                await programmes.create(db, clock, CreateProgramme(name, Programme(
+                    name=name, currency_code="EUR", point_value_minor=1)))
+            clock.advance(days=31)
+            jobs = [j for j in scheduled_jobs(make_test_settings(url), db, clock) if j.name == "purge_idempotency"]
+            scheduler = Scheduler(db, jobs, tick_s=TICK_S, runner="test")
+            try:
+                return await scheduler.tick(), await scheduler.tick()
+            finally:
+                await scheduler.close()
+
+    first, second = asyncio.run(scenario())
+    assert (first, second) == (["purge_idempotency"], [])  # done, then not due for an interval
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM idempotency_key").fetchone()[0] == 0
+        assert conn.execute("SELECT last_items FROM scheduled_job WHERE name = 'purge_idempotency'").fetchone()[0] == 2
