@@ -117,6 +117,7 @@ for _code, _kind in [
     ("line_discount_must_not_exceed_line_total", InvalidArgument),
     ("currency_mismatch", InvalidArgument),
     ("category_share_must_not_exceed_total", InvalidArgument),
+    ("enum_value_unknown", InvalidArgument),
     # Lookups
     ("programme_not_found", NotFound),
     ("member_not_found", NotFound),
