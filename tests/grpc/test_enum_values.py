@@ -65,3 +65,18 @@ def test_unknown_history_tab_and_movement_kind(api, channel):
             kinds=[points_pb2.MOVEMENT_KIND_EARNED, UNKNOWN]))
     assert refusal(tab.value) == refusal(kind.value) == (grpc.StatusCode.INVALID_ARGUMENT, "enum_value_unknown")
     assert bad_request_fields(tab.value) == ["tab"] and bad_request_fields(kind.value) == ["kinds[1]"]
+
+
+@pytest.mark.parametrize(("level", "field"), [
+    (dict(name="gold", priority=1), "level.privilege"),
+    (dict(name="", priority=1, privilege=membership_pb2.LEVEL_PRIVILEGE_CASHBACK), "level.name"),
+    (dict(name="gold", priority=1, privilege=membership_pb2.LEVEL_PRIVILEGE_CASHBACK,
+          category_spend_needed=[membership_pb2.CategorySpend(category="bar", spend_needed_minor=-1)]),
+     "level.category_spend_needed"),
+])
+def test_a_refused_level_names_the_request_path(api, channel, level, field):
+    programme = api.programme()
+    with pytest.raises(grpc.RpcError) as refused:
+        membership_pb2_grpc.MembershipServiceStub(channel).CreateLevel(membership_pb2.CreateLevelRequest(
+            request_id=new_id(), level=membership_pb2.Level(programme_id=programme.programme_id, **level)))
+    assert bad_request_fields(refused.value) == [field]
