@@ -18,6 +18,8 @@ HEADER = f"""# Errors
 Every refusal is a gRPC status with a `google.rpc.ErrorInfo` detail (domain `{DOMAIN}`, `reason`
 one of the codes below, `metadata` with the refusal's figures) and, for an invalid argument that
 names a field, a `google.rpc.BadRequest` whose field path is the proto's (`lines[0].unit_price_minor`).
+An enum number the API does not define is `enum_value_unknown` wherever the enum is; an unset enum
+(0) takes the default its comment gives, or is `field_required` where there is none.
 Retry only UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED, with the same `request_id`; the clients
 do (`loyalty.client.RetryPolicy`). `loyalty.errors.refusal(err)` reads code, reason and fields.
 Anything unexpected is INTERNAL with no reason; the server's log has the details.
