@@ -1,5 +1,6 @@
 """Build steps only: compile the Cython hot path and generate the gRPC stubs from protos/."""
 
+import importlib.util
 from pathlib import Path
 
 from Cython.Build import cythonize
@@ -7,42 +8,17 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent.resolve()
-PROTOS = ROOT / "protos"
-STUBS_OUT = ROOT / "clients" / "python"
-
-
-def generate_stubs() -> None:
-    """protos/loyalty/v1/x.proto -> clients/python/loyalty/v1/x_pb2{,_grpc}.py{,i}, imports untouched."""
-    import grpc_tools
-    from grpc_tools import protoc
-
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.glob("loyalty/v1/*.proto"))
-    if not sources:
-        return
-    includes = [f"-I{PROTOS}", f"-I{Path(grpc_tools.__file__).parent / '_proto'}"]
-    try:  # google/rpc, google/type, ... should a proto import them
-        import google.rpc
-
-        includes.append(f"-I{Path(google.rpc.__path__[0]).parent.parent}")
-    except ImportError:
-        pass
-    args = [
-        "grpc_tools.protoc",
-        *includes,
-        f"--python_out={STUBS_OUT}",
-        f"--pyi_out={STUBS_OUT}",
-        f"--grpc_python_out={STUBS_OUT}",
-        *sources,
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit(f"protoc failed on {sources}")
+# The client distribution's generator (clients/python/build_stubs.py) writes the stubs for both builds.
+_spec = importlib.util.spec_from_file_location("build_stubs", ROOT / "clients" / "python" / "build_stubs.py")
+build_stubs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_stubs)
 
 
 class BuildPyWithStubs(build_py):
     """Generate the stubs before collecting modules, so they install like hand-written ones."""
 
     def run(self) -> None:
-        generate_stubs()
+        build_stubs.generate_stubs()
         super().run()
 
 

@@ -184,10 +184,10 @@ def price_basket(
         if quantities[i] < 1:
             raise InvalidArgument("value_out_of_range", "quantity must be at least 1", field=f"lines[{i}].quantity")
         if unit_prices[i] < 0:
-            raise InvalidArgument("value_out_of_range", "unit price must not be negative", field=f"lines[{i}].unit_price")
+            raise InvalidArgument("value_out_of_range", "unit price must not be negative", field=f"lines[{i}].unit_price_minor")
         if line_discounts[i] < 0:
             raise InvalidArgument(
-                "value_out_of_range", "line discount must not be negative", field=f"lines[{i}].line_discount"
+                "value_out_of_range", "line discount must not be negative", field=f"lines[{i}].line_discount_minor"
             )
         line_gross = quantities[i] * unit_prices[i]
         if line_gross > INT64_MAX:
@@ -196,7 +196,7 @@ def price_basket(
             raise InvalidArgument(
                 "line_discount_must_not_exceed_line_total",
                 "a line discount must not exceed quantity * unit price",
-                field=f"lines[{i}].line_discount",
+                field=f"lines[{i}].line_discount_minor",
             )
         gross.append(line_gross)
     # Every other sum (discounts, net, points' money, money due) is bounded by the gross total.

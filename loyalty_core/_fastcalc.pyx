@@ -407,11 +407,11 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
         if qty[i] < 1:
             raise InvalidArgument("value_out_of_range", "quantity must be at least 1", field=f"lines[{i}].quantity")
         if price[i] < 0:
-            raise InvalidArgument("value_out_of_range", "unit price must not be negative", field=f"lines[{i}].unit_price")
+            raise InvalidArgument("value_out_of_range", "unit price must not be negative", field=f"lines[{i}].unit_price_minor")
         d = ldisc[i]
         if d < 0:
             raise InvalidArgument(
-                "value_out_of_range", "line discount must not be negative", field=f"lines[{i}].line_discount"
+                "value_out_of_range", "line discount must not be negative", field=f"lines[{i}].line_discount_minor"
             )
         if mul_overflow(qty[i], price[i], &g):
             raise InvalidArgument("amount_overflows_int64", "quantity * unit price does not fit in int64", field=f"lines[{i}]")
@@ -419,7 +419,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
             raise InvalidArgument(
                 "line_discount_must_not_exceed_line_total",
                 "a line discount must not exceed quantity * unit price",
-                field=f"lines[{i}].line_discount",
+                field=f"lines[{i}].line_discount_minor",
             )
         # Checked after every line, as the reference does: line errors come first.
         overflow |= add_overflow(gross_total, g, &gross_total)

@@ -73,24 +73,25 @@ class Purchase:
 
 def _bps(value: int | None, name: str) -> None:
     if value is not None and not 0 <= value <= BPS:
-        raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{BPS} basis points", field=name)
+        raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{BPS} basis points", field=f"level.{name}")
 
 
 def _non_negative(value: int, name: str, hi: int = INT64_MAX) -> None:
     if not 0 <= value <= hi:
-        raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{hi}", field=name)
+        raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{hi}", field=f"level.{name}")
 
 
 def validate_level(level: Level) -> Level:
-    """Refuse a level that cannot work; return it unchanged when it can."""
+    """Refuse a level that cannot work; return it unchanged when it can. Fields are named by their
+    path in the requests that carry a level (``level.priority``)."""
     if not level.name or len(level.name) > LEVEL_NAME_MAX:
         code = "field_required" if not level.name else "value_too_long"
-        raise errors.InvalidArgument(code, f"a level needs a name of 1..{LEVEL_NAME_MAX} characters", field="name")
+        raise errors.InvalidArgument(code, f"a level needs a name of 1..{LEVEL_NAME_MAX} characters", field="level.name")
     if not 1 <= level.priority <= LEVELS_PER_PROGRAMME_MAX:
         raise errors.InvalidArgument("value_out_of_range",
-                                     f"priority must be 1 (lowest)..{LEVELS_PER_PROGRAMME_MAX}", field="priority")
+                                     f"priority must be 1 (lowest)..{LEVELS_PER_PROGRAMME_MAX}", field="level.priority")
     if level.privilege not in PRIVILEGE_KINDS:
-        raise errors.InvalidArgument("field_required", "a level's privilege is cashback or discount", field="privilege")
+        raise errors.InvalidArgument("field_required", "a level's privilege is cashback or discount", field="level.privilege")
     _non_negative(level.spend_needed_minor, "spend_needed_minor")
     _non_negative(level.visits_needed, "visits_needed")
     _non_negative(level.spend_period_days, "spend_period_days", PERIOD_DAYS_MAX)
@@ -100,20 +101,21 @@ def validate_level(level: Level) -> Level:
     _bps(level.pay_share_bps, "pay_share_bps")
     if len(level.category_spend_needed) > LEVEL_CATEGORIES_MAX or len(level.category_rules) > LEVEL_CATEGORIES_MAX:
         raise errors.InvalidArgument("too_many_items", f"at most {LEVEL_CATEGORIES_MAX} categories per list",
-                                     field="category_rules")
-    for category, amount in level.category_spend_needed.items():
-        _non_negative(amount, f"category_spend_needed[{category}]")
+                                     field="level.category_rules")
+    # The domain keeps them by category, the request as a list: the list is the path.
+    for amount in level.category_spend_needed.values():
+        _non_negative(amount, "category_spend_needed")
     if sum(level.category_spend_needed.values()) > level.spend_needed_minor:
         raise errors.InvalidArgument(
             "category_share_must_not_exceed_total",
             "the spend needed per category must not add up to more than the total spend needed",
-            field="category_spend_needed",
+            field="level.category_spend_needed",
         )
     seen = set()
     for k, rule in enumerate(level.category_rules):
         if not rule.category or rule.category in seen:
             raise errors.InvalidArgument("value_out_of_range", "each category rule needs its own category",
-                                         field=f"category_rules[{k}].category")
+                                         field=f"level.category_rules[{k}].category")
         seen.add(rule.category)
         _bps(rule.cashback_bps, f"category_rules[{k}].cashback_bps")
         _bps(rule.pay_share_bps, f"category_rules[{k}].pay_share_bps")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -10,6 +10,7 @@ from grpc import aio
 
 from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
+from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
     ANONYMOUS, Balance, BurnOut, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
 )
@@ -27,6 +28,17 @@ MOVEMENT_KIND = {
     for name, value in points_pb2.MovementKind.items()
     if value != points_pb2.MOVEMENT_KIND_UNSPECIFIED
 }
+
+
+def enum_value(table: Mapping[int, str], value: int, field: str, *, unset: str | None = "") -> str:
+    """The domain's name for a proto enum number. 0 (unset), when the table does not name it, gives
+    ``unset`` (None: 0 is refused too); a number the table lacks (a newer client's value, or garbage)
+    is refused with the one reason for that, ``enum_value_unknown``, naming the field."""
+    if value == 0 and 0 not in table and unset is not None:
+        return unset
+    if value not in table:
+        raise InvalidArgument("enum_value_unknown", f"{field} has no value {value}", field=field)
+    return table[value]
 
 
 def _metadata(context: aio.ServicerContext, key: str) -> str:

@@ -11,7 +11,7 @@ from loyalty_core import levels
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.levels import Level, LevelCategoryRule
 from loyalty_core.service import membership as cases
-from server.servicers.convert import MEMBER_STATUS, member_card, micros, timestamp, write_context
+from server.servicers.convert import MEMBER_STATUS, enum_value, member_card, micros, timestamp, write_context
 
 STATUS = {value: name for name, value in MEMBER_STATUS.items()}
 PRIVILEGE = {membership_pb2.LEVEL_PRIVILEGE_CASHBACK: levels.CASHBACK,
@@ -33,7 +33,7 @@ def level_to_domain(p: membership_pb2.Level) -> Level:
             raise InvalidArgument("value_out_of_range", "each category's spend needs its own category",
                                   field=f"level.category_spend_needed[{i}].category")
         spend[part.category] = part.spend_needed_minor
-    privilege = PRIVILEGE.get(p.privilege, "")
+    privilege = enum_value(PRIVILEGE, p.privilege, "level.privilege")
     return Level(
         level_id=p.level_id, programme_id=p.programme_id, name=p.name, priority=p.priority,
         customer_group=p.customer_group, spend_needed_minor=p.spend_needed_minor, category_spend_needed=spend,
@@ -81,7 +81,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
 
     async def ChangeMemberStatus(self, request: Any, context: aio.ServicerContext) -> Any:
         req = cases.ChangeStatus(request.request_id, request.programme_id, request.member_id,
-                                 STATUS.get(request.status, ""), request.comment,
+                                 enum_value(STATUS, request.status, "status"), request.comment,
                                  write_context(None, context, request.request_id))
         card = await cases.change_status(self.db, self.clock, req)
         return membership_pb2.ChangeMemberStatusResponse(member=member_card(card))
@@ -159,9 +159,8 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
                                                            members_changed=run.members_changed)
 
     async def ListMemberHistory(self, request: Any, context: aio.ServicerContext) -> Any:
-        if request.tab not in TAB:
-            raise InvalidArgument("value_out_of_range", f"unknown tab {request.tab}", field="tab")
-        page = await cases.list_history(self.db, request.programme_id, request.member_id, TAB[request.tab],
+        page = await cases.list_history(self.db, request.programme_id, request.member_id,
+                                        enum_value(TAB, request.tab, "tab"),
                                         request.page_size, request.page_token)
         return membership_pb2.ListMemberHistoryResponse(
             events=[membership_pb2.HistoryEvent(event_id=str(e.event_id), tab=TAB_VALUE[e.tab], kind=e.kind,

@@ -7,10 +7,9 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import points_pb2, points_pb2_grpc
-from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import Accrue, Expiry, History, Redeem
 from loyalty_core.service import points, verify
-from server.servicers.convert import MOVEMENT_KIND, lot, micros, movement, write_context
+from server.servicers.convert import MOVEMENT_KIND, enum_value, lot, micros, movement, write_context
 
 KIND_NAMES = {value: name for name, value in MOVEMENT_KIND.items()}
 
@@ -29,10 +28,7 @@ def expiry(request: Any) -> Expiry:
 
 
 def kinds(values: Any) -> tuple[str, ...]:
-    unknown = [v for v in values if v not in KIND_NAMES]
-    if unknown:
-        raise InvalidArgument("value_out_of_range", f"unknown movement kind {unknown[0]}", field="kinds")
-    return tuple(KIND_NAMES[v] for v in values)
+    return tuple(enum_value(KIND_NAMES, v, f"kinds[{i}]", unset=None) for i, v in enumerate(values))
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):

@@ -12,7 +12,7 @@ from loyalty_core.model import (
     PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
 )
 from loyalty_core.service import programmes
-from server.servicers.convert import micros, timestamp, write_context
+from server.servicers.convert import enum_value, micros, timestamp, write_context
 
 COMPATIBILITY = {
     programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS: "points_after_discounts",
@@ -34,11 +34,7 @@ DEFAULTS = Programme(name="", currency_code="", point_value_minor=0)
 
 
 def _enum(table: dict[int, str], value: int, field: str, default: str) -> str:
-    if value == 0:
-        return default
-    if value not in table:
-        raise InvalidArgument("value_out_of_range", f"unknown {field} value {value}", field=f"programme.{field}")
-    return table[value]
+    return enum_value(table, value, f"programme.{field}", unset=default)
 
 
 def to_domain(p: programme_pb2.Programme) -> Programme:

@@ -106,7 +106,7 @@ def test_lines_are_refused_in_the_documented_order(twin):
     assert refused.value.field == "lines[1].category"
     with pytest.raises(InvalidArgument) as refused:
         price(twin, [(0, 1, 10, 11)])
-    assert (refused.value.code, refused.value.field) == ("line_discount_must_not_exceed_line_total", "lines[0].line_discount")
+    assert (refused.value.code, refused.value.field) == ("line_discount_must_not_exceed_line_total", "lines[0].line_discount_minor")
     with pytest.raises(InvalidArgument) as refused:
         price(twin, [(0, 0, 10, 0)], discount_bps=10_001)
     assert refused.value.field == "discount_bps"  # scalars before lines

@@ -87,3 +87,58 @@ def test_retries_stop_after_the_policy_attempts(flaky):
             client.points.AccruePoints(points_pb2.AccruePointsRequest(points=1))
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert len(server.seen) == 3
+
+
+def test_every_service_of_the_protos_is_wrapped():
+    import importlib
+    import pkgutil
+
+    import loyalty.v1
+    from loyalty.client import SERVICES
+
+    services = {
+        service.name
+        for info in pkgutil.iter_modules(loyalty.v1.__path__) if info.name.endswith("_pb2")
+        for service in importlib.import_module(f"loyalty.v1.{info.name}").DESCRIPTOR.services_by_name.values()
+    }
+    assert {stub.__name__.removesuffix("Stub") for stub in SERVICES.values()} == services
+
+
+async def test_the_aio_client_retries_with_one_request_id(flaky):
+    from loyalty.client import AsyncLoyaltyClient
+
+    async def no_wait(_s: float) -> None:
+        return None
+
+    server = flaky(failures=2)
+    async with AsyncLoyaltyClient(f"127.0.0.1:{server.port}", api_key="k-9", sleep=no_wait) as client:
+        response = await client.points.AccruePoints(points_pb2.AccruePointsRequest(points=4))
+    assert response.movement.points == 4
+    assert len(server.seen) == 3 and len({request_id for request_id, _ in server.seen}) == 1
+    assert {auth for _, auth in server.seen} == {"Bearer k-9"}
+
+
+def test_refusal_reads_code_reason_and_proto_field_paths(grpc_server, make_key):
+    from loyalty.errors import refusal
+    from loyalty.v1 import checkout_pb2, common_pb2
+
+    _name, key = make_key()
+    with LoyaltyClient(grpc_server.address, api_key=key) as client:
+        with pytest.raises(grpc.RpcError) as refused:
+            client.checkout.Quote(checkout_pb2.QuoteRequest(
+                programme_id="not-a-uuid", member=common_pb2.MemberRef(member_id="m"),
+                lines=[checkout_pb2.BasketLine(sku="X", quantity=1, unit_price_minor=1)]))
+    why = refusal(refused.value)
+    assert why.code == grpc.StatusCode.INVALID_ARGUMENT and why.reason == "malformed_id"
+    assert [v.field for v in why.field_violations] == ["programme_id"]
+
+
+def test_refusal_of_a_call_without_details_has_an_empty_reason(flaky):
+    from loyalty.errors import refusal
+
+    server = flaky(failures=1, code=grpc.StatusCode.FAILED_PRECONDITION)
+    with LoyaltyClient(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(grpc.RpcError) as refused:
+            client.points.AccruePoints(points_pb2.AccruePointsRequest(points=1))
+    why = refusal(refused.value)
+    assert (why.code, why.reason, why.field_violations) == (grpc.StatusCode.FAILED_PRECONDITION, "", ())

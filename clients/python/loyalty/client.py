@@ -1,17 +1,19 @@
-"""LoyaltyClient: the generated stubs behind one channel, with retries that are safe by idempotency key."""
+"""LoyaltyClient (sync) and AsyncLoyaltyClient (grpc.aio): every loyalty.v1 service behind one channel,
+with retries that are safe by idempotency key."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
 
-from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class RetryPolicy:
     retry_codes: frozenset[grpc.StatusCode] = frozenset(
         {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
     )
+
+    def retries(self, err: grpc.RpcError, attempt: int) -> bool:
+        """Whether a call that failed with ``err`` on attempt ``attempt`` (1-based) is tried again."""
+        return err.code() in self.retry_codes and attempt < self.attempts
 
     def backoff_s(self, attempt: int) -> float:
         """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
@@ -57,9 +63,30 @@ def call_with_retry(
         try:
             return rpc(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as err:
-            if err.code() not in policy.retry_codes or attempt == policy.attempts:
+            if not policy.retries(err, attempt):
                 raise
             sleep(policy.backoff_s(attempt))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def call_with_retry_async(
+    rpc: Callable[..., Awaitable[Any]],
+    request: Any,
+    policy: RetryPolicy,
+    *,
+    timeout: float,
+    metadata: Sequence[tuple[str, str]] = (),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Any:
+    """call_with_retry for grpc.aio stubs: the same policy and one request_id, waiting without blocking."""
+    ensure_request_id(request)
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await rpc(request, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as err:
+            if not policy.retries(err, attempt):
+                raise
+            await sleep(policy.backoff_s(attempt))
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -84,6 +111,32 @@ class _RetryingStub:
         return call
 
 
+class _AsyncRetryingStub(_RetryingStub):
+    """Presents the generated grpc.aio stub's methods as coroutines, each retried under the policy."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        rpc = getattr(self._stub, name)
+
+        async def call(request: Any, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
+            return await call_with_retry_async(
+                rpc, request, self._policy, timeout=timeout or self._timeout_s, metadata=metadata, sleep=self._sleep
+            )
+
+        call.__name__ = name
+        return call
+
+
+# Attribute -> generated stub class, for both flavours. Every service of loyalty.v1 is here
+# (tests/clients/test_client.py checks it against the protos).
+SERVICES: dict[str, type] = {
+    "programmes": programme_pb2_grpc.ProgrammeServiceStub,
+    "members": member_pb2_grpc.MemberServiceStub,
+    "membership": membership_pb2_grpc.MembershipServiceStub,
+    "checkout": checkout_pb2_grpc.CheckoutServiceStub,
+    "points": points_pb2_grpc.PointsServiceStub,
+}
+
+
 class _BearerAuth(grpc.AuthMetadataPlugin):
     """Sends the API key as ``authorization: Bearer <key>`` on every call."""
 
@@ -105,17 +158,40 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):
         return continuation(details._replace(metadata=metadata), request)
 
 
+class _AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """The header on a plaintext grpc.aio channel."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+def _call_credentials(api_key: str | None, root_certificates: bytes) -> grpc.ChannelCredentials:
+    credentials = grpc.ssl_channel_credentials(root_certificates)
+    if api_key:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.metadata_call_credentials(_BearerAuth(api_key)))
+    return credentials
+
+
 def open_channel(target: str, *, api_key: str | None = None, root_certificates: bytes | None = None) -> grpc.Channel:
     """A channel to loyalty-core: TLS when root certificates are given, plaintext otherwise (loopback, tests)."""
     if root_certificates is not None:
-        credentials = grpc.ssl_channel_credentials(root_certificates)
-        if api_key:
-            credentials = grpc.composite_channel_credentials(
-                credentials, grpc.metadata_call_credentials(_BearerAuth(api_key))
-            )
-        return grpc.secure_channel(target, credentials)
+        return grpc.secure_channel(target, _call_credentials(api_key, root_certificates))
     channel = grpc.insecure_channel(target)
     return grpc.intercept_channel(channel, _BearerInterceptor(api_key)) if api_key else channel
+
+
+def open_aio_channel(
+    target: str, *, api_key: str | None = None, root_certificates: bytes | None = None
+) -> grpc.aio.Channel:
+    """open_channel for grpc.aio: call it inside the event loop that will use the channel."""
+    if root_certificates is not None:
+        return grpc.aio.secure_channel(target, _call_credentials(api_key, root_certificates))
+    interceptors = [_AsyncBearerInterceptor(api_key)] if api_key else None
+    return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
 
 class LoyaltyClient:
@@ -143,10 +219,11 @@ class LoyaltyClient:
         def wrap(stub_cls: type) -> Any:
             return _RetryingStub(stub_cls(self.channel), retry, timeout_s, sleep)
 
-        self.programmes = cast(programme_pb2_grpc.ProgrammeServiceStub, wrap(programme_pb2_grpc.ProgrammeServiceStub))
-        self.members = cast(member_pb2_grpc.MemberServiceStub, wrap(member_pb2_grpc.MemberServiceStub))
-        self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(checkout_pb2_grpc.CheckoutServiceStub))
-        self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(points_pb2_grpc.PointsServiceStub))
+        self.programmes = cast(programme_pb2_grpc.ProgrammeServiceStub, wrap(SERVICES["programmes"]))
+        self.members = cast(member_pb2_grpc.MemberServiceStub, wrap(SERVICES["members"]))
+        self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
+        self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
+        self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -156,3 +233,47 @@ class LoyaltyClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncLoyaltyClient:
+    """LoyaltyClient for grpc.aio: the same attributes, each method a coroutine.
+
+    >>> async with AsyncLoyaltyClient("127.0.0.1:50051", api_key="...") as client:
+    ...     await client.checkout.Quote(checkout_pb2.QuoteRequest(...))
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        api_key: str | None = None,
+        root_certificates: bytes | None = None,
+        timeout_s: float = 5.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give either a target or a channel")
+        self.channel = channel or open_aio_channel(
+            cast(str, target), api_key=api_key, root_certificates=root_certificates
+        )
+
+        def wrap(stub_cls: type) -> Any:
+            return _AsyncRetryingStub(stub_cls(self.channel), retry, timeout_s, cast(Any, sleep))
+
+        # The generated stubs type their methods as sync; on an aio channel each returns an awaitable.
+        self.programmes = cast(programme_pb2_grpc.ProgrammeServiceStub, wrap(SERVICES["programmes"]))
+        self.members = cast(member_pb2_grpc.MemberServiceStub, wrap(SERVICES["members"]))
+        self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
+        self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
+        self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncLoyaltyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,90 @@
+"""The Python client as an integrator gets it: `pip install clients/python` from a clean clone, in a
+fresh venv without the main project, then the README's till sequence against a real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from loyalty.v1 import member_pb2, member_pb2_grpc, programme_pb2, programme_pb2_grpc
+from tests.fixtures.keys import BearerKey
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_clone(dest: Path) -> Path:
+    """The files a fresh clone has (tracked, or new and not ignored): no generated stubs, no build."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "protos", "clients/python"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("standalone")
+    clone = clean_clone(work / "clone")
+    assert not list((clone / "clients/python/loyalty/v1").glob("*_pb2*")), "the clone must not carry stubs"
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         str(clone / "clients/python")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-4000:]
+    return venv
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_installed_client_has_no_server_code_and_is_typed(client_venv: Path):
+    probe = subprocess.run(
+        [str(client_venv / "bin/python"), "-c",
+         "import importlib.util as u, pathlib, loyalty, loyalty.client, loyalty.errors, loyalty.v1.membership_pb2;"
+         "print(u.find_spec('loyalty_core') is None, u.find_spec('server') is None,"
+         " (pathlib.Path(loyalty.__file__).parent / 'py.typed').exists())"],
+        capture_output=True, text=True, check=True, cwd=client_venv,
+    )
+    assert probe.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_till_sequence_runs_from_the_installed_client(client_venv: Path, grpc_server, make_key):
+    _name, key = make_key()
+    with grpc.insecure_channel(grpc_server.address) as plain:
+        channel = grpc.intercept_channel(plain, BearerKey(key))
+        programme = programme_pb2_grpc.ProgrammeServiceStub(channel).CreateProgramme(
+            programme_pb2.CreateProgrammeRequest(request_id=str(uuid.uuid4()), programme=programme_pb2.Programme(
+                name=f"till {uuid.uuid4()}", enabled=True, currency_code="EUR", point_value_minor=100,
+                order_pay_share_bps=10_000, default_cashback_bps=1_000, default_pay_share_bps=10_000,
+                hold_ttl_seconds=600,
+            ))).programme
+        phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+        member = member_pb2_grpc.MemberServiceStub(channel).EnrolMember(member_pb2.EnrolMemberRequest(
+            request_id=str(uuid.uuid4()), programme_id=programme.programme_id, phone=phone)).member
+    ran = subprocess.run(
+        [str(client_venv / "bin/python"), str(ROOT / "clients/python/examples/till.py"),
+         grpc_server.address, programme.programme_id, phone],
+        capture_output=True, text=True, timeout=60, env={"LOYALTY_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        cwd=client_venv,  # not the repository: only the installed distribution is importable
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen["member_id"] == member.member_id
+    assert seen["spent"] == seen["held"], seen
+    assert seen["refused"] == {"code": "INVALID_ARGUMENT", "reason": "value_out_of_range",
+                               "fields": ["lines[0].unit_price_minor"]}
