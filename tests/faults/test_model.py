@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -367,6 +368,20 @@ class LedgerModel(RuleBasedStateMachine):
         assert (run.holds_released, run.points_released, run.lots_expired, run.points_expired) == (
             holds, released, lots, points)
 
+    @rule(ahead_s=st.sampled_from([1, 86_400, 400 * 86_400]))
+    def expire_later_is_refused(self, ahead_s: int) -> None:
+        # An expiry never acts on a time later than now: refused, and nothing changes (the
+        # invariant below checks that).
+        later = timestamp_pb2.Timestamp()
+        later.FromMicroseconds(self.now + ahead_s * US_PER_S)
+        try:
+            self.stubs.points.RunExpiry(points_pb2.RunExpiryRequest(programme_id=self.programme, as_of_time=later),
+                                        timeout=30)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+        else:
+            raise AssertionError("RunExpiry acted on a time later than now")
+
     @rule(step=st.sampled_from([60, 599, 601, 3_600, 86_399, 86_400, 15 * 86_400, 31 * 86_400]))
     def time_passes(self, step: int) -> None:
         self.clock.advance(seconds=step)
@@ -391,6 +406,15 @@ class LedgerModel(RuleBasedStateMachine):
                 sum(lot.remaining for lot in live if lot.activates_at > now), held)
             assert [(b.expire_time.ToMicroseconds(), b.points) for b in got.burn_outs] == sorted(burn_outs.items())
             assert got.burning_points == sum(burn_outs.values())
+            # The forecast: every later burn-out, and what awaits activation.
+            forecast = self.stubs.members.GetPointsForecast(member_pb2.GetPointsForecastRequest(
+                programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10)
+            every: dict[int, int] = {}
+            for lot in live:
+                every[lot.expires_at] = every.get(lot.expires_at, 0) + lot.remaining
+            assert [(b.expire_time.ToMicroseconds(), b.points) for b in forecast.burn_outs] == sorted(every.items())
+            assert sorted((p.activate_time.ToMicroseconds(), p.points) for p in forecast.pending_activations) == \
+                sorted((lot.activates_at, lot.remaining) for lot in live if lot.activates_at > now)
             assert (got.earned_total_points, got.spent_total_points, got.expired_total_points) == (
                 member.earned_total, member.spent_total, member.expired_total)
             history = self.stubs.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
