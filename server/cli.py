@@ -7,8 +7,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 # The server forks only to exec (pg_ctl of the embedded PostgreSQL); gRPC's fork handlers are not
 # needed for that and would log a warning about its threads. Read by gRPC at import: set it first.
@@ -55,14 +56,24 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from loyalty_core.service.verify import verify
     from loyalty_core.store.db import Database
 
-    async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
-            result = await verify(db, args.programme_id)
+    async def work(db: Database) -> int:
+        result = await verify(db, args.programme_id)
         for d in result.disagreements:
             print(f"{d.programme_id} {d.member_id} {d.invariant}: {d.detail}")
         print(f"checked {result.members_checked} members and {result.lots_checked} lots: "
               f"{len(result.disagreements) or 'no'} disagreements")
         return 1 if result.disagreements else 0
+
+    return _on_database(settings, work)
+
+
+def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """``work(db)`` on a one-connection Database (LOYALTY_DATABASE_URL, or the embedded one); its exit code."""
+    from loyalty_core.store.db import Database
+
+    async def run(url: str) -> int:
+        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+            return await work(db)
 
     with _database_url(settings) as url:
         return asyncio.run(run(url))
@@ -76,14 +87,12 @@ def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:
 
     as_of = _as_of_us(args.as_of)
 
-    async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
-            result = await run_level_review(db, SystemClock(), args.programme_id, as_of, args.batch_size)
+    async def work(db: Database) -> int:
+        result = await run_level_review(db, SystemClock(), args.programme_id, as_of, args.batch_size)
         print(f"reviewed {result.members_reviewed} members: {result.members_dropped} dropped one level")
         return 0
 
-    with _database_url(settings) as url:
-        return asyncio.run(run(url))
+    return _on_database(settings, work)
 
 
 def _as_of_us(as_of: str) -> int | None:
@@ -96,16 +105,14 @@ def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
     from loyalty_core.service.points import run_expiry
     from loyalty_core.store.db import Database
 
-    async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
-            r = await run_expiry(db, SystemClock(), args.programme_id, _as_of_us(args.as_of))
+    async def work(db: Database) -> int:
+        r = await run_expiry(db, SystemClock(), args.programme_id, _as_of_us(args.as_of))
         print(f"{r.members} members: {r.lots_expired} lots expired ({r.points_expired} points), "
               f"{r.lots_activated} lots activated ({r.points_activated} points), "
               f"{r.holds_released} holds released ({r.points_released} points)")
         return 0
 
-    with _database_url(settings) as url:
-        return asyncio.run(run(url))
+    return _on_database(settings, work)
 
 
 def cmd_recalculate_discounts(settings: Settings, args: argparse.Namespace) -> int:
@@ -114,14 +121,12 @@ def cmd_recalculate_discounts(settings: Settings, args: argparse.Namespace) -> i
     from loyalty_core.service.membership import recalculate_discounts
     from loyalty_core.store.db import Database
 
-    async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
-            r = await recalculate_discounts(db, SystemClock(), args.programme_id, args.batch_size)
+    async def work(db: Database) -> int:
+        r = await recalculate_discounts(db, SystemClock(), args.programme_id, args.batch_size)
         print(f"recalculated {r.members_recalculated} members: {r.members_changed} changed")
         return 0
 
-    with _database_url(settings) as url:
-        return asyncio.run(run(url))
+    return _on_database(settings, work)
 
 
 def _expire_args(parser: argparse.ArgumentParser) -> None:
@@ -142,15 +147,13 @@ def cmd_purge_idempotency(settings: Settings, args: argparse.Namespace) -> int:
 
     now = SystemClock().now_us() if not args.as_of else _iso_us(args.as_of)
 
-    async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
-            purged = await purge(db, now, retention_days=settings.idempotency_retention_days,
-                                 batch_size=args.batch_size, max_batches=args.max_batches)
+    async def work(db: Database) -> int:
+        purged = await purge(db, now, retention_days=settings.idempotency_retention_days,
+                             batch_size=args.batch_size, max_batches=args.max_batches)
         print(f"purged {purged} idempotency keys older than {settings.idempotency_retention_days} days")
         return 0
 
-    with _database_url(settings) as url:
-        return asyncio.run(run(url))
+    return _on_database(settings, work)
 
 
 def _purge_args(parser: argparse.ArgumentParser) -> None:
