@@ -73,6 +73,16 @@ def decode_token(token: str, arity: int) -> list[Any] | None:
     return key
 
 
+def decode_position(token: str, start: int) -> int:
+    """The one integer (a lot id, a time) a page token holds, ``start`` without a token."""
+    key = decode_token(token, 1)
+    if key is None:
+        return start
+    if not isinstance(key[0], int) or key[0] < start:
+        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    return key[0]
+
+
 def found_member(member: Member | None, what: str) -> Member:
     if member is None:
         raise NotFound("member_not_found", f"no member {what} in this programme")

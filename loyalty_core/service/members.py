@@ -213,9 +213,7 @@ async def forecast(db: Database, clock: Clock, programme_id: str, member_id: str
     if end is not None and not as_of < end <= MAX_US:
         raise InvalidArgument("value_out_of_range", "end_time must be after as_of_time", field="end_time")
     size = checks.page_size(page_size)
-    after = (checks.decode_token(page_token, 1) or [as_of])[0]
-    if not isinstance(after, int) or after < as_of:
-        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    after = checks.decode_position(page_token, as_of)
     async with db.connection() as conn:
         checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         lots = await ledger.lots(conn, member_id)

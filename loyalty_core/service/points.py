@@ -116,9 +116,7 @@ async def list_lots(db: Database, programme_id: str, member_id: str, only_with_p
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
     size = checks.page_size(page_size)
-    after = (checks.decode_token(page_token, 1) or [0])[0]
-    if not isinstance(after, int):
-        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    after = checks.decode_position(page_token, 0)
     async with db.connection() as conn:
         checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
         lots = await ledger.lot_records(conn, member_id, after=after, limit=size + 1,
