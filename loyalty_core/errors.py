@@ -127,6 +127,7 @@ for _code, _kind in [
     ("hold_not_found", NotFound),
     ("level_not_found", NotFound),
     ("api_key_not_found", NotFound),
+    ("webhook_not_found", NotFound),
     # Uniqueness
     ("programme_name_taken", AlreadyExists),
     ("phone_taken", AlreadyExists),
@@ -178,6 +179,7 @@ for _code, _kind in [
     ("database_unavailable", Unavailable),
     ("sms_gateway_unavailable", Unavailable),
     ("sms_gateway_not_configured", FailedPrecondition),
+    ("webhook_master_key_unset", FailedPrecondition),
 ]:
     register(_code, _kind)
 del _code, _kind
@@ -187,6 +189,8 @@ del _code, _kind
 # CODES (`python -m server.errors_doc`); tests/server/test_errors_doc.py fails when a code lacks
 # an entry here or the file is stale. Add a code's entry when you register it.
 GUIDANCE: dict[str, tuple[str, str]] = {
+    "webhook_not_found": ("No live webhook subscription with this id in the programme (it may have been deleted).", "List the programme's webhooks with ListWebhooks."),
+    "webhook_master_key_unset": ("The server has no LOYALTY_WEBHOOK_MASTER_KEY, so it cannot give a webhook a signing secret.", "Ask the operator to set LOYALTY_WEBHOOK_MASTER_KEY on every replica."),
     "field_required": ("A required field is empty or unset.", "Set the field the BadRequest names."),
     "value_out_of_range": ("A field's value is outside its allowed range.", "Send a value within the range the message gives."),
     "value_too_long": ("A string or list is longer than its limit.", "Shorten the field the BadRequest names."),

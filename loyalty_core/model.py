@@ -77,6 +77,8 @@ class Programme:
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
     card_secret_required: bool = False
+    # "Points expiring soon" notices go out this many days before an expiry date (e.g. (30, 7)).
+    expiry_notice_days: tuple[int, ...] = ()
     # Output only: set by the store.
     programme_id: str = ""
     created_at: int = 0

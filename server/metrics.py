@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from loyalty_core import calc
 from loyalty_core.clock import Clock
 from loyalty_core.settings import split_host_port
-from loyalty_core.store import gauges
+from loyalty_core.store import gauges, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ class Metrics:
                                  "process, by job.", ["job"], registry=registry)
         self.job_run_seconds = Histogram("loyalty_job_run_seconds", "Duration of one scheduled job run, by job.",
                                          ["job"], buckets=LATENCY_BUCKETS_S + (30.0, 60.0), registry=registry)
+        self.webhook_deliveries = Counter(
+            "loyalty_webhook_deliveries", "Attempts to deliver an event to a webhook, by subscription and result "
+            "(delivered, refused, timeout, unreachable, dead_letter).", ["webhook_id", "result"], registry=registry)
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the pool's numbers at scrape time (no background task to keep them fresh)."""
@@ -125,6 +128,9 @@ class Metrics:
 
     def card_locked(self, programme_id: str) -> None:
         self.cards_locked.labels(programme_id).inc()
+
+    def webhook_delivery(self, subscription_id: str, result: str) -> None:
+        self.webhook_deliveries.labels(subscription_id, result).inc()
 
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
         """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
@@ -199,6 +205,14 @@ class LedgerCollector:
                 last.add_metric([job], state.last_success_s)
             job_lag.add_metric([job], reading.expiry_lag_s if job == "expiry" else state.lag_s)
         yield from (last, job_lag)
+        waiting = GaugeMetricFamily("loyalty_events_waiting", "Events committed and not yet delivered to each "
+                                    f"webhook (counted up to {webhooks.EVENTS_COUNTED_MAX}).", labels=["webhook_id"])
+        oldest_event = GaugeMetricFamily("loyalty_oldest_event_waiting_age_seconds", "Age of the oldest event not "
+                                         "yet delivered to each webhook; 0 when none waits.", labels=["webhook_id"])
+        for webhook_id, (count, age_s) in sorted(reading.webhooks.items()):
+            waiting.add_metric([webhook_id], count)
+            oldest_event.add_metric([webhook_id], age_s)
+        yield from (waiting, oldest_event)
 
     def _read(self) -> gauges.LedgerGauges | None:
         with self._lock:

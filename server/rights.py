@@ -101,6 +101,14 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MembershipService/RecalculateDiscounts": _rule("programme_admin"),
     "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
                                                              "programme_admin", "read_only"),
+    # EventService: every member's changes of a programme go to whoever holds these, so they are
+    # their own right (webhook_admin), for the stream as for the subscriptions. ListWebhooks is a
+    # read and so read_only's too; it shows URLs and delivery state, never a secret.
+    "/loyalty.v1.EventService/WatchEvents": _rule("webhook_admin"),
+    "/loyalty.v1.EventService/CreateWebhook": _rule("webhook_admin", programme_field="webhook.programme_id"),
+    "/loyalty.v1.EventService/ListWebhooks": _rule("webhook_admin", "read_only"),
+    "/loyalty.v1.EventService/DeleteWebhook": _rule("webhook_admin"),
+    "/loyalty.v1.EventService/RedeliverWebhook": _rule("webhook_admin"),
 }
 
 

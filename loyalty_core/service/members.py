@@ -147,14 +147,15 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
             raise AlreadyExists(rule, f"another member of the programme has this {rule.removesuffix('_taken')}",
                                 field=rule.removesuffix("_taken")) from None
         bonus = programme.welcome_bonus_points
+        # The enrolment first, so its event comes before the bonus's in the member's events.
+        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
+                                details={"status": status, "welcome_bonus_points": bonus})
         if bonus:
             days = programme.welcome_bonus_lifetime_days or programme.point_lifetime_days
             await ledger.post(
                 conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
                 NewLot("welcome", bonus, now, lifetime_end(now, days)),
             )
-        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
-                                details={"status": status, "welcome_bonus_points": bonus})
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
         member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
         shown["secret"] = generated

@@ -32,6 +32,9 @@ CHOICES = {
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
 MAX_DAYS = 36_500
 MAX_ITEMS = 1000
+# Expiring-points notices: a few windows, up to a year ahead.
+MAX_NOTICE_WINDOWS = 5
+MAX_NOTICE_DAYS = 366
 
 
 def _bad(code: str, message: str, field: str) -> InvalidArgument:
@@ -69,6 +72,12 @@ def check(p: Programme) -> None:
     for name in ("store_ids", "channels", "category_rules", "discount_ranges"):
         if len(getattr(p, name)) > MAX_ITEMS:
             raise _bad("too_many_items", f"{name} has at most {MAX_ITEMS} items", name)
+    if len(p.expiry_notice_days) > MAX_NOTICE_WINDOWS:
+        raise _bad("too_many_items", f"expiry_notice_days has at most {MAX_NOTICE_WINDOWS} items", "expiry_notice_days")
+    for i, days in enumerate(p.expiry_notice_days):
+        if not 1 <= days <= MAX_NOTICE_DAYS or days in p.expiry_notice_days[:i]:
+            raise _bad("value_out_of_range", f"expiry_notice_days must be distinct days 1..{MAX_NOTICE_DAYS}",
+                       f"expiry_notice_days[{i}]")
     for i, value in enumerate(p.store_ids):
         checks.text_arg(value, f"programme.store_ids[{i}]", max_len=checks.MAX_ID, required=True)
     for i, value in enumerate(p.channels):

@@ -27,6 +27,9 @@ RIGHTS: tuple[str, ...] = (
     "read_only",
     # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
     "card_unlock",
+    # Managing webhook subscriptions and reading the event stream (WatchEvents): every member's
+    # changes of a programme, so neither the till's nor the SREs' read-only right.
+    "webhook_admin",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -11,7 +11,9 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
+from loyalty_core.events import NewEvent, movement_event
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
+from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
@@ -114,10 +116,18 @@ WITH new_lot AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
     RETURNING member_id
-)
+), {outbox.CTE}
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
        (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
 """
+
+
+def _event(e: Entry) -> NewEvent:
+    # The points as the history shows them (history.API_POINTS_SQL): held and released carry the
+    # amount moved, the others their change of the member's points.
+    points = abs(e.held_delta) if e.kind in ("held", "released") else e.points + e.held_delta - e.debt_delta
+    return movement_event(e.kind, points, order_id=e.order_id, hold_id=e.hold_id, refund_id=e.refund_id,
+                          comment=e.comment)
 
 
 async def _posted(cur: Any) -> Posted:
@@ -135,7 +145,8 @@ async def post(
 ) -> Later[Posted]:
     """Append ``entries`` and apply them in one statement: lots' remaining by their allocations, the
     member's held points, debt and totals by ``TOTALS_SQL``, and ``new_lot`` created for the
-    allocations to ``NEW_LOT``. The member row must be locked by the caller. Read the ids only when
+    allocations to ``NEW_LOT``, and each movement's event in the outbox. The member row must be
+    locked by the caller. Read the ids only when
     needed: in pipeline mode the statement then travels with the transaction's next round trip."""
     rows = [
         {
@@ -156,6 +167,7 @@ async def post(
             "lot_order_id": new_lot.order_id if new_lot else None,
             "actor": context.actor, "store_id": context.store_id, "terminal_id": context.terminal_id,
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
+            **outbox.params(member_id, now, [_event(e) for e in entries]),
         },
     )
     for e in entries:

@@ -9,7 +9,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from loyalty_core.events import history_event
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
+from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -322,11 +324,14 @@ class Event:
 
 async def add_event(conn: Any, member_id: str, tab: str, kind: str, now: int, *, actor: str,
                     details: Mapping[str, object] | None = None, comment: str = "") -> None:
-    """Append one history entry; detail values are kept as strings (the API shows them so)."""
+    """Append one history entry, and its event to the outbox when it publishes one
+    (``events.history_event``); detail values are kept as strings (the API shows them so)."""
+    event = history_event(kind, details or {}, comment)
     await conn.execute(
-        "INSERT INTO member_event (member_id, tab, kind, details, comment, actor, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (member_id, tab, kind, _details(details or {}), comment, actor, to_dt(now)),
+        f"WITH {outbox.CTE} INSERT INTO member_event (member_id, tab, kind, details, comment, actor, created_at)"
+        " VALUES (%(member)s, %(tab)s, %(kind)s, %(details)s, %(comment)s, %(actor)s, %(now)s)",
+        {"member": member_id, "tab": tab, "kind": kind, "details": _details(details or {}), "comment": comment,
+         "actor": actor, "now": to_dt(now), **outbox.params(member_id, now, [event] if event else [])},
     )
 
 

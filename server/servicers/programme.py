@@ -57,7 +57,8 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                                    DEFAULTS.purchase_counts_when),
         discount_ranges=tuple(DiscountRange(r.customer_group, r.min_purchases_minor, r.discount_bps)
                               for r in p.discount_ranges),
-        card_secret_required=p.card_secret_required, programme_id=p.programme_id,
+        card_secret_required=p.card_secret_required, expiry_notice_days=tuple(p.expiry_notice_days),
+        programme_id=p.programme_id,
     )
 
 
@@ -83,7 +84,7 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
                                                      min_purchases_minor=r.min_purchases_minor,
                                                      discount_bps=r.discount_bps) for r in p.discount_ranges],
         card_secret_required=p.card_secret_required, create_time=timestamp(p.created_at),
-        update_time=timestamp(p.updated_at),
+        update_time=timestamp(p.updated_at), expiry_notice_days=p.expiry_notice_days,
     )
 
 
