@@ -158,9 +158,48 @@ def cmd_purge_idempotency(settings: Settings, args: argparse.Namespace) -> int:
 
 def _purge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the window ends at (default: now)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="keys deleted per transaction (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows deleted per transaction (default 1000)")
     parser.add_argument("--max-batches", type=int, default=0,
                         help="stop after this many transactions (default 0: until none is left)")
+
+
+def cmd_expiry_notices(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the due "points expiring soon" events of every programme (the job, for cron)."""
+    from loyalty_core.clock import ManualClock, SystemClock
+    from loyalty_core.service.events import write_expiry_notices
+
+    clock = ManualClock(_iso_us(args.as_of)) if args.as_of else SystemClock()
+
+    async def work(db: Any) -> int:
+        total, more = 0, True
+        while more:  # the job's bounded runs, one after another until none is due
+            written, more = await write_expiry_notices(db, clock, args.batch_size)
+            total += written
+        print(f"wrote {total} expiring-points notices")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def cmd_purge_events(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete events older than LOYALTY_EVENTS_RETENTION_DAYS that every webhook has had (cron it daily)."""
+    from loyalty_core.clock import ManualClock, SystemClock
+    from loyalty_core.service.events import purge_events
+
+    clock = ManualClock(_iso_us(args.as_of)) if args.as_of else SystemClock()
+
+    async def work(db: Any) -> int:
+        purged = await purge_events(db, clock, retention_days=settings.events_retention_days,
+                                    batch=args.batch_size, max_batches=args.max_batches or sys.maxsize)
+        print(f"purged {purged} events older than {settings.events_retention_days} days")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def _notices_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone to write the notices as of (default: now)")
+    parser.add_argument("--batch-size", type=int, default=500, help="notices per programme and transaction (default 500)")
 
 
 def _iso_us(text: str) -> int:
@@ -247,6 +286,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
     "purge-idempotency": ("delete idempotency keys older than the replay window", _purge_args,
                           cmd_purge_idempotency),
+    "expiry-notices": ("write the due 'points expiring soon' events (the job, for cron)", _notices_args,
+                       cmd_expiry_notices),
+    "purge-events": ("delete events past their retention that every webhook has had", _purge_args, cmd_purge_events),
 }
 
 
