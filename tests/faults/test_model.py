@@ -1,6 +1,6 @@
 """Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
 runs and clock moves against the running server, beside a small in-memory model of SPEC.md's
-rules; after every step the balances, lots, holds and history agree with the model.
+rules; after every step the balances, lots, holds, history and the history's events agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 import grpc
+import psycopg
 from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
@@ -129,6 +130,7 @@ class LedgerModel(RuleBasedStateMachine):
 
     stubs: Stubs
     clock: object
+    database_url: str
 
     def __init__(self) -> None:
         super().__init__()
@@ -423,8 +425,20 @@ class LedgerModel(RuleBasedStateMachine):
             # the same moment in hold-id (random) order.
             assert by_moment([(m.create_time.ToMicroseconds(), m.kind, m.points) for m in reversed(history)]) \
                 == by_moment(member.history)
+            # The outbox: every movement has its points event, with the same kind and points, in
+            # the member's order (docs/events.md).
+            assert by_moment(self._points_events(member.member_id)) == by_moment(member.history)
         self._orders_agree(sorted(self.touched))
         self.touched.clear()
+
+    def _points_events(self, member_id: str) -> list[tuple[int, int, int]]:
+        """(time, movement kind, points) of the member's points events, by sequence number."""
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute(
+                "SELECT (extract(epoch FROM created_at) * 1000000)::bigint, payload->>'movement_kind',"
+                " (payload->>'points')::bigint FROM outbox_event WHERE member_id = %s AND type LIKE 'points.%%'"
+                " AND type <> 'points.expiring_soon' ORDER BY seq", (member_id,)).fetchall()
+        return [(at, points_pb2.MovementKind.Value(f"MOVEMENT_KIND_{kind.upper()}"), points) for at, kind, points in rows]
 
     def _orders_agree(self, order_ids: list[str]) -> None:
         for order_id in order_ids:
@@ -441,10 +455,10 @@ class LedgerModel(RuleBasedStateMachine):
             assert_ledger_clean(self.stubs, self.programme)
 
 
-def test_the_server_agrees_with_the_model(channel, clock):
+def test_the_server_agrees_with_the_model(channel, clock, database_url):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
-    LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
+    LedgerModel.stubs, LedgerModel.clock, LedgerModel.database_url = Stubs(channel), clock, database_url
     test = get_state_machine_test(LedgerModel, settings=settings(
         max_examples=20, stateful_step_count=30, deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
