@@ -38,6 +38,7 @@ CTE = """outbox_seq AS (
     SELECT %(outbox_member)s, s.last_seq - s.n + x.i, (SELECT programme_id FROM member WHERE member_id = %(outbox_member)s),
            gen_random_uuid(), x.e->>'type', (x.e->>'version')::int, x.e->'payload', %(outbox_now)s, s.last_tx
     FROM outbox_seq s, jsonb_array_elements(%(outbox_events)s) WITH ORDINALITY AS x(e, i)
+    ORDER BY x.i  -- positions in sequence order
     RETURNING 1
 )"""
 
