@@ -5,10 +5,10 @@ that answers 200 at once, so the figure is the job's own rate, not a receiver's)
 from __future__ import annotations
 
 import asyncio
-import threading
+import subprocess
+import sys
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -28,28 +28,41 @@ def row(before: int, after: int, acks: dict[str, int], calls_per_s: float) -> di
     return {"written": after - before, "per_call": per_call, "per_s": per_call * calls_per_s}
 
 
-class _Ok(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+# The receiver, in a process of its own so its CPU is not the delivery's: keep-alive HTTP/1.1 (one
+# connection per sender, as behind any web server), 200 at once, its port on the first line.
+_RECEIVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
         self.rfile.read(int(self.headers["content-length"]))
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
+    def log_message(self, *args):
         pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
 
 
 def delivery(url: str, programme_id: str, seconds: float) -> dict[str, Any]:
     """Subscribe a local receiver to the programme from its first event and run the delivery job
     until the backlog is delivered or ``seconds`` pass; events delivered per second."""
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    receiver.daemon_threads = True
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
     try:
-        return asyncio.run(_deliver(url, programme_id, f"http://127.0.0.1:{receiver.server_port}/", seconds))
+        assert receiver.stdout is not None
+        port = int(receiver.stdout.readline())
+        return asyncio.run(_deliver(url, programme_id, f"http://127.0.0.1:{port}/", seconds))
     finally:
-        receiver.shutdown()
-        receiver.server_close()
+        receiver.kill()
+        receiver.wait()
 
 
 async def _deliver(url: str, programme_id: str, target: str, seconds: float) -> dict[str, Any]:
