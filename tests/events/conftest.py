@@ -38,10 +38,12 @@ class Received:
 class Receiver:
     """An HTTP endpoint in a thread. Every request's signature is checked with ``secret`` (set once
     the webhook exists); a bad one is answered 400 and counted in ``bad_signatures``. ``fail_next``
-    requests are answered 503, and each request first waits ``delay_s``."""
+    requests, and every one about ``fail_member``, are answered 503; each request first waits ``delay_s``."""
 
     secret: str = ""
     fail_next: int = 0
+    # Every event of this member is answered 503 (while set).
+    fail_member: str = ""
     delay_s: float = 0.0
     got: list[Received] = field(default_factory=list)
     refused: int = 0
@@ -81,8 +83,8 @@ class Receiver:
             except Exception:  # noqa: BLE001 - any verification failure is a refusal
                 self.bad_signatures += 1
                 return 400
-            if self.fail_next:
-                self.fail_next -= 1
+            if self.fail_next or event["member_id"] == self.fail_member:
+                self.fail_next = max(0, self.fail_next - 1)
                 self.refused += 1
                 return 503
             self.got.append(Received(headers["webhook-id"], event))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import grpc
@@ -65,7 +66,8 @@ def test_a_stream_from_now_sends_only_what_commits_later(api: EventsApi):
     assert (event.type, event.member_id, event.sequence, event.points_moved.points) == ("points.earned", m, 2, 42)
 
 
-def test_the_stream_is_guarded_like_any_call(api: EventsApi, channel_with, grpc_server):
+def test_the_stream_is_guarded_like_any_call(api: EventsApi, channel_with, grpc_server, caplog):
+    caplog.set_level(logging.INFO, logger="loyalty.access")
     p = api.programme()
     with pytest.raises(grpc.RpcError) as refused:
         next(EventsApi(channel_with("read_only", "pos")).watch(p.programme_id))
@@ -103,6 +105,8 @@ def test_the_stream_is_guarded_like_any_call(api: EventsApi, channel_with, grpc_
 
     # A cancelled stream is counted once the server has seen the cancellation.
     wait_for(lambda: "CANCELLED" in handled(), timeout_s=5, what="the cancelled stream counted")
+    lines = [r for r in caplog.records if r.name == "loyalty.access" and getattr(r, "method", "").endswith("/WatchEvents")]
+    assert {r.grpc_code for r in lines} >= {"PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_ARGUMENT", "CANCELLED"}
     assert {code: handled()[code] for code in ("PERMISSION_DENIED", "INVALID_ARGUMENT", "CANCELLED")} == dict.fromkeys(
         ("PERMISSION_DENIED", "INVALID_ARGUMENT", "CANCELLED"), "server_stream")
 

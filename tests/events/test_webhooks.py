@@ -53,6 +53,31 @@ async def test_deliveries_are_signed_and_in_each_members_order(db, api: EventsAp
     assert [(w.webhook_id, w.events_waiting, w.attempts) for w in listed] == [(hook.webhook_id, 0, 0)]
 
 
+async def test_a_member_whose_events_fail_holds_back_only_what_follows_it(db, api: EventsApi, grpc_server, clock,
+                                                                         receiver):
+    p = api.programme()
+    _subscribe(api, receiver, p.programme_id)
+    stuck, fine = api.enrol(p.programme_id).member_id, api.enrol(p.programme_id).member_id
+    for i in range(3):
+        api.accrue(p.programme_id, stuck, 1 + i)
+        api.accrue(p.programme_id, fine, 10 + i)
+    receiver.fail_member = stuck
+    await _deliver(db, clock, _rules(grpc_server, backoff_base_s=1))
+    # The other member's events went through; none of the stuck one's, and only its first was tried.
+    assert {e["member_id"] for e in receiver.first_receipts()} == {fine}
+    assert receiver.refused == 1
+    receiver.fail_member = ""
+    clock.advance(2)
+    await _deliver(db, clock, _rules(grpc_server))
+    got = [parsed(body) for body in receiver.first_receipts()]
+    for m in (stuck, fine):
+        assert [e.sequence for e in got if e.member_id == m] == [1, 2, 3, 4]
+    # What was sent again (at least once) came again in its member's order.
+    resent = [parsed(r.event) for r in receiver.got][len(got):]
+    assert [e.sequence for e in resent if e.member_id == fine] == sorted(e.sequence for e in resent
+                                                                         if e.member_id == fine)
+
+
 async def test_only_the_subscribed_types_of_the_programme_are_sent(db, api: EventsApi, grpc_server, clock, receiver):
     p, other = api.programme(), api.programme()
     _subscribe(api, receiver, p.programme_id, "points.earned")
