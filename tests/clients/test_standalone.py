@@ -70,6 +70,7 @@ def test_the_till_sequence_runs_from_the_installed_client(client_venv: Path, til
     assert ran.returncode == 0, ran.stderr
     seen = json.loads(ran.stdout)
     assert seen["member_id"] == till_customer.member_id
-    assert seen["spent"] == seen["held"], seen
+    assert seen["held"] == seen["points_applied"] == seen["spent"] == 3, seen
+    assert seen["refunded_lines"] == [["1", 1]] and seen["refunded_money"] > 0, seen
     assert seen["refused"] == {"code": "INVALID_ARGUMENT", "reason": "value_out_of_range",
                                "fields": ["lines[0].unit_price_minor"]}
