@@ -1,13 +1,19 @@
-"""Fixtures of the client tests: a flaky stand-in server for retries, and a member at a real server."""
+"""Fixtures of the client tests: a flaky stand-in server for retries, a member at a real server, and
+the Node client built."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 import pkgutil
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +22,32 @@ import pytest
 import loyalty.v1
 from loyalty.v1 import member_pb2, member_pb2_grpc, points_pb2, points_pb2_grpc, programme_pb2, programme_pb2_grpc
 from tests.fixtures.keys import BearerKey
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_CLIENT = ROOT / "clients" / "node"
+# `npm ci` is skipped while node_modules was installed from this very lock file.
+LOCK_STAMP = NODE_CLIENT / "node_modules" / ".loyalty-lock-sha256"
+
+
+def run_in_node_client(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command in clients/node with this environment plus ``env``; it must succeed."""
+    done = subprocess.run(list(args), cwd=NODE_CLIENT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def node_client() -> Path:
+    """clients/node installed (npm ci, when the lock changed) and built: generated types, then tsc."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    assert not missing, f"the Node client test needs {' and '.join(missing)} (Node 20 or later) on PATH"
+    lock_hash = hashlib.sha256((NODE_CLIENT / "package-lock.json").read_bytes()).hexdigest()
+    if not LOCK_STAMP.exists() or LOCK_STAMP.read_text() != lock_hash:
+        run_in_node_client("npm", "ci", "--no-audit", "--no-fund")
+        LOCK_STAMP.write_text(lock_hash)
+    run_in_node_client("npm", "run", "build")  # buf generate (ts-proto) + tsc, which type-checks src/ and examples/
+    return NODE_CLIENT
 
 
 class FlakyPointsServer:

@@ -1,58 +1,32 @@
 """The Node client (clients/node) as an integrator builds it: `npm ci`, types generated from protos/ and
-type-checked (tsc), then its till example, retries and int64 safety against real servers.
-node and npm are required: without them this fails, it does not skip."""
+type-checked (tsc), then its till example, retries and int64 safety against real servers (its
+e-commerce example: test_integration_examples.py). node and npm are required: without them the
+`node_client` fixture fails, it does not skip."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.clients.conftest import TillCustomer, loyalty_v1_services
-
-ROOT = Path(__file__).resolve().parents[2]
-NODE_CLIENT = ROOT / "clients" / "node"
-# `npm ci` is skipped while node_modules was installed from this very lock file.
-LOCK_STAMP = NODE_CLIENT / "node_modules" / ".loyalty-lock-sha256"
+from tests.clients.conftest import NODE_CLIENT, TillCustomer, loyalty_v1_services, run_in_node_client
 
 
-def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(args), cwd=NODE_CLIENT, capture_output=True, text=True, timeout=600, **kwargs)
-    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def node_client() -> Path:
-    """clients/node installed (npm ci, when the lock changed) and built: generated types, then tsc."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    assert not missing, f"the Node client test needs {' and '.join(missing)} (Node 20 or later) on PATH"
-    lock_hash = hashlib.sha256((NODE_CLIENT / "package-lock.json").read_bytes()).hexdigest()
-    if not LOCK_STAMP.exists() or LOCK_STAMP.read_text() != lock_hash:
-        run("npm", "ci", "--no-audit", "--no-fund")
-        LOCK_STAMP.write_text(lock_hash)
-    run("npm", "run", "build")  # buf generate (ts-proto) + tsc, which type-checks src/ and examples/
-    return NODE_CLIENT
-
-
-def node(script: str, *args: str, env: dict[str, str] | None = None) -> Any:
+def node(script: str, *args: str) -> Any:
     """Run a CommonJS script with the built client as `client`; it prints one JSON value."""
     prelude = f"const client = require({json.dumps(str(NODE_CLIENT / 'dist/src'))});\n"
-    done = run("node", "-e", prelude + script, *args, env={"PATH": "/usr/bin:/bin:/usr/local/bin", **(env or {})})
-    return json.loads(done.stdout)
+    return json.loads(run_in_node_client("node", "-e", prelude + script, *args).stdout)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_till_example_runs_against_a_real_server(node_client: Path, till_customer: TillCustomer):
-    ran = run("node", "dist/examples/till.js", till_customer.address, till_customer.programme_id, till_customer.phone,
-              env={"LOYALTY_API_KEY": till_customer.key, "PATH": "/usr/bin:/bin:/usr/local/bin"})
+    ran = run_in_node_client("node", "dist/examples/till.js",
+                             till_customer.address, till_customer.programme_id, till_customer.phone,
+                             env={"LOYALTY_API_KEY": till_customer.key})
     seen = json.loads(ran.stdout)
     assert seen["member_id"] == till_customer.member_id
     # Points paid for the quote's share; all held points were spent; int64 fields came as strings.
