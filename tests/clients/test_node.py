@@ -84,3 +84,25 @@ def test_retries_keep_the_first_request_id_and_refusals_are_not_retried(node_cli
 def test_every_service_of_the_protos_is_wrapped(node_client: Path):
     wrapped = node("console.log(JSON.stringify(Object.values(client.SERVICES).map((s) => s.fullName)))")
     assert sorted(wrapped) == sorted(loyalty_v1_services() | {"grpc.health.v1.Health"})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_over_tls_the_key_is_sent_and_health_answers(node_client: Path, tls_server, certificate, make_key):
+    _name, key = make_key("read_only")
+    seen = node(
+        """
+        const [target, key, pem] = process.argv.slice(1);
+        const c = new client.LoyaltyClient(target, { apiKey: key, rootCertificates: Buffer.from(pem) });
+        (async () => {
+          const { status } = await c.health.check({ service: "" });
+          const missing = await c.programmes.getProgramme({ programmeId: "00000000-0000-4000-8000-000000000000" })
+            .then(() => null, (e) => client.refusal(e).codeName);
+          console.log(JSON.stringify({ status: client.health.healthCheckResponse_ServingStatusToJSON(status), missing }));
+          c.close();
+        })();
+        """,
+        tls_server.address, key, certificate[2].decode(),
+    )
+    # NOT_FOUND, not UNAUTHENTICATED: the key went over TLS and was accepted.
+    assert seen == {"status": "SERVING", "missing": "NOT_FOUND"}
