@@ -106,3 +106,10 @@ def test_over_tls_the_key_is_sent_and_health_answers(node_client: Path, tls_serv
     )
     # NOT_FOUND, not UNAUTHENTICATED: the key went over TLS and was accepted.
     assert seen == {"status": "SERVING", "missing": "NOT_FOUND"}
+
+
+def test_buf_is_pinned_at_the_version_the_tools_use():
+    def buf_of(package: Path) -> str:
+        return json.loads(package.read_text())["devDependencies"]["@bufbuild/buf"]
+
+    assert buf_of(NODE_CLIENT / "package.json") == buf_of(NODE_CLIENT.parents[1] / "tools" / "package.json")
