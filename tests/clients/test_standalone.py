@@ -74,3 +74,22 @@ def test_the_till_sequence_runs_from_the_installed_client(client_venv: Path, til
     assert seen["refunded_lines"] == [["1", 1]] and seen["refunded_money"] > 0, seen
     assert seen["refused"] == {"code": "INVALID_ARGUMENT", "reason": "value_out_of_range",
                                "fields": ["lines[0].unit_price_minor"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_installed_client_leaves_google_rpc_and_health_to_their_packages(client_venv: Path):
+    # protos/ carries copies of google/rpc and grpc/health for other languages; generated here, they
+    # would shadow googleapis-common-protos' and grpcio-health-checking's modules.
+    script = """
+import json, pathlib, importlib.metadata as meta
+import google.rpc.status_pb2
+ours = sorted({str(f).split("/")[0] for f in meta.files("loyalty-client")})
+theirs = meta.distribution("googleapis-common-protos").locate_file("google/rpc/status_pb2.py")
+print(json.dumps([ours, pathlib.Path(google.rpc.status_pb2.__file__) == pathlib.Path(theirs)]))
+"""
+    probe = subprocess.run([str(client_venv / "bin/python"), "-c", script],
+                           capture_output=True, text=True, check=True, cwd=client_venv)
+    top_levels, status_from_its_package = json.loads(probe.stdout)
+    assert not {"google", "grpc"} & set(top_levels), top_levels
+    assert status_from_its_package
