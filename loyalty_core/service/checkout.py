@@ -14,7 +14,7 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
-    Pricing, Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord,
+    Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checks, rules
 from loyalty_core.service.idempotent import run_write

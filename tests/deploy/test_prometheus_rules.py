@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
@@ -35,7 +36,6 @@ def test_the_rules_unit_tests_pass(promtool: str):
 
 
 def test_every_alert_is_unit_tested():
-    import yaml
     rules = yaml.safe_load((RULES_DIR / "loyalty-core.rules.yml").read_text())
     tests = yaml.safe_load((RULES_DIR / "loyalty-core.rules_test.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
