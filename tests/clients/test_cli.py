@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.server import ServerThread, make_test_settings
-from tests.fixtures.tls import self_signed
+from tests.fixtures.certificates import self_signed
 
 CLI = Path(sys.executable).with_name("loyalty-client")
 
