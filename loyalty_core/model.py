@@ -291,6 +291,20 @@ class Pricing:
     terms: PricingTerms
 
 
+# Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
+POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",
+                  "category_pay_share_zero", "nothing_payable")
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A Quote's answer: the priced basket, and why points cannot pay for it (one of POINTS_BLOCKED,
+    or "" when its points_max is above 0)."""
+
+    pricing: Pricing
+    points_blocked: str
+
+
 @dataclass(frozen=True)
 class Quote:
     programme_id: str

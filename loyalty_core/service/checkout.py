@@ -14,13 +14,13 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
-    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
+    Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checks, rules
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
-from loyalty_core.service.pricing import check_basket, quote_for, reprice
+from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
 from loyalty_core.store import ledger, members, orders
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
@@ -47,8 +47,8 @@ def _check_quote(quote: Quote) -> tuple[str, MemberRef]:
     return programme_id, ref
 
 
-async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
-    """Price the basket for the member now. Reads only."""
+async def quote(db: Database, clock: Clock, req: Quote) -> Quoted:
+    """Price the basket for the member now, and say why no point can pay when none can. Reads only."""
     programme_id, ref = _check_quote(req)
     verified = await verify_card(db, clock, programme_id, ref)
     now = clock.now_us()
@@ -61,7 +61,8 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
         found, lots = await ledger.member_and_lots(conn, programme_id, ref)
         current = await rules.read_any(db, sent_rules)
         member = identified(current.programme, ref, found, verified)
-    return quote_for(current.programme, member, current.levels, lots, req, now)[0]
+    pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now)
+    return quoted(pricing, member, rights, available)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
-            _refuse_points(member.status, rights, requested, available, pricing.points_max)
+            _refuse_points(member, rights, requested, available, pricing.points_max)
         hold = None
         if pricing.points_applied:
             taken = draw(lots, pricing.points_applied, now)
@@ -141,12 +142,17 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
                                effect=effect, send_reads=send_reads)
 
 
-def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
+_MEMBER_BLOCKS_POINTS = {
+    "member_deactivated": "a deactivated member cannot pay with points",
+    "member_not_confirmed": "the member must confirm the phone before points can pay",
+}
+
+
+def _refuse_points(member: Member, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
     """Why a checkout cannot hold the requested points, most fundamental reason first."""
-    if status == "deactivated":
-        raise FailedPrecondition("member_deactivated", "a deactivated member cannot pay with points")
-    if not rights.may_pay_with_points:
-        raise FailedPrecondition("member_not_confirmed", "the member must confirm the phone before points can pay")
+    blocked = member_blocks_points(member, rights)
+    if blocked:
+        raise FailedPrecondition(blocked, _MEMBER_BLOCKS_POINTS[blocked])
     if requested > available:
         raise FailedPrecondition("points_must_not_exceed_balance", f"{requested} points asked, {available} usable",
                                  available=available)

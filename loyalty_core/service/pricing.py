@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from loyalty_core import calc, membership
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
-from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
+from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
 from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
@@ -137,6 +137,27 @@ def quote_for(
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
     return pricing, rights, available
+
+
+def member_blocks_points(member: Member, rights: membership.Privileges) -> str:
+    """Why the member cannot pay with points at all ("" when they may)."""
+    if member.status == membership.DEACTIVATED:
+        return "member_deactivated"
+    return "" if rights.may_pay_with_points else "member_not_confirmed"
+
+
+def quoted(pricing: Pricing, member: Member, rights: membership.Privileges, available: int) -> Quoted:
+    """The quote's answer: when no point can pay, why (model.POINTS_BLOCKED), read from what calc was
+    given, not from its arithmetic, so the hot path does no more work."""
+    if pricing.points_max > 0:
+        return Quoted(pricing, "")
+    terms = pricing.terms
+    blocked = (member_blocks_points(member, rights)
+               or ("no_points_available" if available == 0 else "")
+               or ("order_pay_share_zero" if terms.order_pay_share_bps == 0 else "")
+               or ("category_pay_share_zero" if not any(terms.pay_share_bps) else "")
+               or "nothing_payable")
+    return Quoted(pricing, blocked)
 
 
 def reprice(pricing: Pricing, points: int) -> Pricing:

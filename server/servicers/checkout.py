@@ -8,7 +8,7 @@ from grpc import aio
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty_core.model import (
-    BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
+    POINTS_BLOCKED, BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checkout
 from server.servicers.convert import member_ref, timestamp, write_context
@@ -18,6 +18,9 @@ ORDER_STATE = {
     "captured": checkout_pb2.ORDER_STATE_CAPTURED,
     "cancelled": checkout_pb2.ORDER_STATE_CANCELLED,
     "completed": checkout_pb2.ORDER_STATE_COMPLETED,
+}
+POINTS_BLOCKED_ENUM = {"": checkout_pb2.POINTS_BLOCKED_UNSPECIFIED} | {
+    name: checkout_pb2.PointsBlocked.Value(f"POINTS_BLOCKED_{name.upper()}") for name in POINTS_BLOCKED
 }
 DISCOUNT_SOURCE = {
     "none": checkout_pb2.DISCOUNT_SOURCE_NONE,
@@ -79,7 +82,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def Quote(self, request: Any, context: aio.ServicerContext) -> Any:
-        return checkout_pb2.QuoteResponse(pricing=pricing(await checkout.quote(self.db, self.clock, quote_of(request))))
+        answer = await checkout.quote(self.db, self.clock, quote_of(request))
+        return checkout_pb2.QuoteResponse(pricing=pricing(answer.pricing),
+                                          points_blocked=POINTS_BLOCKED_ENUM[answer.points_blocked])
 
     async def Checkout(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Checkout(request.request_id, request.order_id, quote_of(request),

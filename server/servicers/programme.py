@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from grpc import aio
@@ -31,6 +32,9 @@ COUNTS_WHEN = {
 RENAMED = {"start_time": "starts_at", "end_time": "ends_at", "hold_ttl_seconds": "hold_ttl_s"}
 # Unset enums (zero) and an unset hold lifetime take the domain's defaults on create.
 DEFAULTS = Programme(name="", currency_code="", point_value_minor=0)
+# Fields whose default is not their zero: on create, false or 0 is unset unless
+# CreateProgrammeRequest.explicit_fields names the field.
+ZERO_IS_UNSET_ON_CREATE = ("enabled", "order_pay_share_bps", "default_pay_share_bps")
 
 
 def _enum(table: dict[int, str], value: int, field: str, default: str) -> str:
@@ -59,6 +63,19 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                               for r in p.discount_ranges),
         card_secret_required=p.card_secret_required, programme_id=p.programme_id,
     )
+
+
+def for_create(request: programme_pb2.CreateProgrammeRequest) -> Programme:
+    """The programme to create: to_domain, with the defaults of the fields left unset."""
+    explicit = list(request.explicit_fields.paths)
+    for path in explicit:
+        if path not in ZERO_IS_UNSET_ON_CREATE:
+            raise InvalidArgument("value_out_of_range", f"explicit_fields may name only "
+                                  f"{', '.join(ZERO_IS_UNSET_ON_CREATE)}, not {path!r}", field="explicit_fields")
+    programme = to_domain(request.programme)
+    unset = {name: getattr(DEFAULTS, name) for name in ZERO_IS_UNSET_ON_CREATE
+             if not getattr(programme, name) and name not in explicit}
+    return dataclasses.replace(programme, **unset)
 
 
 def _name(table: dict[int, str], value: str) -> int:
@@ -106,8 +123,7 @@ class ProgrammeServicer(programme_pb2_grpc.ProgrammeServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def CreateProgramme(self, request: Any, context: aio.ServicerContext) -> Any:
-        req = CreateProgramme(request.request_id, to_domain(request.programme),
-                              write_context(None, context, request.request_id))
+        req = CreateProgramme(request.request_id, for_create(request), write_context(None, context, request.request_id))
         return programme_pb2.CreateProgrammeResponse(programme=to_proto(await programmes.create(self.db, self.clock, req)))
 
     async def UpdateProgramme(self, request: Any, context: aio.ServicerContext) -> Any:

@@ -173,12 +173,16 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
     def quote(self, who: int, price: int, requested: int) -> None:
         member = self.members[who % len(self.members)]
-        pricing = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
+        answer = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
             programme_id=self.programme, member=common_pb2.MemberRef(member_id=member.member_id),
-            lines=basket(price), requested_points=requested), timeout=10).pricing
+            lines=basket(price), requested_points=requested), timeout=10)
+        pricing = answer.pricing
         most = min(member.available(self.now), price)
         applied = min(requested, most)
         assert (pricing.points_max, pricing.points_applied) == (most, applied)
+        # Members here are active and may pay every cent: only an empty balance stops points.
+        assert answer.points_blocked == (checkout_pb2.POINTS_BLOCKED_NO_POINTS_AVAILABLE if most == 0
+                                         else checkout_pb2.POINTS_BLOCKED_UNSPECIFIED)
         assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied))
 
     @precondition(lambda self: self.members)
