@@ -103,6 +103,7 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
     programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
     _, ref = _check_quote(req.quote)
+    spending.spend_code_arg(req.spend_code)
     verified = await verify_card(db, clock, programme_id, ref)
     code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()

@@ -92,6 +92,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
 async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
     """Spend points outside an order, from the lots that expire first."""
     programme_id, member_id = _check_points_write(req)
+    spending.spend_code_arg(req.spend_code)
     ref = MemberRef(member_id=member_id)
     code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()

@@ -47,12 +47,16 @@ class SpendCodeCheck:
 NO_CODE = SpendCodeCheck()
 
 
+def spend_code_arg(code: str) -> str:
+    return checks.text_arg(code, "spend_code", max_len=SPEND_CODE_MAX_LEN)
+
+
 async def check_spend_code(db: Database, clock: Clock, programme_id: str, ref: MemberRef, code: str) -> SpendCodeCheck:
     """Check ``code`` against the spend code last sent to the member ``ref`` names, outside any
     transaction that holds the member (scrypt takes tens of milliseconds). The attempt is counted
     before the check, in a transaction of its own, so it stays counted when the call is refused;
-    the attempt that uses up the code's attempts is in history (``spend_code_locked``)."""
-    checks.text_arg(code, "spend_code", max_len=SPEND_CODE_MAX_LEN)
+    the attempt that uses up the code's attempts is in history (``spend_code_locked``). The code's
+    form is checked with the request's other fields (``spend_code_arg``), before anything is written."""
     if not code:
         return NO_CODE
     async with db.connection() as conn:

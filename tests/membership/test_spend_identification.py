@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -247,3 +248,41 @@ def test_the_programme_keeps_its_spend_identifications_and_refuses_bad_ones(api:
                                                                            "value_out_of_range")
     assert refused(lambda: api.programme(spend_identifications=[S.SPEND_IDENTIFICATION_UNSPECIFIED])) == (
         grpc.StatusCode.INVALID_ARGUMENT, "enum_value_unknown")
+
+
+def test_a_spend_code_out_of_form_is_refused_before_anything_is_counted(
+        api: Members, sms: RecordingSender, make_member: Any, channel_with: Any, database_url: str) -> None:
+    m = make_member(card_secret_required=True)
+    till = Members(channel_with("pos"))
+    send_code(api, sms, m)
+    before = ledger_rows(database_url)
+    assert refused(lambda: till.checkout.Checkout(checkout_request(m, common_pb2.MemberRef(phone=m.phone),
+                                                                   spend_code="1" * 17))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "value_too_long")
+    assert ledger_rows(database_url) == before
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT attempts FROM spend_code WHERE member_id = %s",
+                            (m.member_id,)).fetchone() == (0,)
+
+
+def test_wrong_spend_codes_sent_together_cannot_pass_the_limit(
+        api: Members, sms: RecordingSender, make_member: Any, channel_with: Any, database_url: str) -> None:
+    m = make_member(card_secret_required=True)
+    till = Members(channel_with("pos"))
+    code = send_code(api, sms, m)
+    phone = common_pb2.MemberRef(phone=m.phone)
+    calls = [till.checkout.Checkout.future(checkout_request(m, phone, spend_code=f"{(int(code) + n) % 10**6:06d}"))
+             for n in range(1, 13)]
+    reasons = []
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as err:
+            call.result()
+        reasons.append(error_info(err.value)[0])
+    # Calls beyond the few one member may have waiting are refused member_busy_calls, their tries counted.
+    assert set(reasons) <= {"spend_code_wrong", "spend_code_locked", "member_busy_calls"}
+    assert reasons.count("spend_code_wrong") <= 5
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT attempts FROM spend_code WHERE member_id = %s",
+                            (m.member_id,)).fetchone() == (5,)
+    assert refused(lambda: till.checkout.Checkout(checkout_request(m, phone, spend_code=code))) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "spend_code_locked")
