@@ -75,7 +75,7 @@ async def check_spend_code(db: Database, clock: Clock, programme_id: str, ref: M
     if not left:
         async with db.connection() as conn:
             await store.add_event(conn, member.member_id, "messages", "spend_code_locked", now, actor=LOCKOUT_ACTOR,
-                                  details={"wrong_codes": sent.attempts_max})
+                                  details={"tries": sent.attempts_max})
     return SpendCodeCheck(member.member_id, refusal="spend_code_wrong", attempts_left=left)
 
 
