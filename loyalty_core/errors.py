@@ -165,6 +165,14 @@ for _code, _kind in [
     ("confirmation_resend_too_soon", ResourceExhausted),
     # Card lockout (docs/trust.md "Abuse")
     ("card_locked", FailedPrecondition),
+    # Who may spend points (docs/trust.md "Who may spend points")
+    ("spend_identification_not_allowed", FailedPrecondition),
+    ("spend_code_not_sent", FailedPrecondition),
+    ("spend_code_used", FailedPrecondition),
+    ("spend_code_locked", FailedPrecondition),
+    ("spend_code_expired", FailedPrecondition),
+    ("spend_code_wrong", FailedPrecondition),
+    ("phone_not_confirmed", FailedPrecondition),
     # One member's lock (docs/trust.md "Abuse")
     ("member_busy", Unavailable),
     ("member_busy_calls", ResourceExhausted),
@@ -199,6 +207,13 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "category_share_must_not_exceed_total": ("A category's pay share is above the programme's order share.", "Lower the category's share to at most the order share."),
     "request_not_decodable": ("The request's bytes are not a valid protobuf message of the method's request type (e.g. a string field that is not UTF-8).", "Send the request through generated stubs; check string fields are valid UTF-8."),
     "card_locked": ("Too many wrong card secrets: the card is locked for a cool-down (ErrorInfo locked_until_us says until when).", "Ask the member for the right secret after the cool-down, or have an operator with the card_unlock right call UnlockCard."),
+    "spend_identification_not_allowed": ("The programme does not let points be spent by the way this call names the member (ErrorInfo allowed lists the ways it accepts); nothing was written.", "Send a spend code (SendSpendCode, then spend_code), scan the card with its secret, or sell without points."),
+    "spend_code_not_sent": ("No spend code was sent to the member's confirmed phone (or the phone changed since).", "Call SendSpendCode, then send the code the member reads out."),
+    "spend_code_used": ("The spend code paid already: each code pays once.", "Send a new code with SendSpendCode."),
+    "spend_code_locked": ("Too many wrong spend codes locked this code.", "Send a new code with SendSpendCode."),
+    "spend_code_expired": ("The spend code's lifetime ran out.", "Send a new code with SendSpendCode."),
+    "spend_code_wrong": ("The spend code is wrong (ErrorInfo attempts_left says how many tries remain).", "Ask the member again; too many wrong codes lock the code."),
+    "phone_not_confirmed": ("A spend code goes only to a confirmed phone, and the member's is not.", "Confirm the phone (StartPhoneConfirmation, ConfirmPhone) first."),
     "member_busy": ("Another call held this member's lock longer than LOYALTY_MEMBER_LOCK_TIMEOUT_S; nothing was written.", "Retry shortly with the same request_id."),
     "member_busy_calls": ("Too many calls about this member are already waiting in this server; nothing was written.", "Retry shortly with the same request_id; a till sends one call at a time per member."),
     "sms_gateway_not_configured": ("No SMS gateway is configured (LOYALTY_SMS_WEBHOOK_URL), so no code can be sent.", "Configure the gateway; for development only, set LOYALTY_SMS_LOG_CODES_DEV=true."),

@@ -77,6 +77,8 @@ class Programme:
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
     card_secret_required: bool = False
+    # loyalty_core.spending's names; empty: the default that follows card_secret_required.
+    spend_identifications: tuple[str, ...] = ()
     # Output only: set by the store.
     programme_id: str = ""
     created_at: int = 0
@@ -322,6 +324,10 @@ class Checkout:
     order_id: str
     quote: Quote
     context: WriteContext = field(default_factory=WriteContext)
+    # The one-time code sent to the member's phone (SendSpendCode); a secret.
+    spend_code: str = ""
+    # The caller is a trusted channel (docs/trust.md "Who may spend points").
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -453,6 +459,9 @@ class Redeem:
     points: int
     comment: str = ""
     context: WriteContext = field(default_factory=WriteContext)
+    # As Checkout's.
+    spend_code: str = ""
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ RULES: dict[str, Rule] = {
     # The member reads the code to the cashier, and cards are issued at the till (the seeds).
     "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE, "programme_admin"),
+    # The member reads the spend code at the till, or types it in the shop; a redemption outside an
+    # order (manual_points) may ask for one too.
+    "/loyalty.v1.MembershipService/SendSpendCode": _rule(*_SALE, "manual_points"),
     "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/UnlockCard": _rule("card_unlock"),
     "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),

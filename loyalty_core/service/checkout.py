@@ -16,7 +16,7 @@ from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
     Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord,
 )
-from loyalty_core.service import checks, rules
+from loyalty_core.service import checks, rules, spending
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
@@ -104,7 +104,9 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
     programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
     _, ref = _check_quote(req.quote)
+    spending.spend_code_arg(req.spend_code)
     verified = await verify_card(db, clock, programme_id, ref)
+    code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()
 
     async def send_reads(conn: Any) -> _BasketReads:
@@ -116,6 +118,9 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
             _refuse_points(member, rights, requested, available, pricing.points_max)
+        await spending.authorise(conn, programme, member, ref, code, card_secret_checked=verified is not None,
+                                 trusted=req.member_id_trusted, points=pricing.points_applied, now=now,
+                                 actor=req.context.actor, order_id=req.order_id)
         hold = None
         if pricing.points_applied:
             taken = draw(lots, pricing.points_applied, now)

@@ -11,7 +11,7 @@ from loyalty_core.model import (
     POINTS_BLOCKED, BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
 )
 from loyalty_core.service import checkout
-from server.servicers.convert import member_ref, timestamp, write_context
+from server.servicers.convert import member_id_trusted, member_ref, timestamp, write_context
 
 ORDER_STATE = {
     "held": checkout_pb2.ORDER_STATE_HELD,
@@ -88,7 +88,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 
     async def Checkout(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Checkout(request.request_id, request.order_id, quote_of(request),
-                       write_context(request.context, context, request.request_id))
+                       write_context(request.context, context, request.request_id), request.spend_code,
+                       member_id_trusted())
         return checkout_pb2.CheckoutResponse(order=order(await checkout.checkout(self.db, self.clock, req)))
 
     async def Capture(self, request: Any, context: aio.ServicerContext) -> Any:

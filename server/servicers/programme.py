@@ -8,6 +8,7 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import programme_pb2, programme_pb2_grpc
+from loyalty_core import spending
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
     PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
@@ -27,6 +28,13 @@ POLICY = {
 COUNTS_WHEN = {
     programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED: "captured",
     programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED: "completed",
+}
+SPEND_IDENTIFICATION = {
+    programme_pb2.SPEND_IDENTIFICATION_CARD_SECRET: spending.CARD_SECRET,
+    programme_pb2.SPEND_IDENTIFICATION_CARD: spending.CARD,
+    programme_pb2.SPEND_IDENTIFICATION_PHONE: spending.PHONE,
+    programme_pb2.SPEND_IDENTIFICATION_SPEND_CODE: spending.SPEND_CODE,
+    programme_pb2.SPEND_IDENTIFICATION_TRUSTED_MEMBER_ID: spending.TRUSTED_MEMBER_ID,
 }
 # Proto field names that differ from the domain's; the others are the same.
 RENAMED = {"start_time": "starts_at", "end_time": "ends_at", "hold_ttl_seconds": "hold_ttl_s"}
@@ -61,7 +69,10 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                                    DEFAULTS.purchase_counts_when),
         discount_ranges=tuple(DiscountRange(r.customer_group, r.min_purchases_minor, r.discount_bps)
                               for r in p.discount_ranges),
-        card_secret_required=p.card_secret_required, programme_id=p.programme_id,
+        card_secret_required=p.card_secret_required,
+        spend_identifications=tuple(enum_value(SPEND_IDENTIFICATION, value, f"programme.spend_identifications[{i}]",
+                                               unset=None) for i, value in enumerate(p.spend_identifications)),
+        programme_id=p.programme_id,
     )
 
 
@@ -99,7 +110,9 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
         discount_ranges=[programme_pb2.DiscountRange(customer_group=r.customer_group,
                                                      min_purchases_minor=r.min_purchases_minor,
                                                      discount_bps=r.discount_bps) for r in p.discount_ranges],
-        card_secret_required=p.card_secret_required, create_time=timestamp(p.created_at),
+        card_secret_required=p.card_secret_required,
+        spend_identifications=[_name(SPEND_IDENTIFICATION, name) for name in p.spend_identifications],
+        create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
     )
 

@@ -1,6 +1,6 @@
-"""Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
-runs and clock moves against the running server, beside a small in-memory model of docs/spec.md's
-rules; after every step the balances, lots, holds and history agree with the model.
+"""Model-based: random sequences of enrol, accrue, quote, checkout (from a trusted channel or a till),
+capture, cancel, refund, expiry runs and clock moves against the running server, beside a small in-memory
+model of docs/spec.md's rules; after every step the balances, lots, holds and history agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -128,12 +128,17 @@ class LedgerModel(RuleBasedStateMachine):
     """The server (through its API) and the model, step by step."""
 
     stubs: Stubs
+    # A till's key (pos alone): not a trusted channel, so it may not spend naming the member by id.
+    till: Stubs
     clock: object
 
     def __init__(self) -> None:
         super().__init__()
+        # Card secrets required: points are spent only by card and secret, a spend code, or a
+        # member id from a trusted channel (docs/trust.md "Who may spend points").
         self.programme = create_programme(self.stubs, point_lifetime_days=LIFETIME_DAYS,
-                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S)
+                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S,
+                                          card_secret_required=True)
         self.members: list[Member] = []
         self.orders: dict[str, Order] = {}
         # Orders the last step may have changed: the invariant reads these back (all of them at the end).
@@ -186,8 +191,9 @@ class LedgerModel(RuleBasedStateMachine):
         assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied))
 
     @precondition(lambda self: self.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
-    def checkout(self, who: int, price: int, requested: int) -> None:
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000),
+          at_till=st.booleans())
+    def checkout(self, who: int, price: int, requested: int, at_till: bool) -> None:
         index = who % len(self.members)
         member = self.members[index]
         order_id = f"o{self.next_order}"
@@ -195,16 +201,22 @@ class LedgerModel(RuleBasedStateMachine):
         available = member.available(self.now)
         request = checkout_request(self.programme, member.member_id, order_id, price, requested,
                                    request_id=self.request_id("checkout"))
+        stubs = self.till if at_till else self.stubs
+        expected = ""
         if requested > min(available, price):
+            expected = ("points_must_not_exceed_balance" if requested > available
+                        else "points_must_not_exceed_payable_limit")
+        elif requested and at_till:
+            expected = "spend_identification_not_allowed"
+        if expected:
             try:
-                self.stubs.checkout.Checkout(request, timeout=10)
+                stubs.checkout.Checkout(request, timeout=10)
             except grpc.RpcError as err:
-                expected = ("points_must_not_exceed_balance" if requested > available
-                            else "points_must_not_exceed_payable_limit")
                 assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, expected)
                 return
-            raise AssertionError(f"checkout of {requested} points with {available} usable was not refused")
-        resp = self.stubs.checkout.Checkout(request, timeout=10)
+            raise AssertionError(f"checkout of {requested} points with {available} usable "
+                                 f"{'at a till ' if at_till else ''}was not refused")
+        resp = stubs.checkout.Checkout(request, timeout=10)
         hold = None
         if requested:
             taken, short = member.draw(requested, self.now)
@@ -445,10 +457,10 @@ class LedgerModel(RuleBasedStateMachine):
             assert_ledger_clean(self.stubs, self.programme)
 
 
-def test_the_server_agrees_with_the_model(channel, clock):
+def test_the_server_agrees_with_the_model(channel, channel_with, clock):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
-    LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
+    LedgerModel.stubs, LedgerModel.till, LedgerModel.clock = Stubs(channel), Stubs(channel_with("pos")), clock
     test = get_state_machine_test(LedgerModel, settings=settings(
         max_examples=20, stateful_step_count=30, deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
