@@ -5,6 +5,8 @@ idempotent and in history."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -15,7 +17,7 @@ from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2
 from loyalty_core.sms import RecordingSender
 from loyalty_core.store import keys
 from loyalty_core.store.idempotency import ERASED_FINGERPRINT
-from tests.grpc.conftest import Rows, basket, new_id
+from tests.grpc.conftest import Api, Rows, basket, new_id
 from tests.loyalty_core.test_secrets_at_rest import every_stored_value
 from tests.membership.conftest import Members, refused
 from tests.membership.test_cards_api import lookup, other_than
@@ -222,3 +224,52 @@ def test_an_erased_members_export_holds_the_amounts_and_nothing_personal(api: Me
     assert phone not in text and card not in text and document["card"] is None
     assert [lot["amount"] for lot in document["lots"]] == [25]
     assert document["member"]["erased_at"]
+
+
+def test_the_ledger_and_history_stay_append_only_but_for_an_erased_members_comments_and_details(
+        api: Members, channel_with: Any, database_url: str) -> None:
+    p = api.programme()
+    kept, erased = api.enrol(p.programme_id), api.enrol(p.programme_id)
+    for m in (kept, erased):
+        api.accrue(p.programme_id, m.member_id, 5, comment="a comment")
+    Members(channel_with("privacy")).members.EraseMember(erase_request(p.programme_id, erased.member_id))
+    refusals = {
+        # Nobody's rows change while their member is not erased ...
+        (kept.member_id, "UPDATE movement SET comment = '' WHERE member_id = %s"),
+        (kept.member_id, "UPDATE member_event SET comment = '', details = '{}' WHERE member_id = %s"),
+        # ... and an erased member's amounts, kinds and times never do, nor are rows deleted.
+        (erased.member_id, "UPDATE movement SET points = points + 1 WHERE member_id = %s"),
+        (erased.member_id, "UPDATE movement SET comment = 'new text' WHERE member_id = %s"),
+        (erased.member_id, "UPDATE member_event SET kind = 'other' WHERE member_id = %s"),
+        (erased.member_id, "DELETE FROM movement WHERE member_id = %s"),
+        (erased.member_id, "DELETE FROM member_event WHERE member_id = %s"),
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for member_id, statement in refusals:
+            try:
+                conn.execute(statement, (member_id,))
+            except psycopg.errors.RestrictViolation:
+                continue
+            raise AssertionError(f"{statement} was allowed")
+        # What erasure itself does is allowed (and here changes nothing more).
+        conn.execute("UPDATE movement SET comment = '' WHERE member_id = %s", (erased.member_id,))
+    points_history = Api.history  # Members.history is the member's (membership) history
+    assert [mv.comment for mv in points_history(api, p.programme_id, kept.member_id, "MANUAL_ACCRUAL")] == ["a comment"]
+    assert [mv.comment for mv in points_history(api, p.programme_id, erased.member_id, "MANUAL_ACCRUAL")] == [""]
+
+
+def test_loyalty_core_export_member_prints_the_document_and_records_it(api: Members, database_url: str) -> None:
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    command = [sys.executable, "-m", "server", "export-member", "--programme-id", p.programme_id,
+               "--member-id", m.member_id, "--request-id", new_id()]
+    env = {"LOYALTY_DATABASE_URL": database_url, "PATH": ""}
+    for _ in range(2):  # the same request id twice: one record in history
+        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["member"]["phone"] == m.phone
+    exports = [e for e in api.history(p.programme_id, m.member_id).events if e.kind == "data_exported"]
+    assert [e.actor for e in exports] == ["loyalty-core-cli"]
+    unknown = subprocess.run(command[:-3] + [new_id()], capture_output=True, text=True, env=env, timeout=60)
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert "member_not_found" in unknown.stderr
