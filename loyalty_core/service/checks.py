@@ -20,7 +20,7 @@ INT64_MAX = 2**63 - 1
 
 
 def member_not_erased(member: Member) -> Member:
-    """An erased member takes no more writes (docs/privacy.md): not even a refund of an old order."""
+    """An erased member takes no more writes (docs/trust.md "Members' data"): not even a refund of an old order."""
     if member.erased_at is not None:
         raise FailedPrecondition("member_erased", "the member's personal data was erased; the member takes no changes")
     return member

@@ -83,7 +83,7 @@ async def refuse(
     return await stored(conn, scope, request_id)
 
 
-# What an erased member's keys keep (docs/privacy.md): claimed, so a late retry is refused as a reused
+# What an erased member's keys keep (docs/trust.md "Members' data"): claimed, so a late retry is refused as a reused
 # key rather than run again, but no sha256 of a request that held the phone or card, and no result.
 ERASED_FINGERPRINT = bytes(32)
 

@@ -56,7 +56,7 @@ async def counted(conn: Any, statement: str, params: dict[str, Any]) -> int:
     return int((await cur.fetchone())[0])
 
 
-# Everything held about one member, as one JSON document (docs/privacy.md "Export"): every row of every
+# Everything held about one member, as one JSON document (docs/trust.md "Members' data"): every row of every
 # member-owned table, secrets' hashes left out. Times are ISO 8601 (PostgreSQL's JSON of timestamptz).
 _ROWS = "coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY {order}) FROM {table} t WHERE t.member_id = m.member_id), '[]')"
 _EXPORT = f"""

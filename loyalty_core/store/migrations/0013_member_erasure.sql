@@ -1,4 +1,4 @@
--- Erasure of a member's personal data (docs/privacy.md): the member row stays, with its amounts and
+-- Erasure of a member's personal data (docs/trust.md "Members' data"): the member row stays, with its amounts and
 -- ledger, under its id; phone, card and secret go, which frees them for a new enrolment.
 ALTER TABLE member ADD COLUMN erased_at timestamptz;
 -- 0001's "phone or card" (named by PostgreSQL) holds for every member not erased; an erased one holds
