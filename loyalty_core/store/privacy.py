@@ -56,9 +56,10 @@ async def counted(conn: Any, statement: str, params: dict[str, Any]) -> int:
     return int((await cur.fetchone())[0])
 
 
-# Everything held about one member, as one JSON document (docs/trust.md "Members' data"): every row of every
-# member-owned table, secrets' hashes left out. Times are ISO 8601 (PostgreSQL's JSON of timestamptz).
-_ROWS = "coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY {order}) FROM {table} t WHERE t.member_id = m.member_id), '[]')"
+# Everything held about one member, as one JSON document (docs/trust.md "Members' data"): every row of
+# every member-owned table but the idempotency keys, secrets' hashes left out. Times are ISO 8601.
+_ROWS = ("coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY {order}) FROM {table} t"
+         " WHERE t.member_id = m.member_id), '[]')")
 _EXPORT = f"""
 SELECT jsonb_build_object(
     'member', to_jsonb(m) - 'card_secret_hash',
@@ -69,7 +70,8 @@ SELECT jsonb_build_object(
     'discounts', jsonb_build_object(
         'personal_discount_bps', m.personal_discount_bps, 'accumulative_discount_bps', m.accumulative_discount_bps,
         'purchases_total_minor', m.purchases_total_minor),
-    'phone_confirmation', (SELECT to_jsonb(pc) - 'code_hash' FROM phone_confirmation pc WHERE pc.member_id = m.member_id),
+    'phone_confirmation', (SELECT to_jsonb(pc) - 'code_hash' FROM phone_confirmation pc
+                           WHERE pc.member_id = m.member_id),
     'lots', {_ROWS.format(order="t.lot_id", table="lot")},
     'holds', {_ROWS.format(order="t.created_at, t.hold_id", table="hold")},
     'movements', {_ROWS.format(order="t.movement_id", table="movement")},
