@@ -140,6 +140,8 @@ class Member:
     # The member's level (loyalty_core.levels) and since when; None without one.
     level_id: str | None = None
     level_assigned_at: int | None = None
+    # When the member's personal data was erased (docs/trust.md "Members' data"); None while it is held.
+    erased_at: int | None = None
 
 
 @dataclass(frozen=True)

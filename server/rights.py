@@ -64,6 +64,9 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/GetPointsForecast": _rule(*_MEMBER_READERS),
     # Leaving the programme is a participation (status) change.
     "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
+    # Members' personal data (GDPR): the data protection desk's own right, in no other.
+    "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
+    "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),

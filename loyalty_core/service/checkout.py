@@ -187,6 +187,7 @@ async def _read_order(conn: Any, db: Database, sent: _OrderReads, order_id: str)
     member, revision = await sent.member.get()
     if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
+    checks.member_not_erased(member)  # an off-boarded member's orders are still captured and refunded
     stored = await sent.order.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
     return stored, member, await rules.read(conn, db, sent.sent_rules, revision)

@@ -204,12 +204,9 @@ def _ids(request: Any) -> tuple[str, str]:
 
 
 async def _locked_member(conn: Any, programme_id: str, member_id: str) -> Member:
-    """The member's row, locked for this transaction; off-boarded members take no changes."""
-    member = checks.found_member(
-        await member_store.find(conn, programme_id, MemberRef(member_id=member_id), lock=True), "with this id")
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
-    return member
+    """The member's row, locked for this transaction; off-boarded and erased members take no changes."""
+    return checks.member_in_programme(checks.found_member(
+        await member_store.find(conn, programme_id, MemberRef(member_id=member_id), lock=True), "with this id"))
 
 
 async def _reread(conn: Any, member: Member) -> Member:

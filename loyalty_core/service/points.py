@@ -46,9 +46,7 @@ async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tup
     programme = await programme_of(conn, programme_id)
     member = checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id), lock=True),
                                  "with this id")
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
-    return programme, member
+    return programme, checks.member_in_programme(member)
 
 
 def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:

@@ -9,7 +9,7 @@ from loyalty_core import calc, membership
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
 from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
-from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
+from loyalty_core.service.checks import MAX_ID, MAX_LINES, member_in_programme, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
 
@@ -53,11 +53,6 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
         raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
     if programme.channels and quote.channel not in programme.channels:
         raise FailedPrecondition("channel_not_in_programme", f"channel {quote.channel!r} is not in the programme")
-
-
-def check_member_active(member: Member) -> None:
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
 
 
 def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: membership.Privileges,
@@ -131,7 +126,7 @@ def quote_for(
     ``levels`` are the programme's (``store.membership.send_levels_of``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
-    check_member_active(member)
+    member_in_programme(member)
     rights = membership.privileges(member, programme, levels, now)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)

@@ -27,6 +27,8 @@ RIGHTS: tuple[str, ...] = (
     "read_only",
     # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
     "card_unlock",
+    # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
+    "privacy",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

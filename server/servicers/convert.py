@@ -107,6 +107,7 @@ def member(m: Member) -> member_pb2.Member:
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
         level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
+        erase_time=timestamp(m.erased_at),
     )
 
 

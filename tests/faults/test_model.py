@@ -1,6 +1,7 @@
 """Model-based: random sequences of enrol, accrue, quote, checkout (from a trusted channel or a till),
-capture, cancel, refund, expiry runs and clock moves against the running server, beside a small in-memory
-model of docs/spec.md's rules; after every step the balances, lots, holds and history agree with the model.
+capture, cancel, refund, erasure, expiry runs and clock moves against the running server, beside a small
+in-memory model of docs/spec.md's rules; after every step the balances, lots, holds and history agree
+with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -84,6 +85,8 @@ class Member:
     earned_total: int = 0
     spent_total: int = 0
     expired_total: int = 0
+    # Erased (EraseMember): every later write is refused, the amounts stay as they are.
+    erased: bool = False
 
     def move(self, now: int, kind: int, points: int) -> None:
         self.history.append((now, kind, points))
@@ -150,6 +153,17 @@ class LedgerModel(RuleBasedStateMachine):
     def now(self) -> int:
         return self.clock.now_us()
 
+    def refused_as_erased(self, member: Member, call: object, request: object) -> bool:
+        """For an erased member, ``call(request)`` must be refused ``member_erased``; whether it was."""
+        if not member.erased:
+            return False
+        try:
+            call(request, timeout=10)  # type: ignore[operator]
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "member_erased")
+            return True
+        raise AssertionError("a write to an erased member was not refused")
+
     def request_id(self, what: str) -> str:
         """A fresh idempotency key: every step is a new request (replays are tested elsewhere)."""
         self.next_request += 1
@@ -166,9 +180,11 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(who=st.integers(0, MAX_MEMBERS - 1), points=st.integers(1, 500))
     def accrue(self, who: int, points: int) -> None:
         member = self.members[who % len(self.members)]
-        resp = self.stubs.points.AccruePoints(points_pb2.AccruePointsRequest(
-            request_id=self.request_id("accrue"),
-            programme_id=self.programme, member_id=member.member_id, points=points), timeout=10)
+        request = points_pb2.AccruePointsRequest(request_id=self.request_id("accrue"), programme_id=self.programme,
+                                                 member_id=member.member_id, points=points)
+        if self.refused_as_erased(member, self.stubs.points.AccruePoints, request):
+            return
+        resp = self.stubs.points.AccruePoints(request, timeout=10)
         assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
         member.lots.append(Lot(points, self.now, self.now + LIFETIME_DAYS * US_PER_DAY, activation_recorded=True))
         member.earned_total += points
@@ -178,9 +194,12 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
     def quote(self, who: int, price: int, requested: int) -> None:
         member = self.members[who % len(self.members)]
-        answer = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
-            programme_id=self.programme, member=common_pb2.MemberRef(member_id=member.member_id),
-            lines=basket(price), requested_points=requested), timeout=10)
+        request = checkout_pb2.QuoteRequest(programme_id=self.programme, lines=basket(price),
+                                            member=common_pb2.MemberRef(member_id=member.member_id),
+                                            requested_points=requested)
+        if self.refused_as_erased(member, self.stubs.checkout.Quote, request):
+            return
+        answer = self.stubs.checkout.Quote(request, timeout=10)
         pricing = answer.pricing
         most = min(member.available(self.now), price)
         applied = min(requested, most)
@@ -201,6 +220,8 @@ class LedgerModel(RuleBasedStateMachine):
         available = member.available(self.now)
         request = checkout_request(self.programme, member.member_id, order_id, price, requested,
                                    request_id=self.request_id("checkout"))
+        if self.refused_as_erased(member, self.stubs.checkout.Checkout, request):
+            return
         stubs = self.till if at_till else self.stubs
         expected = ""
         if requested > min(available, price):
@@ -250,6 +271,8 @@ class LedgerModel(RuleBasedStateMachine):
         member = self.members[order.member]
         request = capture_request(self.programme, order_id)
         request.request_id = self.request_id("capture")
+        if self.refused_as_erased(member, self.stubs.checkout.Capture, request):
+            return
         hold = order.hold
         refusal = None
         if hold is not None and (hold.state == "expired" or (hold.state == "open" and self.now >= hold.expires_at)):
@@ -294,6 +317,8 @@ class LedgerModel(RuleBasedStateMachine):
         member = self.members[order.member]
         request = checkout_pb2.CancelRequest(request_id=self.request_id("cancel"),
                                              programme_id=self.programme, order_id=order_id)
+        if self.refused_as_erased(member, self.stubs.checkout.Cancel, request):
+            return
         if order.state != "held":
             try:
                 self.stubs.checkout.Cancel(request, timeout=10)
@@ -320,6 +345,8 @@ class LedgerModel(RuleBasedStateMachine):
         member = self.members[order.member]
         request = checkout_pb2.RefundRequest(request_id=self.request_id("refund"),
                                              programme_id=self.programme, order_id=order_id)
+        if self.refused_as_erased(member, self.stubs.checkout.Refund, request):
+            return
         if order.refunded:
             try:
                 self.stubs.checkout.Refund(request, timeout=10)
@@ -352,6 +379,27 @@ class LedgerModel(RuleBasedStateMachine):
         got = resp.refund
         assert (got.returned_points, got.clawback_points, got.shortfall_points) == (order.points, clawed, shortfall)
         order.refunded = True
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1))
+    def erase(self, who: int) -> None:
+        # Erasure keeps every amount (the invariant checks balances, totals and history after it);
+        # it waits while a hold is open (until the expiry run releases a stale one), and an erased
+        # member is not erased again.
+        index = who % len(self.members)
+        member = self.members[index]
+        request = member_pb2.EraseMemberRequest(request_id=self.request_id("erase"), programme_id=self.programme,
+                                                member_id=member.member_id)
+        holding = any(o.member == index and o.hold is not None and o.hold.state == "open" for o in self.orders.values())
+        refusal = "member_erased" if member.erased else "member_has_open_holds" if holding else None
+        try:
+            erased = self.stubs.members.EraseMember(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return
+        assert refusal is None, f"an erasure was not refused ({refusal})"
+        assert (erased.member.phone, erased.member.card_number) == ("", "")
+        member.erased = True
 
     @precondition(lambda self: self.members)
     @rule()
