@@ -26,8 +26,8 @@ class ErasedRows:
 
 async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     """Erase the member's personal data: phone, card and secret go from the member row (so both are free
-    for a new enrolment), with the customer group; the pending phone confirmation and the card's lockout
-    go; history keeps its events without comments and personal details; movements keep everything but
+    for a new enrolment), with the customer group; the pending phone confirmation, the spend code and the
+    card's lockout go; history keeps its events without comments and personal details; movements keep everything but
     their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
     off-boarded if they were not. The caller holds the member's row lock."""
     await conn.execute(
@@ -36,6 +36,7 @@ async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
         {"now": to_dt(now), "m": member_id},
     )
     await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
+    await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM card_lock WHERE member_id = %s", (member_id,))
     # Only rows that hold something to erase are rewritten (the triggers allow exactly this change).
     events = await counted(
@@ -72,6 +73,7 @@ SELECT jsonb_build_object(
         'purchases_total_minor', m.purchases_total_minor),
     'phone_confirmation', (SELECT to_jsonb(pc) - 'code_hash' FROM phone_confirmation pc
                            WHERE pc.member_id = m.member_id),
+    'spend_code', (SELECT to_jsonb(sc) - 'code_hash' FROM spend_code sc WHERE sc.member_id = m.member_id),
     'lots', {_ROWS.format(order="t.lot_id", table="lot")},
     'holds', {_ROWS.format(order="t.created_at, t.hold_id", table="hold")},
     'movements', {_ROWS.format(order="t.movement_id", table="movement")},

@@ -64,7 +64,7 @@ def a_member_with_a_life(api: Members, sms: RecordingSender, programme_id: str, 
                          enrol_id: str) -> dict[str, Any]:
     """A member who did what members do, leaving their phone and cards in every place they go: an
     enrolment, a confirmation SMS, comments, a purchase by phone, a refused checkout by card, wrong
-    secrets, a new virtual card. Returns the member, the cards and the refused checkout's request id."""
+    secrets, a new virtual card, a spend code. Returns the member, the cards and the refused checkout's request id."""
     enrolled = enrol_by_phone_and_card(api, programme_id, phone, card, enrol_id)
     member_id, secret = enrolled.member.member_id, enrolled.generated_card_secret
     start(api, programme_id, member_id)
@@ -80,6 +80,8 @@ def a_member_with_a_life(api: Members, sms: RecordingSender, programme_id: str, 
     refused(lambda: lookup(api, programme_id, card, other_than(secret)))
     virtual = api.membership.GenerateVirtualCard(membership_pb2.GenerateVirtualCardRequest(
         request_id=new_id(), programme_id=programme_id, member_id=member_id)).member.card_number
+    api.membership.SendSpendCode(membership_pb2.SendSpendCodeRequest(
+        request_id=new_id(), programme_id=programme_id, member_id=member_id))
     return {"member_id": member_id, "cards": (card, virtual), "refused_request_id": too_many.request_id}
 
 
@@ -99,10 +101,10 @@ def test_an_erased_member_leaves_no_personal_data_and_the_amounts_and_verify_sta
     erased = desk.members.EraseMember(request)
     assert erased.member.HasField("erase_time") and erased.member.HasField("offboard_time")
     assert (erased.member.phone, erased.member.card_number, erased.member.has_card_secret) == ("", "", False)
-    # sms_sent, phone_confirmed, two commented status changes, the virtual card; the commented accrual;
-    # every write's key but the lookups' (reads): enrol, SMS, confirm, accrue, 2 statuses, checkout,
-    # capture, the refused checkout, the virtual card.
-    assert (erased.history_events_erased, erased.movements_erased, erased.idempotency_keys_erased) == (5, 1, 10)
+    # two sms_sent, phone_confirmed, two commented status changes, the virtual card; the commented
+    # accrual; every write's key but the lookups' (reads): enrol, SMS, confirm, accrue, 2 statuses,
+    # checkout, capture, the refused checkout, the virtual card, the spend code.
+    assert (erased.history_events_erased, erased.movements_erased, erased.idempotency_keys_erased) == (6, 1, 11)
     assert desk.members.EraseMember(request) == erased  # a replay answers the same, and erases nothing more
 
     assert texts_holding(database_url, phone, *cards) == []
@@ -220,6 +222,7 @@ def test_the_export_holds_everything_about_the_member_and_no_secret(api: Members
 # Where the export puts each table that holds a member's rows. The idempotency keys are the API's
 # technical record, not the member's data (erasure wipes them).
 EXPORT_SECTION_OF = {"member": "member", "card_lock": "card", "phone_confirmation": "phone_confirmation",
+                     "spend_code": "spend_code",
                      "lot": "lots", "hold": "holds", "movement": "movements", "orders": "orders",
                      "order_line": "orders[].lines", "refund": "orders[].refunds", "purchase": "purchases",
                      "member_event": "history"}
