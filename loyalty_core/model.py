@@ -77,6 +77,8 @@ class Programme:
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
     card_secret_required: bool = False
+    # loyalty_core.spending's names; empty: the default that follows card_secret_required.
+    spend_identifications: tuple[str, ...] = ()
     # "Points expiring soon" notices go out this many days before an expiry date (e.g. (30, 7)).
     expiry_notice_days: tuple[int, ...] = ()
     # Output only: set by the store.
@@ -140,6 +142,8 @@ class Member:
     # The member's level (loyalty_core.levels) and since when; None without one.
     level_id: str | None = None
     level_assigned_at: int | None = None
+    # When the member's personal data was erased (docs/trust.md "Members' data"); None while it is held.
+    erased_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,20 @@ class Pricing:
     terms: PricingTerms
 
 
+# Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
+POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",
+                  "category_pay_share_zero", "nothing_payable")
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A Quote's answer: the priced basket, and why points cannot pay for it (one of POINTS_BLOCKED,
+    or "" when its points_max is above 0)."""
+
+    pricing: Pricing
+    points_blocked: str
+
+
 @dataclass(frozen=True)
 class Quote:
     programme_id: str
@@ -310,6 +328,10 @@ class Checkout:
     order_id: str
     quote: Quote
     context: WriteContext = field(default_factory=WriteContext)
+    # The one-time code sent to the member's phone (SendSpendCode); a secret.
+    spend_code: str = ""
+    # The caller is a trusted channel (docs/trust.md "Who may spend points").
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +463,9 @@ class Redeem:
     points: int
     comment: str = ""
     context: WriteContext = field(default_factory=WriteContext)
+    # As Checkout's.
+    spend_code: str = ""
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,9 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/GetPointsForecast": _rule(*_MEMBER_READERS),
     # Leaving the programme is a participation (status) change.
     "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
+    # Members' personal data (GDPR): the data protection desk's own right, in no other.
+    "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
+    "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
@@ -91,6 +94,9 @@ RULES: dict[str, Rule] = {
     # The member reads the code to the cashier, and cards are issued at the till (the seeds).
     "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE, "programme_admin"),
+    # The member reads the spend code at the till, or types it in the shop; a redemption outside an
+    # order (manual_points) may ask for one too.
+    "/loyalty.v1.MembershipService/SendSpendCode": _rule(*_SALE, "manual_points"),
     "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/UnlockCard": _rule("card_unlock"),
     "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),

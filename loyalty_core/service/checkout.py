@@ -14,13 +14,13 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
-    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
+    Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord,
 )
-from loyalty_core.service import checks, rules
+from loyalty_core.service import checks, rules, spending
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
-from loyalty_core.service.pricing import check_basket, quote_for, reprice
+from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
 from loyalty_core.store import ledger, members, orders
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
@@ -47,8 +47,8 @@ def _check_quote(quote: Quote) -> tuple[str, MemberRef]:
     return programme_id, ref
 
 
-async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
-    """Price the basket for the member now. Reads only."""
+async def quote(db: Database, clock: Clock, req: Quote) -> Quoted:
+    """Price the basket for the member now, and say why no point can pay when none can. Reads only."""
     programme_id, ref = _check_quote(req)
     verified = await verify_card(db, clock, programme_id, ref)
     now = clock.now_us()
@@ -61,7 +61,8 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Pricing:
         found, lots = await ledger.member_and_lots(conn, programme_id, ref)
         current = await rules.read_any(db, sent_rules)
         member = identified(current.programme, ref, found, verified)
-    return quote_for(current.programme, member, current.levels, lots, req, now)[0]
+    pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now)
+    return quoted(pricing, member, rights, available)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,9 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
     programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
     _, ref = _check_quote(req.quote)
+    spending.spend_code_arg(req.spend_code)
     verified = await verify_card(db, clock, programme_id, ref)
+    code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()
 
     async def send_reads(conn: Any) -> _BasketReads:
@@ -114,7 +117,10 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
-            _refuse_points(member.status, rights, requested, available, pricing.points_max)
+            _refuse_points(member, rights, requested, available, pricing.points_max)
+        await spending.authorise(conn, programme, member, ref, code, card_secret_checked=verified is not None,
+                                 trusted=req.member_id_trusted, points=pricing.points_applied, now=now,
+                                 actor=req.context.actor, order_id=req.order_id)
         hold = None
         if pricing.points_applied:
             taken = draw(lots, pricing.points_applied, now)
@@ -141,12 +147,17 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
                                effect=effect, send_reads=send_reads)
 
 
-def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
+_MEMBER_BLOCKS_POINTS = {
+    "member_deactivated": "a deactivated member cannot pay with points",
+    "member_not_confirmed": "the member must confirm the phone before points can pay",
+}
+
+
+def _refuse_points(member: Member, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
     """Why a checkout cannot hold the requested points, most fundamental reason first."""
-    if status == "deactivated":
-        raise FailedPrecondition("member_deactivated", "a deactivated member cannot pay with points")
-    if not rights.may_pay_with_points:
-        raise FailedPrecondition("member_not_confirmed", "the member must confirm the phone before points can pay")
+    blocked = member_blocks_points(member, rights)
+    if blocked:
+        raise FailedPrecondition(blocked, _MEMBER_BLOCKS_POINTS[blocked])
     if requested > available:
         raise FailedPrecondition("points_must_not_exceed_balance", f"{requested} points asked, {available} usable",
                                  available=available)
@@ -176,6 +187,7 @@ async def _read_order(conn: Any, db: Database, sent: _OrderReads, order_id: str)
     member, revision = await sent.member.get()
     if member is None:
         raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
+    checks.member_not_erased(member)  # an off-boarded member's orders are still captured and refunded
     stored = await sent.order.get()
     assert stored is not None, "the order was found a statement ago, under its member's lock"
     return stored, member, await rules.read(conn, db, sent.sent_rules, revision)

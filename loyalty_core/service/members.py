@@ -235,7 +235,8 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:
 
     async def effect(conn: Any) -> tuple[MemberCard, str]:
         ref = MemberRef(member_id=member_id)
-        checks.found_member(await store.find(conn, programme_id, ref, lock=True), "with this id")
+        checks.member_not_erased(checks.found_member(await store.find(conn, programme_id, ref, lock=True),
+                                                     "with this id"))
         await store.offboard(conn, member_id, now)
         await history.add_event(conn, member_id, "participation", "offboarded", now, actor=req.context.actor,
                                 comment=req.comment)

@@ -27,6 +27,8 @@ RIGHTS: tuple[str, ...] = (
     "read_only",
     # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
     "card_unlock",
+    # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
+    "privacy",
     # Managing webhook subscriptions and reading the event stream (WatchEvents): every member's
     # changes of a programme, so neither the till's nor the SREs' read-only right.
     "webhook_admin",
