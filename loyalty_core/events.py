@@ -21,6 +21,7 @@ EVENT_TYPES: dict[str, int] = {
     "member.level_changed": 1,
     "member.phone_confirmed": 1,
     "member.offboarded": 1,
+    "member.erased": 1,
     "points.earned": 1,
     "points.spent": 1,
     "points.held": 1,
@@ -88,6 +89,9 @@ def history_event(kind: str, details: Mapping[str, object], comment: str) -> New
         return NewEvent("member.phone_confirmed", {})
     if kind == "offboarded":
         return NewEvent("member.offboarded", {"comment": comment})
+    if kind == "erased":
+        # Receivers that keep a copy of the member's data erase theirs too.
+        return NewEvent("member.erased", {})
     return None
 
 

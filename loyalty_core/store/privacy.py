@@ -27,8 +27,8 @@ class ErasedRows:
 async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     """Erase the member's personal data: phone, card and secret go from the member row (so both are free
     for a new enrolment), with the customer group; the pending phone confirmation, the spend code and the
-    card's lockout go; history keeps its events without comments and personal details; movements keep everything but
-    their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
+    card's lockout go; history keeps its events without comments and personal details; movements and the
+    outbox's events keep everything but their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
     off-boarded if they were not. The caller holds the member's row lock."""
     await conn.execute(
         "UPDATE member SET phone = NULL, card_number = NULL, card_secret_hash = NULL, customer_group = '',"
@@ -47,6 +47,9 @@ async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     )
     movements = await counted(conn, "UPDATE movement SET comment = '' WHERE member_id = %(m)s AND comment <> ''",
                               {"m": member_id})
+    # The outbox keeps the events not yet delivered or purged: their comments go too (docs/events.md).
+    await conn.execute("UPDATE outbox_event SET payload = jsonb_set(payload, '{comment}', '\"\"')"
+                       " WHERE member_id = %s AND payload->>'comment' <> ''", (member_id,))
     keys = await idempotency.erase_member(conn, member_id)
     return ErasedRows(events, movements, keys)
 
@@ -84,7 +87,9 @@ SELECT jsonb_build_object(
                              WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id), '[]'))
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
-    'history', {_ROWS.format(order="t.event_id", table="member_event")}
+    'history', {_ROWS.format(order="t.event_id", table="member_event")},
+    'events', {_ROWS.format(order="t.seq", table="outbox_event")},
+    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = m.member_id
 WHERE m.programme_id = %s AND m.member_id = %s
