@@ -15,6 +15,7 @@ from tests.faults.helpers import Stubs, accrue, create_programme, enrol
 from tests.fixtures.keys import ALL_RIGHTS, BearerKey, create_key
 from tests.fixtures.server import ServerProcess, wait_for
 from tests.grpc.conftest import new_id
+from tests.jobs.test_scheduler import _scrape
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_a_server_killed_mid_delivery_loses_and_reorders_nothing(create_database
     url = create_database(migrated=True)
     _name, key = create_key(url, ALL_RIGHTS)
     env = {"LOYALTY_DATABASE_URL": url, "LOYALTY_WEBHOOK_MASTER_KEY": MASTER_KEY, "LOYALTY_JOB_TICK_S": "0.1",
-           "LOYALTY_JOB_DELIVER_WEBHOOKS_INTERVAL_S": "0.1"}
+           "LOYALTY_JOB_DELIVER_WEBHOOKS_INTERVAL_S": "0.1", "LOYALTY_LEDGER_GAUGES_MAX_AGE_S": "0"}
     receiver.delay_s = 0.03  # slow enough that the kill lands mid-run
     server = ServerProcess(env).start().wait_serving()
     try:
@@ -49,6 +50,11 @@ def test_a_server_killed_mid_delivery_loses_and_reorders_nothing(create_database
         server = ServerProcess(env).start().wait_serving()
         wait_for(lambda: len(receiver.first_receipts()) == EVENTS, timeout_s=60, what="every event delivered")
         time.sleep(0.5)  # nothing more comes, nothing unexpected
+        hook = created.webhook.webhook_id
+        samples = wait_for(lambda: (s := _scrape(server.metrics_port))[("loyalty_events_waiting", (
+            ("webhook_id", hook),))] == 0 and s, timeout_s=10, what="nothing waiting")
+        assert samples[("loyalty_webhook_deliveries_total", (("result", "delivered"), ("webhook_id", hook)))] >= 1
+        assert samples[("loyalty_oldest_event_waiting_age_seconds", (("webhook_id", hook),))] == 0
     finally:
         server.terminate()
     got = [parsed(body) for body in receiver.first_receipts()]
@@ -61,3 +67,4 @@ def test_a_server_killed_mid_delivery_loses_and_reorders_nothing(create_database
     for m in members:
         sequence = [parsed(r.event).sequence for r in receiver.got if r.event["member_id"] == m]
         assert all(b <= a + 1 for a, b in zip(sequence, sequence[1:]))
+

@@ -114,3 +114,22 @@ def test_the_stream_is_guarded_like_any_call(api: EventsApi, channel_with, grpc_
 def test_the_event_message_documents_every_type():
     names = {f.name for f in events_pb2.Event.DESCRIPTOR.oneofs_by_name["payload"].fields}
     assert set(PAYLOAD_FIELDS.values()) == names
+
+
+async def test_the_python_client_passes_the_stream_through_with_its_key(api: EventsApi, grpc_server, make_key):
+    from loyalty.client import AsyncLoyaltyClient, LoyaltyClient
+
+    p = api.programme()
+    _name, key = make_key("webhook_admin")
+    request = events_pb2.WatchEventsRequest(programme_id=p.programme_id, after_cursor="0-0")
+    with LoyaltyClient(grpc_server.address, api_key=key) as client:
+        stream = client.events.WatchEvents(request, timeout=30)
+        member_id = api.enrol(p.programme_id).member_id
+        first = next(stream).event
+        stream.cancel()
+    assert (first.type, first.member_id) == ("member.enrolled", member_id)
+    async with AsyncLoyaltyClient(grpc_server.address, api_key=key) as client:
+        call = client.events.WatchEvents(request, timeout=30)
+        again = (await call.read()).event
+        call.cancel()
+    assert again == first

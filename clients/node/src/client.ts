@@ -8,6 +8,7 @@ import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
+import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
@@ -107,6 +108,7 @@ export const SERVICES = {
   membership: MembershipServiceDefinition,
   checkout: CheckoutServiceDefinition,
   points: PointsServiceDefinition,
+  events: EventServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -122,6 +124,8 @@ export class LoyaltyClient {
   readonly membership: ServiceClient<(typeof SERVICES)["membership"]>;
   readonly checkout: ServiceClient<(typeof SERVICES)["checkout"]>;
   readonly points: ServiceClient<(typeof SERVICES)["points"]>;
+  /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
+  readonly events: ServiceClient<(typeof SERVICES)["events"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -145,6 +149,7 @@ export class LoyaltyClient {
     this.membership = this.bind(SERVICES.membership);
     this.checkout = this.bind(SERVICES.checkout);
     this.points = this.bind(SERVICES.points);
+    this.events = this.bind(SERVICES.events);
     this.health = this.bind(SERVICES.health);
   }
 
@@ -155,7 +160,7 @@ export class LoyaltyClient {
   private bind<S extends ServiceDefinition>(service: S): ServiceClient<S> {
     const methods: Record<string, unknown> = {};
     for (const [key, method] of Object.entries(service.methods)) {
-      if (method.requestStream || method.responseStream) continue; // Health.Watch: not a till's call
+      if (method.requestStream || method.responseStream) continue; // Health.Watch, WatchEvents: streams, not unary calls
       const path = `/${service.fullName}/${method.name}`;
       methods[key] = async (request: object, options: CallOptions = {}) => {
         // Encoded once, before the first attempt: an int64 past its range throws here ("invalid
