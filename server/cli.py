@@ -231,6 +231,35 @@ def cmd_purge_events(settings: Settings, args: argparse.Namespace) -> int:
     return _on_database(settings, work)
 
 
+def cmd_deliver_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the webhook delivery job until nothing is due or --seconds pass (for cron, with the
+    server's jobs off); exit 1 without LOYALTY_WEBHOOK_MASTER_KEY."""
+    import time
+
+    from loyalty_core import webhooks
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.jobs import delivery_rules
+
+    if not settings.webhook_master_key:
+        print("loyalty-core deliver-webhooks: LOYALTY_WEBHOOK_MASTER_KEY is not set", file=sys.stderr)
+        return 1
+    rules = delivery_rules(settings)
+
+    async def work(db: Any) -> int:
+        total, more, deadline = 0, True, time.monotonic() + args.seconds
+        while more and time.monotonic() < deadline:
+            delivered, more = await webhooks.deliver(db, SystemClock(), rules)
+            total += delivered
+        print(f"delivered {total} events")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def _deliver_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=50.0, help="stop after this long (default 50: under cron's minute)")
+
+
 def _notices_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", default="", help="ISO 8601 time with zone to write the notices as of (default: now)")
     parser.add_argument("--batch-size", type=int, default=500, help="notices per programme and transaction (default 500)")
@@ -323,6 +352,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "expiry-notices": ("write the due 'points expiring soon' events (the job, for cron)", _notices_args,
                        cmd_expiry_notices),
     "purge-events": ("delete events past their retention that every webhook has had", _purge_args, cmd_purge_events),
+    "deliver-webhooks": ("send the due webhook deliveries (the job, for cron)", _deliver_args, cmd_deliver_webhooks),
     "export-member": ("print everything held about one member as one JSON document", _export_args,
                       cmd_export_member),
 }

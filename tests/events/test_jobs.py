@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import grpc
 import psycopg
 import pytest
@@ -9,7 +12,7 @@ import pytest
 from loyalty.v1 import events_pb2, points_pb2
 from loyalty_core.clock import ManualClock
 from loyalty_core.service import events
-from tests.events.conftest import EventsApi, all_final
+from tests.events.conftest import MASTER_KEY, EventsApi, Receiver, all_final
 from tests.grpc.conftest import new_id, refusal
 
 
@@ -84,3 +87,24 @@ async def test_the_purge_keeps_what_a_webhook_has_not_passed(db, api: EventsApi,
 def _kept(database_url: str, member_id: str) -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute("SELECT count(*) FROM outbox_event WHERE member_id = %s", (member_id,)).fetchone()[0]
+
+
+async def test_deliver_webhooks_runs_from_the_command_line(db, api: EventsApi, receiver: Receiver, database_url):
+    p = api.programme()
+    receiver.secret = api.create_webhook(p.programme_id, receiver.url).signing_secret
+    m = api.enrol(p.programme_id).member_id
+    api.accrue(p.programme_id, m, 8)
+
+    def command(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "server", "deliver-webhooks", "--seconds", "20"],
+                              capture_output=True, text=True, timeout=60,
+                              env={"LOYALTY_DATABASE_URL": database_url, "PATH": "", **env})
+
+    refused = command()
+    assert refused.returncode == 1 and "LOYALTY_WEBHOOK_MASTER_KEY" in refused.stderr
+    await all_final(db)
+    run = command(LOYALTY_WEBHOOK_MASTER_KEY=MASTER_KEY)
+    assert run.returncode == 0, run.stderr
+    assert [(e["type"], e["sequence"]) for e in receiver.first_receipts()] == [("member.enrolled", 1),
+                                                                               ("points.earned", 2)]
+    assert receiver.bad_signatures == 0
