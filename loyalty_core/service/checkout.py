@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg.errors
+
 from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -94,8 +96,7 @@ async def _read_basket(
     current = await rules.read(conn, db, sent.sent_rules, revision)
     member = identified(current.programme, ref, found, verified)
     if await sent.exists.get():
-        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
-                            field="order_id")
+        raise _order_taken(order_id)
     return current.programme, member, await sent.lots.get(), current.levels
 
 
@@ -137,8 +138,20 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     # Only a few calls per member wait for its lock (the rest are refused at once), so a member
     # held for long keeps only a few of the pool's connections.
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
-        return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
-                               effect=effect, send_reads=send_reads)
+        try:
+            return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order,
+                                   now=now, effect=effect, send_reads=send_reads)
+        except psycopg.errors.UniqueViolation as err:
+            # Two members' checkouts of one order id hold different locks: both may find the id free,
+            # and the one that commits second meets the key. Its answer is the same as if it had
+            # found the order (the whole transaction, hold included, was rolled back).
+            if err.diag.constraint_name != orders.ORDER_ID_KEY:
+                raise
+            raise _order_taken(req.order_id) from None
+
+
+def _order_taken(order_id: str) -> AlreadyExists:
+    return AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before", field="order_id")
 
 
 def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
