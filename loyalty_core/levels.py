@@ -29,7 +29,8 @@ class LevelCategoryRule:
 
     category: str
     cashback_bps: int
-    # None: the level's (or else the programme's) pay share applies to this category.
+    # None: the level's pay share applies to this category, or the programme's rule when the level
+    # sets none (membership.Privileges.pay_share_for).
     pay_share_bps: int | None = None
 
 
@@ -40,8 +41,9 @@ class Level:
     Requirements (``spend_needed_minor`` within ``spend_period_days``, each category's part within
     the same period, ``visits_needed`` within ``visit_period_days``) are all needed; a zero amount
     needs nothing, a zero period means all time. The privilege is cashback (``cashback_bps`` and
-    per-category rules) or an order discount (``discount_bps``); either may change the share of an
-    order points may pay (``pay_share_bps``, None = the programme's).
+    per-category rules) or an order discount (``discount_bps``); either may change the share points
+    may pay (``pay_share_bps``: of the order and of every category without its own rule's share;
+    None = the programme's order share and category rules).
     """
 
     level_id: str

@@ -49,7 +49,8 @@ class Privileges:
     # The level's per-category cashback and pay share, overriding the programme's for those categories.
     category_cashback_bps: Mapping[str, int] = field(default_factory=dict)
     category_pay_share_bps: Mapping[str, int] = field(default_factory=dict)
-    # The level's share of an order points may pay; None: the programme's.
+    # The level's share points may pay, of the order and of each category without its own level
+    # rule (seed 003: each level sets what points may pay per category); None: the programme's.
     order_pay_share_bps: int | None = None
     # The level the privileges come from; None when the member has none.
     level_id: str | None = None
@@ -64,8 +65,11 @@ class Privileges:
         return programme_bps if self.cashback_bps is None else self.cashback_bps
 
     def pay_share_for(self, category: str, programme_bps: int) -> int:
-        """The share of ``category``'s lines points may pay: the level's rule for it, else the programme's."""
-        return self.category_pay_share_bps.get(category, programme_bps)
+        """The share of ``category``'s lines points may pay: the level's rule for the category, else
+        the level's share, else the programme's (``programme_bps``), as for cashback."""
+        if category in self.category_pay_share_bps:
+            return self.category_pay_share_bps[category]
+        return programme_bps if self.order_pay_share_bps is None else self.order_pay_share_bps
 
 
 NOTHING = Privileges(may_pay_with_points=False, earns=False, purchases_count=False,
