@@ -207,21 +207,33 @@ def level_after_review(rungs: Sequence[Level], current_id: str | None, assigned_
 
 @dataclass(frozen=True, slots=True)
 class LevelProgress:
-    """What the member card shows about levels: the next rung and the spend still needed for it."""
+    """What the member card shows about levels: the next rung and what it still needs in its periods."""
 
     next_level: Level | None
+    # The spend still needed: what the total lacks, or what the categories lack together when that
+    # is more (spend elsewhere does not fill a category).
     next_level_spend_needed_minor: int
+    # category -> spend still needed there, for the categories that still lack some (by name).
+    next_level_category_spend_needed: Mapping[str, int] = field(default_factory=dict)
+    next_level_visits_needed: int = 0
 
 
 def progress(rungs: Sequence[Level], current_id: str | None, purchases: Sequence[Purchase],
              now_us: int) -> LevelProgress:
-    """The next rung above the member's level and its spend still missing (0 at the top)."""
+    """The next rung above the member's level and what it still needs: spend in total and per
+    category within its spend period, visits within its visit period (all 0 at the top)."""
     here = _position(rungs, current_id)
     if here + 1 >= len(rungs):
         return LevelProgress(None, 0)
     nxt = rungs[here + 1]
-    spent = spend_within(purchases, nxt.spend_period_days, now_us)
-    return LevelProgress(nxt, max(0, nxt.spend_needed_minor - spent))
+    total = max(0, nxt.spend_needed_minor - spend_within(purchases, nxt.spend_period_days, now_us))
+    by_category = {}
+    for category in sorted(nxt.category_spend_needed):
+        lacking = nxt.category_spend_needed[category] - spend_within(purchases, nxt.spend_period_days, now_us, category)
+        if lacking > 0:
+            by_category[category] = lacking
+    visits = max(0, nxt.visits_needed - visits_within(purchases, nxt.visit_period_days, now_us))
+    return LevelProgress(nxt, max(total, sum(by_category.values())), by_category, visits)
 
 
 def check_manual_level(rungs: Sequence[Level], level_id: str, purchases: Sequence[Purchase], now_us: int) -> Level:

@@ -253,7 +253,7 @@ async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) ->
 
 
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
-    """The member card's level part: the level's name, the next level and the spend still needed."""
+    """The member card's level part: the level's name, the next level and what it still needs."""
     rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
     if not rungs:
         return MemberCard(member)
@@ -261,4 +261,5 @@ async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     ahead = progress(rungs, member.level_id, purchases, now)
     name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
     return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
-                      ahead.next_level_spend_needed_minor)
+                      ahead.next_level_spend_needed_minor, dict(ahead.next_level_category_spend_needed),
+                      ahead.next_level_visits_needed)

@@ -149,6 +149,9 @@ class MemberCard:
     level_name: str = ""
     next_level_name: str = ""
     next_level_spend_needed_minor: int = 0
+    # category -> spend still needed there; only the categories that still lack some.
+    next_level_category_spend_needed: dict[str, int] = field(default_factory=dict)
+    next_level_visits_needed: int = 0
 
 
 @dataclass(frozen=True)

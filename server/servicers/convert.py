@@ -107,6 +107,10 @@ def member_card(card: MemberCard) -> member_pb2.Member:
     m.level_name = card.level_name
     m.next_level_name = card.next_level_name
     m.next_level_spend_needed_minor = card.next_level_spend_needed_minor
+    m.next_level_category_spend_needed.extend(
+        member_pb2.CategorySpendNeeded(category=c, spend_needed_minor=v)
+        for c, v in card.next_level_category_spend_needed.items())
+    m.next_level_visits_needed = card.next_level_visits_needed
     return m
 
 

@@ -1,4 +1,4 @@
-"""Issue 11, defect 5: where levels meet the other rules."""
+"""Issue 11, defects 5 and 6: where levels meet the other rules."""
 
 from __future__ import annotations
 
@@ -37,3 +37,28 @@ def test_defect_5_without_a_level_share_the_programmes_category_rule_applies(api
     m = api.enrol(p.programme_id)
     api.accrue(p.programme_id, m.member_id, 1_000)
     assert points_max(api, p.programme_id, m.member_id, "tickets", 10_000) == 10
+
+
+def test_defect_6_the_card_shows_spend_per_category_and_visits_still_needed(api: Members) -> None:
+    p = api.programme()
+    api.level(p.programme_id, "Bronze", 1)
+    api.level(p.programme_id, "Regular", 2, visits_needed=3, visit_period_days=30)
+    api.level(p.programme_id, "Gold", 3, spend_needed_minor=50_000, spend_period_days=365, visits_needed=3,
+              visit_period_days=30, category_spend_needed=[
+                  membership_pb2.CategorySpend(category="bar", spend_needed_minor=40_000),
+                  membership_pb2.CategorySpend(category="tickets", spend_needed_minor=5_000)])
+    m = api.enrol(p.programme_id)
+    api.buy(p.programme_id, m.member_id, [("tickets", 1, 30_000)])
+    card = api.member(p.programme_id, m.member_id)
+    # A visits-only next level: two more visits, no spend.
+    assert (card.level_name, card.next_level_name) == ("Bronze", "Regular")
+    assert (card.next_level_spend_needed_minor, card.next_level_visits_needed) == (0, 2)
+    assert list(card.next_level_category_spend_needed) == []
+    api.buy(p.programme_id, m.member_id, [("tickets", 1, 1_000)])
+    api.buy(p.programme_id, m.member_id, [("tickets", 1, 1_000)])
+    card = api.member(p.programme_id, m.member_id)
+    assert (card.level_name, card.next_level_name, card.next_level_visits_needed) == ("Regular", "Gold", 0)
+    # 32,000 spent, all on tickets: bar still needs 40,000, which is more than the 18,000 the total
+    # still lacks, so 40,000 is the spend still needed.
+    assert card.next_level_spend_needed_minor == 40_000
+    assert [(c.category, c.spend_needed_minor) for c in card.next_level_category_spend_needed] == [("bar", 40_000)]
