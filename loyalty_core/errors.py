@@ -232,7 +232,7 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "refund_must_not_exceed_captured": ("The refund is more than what is left to refund.", "Refund at most the remaining units or money."),
     "clawback_exceeds_balance": ("Taking back earned points would make the balance negative under the REFUSE policy.", "Refund without points, or change the programme's policy."),
     "debt_limit_exceeded": ("Taking back earned points would exceed the member's debt limit.", "Refund without points, or settle the debt."),
-    "level_below_member_spend": ("The change would put a level below spend already reached by its members.", "Review the levels (RunLevelReview) or choose other thresholds."),
+    "level_below_member_spend": ("A manual level change names a level below the one the member's purchases already qualify for (ErrorInfo qualified_level_id, qualified_level_name).", "Choose the qualified level or a higher one."),
     "confirmation_not_started": ("No phone confirmation is under way for the member.", "Call StartPhoneConfirmation first."),
     "confirmation_code_expired": ("The confirmation code's lifetime ran out.", "Start a new confirmation."),
     "confirmation_code_wrong": ("The confirmation code is wrong.", "Ask the member again; too many wrong codes lock the confirmation."),

@@ -237,19 +237,20 @@ def progress(rungs: Sequence[Level], current_id: str | None, purchases: Sequence
 
 
 def check_manual_level(rungs: Sequence[Level], level_id: str, purchases: Sequence[Purchase], now_us: int) -> Level:
-    """The level an operator may set by hand: one open to the member whose spend requirement is not
-    below what the member has already spent in that level's period."""
+    """The level an operator may set by hand: one open to the member, not below the highest rung the
+    member's purchases already qualify for (seed 001: no level with a purchase amount below the
+    member's). Re-setting that rung, or any above it, is allowed."""
     here = _position(rungs, level_id)
     if here < 0:
         raise errors.NotFound("level_not_found", "no such level is open to this member", field="level_id")
     level = rungs[here]
-    spent = spend_within(purchases, level.spend_period_days, now_us)
-    if level.spend_needed_minor < spent:
+    qualified = next((i for i in range(len(rungs) - 1, -1, -1) if meets(rungs[i], purchases, now_us)), -1)
+    if here < qualified:
+        floor = rungs[qualified]
         raise errors.FailedPrecondition(
             "level_below_member_spend",
-            f"level {level.name!r} needs {level.spend_needed_minor}, below the {spent} the member has already spent",
-            level_id=level.level_id, spend_needed_minor=level.spend_needed_minor, member_spend_minor=spent,
+            f"level {level.name!r} is below {floor.name!r}, which the member's purchases already qualify for; "
+            f"choose {floor.name!r} or a higher level",
+            level_id=level.level_id, qualified_level_id=floor.level_id, qualified_level_name=floor.name,
         )
     return level
-
-
