@@ -73,6 +73,9 @@ class Programme:
     debt_limit_points: int = 0
     welcome_bonus_points: int = 0
     welcome_bonus_lifetime_days: int = 0
+    # How the welcome bonus expires; None: welcome_bonus_lifetime_days days, 0 meaning the
+    # programme's point lifetime (the rule before this field existed).
+    welcome_bonus_expiry: Expiry | None = None
     require_confirmation: bool = False
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()

@@ -16,7 +16,7 @@ from loyalty_core.model import (
 from loyalty_core import membership
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
-from loyalty_core.service.lots import draw, expiring, lifetime_end
+from loyalty_core.service.lots import MAX_LIFETIME_DAYS, draw, expiring, expiry_end
 from loyalty_core.service.members import programme_of
 from loyalty_core.store import expiry, history, ledger, members, orders
 from loyalty_core.store.convert import MAX_US
@@ -52,17 +52,12 @@ async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tup
 
 
 def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
-    if rule.rule == "programme_default":
-        return lifetime_end(now, programme.point_lifetime_days)
-    if rule.rule == "never":
-        return lifetime_end(now, 0)
-    if rule.rule == "lifetime_days":
-        if not 1 <= rule.lifetime_days <= 36_500:
-            raise InvalidArgument("value_out_of_range", "lifetime_days must be 1..36500", field="expiry.lifetime_days")
-        return lifetime_end(now, rule.lifetime_days)
-    if not now < rule.expires_at <= MAX_US:
+    if rule.rule == "lifetime_days" and not 1 <= rule.lifetime_days <= MAX_LIFETIME_DAYS:
+        raise InvalidArgument("value_out_of_range", f"lifetime_days must be 1..{MAX_LIFETIME_DAYS}",
+                              field="expiry.lifetime_days")
+    if rule.rule == "expire_at" and not now < rule.expires_at <= MAX_US:
         raise InvalidArgument("value_out_of_range", "expire_time must be in the future", field="expiry.expire_time")
-    return rule.expires_at
+    return expiry_end(rule, programme.point_lifetime_days, now)
 
 
 async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:

@@ -36,6 +36,16 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
     return tuple(lines)
 
 
+def check_programme_running(programme: Programme, now: int) -> None:
+    """The programme is enabled and ``now`` is within its window (start included, end excluded)."""
+    if not programme.enabled:
+        raise FailedPrecondition("programme_disabled", "the programme is disabled")
+    if (programme.starts_at is not None and now < programme.starts_at) or (
+        programme.ends_at is not None and now >= programme.ends_at
+    ):
+        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
+
+
 def check_programme_applies(programme: Programme, quote: Quote, now: int) -> None:
     """The programme is on, now, in this store and channel, in this currency."""
     if quote.currency_code and quote.currency_code != programme.currency_code:
@@ -43,12 +53,7 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
             "currency_mismatch", f"the programme's currency is {programme.currency_code}, not {quote.currency_code}",
             field="currency_code",
         )
-    if not programme.enabled:
-        raise FailedPrecondition("programme_disabled", "the programme is disabled")
-    if (programme.starts_at is not None and now < programme.starts_at) or (
-        programme.ends_at is not None and now >= programme.ends_at
-    ):
-        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
+    check_programme_running(programme, now)
     if programme.store_ids and quote.store_id not in programme.store_ids:
         raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
     if programme.channels and quote.channel not in programme.channels:

@@ -17,6 +17,7 @@ from loyalty_core.model import (
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import PROGRAMMES_SCOPE, run_write
+from loyalty_core.service.lots import MAX_LIFETIME_DAYS
 from loyalty_core.store import programmes as store
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
@@ -30,8 +31,9 @@ CHOICES = {
     "purchase_counts_when": ("captured", "completed"),
 }
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
-MAX_DAYS = 36_500
+MAX_DAYS = MAX_LIFETIME_DAYS
 MAX_ITEMS = 1000
+EXPIRY_RULES = ("programme_default", "lifetime_days", "expire_at", "never")
 
 
 def _bad(code: str, message: str, field: str) -> InvalidArgument:
@@ -55,6 +57,7 @@ def check(p: Programme) -> None:
     for name in ("point_lifetime_days", "activation_delay_days", "welcome_bonus_lifetime_days"):
         if getattr(p, name) > MAX_DAYS:
             raise _bad("value_out_of_range", f"{name} must be at most {MAX_DAYS}", name)
+    _check_welcome_expiry(p)
     if not 1 <= p.hold_ttl_s <= 7 * 86_400:
         raise _bad("value_out_of_range", "hold_ttl_seconds must be 1..604800", "hold_ttl_seconds")
     for name, allowed in CHOICES.items():
@@ -87,6 +90,25 @@ def check(p: Programme) -> None:
         if r.min_purchases_minor < 0 or not 0 <= r.discount_bps <= 10_000:
             raise _bad("value_out_of_range", "a range needs min_purchases_minor >= 0 and discount_bps 0..10000",
                        f"discount_ranges[{i}]")
+
+
+def _check_welcome_expiry(p: Programme) -> None:
+    """The welcome bonus's expiry rule, when one is set, and the older lifetime field beside it."""
+    rule = p.welcome_bonus_expiry
+    if rule is None:
+        return
+    if rule.rule not in EXPIRY_RULES:
+        raise _bad("value_out_of_range", f"welcome_bonus_expiry must be one of {', '.join(EXPIRY_RULES)}",
+                   "welcome_bonus_expiry")
+    if rule.rule == "lifetime_days" and not 1 <= rule.lifetime_days <= MAX_DAYS:
+        raise _bad("value_out_of_range", f"welcome_bonus_expiry.lifetime_days must be 1..{MAX_DAYS}",
+                   "welcome_bonus_expiry.lifetime_days")
+    if rule.rule == "expire_at" and not 0 < rule.expires_at <= MAX_US:
+        raise _bad("value_out_of_range", "welcome_bonus_expiry.expire_time must be between 1970 and 9999",
+                   "welcome_bonus_expiry.expire_time")
+    if p.welcome_bonus_lifetime_days not in (0, rule.lifetime_days if rule.rule == "lifetime_days" else 0):
+        raise _bad("value_out_of_range", "welcome_bonus_lifetime_days must be 0 (or the same term) beside "
+                   "welcome_bonus_expiry, which decides; set one of them", "welcome_bonus_lifetime_days")
 
 
 async def _save(conn: Any, write: Callable[[Any, Programme], Awaitable[None]], programme: Programme) -> None:

@@ -12,7 +12,7 @@ from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
-    ANONYMOUS, Balance, BurnOut, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
+    ANONYMOUS, Balance, BurnOut, Expiry, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
 )
 from server.auth import current_caller
 
@@ -82,6 +82,28 @@ def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
 def micros(message: Any, field: str) -> int | None:
     """A Timestamp field as microseconds, None when unset."""
     return getattr(message, field).ToMicroseconds() if message.HasField(field) else None
+
+
+def expiry(message: points_pb2.Expiry) -> Expiry:
+    """An Expiry message (an accrual's, the welcome bonus's) as the domain's rule; unset: the programme's."""
+    rule = message.WhichOneof("rule")
+    if rule == "lifetime_days":
+        return Expiry("lifetime_days", lifetime_days=message.lifetime_days)
+    if rule == "expire_time":
+        return Expiry("expire_at", expires_at=micros(message, "expire_time"))
+    if rule == "never":
+        return Expiry("never")
+    return Expiry()
+
+
+def expiry_message(rule: Expiry) -> points_pb2.Expiry:
+    if rule.rule == "lifetime_days":
+        return points_pb2.Expiry(lifetime_days=rule.lifetime_days)
+    if rule.rule == "expire_at":
+        return points_pb2.Expiry(expire_time=timestamp(rule.expires_at))
+    if rule.rule == "never":
+        return points_pb2.Expiry(never=True)
+    return points_pb2.Expiry(programme_default=True)
 
 
 def member_ref(proto: common_pb2.MemberRef) -> MemberRef:
