@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from loyalty_core import errors
+from loyalty_core.bounds import MAX_AMOUNT, MAX_VISITS, at_most
 
 US_PER_DAY = 86_400_000_000
 BPS = 10_000
-INT64_MAX = 2**63 - 1
 
 CASHBACK = "cashback"
 DISCOUNT = "discount"
@@ -78,9 +78,10 @@ def _bps(value: int | None, name: str) -> None:
         raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{BPS} basis points", field=f"level.{name}")
 
 
-def _non_negative(value: int, name: str, hi: int = INT64_MAX) -> None:
-    if not 0 <= value <= hi:
+def _non_negative(value: int, name: str, hi: int) -> None:
+    if value < 0:
         raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{hi}", field=f"level.{name}")
+    at_most(value, hi, f"level.{name}")
 
 
 def validate_level(level: Level) -> Level:
@@ -94,8 +95,8 @@ def validate_level(level: Level) -> Level:
                                      f"priority must be 1 (lowest)..{LEVELS_PER_PROGRAMME_MAX}", field="level.priority")
     if level.privilege not in PRIVILEGE_KINDS:
         raise errors.InvalidArgument("field_required", "a level's privilege is cashback or discount", field="level.privilege")
-    _non_negative(level.spend_needed_minor, "spend_needed_minor")
-    _non_negative(level.visits_needed, "visits_needed")
+    _non_negative(level.spend_needed_minor, "spend_needed_minor", MAX_AMOUNT)
+    _non_negative(level.visits_needed, "visits_needed", MAX_VISITS)
     _non_negative(level.spend_period_days, "spend_period_days", PERIOD_DAYS_MAX)
     _non_negative(level.visit_period_days, "visit_period_days", PERIOD_DAYS_MAX)
     _bps(level.cashback_bps, "cashback_bps")
@@ -106,7 +107,7 @@ def validate_level(level: Level) -> Level:
                                      field="level.category_rules")
     # The domain keeps them by category, the request as a list: the list is the path.
     for amount in level.category_spend_needed.values():
-        _non_negative(amount, "category_spend_needed")
+        _non_negative(amount, "category_spend_needed", MAX_AMOUNT)
     if sum(level.category_spend_needed.values()) > level.spend_needed_minor:
         raise errors.InvalidArgument(
             "category_share_must_not_exceed_total",

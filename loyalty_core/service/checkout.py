@@ -11,6 +11,7 @@ from typing import Any
 import psycopg.errors
 
 from loyalty_core import calc, membership
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.levels import Level
@@ -113,6 +114,10 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
         programme, member, lots, levels = await _read_basket(conn, db, sent, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
+        # What capture may add, at most: the purchase, and points earned on all of it (a capture
+        # that spends fewer points earns on more money; cashback is at most 100%).
+        checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
+                                 purchase_minor=pricing.net_minor)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
             _refuse_points(member.status, rights, requested, available, pricing.points_max)
@@ -216,6 +221,8 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     if req.points is not None and req.points < 0:
         raise InvalidArgument("value_out_of_range", "points must not be negative", field="points")
+    if req.points is not None:
+        at_most(req.points, MAX_AMOUNT, "points")
     now = clock.now_us()
 
     async def effect(conn: Any, sent: _OrderReads) -> tuple[Captured, str]:
@@ -333,6 +340,7 @@ def _check_refund(req: Refund) -> str:
         checks.text_arg(line.line_id, f"lines[{i}].line_id", max_len=checks.MAX_ID, required=True)
         if line.quantity < 1:
             raise InvalidArgument("value_out_of_range", "quantity must be at least 1", field=f"lines[{i}].quantity")
+        at_most(line.quantity, MAX_QUANTITY, f"lines[{i}].quantity")
         if line.line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line {line.line_id!r} appears twice", field=f"lines[{i}]")
         seen.add(line.line_id)

@@ -69,6 +69,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
         programme, member = await _member_for_write(conn, programme_id, member_id)
         if member.status == "deactivated":
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
+        checks.check_member_room(member, "points", earned_points=req.points)
         expires_at = _expires_at(req.expiry, programme, now)
         posted = await ledger.post(
             conn, member_id, now, req.context,

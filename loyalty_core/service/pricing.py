@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from loyalty_core import calc, membership
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
 from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
@@ -15,14 +16,16 @@ from loyalty_core.store.ledger import Lots
 
 
 def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
-    """The basket's shape; numbers (quantities, prices, discounts, overflow) are calc's to check.
-    A line without an id gets its 1-based position."""
+    """The basket's shape and the bounds on its amounts (loyalty_core.bounds: quantities, prices,
+    discounts, line and basket totals, points asked); the rest of each number's domain is calc's to
+    check. A line without an id gets its 1-based position."""
     if not quote.lines:
         raise InvalidArgument("basket_must_not_be_empty", "the basket needs at least one line", field="lines")
     if len(quote.lines) > MAX_LINES:
         raise InvalidArgument("too_many_items", f"a basket has at most {MAX_LINES} lines", field="lines")
     lines = []
     seen = set()
+    gross = 0
     for i, line in enumerate(quote.lines):
         line_id = text_arg(line.line_id, f"lines[{i}].line_id", max_len=MAX_ID) or str(i + 1)
         text_arg(line.sku, f"lines[{i}].sku", max_len=MAX_ID)
@@ -30,9 +33,16 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
         if line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line_id {line_id!r} appears twice", field=f"lines[{i}].line_id")
         seen.add(line_id)
+        at_most(line.quantity, MAX_QUANTITY, f"lines[{i}].quantity")
+        at_most(line.unit_price_minor, MAX_AMOUNT, f"lines[{i}].unit_price_minor")
+        at_most(line.line_discount_minor, MAX_AMOUNT, f"lines[{i}].line_discount_minor")
+        at_most(line.quantity * line.unit_price_minor, MAX_AMOUNT, f"lines[{i}]")
+        gross += line.quantity * line.unit_price_minor
         lines.append(line if line_id == line.line_id else dataclasses.replace(line, line_id=line_id))
+    at_most(gross, MAX_AMOUNT, "lines")
     if quote.requested_points < 0:
         raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
+    at_most(quote.requested_points, MAX_AMOUNT, "requested_points")
     return tuple(lines)
 
 

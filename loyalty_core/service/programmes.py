@@ -10,6 +10,7 @@ from typing import Any
 import psycopg.errors
 
 from loyalty_core import currencies
+from loyalty_core.bounds import MAX_AMOUNT, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, InvalidArgument, NotFound
 from loyalty_core.model import (
@@ -23,6 +24,8 @@ from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
 
 BPS_FIELDS = ("order_pay_share_bps", "default_cashback_bps", "default_pay_share_bps")
+# Amounts of points or money a programme sets: within the bounds of every amount (loyalty_core.bounds).
+AMOUNT_FIELDS = ("point_value_minor", "debt_limit_points", "welcome_bonus_points")
 COUNT_FIELDS = ("point_lifetime_days", "activation_delay_days", "debt_limit_points", "welcome_bonus_points",
                 "welcome_bonus_lifetime_days")
 CHOICES = {
@@ -48,6 +51,8 @@ def check(p: Programme) -> None:
                    "(loyalty_core/currencies.py lists them)", "currency_code")
     if p.point_value_minor < 1:
         raise _bad("value_out_of_range", "point_value_minor must be at least 1", "point_value_minor")
+    for name in AMOUNT_FIELDS:
+        at_most(getattr(p, name), MAX_AMOUNT, f"programme.{name}")
     for name in BPS_FIELDS:
         if not 0 <= getattr(p, name) <= 10_000:
             raise _bad("value_out_of_range", f"{name} must be 0..10000 basis points", name)
@@ -90,6 +95,7 @@ def check(p: Programme) -> None:
         if r.min_purchases_minor < 0 or not 0 <= r.discount_bps <= 10_000:
             raise _bad("value_out_of_range", "a range needs min_purchases_minor >= 0 and discount_bps 0..10000",
                        f"discount_ranges[{i}]")
+        at_most(r.min_purchases_minor, MAX_AMOUNT, f"programme.discount_ranges[{i}].min_purchases_minor")
 
 
 def _check_welcome_expiry(p: Programme) -> None:
