@@ -58,6 +58,15 @@ def check_member_room(member: Member, field: str, *, earned_points: int = 0, pur
             )
 
 
+def as_of_now_or_before(as_of: int | None, now: int) -> int:
+    """The time a job acts as of (expiry, level review): now when unset, never later than now."""
+    when = now if as_of is None else as_of
+    if not 0 <= when <= now:
+        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
+                              field="as_of_time")
+    return when
+
+
 def bounded(value: int, field: str, default: int, most: int) -> int:
     """A count the caller picks (a page or batch size): 0 means ``default``, else 1..``most``."""
     if value == 0:

@@ -539,13 +539,9 @@ async def run_level_review(db: Database, clock: Clock, programme_id: str, as_of:
     """Drop one level every member who missed their level's requirement over its period ending at
     ``as_of``. Deactivated and off-boarded members are left as they are (their levels do not move)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
-    now = clock.now_us()
-    when = now if as_of is None else as_of
     # A later time would judge members on a period they are still living through (their purchases
     # to come count for nothing) and drop them early: a review looks at the past or the present.
-    if not 0 <= when <= now:
-        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
-                              field="as_of_time")
+    when = checks.as_of_now_or_before(as_of, clock.now_us())
 
     async def review(conn: Any, programme: Programme, ladder: list[Level], member: Member) -> bool:
         rights = membership.privileges(member, programme, ladder, when)

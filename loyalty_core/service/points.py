@@ -182,13 +182,9 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     ``members_max`` > 0 stops after that many members (a bounded run of the scheduler: what it
     left is still due, so the next run takes it up)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
-    now = clock.now_us()
-    as_of = now if as_of is None else as_of
     # A later time would burn points that are still the member's and release holds a till is
     # about to capture: an expiry acts on the past or the present only.
-    if not 0 <= as_of <= now:
-        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
-                              field="as_of_time")
+    as_of = checks.as_of_now_or_before(as_of, clock.now_us())
     started = time.perf_counter()
     totals = dict.fromkeys((f.name for f in dataclasses.fields(ExpiryRun)), 0)
     # The due members stream, ``batch`` at a time, from a cursor in a read-only transaction on a
