@@ -1,6 +1,6 @@
 """Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
-runs, requests above the bounds, taken order ids and clock moves against the running server, beside a small in-memory model of SPEC.md's
-rules; after every step the balances, lots, holds and history agree with the model.
+runs, requests above the bounds, taken order ids and clock moves against the running server, beside a
+small in-memory model of docs/spec.md's rules; after every step the balances, lots, holds and history agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -34,7 +34,7 @@ from tests.faults.helpers import (
 US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
 LIFETIME_DAYS = 30
-# Earned points await activation for a day; manual accruals are active at once (SPEC).
+# Earned points await activation for a day; manual accruals are active at once (docs/spec.md).
 ACTIVATION_DELAY_DAYS = 1
 HOLD_TTL_S = 600
 BURN_WINDOW_US = 30 * US_PER_DAY
