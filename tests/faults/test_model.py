@@ -1,6 +1,7 @@
 """Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
-runs, requests above the bounds, taken order ids and clock moves against the running server, beside a
-small in-memory model of docs/spec.md's rules; after every step the balances, lots, holds and history agree with the model.
+runs, requests above the bounds, taken order ids and clock moves against the running server, beside
+a small in-memory model of docs/spec.md's rules; after every step the balances, lots, holds and
+history agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
