@@ -41,6 +41,8 @@ HOLD_TTL_S = 600
 BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
 INT64_MAX = 2**63 - 1
+NEVER = INT64_MAX  # calc.NEVER: the expiry of points that never expire
+WELCOME_POINTS = 25
 # The amounts a step sends above their bound: the field the refusal names, and the bound.
 ABOVE_BOUNDS = {
     "accrue": ("points", MAX_AMOUNT),
@@ -144,7 +146,9 @@ class LedgerModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.programme = create_programme(self.stubs, point_lifetime_days=LIFETIME_DAYS,
-                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S)
+                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S,
+                                          welcome_bonus_points=WELCOME_POINTS,
+                                          welcome_bonus_expiry=points_pb2.Expiry(never=True))
         self.members: list[Member] = []
         self.orders: dict[str, Order] = {}
         # Orders the last step may have changed: the invariant reads these back (all of them at the end).
@@ -166,7 +170,13 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.members) < MAX_MEMBERS)
     @rule()
     def enrol(self) -> None:
-        self.members.append(Member(enrol(self.stubs, self.programme)))
+        member = Member(enrol(self.stubs, self.programme))
+        # The welcome bonus is usable at once and, as the programme chose, never expires although
+        # points do: spent last, burnt never.
+        member.lots.append(Lot(WELCOME_POINTS, self.now, NEVER, activation_recorded=True))
+        member.earned_total += WELCOME_POINTS
+        member.move(self.now, points_pb2.MOVEMENT_KIND_WELCOME, WELCOME_POINTS)
+        self.members.append(member)
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), points=st.integers(1, 500))
@@ -466,6 +476,8 @@ class LedgerModel(RuleBasedStateMachine):
                 programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10)
             every: dict[int, int] = {}
             for lot in live:
+                if lot.expires_at == NEVER:
+                    continue  # points that never expire burn in no forecast
                 every[lot.expires_at] = every.get(lot.expires_at, 0) + lot.remaining
             assert [(b.expire_time.ToMicroseconds(), b.points) for b in forecast.burn_outs] == sorted(every.items())
             assert sorted((p.activate_time.ToMicroseconds(), p.points) for p in forecast.pending_activations) == \
