@@ -14,7 +14,7 @@ from loyalty_core.model import (
     PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
 )
 from loyalty_core.service import programmes
-from server.servicers.convert import enum_value, micros, timestamp, write_context
+from server.servicers.convert import enum_value, expiry, expiry_message, micros, timestamp, write_context
 
 COMPATIBILITY = {
     programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS: "points_after_discounts",
@@ -74,6 +74,7 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                                                unset=None) for i, value in enumerate(p.spend_identifications)),
         expiry_notice_days=tuple(p.expiry_notice_days),
         programme_id=p.programme_id,
+        welcome_bonus_expiry=expiry(p.welcome_bonus_expiry) if p.HasField("welcome_bonus_expiry") else None,
     )
 
 
@@ -115,6 +116,7 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
         spend_identifications=[_name(SPEND_IDENTIFICATION, name) for name in p.spend_identifications],
         create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at), expiry_notice_days=p.expiry_notice_days,
+        welcome_bonus_expiry=None if p.welcome_bonus_expiry is None else expiry_message(p.welcome_bonus_expiry),
     )
 
 

@@ -1,7 +1,7 @@
 """Model-based: random sequences of enrol, accrue, quote, checkout (from a trusted channel or a till),
-capture, cancel, refund, erasure, expiry runs and clock moves against the running server, beside a small
-in-memory model of docs/spec.md's rules; after every step the balances, lots, holds, history and the
-history's events agree with the model.
+capture, cancel, refund, erasure, expiry runs, requests above the bounds, taken order ids and clock
+moves against the running server, beside a small in-memory model of docs/spec.md's rules; after every
+step the balances, lots, holds, history and the history's events agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, points_pb2
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import (
     Stubs,
     assert_ledger_clean,
@@ -40,6 +41,17 @@ ACTIVATION_DELAY_DAYS = 1
 HOLD_TTL_S = 600
 BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
+INT64_MAX = 2**63 - 1
+NEVER = INT64_MAX  # calc.NEVER: the expiry of points that never expire
+WELCOME_POINTS = 25
+# The amounts a step sends above their bound: the field the refusal names, and the bound.
+ABOVE_BOUNDS = {
+    "accrue": ("points", MAX_AMOUNT),
+    "redeem": ("points", MAX_AMOUNT),
+    "price": ("lines[0].unit_price_minor", MAX_AMOUNT),
+    "quantity": ("lines[0].quantity", MAX_QUANTITY),
+    "requested_points": ("requested_points", MAX_AMOUNT),
+}
 
 
 @dataclass
@@ -143,7 +155,8 @@ class LedgerModel(RuleBasedStateMachine):
         # member id from a trusted channel (docs/trust.md "Who may spend points").
         self.programme = create_programme(self.stubs, point_lifetime_days=LIFETIME_DAYS,
                                           activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S,
-                                          card_secret_required=True)
+                                          card_secret_required=True, welcome_bonus_points=WELCOME_POINTS,
+                                          welcome_bonus_expiry=points_pb2.Expiry(never=True))
         self.members: list[Member] = []
         self.orders: dict[str, Order] = {}
         # Orders the last step may have changed: the invariant reads these back (all of them at the end).
@@ -176,7 +189,13 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: len(self.members) < MAX_MEMBERS)
     @rule()
     def enrol(self) -> None:
-        self.members.append(Member(enrol(self.stubs, self.programme)))
+        member = Member(enrol(self.stubs, self.programme))
+        # The welcome bonus is usable at once and, as the programme chose, never expires although
+        # points do: spent last, burnt never.
+        member.lots.append(Lot(WELCOME_POINTS, self.now, NEVER, activation_recorded=True))
+        member.earned_total += WELCOME_POINTS
+        member.move(self.now, points_pb2.MOVEMENT_KIND_WELCOME, WELCOME_POINTS)
+        self.members.append(member)
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), points=st.integers(1, 500))
@@ -448,6 +467,50 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             raise AssertionError("RunExpiry acted on a time later than now")
 
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), what=st.sampled_from(sorted(ABOVE_BOUNDS)), saturated=st.booleans())
+    def an_amount_above_its_bound_is_refused(self, who: int, what: str, saturated: bool) -> None:
+        # Every amount has a bound (docs/ledger.md "Bounds"); one above it, or int64's largest value
+        # (a JavaScript 1e19), is refused on its field and changes nothing (the invariant checks).
+        member = self.members[who % len(self.members)]
+        field, bound = ABOVE_BOUNDS[what]
+        over = INT64_MAX if saturated else bound + 1
+        if what in ("accrue", "redeem"):
+            call = self.stubs.points.AccruePoints if what == "accrue" else self.stubs.points.RedeemPoints
+            message = points_pb2.AccruePointsRequest if what == "accrue" else points_pb2.RedeemPointsRequest
+            request = message(request_id=self.request_id(what), programme_id=self.programme,
+                              member_id=member.member_id, points=over)
+        else:
+            call = self.stubs.checkout.Checkout
+            request = checkout_request(self.programme, member.member_id, f"refused-{self.next_request}",
+                                       over if what == "price" else 100, over if what == "requested_points" else 0,
+                                       request_id=self.request_id("checkout"))
+            if what == "quantity":
+                request.lines[0].quantity = over
+        try:
+            call(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+            assert field in err.details()
+        else:
+            raise AssertionError(f"{what} of {over} was not refused")
+
+    @precondition(lambda self: self.orders and len(self.members) > 1)
+    @rule(data=st.data())
+    def a_taken_order_id_is_refused(self, data: st.DataObject) -> None:
+        # An order id is the programme's, whoever checks it out: another member's checkout of it is
+        # ALREADY_EXISTS (concurrently too: tests/grpc/test_order_id_race.py) and changes nothing.
+        order_id = data.draw(st.sampled_from(sorted(self.orders)), label="taken order")
+        other = next(m for i, m in enumerate(self.members) if i != self.orders[order_id].member)
+        request = checkout_request(self.programme, other.member_id, order_id, 100, 0,
+                                   request_id=self.request_id("checkout"))
+        try:
+            self.stubs.checkout.Checkout(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.ALREADY_EXISTS, "order_already_checked_out")
+        else:
+            raise AssertionError(f"order {order_id} was checked out twice")
+
     @rule(step=st.sampled_from([60, 599, 601, 3_600, 86_399, 86_400, 15 * 86_400, 31 * 86_400]))
     def time_passes(self, step: int) -> None:
         self.clock.advance(seconds=step)
@@ -477,6 +540,8 @@ class LedgerModel(RuleBasedStateMachine):
                 programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10)
             every: dict[int, int] = {}
             for lot in live:
+                if lot.expires_at == NEVER:
+                    continue  # points that never expire burn in no forecast
                 every[lot.expires_at] = every.get(lot.expires_at, 0) + lot.remaining
             assert [(b.expire_time.ToMicroseconds(), b.points) for b in forecast.burn_outs] == sorted(every.items())
             assert sorted((p.activate_time.ToMicroseconds(), p.points) for p in forecast.pending_activations) == \
