@@ -238,13 +238,14 @@ def cmd_purge_events(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_deliver_webhooks(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the webhook delivery job until nothing is due or --seconds pass (for cron, with the
-    server's jobs off); exit 1 without LOYALTY_WEBHOOK_MASTER_KEY."""
+    """Run the webhook delivery job until nothing is due or --seconds pass (for cron), under the
+    job's lock; exit 1 without LOYALTY_WEBHOOK_MASTER_KEY."""
     import time
 
     from loyalty_core import webhooks
     from loyalty_core.clock import SystemClock
-    from loyalty_core.service.jobs import delivery_rules
+    from loyalty_core.service.jobs import DELIVER_WEBHOOKS as JOB, delivery_rules
+    from loyalty_core.store import jobs
 
     if not settings.webhook_master_key:
         print("loyalty-core deliver-webhooks: LOYALTY_WEBHOOK_MASTER_KEY is not set", file=sys.stderr)
@@ -252,10 +253,16 @@ def cmd_deliver_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     rules = delivery_rules(settings)
 
     async def work(db: Any) -> int:
-        total, more, deadline = 0, True, time.monotonic() + args.seconds
-        while more and time.monotonic() < deadline:
-            delivered, more = await webhooks.deliver(db, SystemClock(), rules)
-            total += delivered
+        # The job's own lock: beside servers that deliver, one sender per subscription at a time.
+        async with db.dedicated_connection() as conn:
+            if not await jobs.hold(conn, JOB):
+                print(f"another runner holds the {JOB} job; nothing done")
+                return 0
+            total, more, deadline = 0, True, time.monotonic() + args.seconds
+            while more and time.monotonic() < deadline:
+                delivered, more = await webhooks.deliver(db, SystemClock(), rules)
+                total += delivered
+            await jobs.unlock(conn, JOB)
         print(f"delivered {total} events")
         return 0
 

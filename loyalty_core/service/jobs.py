@@ -12,6 +12,8 @@ from loyalty_core.settings import Settings
 from loyalty_core.store import programmes
 from loyalty_core.store.db import Database
 
+# The delivery job's name (its scheduler lock is taken by `loyalty-core deliver-webhooks` too).
+DELIVER_WEBHOOKS = "deliver_webhooks"
 # Programmes read per query when a job walks them all.
 PROGRAMMES_PAGE = 100
 # Transactions of the idempotency and event purges per run; with work left they run again at the next tick.
@@ -82,7 +84,7 @@ def scheduled_jobs(settings: Settings, db: Database, clock: Clock) -> list[Job]:
 
     return [
         Job("expiry", settings.job_expiry_interval_s, expiry),
-        Job("deliver_webhooks", settings.job_deliver_webhooks_interval_s, deliver_webhooks),
+        Job(DELIVER_WEBHOOKS, settings.job_deliver_webhooks_interval_s, deliver_webhooks),
         Job("purge_events", settings.job_purge_events_interval_s, purge_events),
         Job("expiry_notices", settings.job_expiry_notices_interval_s, expiry_notices),
         Job("purge_idempotency", settings.job_purge_idempotency_interval_s, purge_idempotency),

@@ -12,6 +12,7 @@ import pytest
 from loyalty.v1 import events_pb2, points_pb2
 from loyalty_core.clock import ManualClock
 from loyalty_core.service import events
+from loyalty_core.store import jobs
 from tests.events.conftest import MASTER_KEY, EventsApi, Receiver, all_final
 from tests.grpc.conftest import new_id, refusal
 
@@ -103,6 +104,11 @@ async def test_deliver_webhooks_runs_from_the_command_line(db, api: EventsApi, r
     refused = command()
     assert refused.returncode == 1 and "LOYALTY_WEBHOOK_MASTER_KEY" in refused.stderr
     await all_final(db)
+    # While a server's scheduler (here: this session) holds the job, the command leaves it alone.
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext('deliver_webhooks'))", (jobs.LOCK_SPACE,))
+        held = command(LOYALTY_WEBHOOK_MASTER_KEY=MASTER_KEY)
+    assert held.returncode == 0 and "another runner holds" in held.stdout and receiver.got == []
     run = command(LOYALTY_WEBHOOK_MASTER_KEY=MASTER_KEY)
     assert run.returncode == 0, run.stderr
     assert [(e["type"], e["sequence"]) for e in receiver.first_receipts()] == [("member.enrolled", 1),
