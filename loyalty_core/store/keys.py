@@ -29,6 +29,9 @@ RIGHTS: tuple[str, ...] = (
     "card_unlock",
     # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
     "privacy",
+    # Recording events that grant event bonuses (RecordEvent): the internal services that see them
+    # happen (a birthday job, the app, reviews), not a till.
+    "event_bonus",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -27,7 +27,8 @@ class ErasedRows:
 async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     """Erase the member's personal data: phone, card and secret go from the member row (so both are free
     for a new enrolment), with the customer group; the pending phone confirmation, the spend code and the
-    card's lockout go; history keeps its events without comments and personal details; movements keep everything but
+    card's lockout go; event grants stay as they are (codes, occurrences, amounts: nothing personal);
+    history keeps its events without comments and personal details; movements keep everything but
     their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
     off-boarded if they were not. The caller holds the member's row lock."""
     await conn.execute(
@@ -84,6 +85,7 @@ SELECT jsonb_build_object(
                              WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id), '[]'))
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
+    'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
     'history', {_ROWS.format(order="t.event_id", table="member_event")}
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = m.member_id
