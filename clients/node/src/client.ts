@@ -9,6 +9,7 @@ import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
+import { EventBonusServiceDefinition } from "./gen/loyalty/v1/event_bonus";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
 import { PointsServiceDefinition } from "./gen/loyalty/v1/points";
@@ -107,6 +108,7 @@ export const SERVICES = {
   membership: MembershipServiceDefinition,
   checkout: CheckoutServiceDefinition,
   points: PointsServiceDefinition,
+  eventBonus: EventBonusServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -122,6 +124,7 @@ export class LoyaltyClient {
   readonly membership: ServiceClient<(typeof SERVICES)["membership"]>;
   readonly checkout: ServiceClient<(typeof SERVICES)["checkout"]>;
   readonly points: ServiceClient<(typeof SERVICES)["points"]>;
+  readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -145,6 +148,7 @@ export class LoyaltyClient {
     this.membership = this.bind(SERVICES.membership);
     this.checkout = this.bind(SERVICES.checkout);
     this.points = this.bind(SERVICES.points);
+    this.eventBonus = this.bind(SERVICES.eventBonus);
     this.health = this.bind(SERVICES.health);
   }
 

@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import grpc
 
-from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from loyalty.v1 import (
+    checkout_pb2_grpc, event_bonus_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ SERVICES: dict[str, type] = {
     "membership": membership_pb2_grpc.MembershipServiceStub,
     "checkout": checkout_pb2_grpc.CheckoutServiceStub,
     "points": points_pb2_grpc.PointsServiceStub,
+    "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
 }
 
 
@@ -250,6 +253,7 @@ class LoyaltyClient:
         self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -296,6 +300,7 @@ class AsyncLoyaltyClient:
         self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     async def close(self) -> None:
         await self.channel.close()
