@@ -293,7 +293,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         await orders.capture(conn, captured, counted, now, closing)
         if pricing.terms.discount_source == membership.SOURCE_EVENT:
             await events.use_next_order_discount(conn, member.member_id, order.order_id, pricing.terms.discount_bps,
-                                                 now)
+                                                 order.created_at, now)
         if counted:
             await membership.count_purchase(conn, programme, member, captured, now, current.levels)
         return Captured(captured, points, earned), member.member_id

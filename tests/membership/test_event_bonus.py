@@ -259,6 +259,23 @@ def test_a_window_event_discount_applies_to_every_order_until_it_ends(ev: Events
     assert quote(ev, p.programme_id, m.member_id, BASKET).discount_source == checkout_pb2.DISCOUNT_SOURCE_NONE
 
 
+def test_a_next_order_discount_is_kept_when_a_window_discount_of_its_rate_priced_the_order(
+        ev: Events, clock: ManualClock) -> None:
+    p = ev.programme()
+    ev.event_type(p.programme_id, "week", points=0, discount_bps=1_000, discount_days=7)
+    ev.event_type(p.programme_id, "next", points=0, discount_bps=1_000)
+    m = ev.enrol(p.programme_id)
+    ev.record(p.programme_id, m.member_id, "1", "week")
+    ev.record(p.programme_id, m.member_id, "1", "next")
+
+    ev.buy(p.programme_id, m.member_id, BASKET)
+    clock.advance(days=8)  # the window has ended: what is left is the next-order discount
+    priced = quote(ev, p.programme_id, m.member_id, BASKET)
+    assert (priced.discount_bps, priced.discount_source) == (1_000, checkout_pb2.DISCOUNT_SOURCE_EVENT)
+    ev.buy(p.programme_id, m.member_id, BASKET)
+    assert quote(ev, p.programme_id, m.member_id, BASKET).discount_source == checkout_pb2.DISCOUNT_SOURCE_NONE
+
+
 def test_event_types_are_created_updated_and_listed(ev: Events) -> None:
     p = ev.programme()
     ev.event_type(p.programme_id, "review", frequency=ONCE)
