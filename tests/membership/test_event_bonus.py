@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -16,7 +17,8 @@ from loyalty.v1 import (
     checkout_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, points_pb2,
 )
 from loyalty_core.clock import ManualClock
-from tests.grpc.conftest import Api, new_id
+from tests.grpc.conftest import Api, new_id, until_not_busy
+from tests.grpc.test_int64_bounds import violated_field
 from tests.membership.conftest import Members, refused
 from tests.membership.test_privacy import export_request
 from tests.membership.test_scenarios import quote
@@ -110,6 +112,18 @@ def test_the_same_occurrence_grants_once_by_request_id_and_by_occurrence_key(
     other = record_request(p.programme_id, m.member_id, "2027", request_id=request.request_id)
     assert refused(lambda: ev.events.RecordEvent(other)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "idempotency_key_reused_with_different_request")
+
+
+def test_one_occurrence_recorded_at_once_by_several_callers_grants_once(ev: Events) -> None:
+    p = ev.programme()
+    ev.event_type(p.programme_id)
+    m = ev.enrol(p.programme_id)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: until_not_busy(ev.record, p.programme_id, m.member_id, "2026"), range(4)))
+
+    assert sorted(a.already_granted for a in answers) == [False, True, True, True]
+    assert len({a.grant.SerializeToString() for a in answers}) == 1
+    assert ev.balance(p.programme_id, m.member_id).active_points == 100
 
 
 def test_once_grants_a_single_occurrence_ever(ev: Events, database_url: str, clock: ManualClock) -> None:
@@ -276,7 +290,7 @@ def test_a_next_order_discount_is_kept_when_a_window_discount_of_its_rate_priced
     assert quote(ev, p.programme_id, m.member_id, BASKET).discount_source == checkout_pb2.DISCOUNT_SOURCE_NONE
 
 
-def test_event_types_are_created_updated_and_listed(ev: Events) -> None:
+def test_event_types_are_created_updated_and_listed(ev: Events, clock: ManualClock) -> None:
     p = ev.programme()
     ev.event_type(p.programme_id, "review", frequency=ONCE)
     created = ev.event_type(p.programme_id, "birthday", points=100)
@@ -291,6 +305,10 @@ def test_event_types_are_created_updated_and_listed(ev: Events) -> None:
     assert [(t.code, t.points) for t in listed.event_types] == [("birthday", 250), ("review", 100)]
     assert refused(lambda: ev.event_type(p.programme_id, "birthday")) == (
         grpc.StatusCode.ALREADY_EXISTS, "event_type_code_taken")
+    replayed = event_bonus_pb2.CreateEventTypeRequest(request_id=new_id(), event_type=event_bonus_pb2.EventType(
+        programme_id=p.programme_id, code="app", name="App", points=5, frequency=ONCE,
+        expiry=points_pb2.Expiry(expire_time=at(clock.now_us() + 90 * DAY_US))))
+    assert ev.events.CreateEventType(replayed) == ev.events.CreateEventType(replayed)
     changed.code = "unknown"
     assert refused(lambda: ev.events.UpdateEventType(event_bonus_pb2.UpdateEventTypeRequest(
         request_id=new_id(), event_type=changed))) == (grpc.StatusCode.NOT_FOUND, "event_type_not_found")
@@ -324,19 +342,8 @@ def test_a_bad_event_type_is_refused_with_its_field_and_nothing_is_written(
         ev.events.CreateEventType(event_bonus_pb2.CreateEventTypeRequest(
             request_id=new_id(), event_type=event_bonus_pb2.EventType(programme_id=p.programme_id, **values)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_of(err.value) == field
+    assert violated_field(err.value) == field
     assert written(database_url) == before
-
-
-def field_of(err: grpc.RpcError) -> str:
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-    status = rpc_status.from_call(err)
-    for detail in status.details if status else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            return bad.field_violations[0].field
-    return ""
 
 
 @pytest.mark.parametrize(("fields", "field"), [
@@ -356,7 +363,7 @@ def test_a_bad_record_event_is_refused_with_its_field_and_nothing_is_written(
         setattr(request, name, value)
     with pytest.raises(grpc.RpcError) as err:
         ev.events.RecordEvent(request)
-    assert (err.value.code(), field_of(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, field)
+    assert (err.value.code(), violated_field(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, field)
     assert written(database_url, m.member_id) == before
 
 
