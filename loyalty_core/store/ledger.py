@@ -24,8 +24,8 @@ NEW_LOT = 0
 # the movements it inserts, `verify` compares them over the whole ledger. A debt repaid by earned
 # points counts as earned: the points were earned, then went to the debt instead of a lot.
 TOTALS_SQL = {
-    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual', 'event_bonus') THEN points"
-    " WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
+    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual', 'event_bonus')"
+    " THEN points WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
     "spent_total_points": "coalesce(sum(CASE WHEN kind = 'spent' THEN -(points + held_delta) ELSE 0 END), 0)",
     "expired_total_points": "coalesce(sum(CASE WHEN kind = 'expired' THEN -points ELSE 0 END), 0)",
     "held_points": "coalesce(sum(held_delta), 0)",
