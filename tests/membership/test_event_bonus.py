@@ -217,6 +217,18 @@ def test_a_deactivated_member_receives_nothing_and_nothing_is_written(ev: Events
     assert ev.record(p.programme_id, m.member_id, "2026").grant.discount_bps == 1_000
 
 
+def test_an_event_discount_granted_while_active_applies_only_while_the_member_is_active(ev: Events) -> None:
+    p = ev.programme()
+    ev.event_type(p.programme_id, points=0, discount_bps=1_000, discount_days=30)
+    m = ev.enrol(p.programme_id)
+    ev.record(p.programme_id, m.member_id, "2026")
+    ev.set_status(p.programme_id, m.member_id, member_pb2.MEMBER_STATUS_DEACTIVATED)
+
+    assert quote(ev, p.programme_id, m.member_id, BASKET).discount_source == checkout_pb2.DISCOUNT_SOURCE_NONE
+    ev.set_status(p.programme_id, m.member_id, member_pb2.MEMBER_STATUS_ACTIVE)
+    assert quote(ev, p.programme_id, m.member_id, BASKET).discount_source == checkout_pb2.DISCOUNT_SOURCE_EVENT
+
+
 def set_personal(ev: Events, programme_id: str, member_id: str, bps: int) -> None:
     ev.membership.SetPersonalDiscount(membership_pb2.SetPersonalDiscountRequest(
         request_id=new_id(), programme_id=programme_id, member_id=member_id, discount_bps=bps, comment="test"))
