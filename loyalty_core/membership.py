@@ -117,7 +117,7 @@ def privileges(member: Member, programme: Programme, levels: Iterable[Level], no
     """What ``member`` may do now.
 
     - active: pays with points, earns, counts, gets the best of personal, accumulative, level and
-      event discount (``event_discount_bps``, the member's largest usable one, store.events);
+      event discount (``event_discount_bps``, the member's largest usable one, store.event_bonus);
     - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level or
       event discount applies (personal and accumulative discounts still do: seed 001);
     - deactivated or off-boarded: nothing.

@@ -24,7 +24,7 @@ from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
-from loyalty_core.store import events, ledger, members, orders
+from loyalty_core.store import event_bonus, ledger, members, orders
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
@@ -89,7 +89,7 @@ async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: Me
         await orders.send_exists(conn, programme_id, order_id),
         await ledger.send_lots_of(conn, programme_id, ref),
         await rules.send(conn, db, programme_id),
-        await events.send_best_discount(conn, programme_id, ref, now),
+        await event_bonus.send_best_discount(conn, programme_id, ref, now),
     )
 
 
@@ -292,8 +292,8 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         )
         await orders.capture(conn, captured, counted, now, closing)
         if pricing.terms.discount_source == membership.SOURCE_EVENT:
-            await events.use_next_order_discount(conn, member.member_id, order.order_id, pricing.terms.discount_bps,
-                                                 order.created_at, now)
+            await event_bonus.use_next_order_discount(conn, member.member_id, order.order_id,
+                                                      pricing.terms.discount_bps, order.created_at, now)
         if counted:
             await membership.count_purchase(conn, programme, member, captured, now, current.levels)
         return Captured(captured, points, earned), member.member_id

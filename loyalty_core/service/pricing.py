@@ -140,7 +140,7 @@ def quote_for(
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
     ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
-    member's largest usable event discount (``store.events.BEST_DISCOUNT``)."""
+    member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)

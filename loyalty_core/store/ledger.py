@@ -13,7 +13,7 @@ from loyalty_core import observe
 from loyalty_core.calc import NEVER
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store.convert import to_dt
-from loyalty_core.store.events import BEST_DISCOUNT
+from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
 
@@ -230,7 +230,7 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
 async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef,
                           now: int) -> tuple[Member | None, Lots, int]:
     """The member ``ref`` names, its lots with points left (pending ones included) and its largest
-    event discount usable at ``now`` (store.events.BEST_DISCOUNT), in one statement and one row: the
+    event discount usable at ``now`` (store.event_bonus.BEST_DISCOUNT), in one statement and one row: the
     lots come as four arrays (times in microseconds, a lot that never expires as calc's NEVER), so a
     quote decodes the member's columns once however many lots it has."""
     condition, value = ref_condition(ref)

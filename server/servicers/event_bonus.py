@@ -7,17 +7,17 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import event_bonus_pb2, event_bonus_pb2_grpc
-from loyalty_core import events
-from loyalty_core.events import EventType, EventTypeRecord, Grant, RecordEvent, SaveEventType
+from loyalty_core import event_bonus
+from loyalty_core.event_bonus import EventType, EventTypeRecord, Grant, RecordEvent, SaveEventType
 from loyalty_core.model import Expiry
-from loyalty_core.service import events as cases
+from loyalty_core.service import event_bonus as cases
 from server.servicers.convert import (
     enum_value, expiry, expiry_message, micros, movement, timestamp, write_context,
 )
 
-FREQUENCY = {event_bonus_pb2.EVENT_FREQUENCY_ONCE: events.ONCE,
-             event_bonus_pb2.EVENT_FREQUENCY_EVERY_N_DAYS: events.EVERY_N_DAYS,
-             event_bonus_pb2.EVENT_FREQUENCY_CALENDAR_YEAR: events.CALENDAR_YEAR}
+FREQUENCY = {event_bonus_pb2.EVENT_FREQUENCY_ONCE: event_bonus.ONCE,
+             event_bonus_pb2.EVENT_FREQUENCY_EVERY_N_DAYS: event_bonus.EVERY_N_DAYS,
+             event_bonus_pb2.EVENT_FREQUENCY_CALENDAR_YEAR: event_bonus.CALENDAR_YEAR}
 FREQUENCY_VALUE = {name: value for value, name in FREQUENCY.items()}
 
 

@@ -7,16 +7,16 @@ from typing import Any
 
 import psycopg.errors
 
-from loyalty_core import events, membership
+from loyalty_core import event_bonus, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from loyalty_core.events import EventType, EventTypeRecord, Grant, RecordEvent, Recorded, SaveEventType
+from loyalty_core.event_bonus import EventType, EventTypeRecord, Grant, RecordEvent, Recorded, SaveEventType
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import expiry_end
 from loyalty_core.service.members import programme_of
 from loyalty_core.service.points import member_for_write
-from loyalty_core.store import events as store
+from loyalty_core.store import event_bonus as store
 from loyalty_core.store import history, ledger
 from loyalty_core.store import membership as member_store
 from loyalty_core.store.db import Database, savepoint
@@ -26,7 +26,7 @@ from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 def _check_type_write(req: SaveEventType) -> EventType:
     checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
     programme_id = checks.uuid_arg(req.event_type.programme_id, "event_type.programme_id")
-    return events.validate(dataclasses.replace(req.event_type, programme_id=programme_id))
+    return event_bonus.validate(dataclasses.replace(req.event_type, programme_id=programme_id))
 
 
 async def create_type(db: Database, clock: Clock, req: SaveEventType) -> EventTypeRecord:
@@ -36,8 +36,8 @@ async def create_type(db: Database, clock: Clock, req: SaveEventType) -> EventTy
 
     async def effect(conn: Any) -> tuple[EventTypeRecord, None]:
         await programme_of(conn, event_type.programme_id)
-        if await store.count_types(conn, event_type.programme_id) >= events.EVENT_TYPES_PER_PROGRAMME_MAX:
-            raise InvalidArgument("too_many_items", f"a programme has at most {events.EVENT_TYPES_PER_PROGRAMME_MAX}"
+        if await store.count_types(conn, event_type.programme_id) >= event_bonus.EVENT_TYPES_PER_PROGRAMME_MAX:
+            raise InvalidArgument("too_many_items", f"a programme has at most {event_bonus.EVENT_TYPES_PER_PROGRAMME_MAX}"
                                   " event types", field="event_type")
         try:
             async with savepoint(conn):  # a taken code must not end the idempotency key's transaction
@@ -83,7 +83,7 @@ def _check_record(req: RecordEvent) -> tuple[str, str]:
     programme_id = checks.uuid_arg(req.programme_id, "programme_id")
     member_id = checks.uuid_arg(req.member_id, "member_id")
     checks.text_arg(req.event_code, "event_code", max_len=64, required=True)
-    checks.text_arg(req.occurrence_key, "occurrence_key", max_len=events.MAX_OCCURRENCE_KEY, required=True)
+    checks.text_arg(req.occurrence_key, "occurrence_key", max_len=event_bonus.MAX_OCCURRENCE_KEY, required=True)
     for name in ("store_id", "terminal_id", "reason_code"):
         checks.text_arg(getattr(req.context, name), f"context.{name}", max_len=checks.MAX_ID)
     checks.text_arg(req.context.correlation_id, "context.correlation_id", max_len=128)
@@ -109,8 +109,8 @@ async def record(db: Database, clock: Clock, req: RecordEvent) -> Recorded:
             return Recorded(earlier, moved, already_granted=True), member_id
         if member.status == membership.DEACTIVATED:
             raise FailedPrecondition("member_deactivated", "a deactivated member receives no event bonus")
-        events.check_active(event_type, now)
-        events.check_frequency(event_type, await store.last_granted_at(conn, member_id, event_type.code), now)
+        event_bonus.check_active(event_type, now)
+        event_bonus.check_frequency(event_type, await store.last_granted_at(conn, member_id, event_type.code), now)
         movement = None
         if event_type.points:
             checks.check_member_room(member, "event_code", earned_points=event_type.points)
@@ -122,7 +122,7 @@ async def record(db: Database, clock: Clock, req: RecordEvent) -> Recorded:
                 NewLot("event_bonus", event_type.points, now, expires_at),
             )
             movement = await history.one(conn, member_id, (await posted.get()).movement_ids[0])
-        bps, ends_at, withheld = events.granted_discount(event_type, member.status == membership.ACTIVE, now)
+        bps, ends_at, withheld = event_bonus.granted_discount(event_type, member.status == membership.ACTIVE, now)
         grant = Grant(member_id, event_type.code, req.occurrence_key, event_type.points,
                       movement.lots[0].lot_id if movement else None, movement.movement_id if movement else None,
                       bps, ends_at, withheld, now)

@@ -1,5 +1,5 @@
 """Event bonuses (seed 001): what an event type grants, how often one member may receive it, and what a
-member's status lets through. Rules only; the use cases are loyalty_core.service.events."""
+member's status lets through. Rules only; the use cases are loyalty_core.service.event_bonus."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from loyalty_core.events import EventType, EventTypeRecord, Grant
+from loyalty_core.event_bonus import EventType, EventTypeRecord, Grant
 from loyalty_core.model import Expiry, MemberRef, from_json, to_json
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
