@@ -71,14 +71,14 @@ async def count_types(conn: Any, programme_id: str) -> int:
 
 
 _GRANT_COLUMNS = ("event_code", "occurrence_key", "points", "lot_id", "movement_id", "discount_bps",
-                  "discount_ends_at", "granted_at")
+                  "discount_ends_at", "discount_withheld", "granted_at")
 
 
 async def grant_of(conn: Any, member_id: str, code: str, occurrence_key: str) -> Grant | None:
     """The grant of this occurrence, if it was granted."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"SELECT member_id::text, {', '.join(_GRANT_COLUMNS)}, discount_withheld FROM event_grant"
+        f"SELECT member_id::text, {', '.join(_GRANT_COLUMNS)} FROM event_grant"
         " WHERE member_id = %s AND event_code = %s AND occurrence_key = %s",
         (member_id, code, occurrence_key),
     )
@@ -97,12 +97,11 @@ async def last_granted_at(conn: Any, member_id: str, code: str) -> int | None:
 
 async def insert_grant(conn: Any, programme_id: str, grant: Grant, actor: str) -> None:
     await conn.execute(
-        f"INSERT INTO event_grant (member_id, programme_id, {', '.join(_GRANT_COLUMNS)}, discount_withheld, actor)"
-        f" VALUES (%(member_id)s, %(programme_id)s, {', '.join(f'%({c})s' for c in _GRANT_COLUMNS)},"
-        " %(discount_withheld)s, %(actor)s)",
+        f"INSERT INTO event_grant (member_id, programme_id, {', '.join(_GRANT_COLUMNS)}, actor)"
+        f" VALUES (%(member_id)s, %(programme_id)s, {', '.join(f'%({c})s' for c in _GRANT_COLUMNS)}, %(actor)s)",
         {**{c: getattr(grant, c) for c in _GRANT_COLUMNS}, "member_id": grant.member_id,
          "programme_id": programme_id, "discount_ends_at": to_dt(grant.discount_ends_at),
-         "granted_at": to_dt(grant.granted_at), "discount_withheld": grant.discount_withheld, "actor": actor},
+         "granted_at": to_dt(grant.granted_at), "actor": actor},
     )
 
 
