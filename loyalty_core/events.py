@@ -46,6 +46,7 @@ PAYLOAD_FIELDS: dict[str, str] = {
 # debt_incurred) change the balance outside a sale's own flow: points.adjusted.
 _MOVEMENT_TYPES = {
     "earned": "points.earned", "welcome": "points.earned", "manual_accrual": "points.earned",
+    "event_bonus": "points.earned",
     "spent": "points.spent", "held": "points.held", "released": "points.released", "expired": "points.expired",
     "activated": "points.activated",
 }

@@ -26,6 +26,7 @@ SOURCE_NONE = "none"
 SOURCE_PERSONAL = "personal"
 SOURCE_ACCUMULATIVE = "accumulative"
 SOURCE_LEVEL = "level"
+SOURCE_EVENT = "event"
 
 # Who history names for changes nobody asked for (a purchase lifting a level, the review).
 SYSTEM = "system"
@@ -95,12 +96,13 @@ def reached_rate(kept_bps: int, ranges: Iterable[DiscountRange], customer_group:
     return max(kept_bps, accumulative_rate(ranges, customer_group, purchases_total_minor))
 
 
-def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> tuple[int, str]:
-    """The largest of the three and which rule gave it. On a tie the personal discount wins (it was
-    set on purpose), then the accumulative one; nothing at all is (0, "none")."""
+def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int, event_bps: int = 0) -> tuple[int, str]:
+    """The largest of the four and which rule gave it. On a tie the personal discount wins (it was
+    set on purpose), then the accumulative one, then the level's, then an event's (so a tie never
+    uses up a next-order event discount); nothing at all is (0, "none")."""
     rate, source = 0, SOURCE_NONE
     for candidate, name in ((personal_bps, SOURCE_PERSONAL), (accumulative_bps, SOURCE_ACCUMULATIVE),
-                            (level_bps, SOURCE_LEVEL)):
+                            (level_bps, SOURCE_LEVEL), (event_bps, SOURCE_EVENT)):
         if candidate > rate:
             rate, source = candidate, name
     return rate, source
@@ -110,12 +112,14 @@ def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> t
 # Privileges by status
 # ---------------------------------------------------------------------------------------------
 
-def privileges(member: Member, programme: Programme, levels: Iterable[Level], now_us: int) -> Privileges:
+def privileges(member: Member, programme: Programme, levels: Iterable[Level], now_us: int,
+               event_discount_bps: int = 0) -> Privileges:
     """What ``member`` may do now.
 
-    - active: pays with points, earns, counts, gets the best of personal, accumulative and level discount;
-    - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level
-      discount applies (personal and accumulative discounts still do);
+    - active: pays with points, earns, counts, gets the best of personal, accumulative, level and
+      event discount (``event_discount_bps``, the member's largest usable one, store.event_bonus);
+    - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level or
+      event discount applies (personal and accumulative discounts still do: seed 001);
     - deactivated or off-boarded: nothing.
 
     ``levels`` are the programme's levels; the member's own is found by ``member.level_id``. The
@@ -129,7 +133,8 @@ def privileges(member: Member, programme: Programme, levels: Iterable[Level], no
     level_discount = level.discount_bps if level is not None and active and level.privilege == DISCOUNT else 0
     accumulative = reached_rate(member.accumulative_discount_bps, programme.discount_ranges,
                                 member.customer_group, member.purchases_total_minor)
-    rate, source = best_discount(member.personal_discount_bps, accumulative, level_discount)
+    rate, source = best_discount(member.personal_discount_bps, accumulative, level_discount,
+                                 event_discount_bps if active else 0)
     if level is None:
         overrides: dict[str, Any] = {}
     else:

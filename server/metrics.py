@@ -143,6 +143,7 @@ _POINTS_COUNTER_BY_KIND = {
     "earned": "points_earned",
     "welcome": "points_earned",
     "manual_accrual": "points_earned",
+    "event_bonus": "points_earned",
     "refund_return": "points_earned",
     "spent": "points_spent",
     "expired": "points_expired",

@@ -105,6 +105,14 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MembershipService/ListLevels": _rule("programme_admin", "level_status", "read_only"),
     "/loyalty.v1.MembershipService/RunLevelReview": _rule("programme_admin"),
     "/loyalty.v1.MembershipService/RecalculateDiscounts": _rule("programme_admin"),
+    # EventBonusService. Event types are the programme's administration; events are recorded by the
+    # internal services that see them happen (a birthday job, the app, reviews), never by a till.
+    "/loyalty.v1.EventBonusService/CreateEventType": _rule("programme_admin",
+                                                           programme_field="event_type.programme_id"),
+    "/loyalty.v1.EventBonusService/UpdateEventType": _rule("programme_admin",
+                                                           programme_field="event_type.programme_id"),
+    "/loyalty.v1.EventBonusService/ListEventTypes": _rule("programme_admin", "event_bonus", "read_only"),
+    "/loyalty.v1.EventBonusService/RecordEvent": _rule("event_bonus"),
     "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
                                                              "programme_admin", "read_only"),
     # EventService: every member's changes of a programme go to whoever holds these, so they are

@@ -134,15 +134,17 @@ def price(
 
 
 def quote_for(
-    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int
+    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int,
+    event_discount_bps: int = 0,
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
-    ``levels`` are the programme's (``store.membership.send_levels_of``)."""
+    ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
+    member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)
-    rights = membership.privileges(member, programme, levels, now)
+    rights = membership.privileges(member, programme, levels, now, event_discount_bps)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)

@@ -32,6 +32,9 @@ RIGHTS: tuple[str, ...] = (
     # Managing webhook subscriptions and reading the event stream (WatchEvents): every member's
     # changes of a programme, so neither the till's nor the SREs' read-only right.
     "webhook_admin",
+    # Recording events that grant event bonuses (RecordEvent): the internal services that see them
+    # happen (a birthday job, the app, reviews), not a till.
+    "event_bonus",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -15,6 +15,7 @@ from loyalty_core.events import NewEvent, movement_event
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
+from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
 
@@ -25,8 +26,8 @@ NEW_LOT = 0
 # the movements it inserts, `verify` compares them over the whole ledger. A debt repaid by earned
 # points counts as earned: the points were earned, then went to the debt instead of a lot.
 TOTALS_SQL = {
-    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual') THEN points"
-    " WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
+    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual', 'event_bonus')"
+    " THEN points WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
     "spent_total_points": "coalesce(sum(CASE WHEN kind = 'spent' THEN -(points + held_delta) ELSE 0 END), 0)",
     "expired_total_points": "coalesce(sum(CASE WHEN kind = 'expired' THEN -points ELSE 0 END), 0)",
     "held_points": "coalesce(sum(held_delta), 0)",
@@ -238,27 +239,31 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
-async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
-    """The member ``ref`` names and its lots with points left (pending ones included), in one
-    statement and one row: the lots come as four arrays (times in microseconds, a lot that never
-    expires as calc's NEVER), so a quote decodes the member's columns once however many lots it has."""
+async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef,
+                          now: int) -> tuple[Member | None, Lots, int]:
+    """The member ``ref`` names, its lots with points left (pending ones included) and its largest
+    event discount usable at ``now`` (store.event_bonus.BEST_DISCOUNT), in one statement and one row: the
+    lots come as four arrays (times in microseconds, a lot that never expires as calc's NEVER), so a
+    quote decodes the member's columns once however many lots it has."""
     condition, value = ref_condition(ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
-        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
+        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at,"
+        f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
         f"   FROM ({_LOTS}m.member_id::uuid) l) a",
-        (programme_id, value),
+        (to_dt(now), programme_id, value),
     )
     row = await cur.fetchone()
     if row is None:
-        return None, Lots([], [], [], [])
+        return None, Lots([], [], [], []), 0
     lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
                 row.pop("lot__expires_at"))
-    return row_to_member(row), lots
+    event_discount_bps = row.pop("event__discount_bps")
+    return row_to_member(row), lots, event_discount_bps
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

@@ -27,9 +27,10 @@ class ErasedRows:
 async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     """Erase the member's personal data: phone, card and secret go from the member row (so both are free
     for a new enrolment), with the customer group; the pending phone confirmation, the spend code and the
-    card's lockout go; history keeps its events without comments and personal details; movements and the
-    outbox's events keep everything but their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
-    off-boarded if they were not. The caller holds the member's row lock."""
+    card's lockout go; event grants stay as they are (codes, occurrences, amounts: nothing personal);
+    history keeps its events without comments and personal details; movements and the outbox's events
+    keep everything but their comment; the member's idempotency keys keep neither fingerprint nor
+    result. The member is off-boarded if they were not. The caller holds the member's row lock."""
     await conn.execute(
         "UPDATE member SET phone = NULL, card_number = NULL, card_secret_hash = NULL, customer_group = '',"
         " erased_at = %(now)s, offboarded_at = coalesce(offboarded_at, %(now)s) WHERE member_id = %(m)s",
@@ -87,6 +88,7 @@ SELECT jsonb_build_object(
                              WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id), '[]'))
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
+    'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
     'history', {_ROWS.format(order="t.event_id", table="member_event")},
     'events', {_ROWS.format(order="t.seq", table="outbox_event")},
     'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}

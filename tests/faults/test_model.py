@@ -1,4 +1,4 @@
-"""Model-based: random sequences of enrol, accrue, quote, checkout (from a trusted channel or a till),
+"""Model-based: random sequences of enrol, accrue, event bonuses, quote, checkout (from a trusted channel or a till),
 capture, cancel, refund, erasure, expiry runs, requests above the bounds, taken order ids and clock
 moves against the running server, beside a small in-memory model of docs/spec.md's rules; after every
 step the balances, lots, holds, history and the history's events agree with the model.
@@ -20,7 +20,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
 
-from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, points_pb2
+from loyalty.v1 import checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, points_pb2
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import (
     Stubs,
@@ -44,6 +44,11 @@ MAX_MEMBERS = 3
 INT64_MAX = 2**63 - 1
 NEVER = INT64_MAX  # calc.NEVER: the expiry of points that never expire
 WELCOME_POINTS = 25
+# The programme's one event type (docs/membership.md "Event bonuses"): points only, living less
+# than earned ones, at most once per EVENT_EVERY_DAYS days per member.
+EVENT_POINTS = 40
+EVENT_LIFETIME_DAYS = 20
+EVENT_EVERY_DAYS = 10
 # The amounts a step sends above their bound: the field the refusal names, and the bound.
 ABOVE_BOUNDS = {
     "accrue": ("points", MAX_AMOUNT),
@@ -100,6 +105,9 @@ class Member:
     expired_total: int = 0
     # Erased (EraseMember): every later write is refused, the amounts stay as they are.
     erased: bool = False
+    # The event occurrences granted, and when the last was.
+    occurrences: set[int] = field(default_factory=set)
+    last_event_at: int | None = None
 
     def move(self, now: int, kind: int, points: int) -> None:
         self.history.append((now, kind, points))
@@ -157,6 +165,13 @@ class LedgerModel(RuleBasedStateMachine):
                                           activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S,
                                           card_secret_required=True, welcome_bonus_points=WELCOME_POINTS,
                                           welcome_bonus_expiry=points_pb2.Expiry(never=True))
+        self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.stubs.channel)
+        self.events.CreateEventType(event_bonus_pb2.CreateEventTypeRequest(
+            request_id=self.programme, event_type=event_bonus_pb2.EventType(
+                programme_id=self.programme, code="visit", name="Visit", points=EVENT_POINTS,
+                expiry=points_pb2.Expiry(lifetime_days=EVENT_LIFETIME_DAYS),
+                frequency=event_bonus_pb2.EVENT_FREQUENCY_EVERY_N_DAYS, frequency_days=EVENT_EVERY_DAYS)),
+            timeout=10)
         self.members: list[Member] = []
         self.orders: dict[str, Order] = {}
         # Orders the last step may have changed: the invariant reads these back (all of them at the end).
@@ -210,6 +225,37 @@ class LedgerModel(RuleBasedStateMachine):
         member.lots.append(Lot(points, self.now, self.now + LIFETIME_DAYS * US_PER_DAY, activation_recorded=True))
         member.earned_total += points
         member.move(self.now, points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), occurrence=st.integers(0, 3))
+    def record_event(self, who: int, occurrence: int) -> None:
+        """One occurrence grants once; a new one only EVENT_EVERY_DAYS after the last grant."""
+        member = self.members[who % len(self.members)]
+        request = event_bonus_pb2.RecordEventRequest(
+            request_id=self.request_id("event"), programme_id=self.programme, member_id=member.member_id,
+            event_code="visit", occurrence_key=str(occurrence))
+        if self.refused_as_erased(member, self.events.RecordEvent, request):
+            return
+        if occurrence not in member.occurrences and member.last_event_at is not None \
+                and self.now < member.last_event_at + EVENT_EVERY_DAYS * US_PER_DAY:
+            try:
+                self.events.RecordEvent(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                     "event_frequency_limit_reached")
+                return
+            raise AssertionError("an event within its frequency was granted")
+        resp = self.events.RecordEvent(request, timeout=10)
+        assert resp.already_granted == (occurrence in member.occurrences)
+        if resp.already_granted:
+            return
+        assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_EVENT_BONUS, EVENT_POINTS)
+        member.occurrences.add(occurrence)
+        member.last_event_at = self.now
+        member.lots.append(Lot(EVENT_POINTS, self.now, self.now + EVENT_LIFETIME_DAYS * US_PER_DAY,
+                               activation_recorded=True))
+        member.earned_total += EVENT_POINTS
+        member.move(self.now, points_pb2.MOVEMENT_KIND_EVENT_BONUS, EVENT_POINTS)
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))

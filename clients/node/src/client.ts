@@ -10,6 +10,7 @@ import { HealthDefinition } from "./gen/grpc/health/v1/health";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
+import { EventBonusServiceDefinition } from "./gen/loyalty/v1/event_bonus";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
 import { PointsServiceDefinition } from "./gen/loyalty/v1/points";
@@ -109,6 +110,7 @@ export const SERVICES = {
   checkout: CheckoutServiceDefinition,
   points: PointsServiceDefinition,
   events: EventServiceDefinition,
+  eventBonus: EventBonusServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -126,6 +128,7 @@ export class LoyaltyClient {
   readonly points: ServiceClient<(typeof SERVICES)["points"]>;
   /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
   readonly events: ServiceClient<(typeof SERVICES)["events"]>;
+  readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -150,6 +153,7 @@ export class LoyaltyClient {
     this.checkout = this.bind(SERVICES.checkout);
     this.points = this.bind(SERVICES.points);
     this.events = this.bind(SERVICES.events);
+    this.eventBonus = this.bind(SERVICES.eventBonus);
     this.health = this.bind(SERVICES.health);
   }
 

@@ -14,7 +14,8 @@ from typing import Any, cast
 import grpc
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
+    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
+    programme_pb2_grpc,
 )
 
 
@@ -147,6 +148,7 @@ SERVICES: dict[str, type] = {
     "checkout": checkout_pb2_grpc.CheckoutServiceStub,
     "points": points_pb2_grpc.PointsServiceStub,
     "events": events_pb2_grpc.EventServiceStub,
+    "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
 }
 
 
@@ -279,6 +281,7 @@ class LoyaltyClient:
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -326,6 +329,7 @@ class AsyncLoyaltyClient:
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     async def close(self) -> None:
         await self.channel.close()
