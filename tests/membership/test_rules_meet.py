@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from loyalty.v1 import checkout_pb2, member_pb2, programme_pb2
-from tests.grpc.conftest import Rows, new_id, refusal
+from tests.grpc.conftest import Api, Rows, new_id, refusal
 from tests.membership.conftest import Members
 from tests.membership.test_scenarios import DEACTIVATED, NOT_CONFIRMED, quote
 
@@ -85,7 +85,7 @@ def test_status_at_offboarding_open_holds_are_released_and_the_capture_is_refuse
     offboard(api, p.programme_id, m.member_id)
     balance = api.balance(p.programme_id, m.member_id)
     assert (balance.active_points, balance.held_points) == (30, 0)
-    (released,) = api.history(p.programme_id, m.member_id, "RELEASED")
+    (released,) = Api.history(api, p.programme_id, m.member_id, "RELEASED")  # the points history
     assert released.points == 20
     for order in (held, unpaid):
         got = order_state(api, p.programme_id, order.order_id)
@@ -108,7 +108,7 @@ def test_status_at_refund_a_refund_to_an_offboarded_member_is_refused(api: Membe
     after = rows.count()
     # Only the refusal itself is kept (a retry stays refused).
     assert {t: after[t] - before[t] for t in after if after[t] != before[t]} == {"idempotency_key": 1}
-    assert api.balance(p.programme_id, m.member_id).active_points == 0  # still pending, not taken back
+    assert api.balance(p.programme_id, m.member_id).active_points == 10  # nothing taken back
 
 
 # -- Defect 2: completion mode and refunds --------------------------------------------------------
@@ -168,10 +168,10 @@ def test_points_instead_of_discounts_keys_on_points_applied_and_the_order_record
     assert api.checkout_order(p.programme_id, m.member_id, [("bar", 1, 10_000)]).pricing.money_due_minor == 9_000
 
     api.accrue(p.programme_id, m.member_id, 5)
-    priced = quote(api, p.programme_id, m.member_id, [("bar", 1, 10_000)], points=5)
-    assert (priced.points_applied, priced.order_discount_minor, priced.money_due_minor) == (5, 0, 9_500)
     # A capture of none of the held points gives them back, so the second checkout can hold them again.
     for spent, due in ((0, 10_000), (5, 9_500)):
+        priced = quote(api, p.programme_id, m.member_id, [("bar", 1, 10_000)], points=5)
+        assert (priced.points_applied, priced.order_discount_minor, priced.money_due_minor) == (5, 0, 9_500)
         order = api.checkout_order(p.programme_id, m.member_id, [("bar", 1, 10_000)], points=5)
         assert order.pricing == priced
         done = api.capture(p.programme_id, order.order_id, points=spent)
