@@ -1,9 +1,11 @@
 """Model-based: random sequences of enrol, status changes, accrue, quote, checkout, capture, cancel,
-refund, void, expiry runs and clock moves against the running server, beside a small in-memory
-model of SPEC.md's rules; after every step the balances, lots, holds, purchase totals and history
-agree with the model.
+complete, refund, void, changes of the accumulative ranges, expiry runs and clock moves against the
+running server (a programme counting purchases on capture or on completion, points after or instead
+of discounts), beside a small in-memory model of SPEC.md's rules; after every step the balances,
+lots, holds, purchase totals, accumulative rates and history agree with the model.
 
-The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
+The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays;
+LOYALTY_MODEL_EXAMPLES sets how many sequences run (20 by default).
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import random
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine, get_state_machine_test, initialize, invariant, precondition, rule,
+)
 
-from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc, points_pb2
+from loyalty.v1 import (
+    checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc, points_pb2, programme_pb2,
+)
 from tests.faults.helpers import (
     Stubs,
     assert_ledger_clean,
@@ -39,6 +45,15 @@ ACTIVATION_DELAY_DAYS = 1
 HOLD_TTL_S = 600
 BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
+# Accumulative discount ranges, (least purchase total, rate): the programme moves between these
+# sets, so a member keeps a rate the ranges no longer give (seed 002).
+RANGE_SETS = {"usual": ((1_000, 300), (4_000, 700)), "lowered": ((1_000, 100), (4_000, 300)), "none": ()}
+COUNTS_WHEN = {"captured": programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
+               "completed": programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED}
+COMPATIBILITY = {"after": programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS,
+                 "instead": programme_pb2.COMPATIBILITY_POINTS_INSTEAD_OF_DISCOUNTS}
+# Half the baskets ask no points, so that enough orders go through to count, refund and void.
+REQUESTED = st.just(0) | st.integers(0, 2_000)
 STATUSES = {"active": member_pb2.MEMBER_STATUS_ACTIVE, "not_confirmed": member_pb2.MEMBER_STATUS_NOT_CONFIRMED,
             "deactivated": member_pb2.MEMBER_STATUS_DEACTIVATED}
 
@@ -65,13 +80,27 @@ class Hold:
     state: str = "open"  # open, captured, released, expired
 
 
+@dataclass(frozen=True)
+class Priced:
+    """A one-line basket as the till is told to charge it."""
+
+    order_discount: int
+    net: int
+    points_max: int
+    points: int
+
+    @property
+    def money_due(self) -> int:
+        return self.net - self.points
+
+
 @dataclass
 class Order:
     member: int
-    price: int
+    priced: Priced
     points: int
     hold: Hold | None
-    state: str = "held"  # held, captured, cancelled, voided
+    state: str = "held"  # held, captured, cancelled, completed, voided
     earned: int = 0
     earned_lot: int | None = None
     refunded: bool = False
@@ -93,6 +122,9 @@ class Member:
     # deactivated does nothing. Each write applies the status at its own moment.
     status: str = "active"
     purchases_total: int = 0
+    # The accumulative rate kept and the least total of the range that gave it.
+    kept_bps: int = 0
+    kept_from: int = 0
 
     @property
     def pays(self) -> bool:
@@ -142,6 +174,15 @@ def earned_on(money_minor: int, member: Member) -> int:
     return money_minor * 1_000 // 10_000 if member.earns else 0
 
 
+def range_reached(ranges: tuple[tuple[int, int], ...], total: int) -> tuple[int, int]:
+    """(rate, least total giving it): the largest rate the ranges give ``total``."""
+    reached = [(bps, at) for at, bps in ranges if total >= at]
+    if not reached:
+        return 0, 0
+    rate = max(bps for bps, _ in reached)
+    return rate, min(at for bps, at in reached if bps == rate)
+
+
 class LedgerModel(RuleBasedStateMachine):
     """The server (through its API) and the model, step by step."""
 
@@ -151,8 +192,7 @@ class LedgerModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.programme = create_programme(self.stubs, point_lifetime_days=LIFETIME_DAYS,
-                                          activation_delay_days=ACTIVATION_DELAY_DAYS, hold_ttl_seconds=HOLD_TTL_S)
+        self.programme = ""
         self.members: list[Member] = []
         self.orders: dict[str, Order] = {}
         # Orders the last step may have changed: the invariant reads these back (all of them at the end).
@@ -168,6 +208,67 @@ class LedgerModel(RuleBasedStateMachine):
         """A fresh idempotency key: every step is a new request (replays are tested elsewhere)."""
         self.next_request += 1
         return f"{what}-{self.programme}-{self.next_request}"
+
+    def ranges_request(self, ranges: tuple[tuple[int, int], ...]) -> list[programme_pb2.DiscountRange]:
+        return [programme_pb2.DiscountRange(min_purchases_minor=at, discount_bps=bps) for at, bps in ranges]
+
+    # -- the programme's rules ---------------------------------------------------------------
+
+    @initialize(counts_when=st.sampled_from(sorted(COUNTS_WHEN)), compatibility=st.sampled_from(sorted(COMPATIBILITY)))
+    def create(self, counts_when: str, compatibility: str) -> None:
+        self.counts_when, self.instead, self.ranges = counts_when, compatibility == "instead", RANGE_SETS["usual"]
+        self.programme = create_programme(
+            self.stubs, point_lifetime_days=LIFETIME_DAYS, activation_delay_days=ACTIVATION_DELAY_DAYS,
+            hold_ttl_seconds=HOLD_TTL_S, purchase_counts_when=COUNTS_WHEN[counts_when],
+            compatibility=COMPATIBILITY[compatibility], discount_ranges=self.ranges_request(self.ranges))
+
+    def discount_bps(self, member: Member) -> int:
+        """Deactivated: none; else the kept rate or what the ranges give the total now, the larger."""
+        if not member.earns:
+            return 0
+        return max(member.kept_bps, range_reached(self.ranges, member.purchases_total)[0])
+
+    def price(self, member: Member, price: int, requested: int) -> Priced:
+        """docs/calc.md for one line, point worth 1, points may pay everything; points instead of
+        discounts only when points apply."""
+        bps = self.discount_bps(member)
+        available = member.available(self.now) if member.pays else 0
+
+        def at(instead: bool) -> Priced:
+            discount = 0 if instead else price * bps // 10_000
+            most = min(available, price - discount)
+            return Priced(discount, price - discount, most, min(requested, most))
+
+        priced = at(self.instead and requested > 0)
+        return priced if priced.points or not (self.instead and requested > 0) else at(False)
+
+    def count(self, member: Member, order: Order) -> None:
+        """A purchase counts what refunds left of it (a whole refund leaves nothing) for a member
+        whose status counts now; the rate rises to what the ranges give, never falls."""
+        if not member.earns or order.refunded:
+            return
+        order.counted = order.priced.net
+        member.purchases_total += order.counted
+        bps, at = range_reached(self.ranges, member.purchases_total)
+        if bps > member.kept_bps:
+            member.kept_bps, member.kept_from = bps, at
+
+    def uncount(self, member: Member, order: Order) -> int:
+        """The order stops counting; the kept rate stays unless the total falls below what earned it."""
+        dropped, order.counted = order.counted, 0
+        member.purchases_total -= dropped
+        if dropped and member.purchases_total < member.kept_from:
+            bps, at = range_reached(self.ranges, member.purchases_total)
+            member.kept_bps, member.kept_from = (bps, at) if bps < member.kept_bps else (member.kept_bps, at)
+        return dropped
+
+    @rule(name=st.sampled_from(sorted(RANGE_SETS)))
+    def change_ranges(self, name: str) -> None:
+        self.ranges = RANGE_SETS[name]
+        self.stubs.programmes.UpdateProgramme(programme_pb2.UpdateProgrammeRequest(
+            request_id=self.request_id("ranges"), programme=programme_pb2.Programme(
+                programme_id=self.programme, discount_ranges=self.ranges_request(self.ranges)),
+            update_mask=field_mask_pb2.FieldMask(paths=["discount_ranges"])), timeout=10)
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -207,28 +308,33 @@ class LedgerModel(RuleBasedStateMachine):
         member.move(self.now, points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
 
     @precondition(lambda self: self.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=REQUESTED)
     def quote(self, who: int, price: int, requested: int) -> None:
         member = self.members[who % len(self.members)]
         pricing = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
             programme_id=self.programme, member=common_pb2.MemberRef(member_id=member.member_id),
             lines=basket(price), requested_points=requested), timeout=10).pricing
-        most = min(member.available(self.now), price) if member.pays else 0
-        applied = min(requested, most)
-        assert (pricing.points_max, pricing.points_applied) == (most, applied)
-        assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied, member))
+        want = self.price(member, price, requested)
+        assert (pricing.order_discount_minor, pricing.points_max, pricing.points_applied) == (
+            want.order_discount, want.points_max, want.points)
+        assert (pricing.money_due_minor, pricing.earned_points) == (want.money_due, earned_on(want.money_due, member))
 
     @precondition(lambda self: self.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=REQUESTED)
     def checkout(self, who: int, price: int, requested: int) -> None:
+        self._checkout(who, price, requested)
+
+    def _checkout(self, who: int, price: int, requested: int) -> str | None:
+        """Check an order out; its id, or None when the checkout was refused."""
         index = who % len(self.members)
         member = self.members[index]
         order_id = f"o{self.next_order}"
         self.next_order += 1
         available = member.available(self.now) if member.pays else 0
+        want = self.price(member, price, requested)
         request = checkout_request(self.programme, member.member_id, order_id, price, requested,
                                    request_id=self.request_id("checkout"))
-        if requested > min(available, price):
+        if requested > want.points:
             try:
                 self.stubs.checkout.Checkout(request, timeout=10)
             except grpc.RpcError as err:
@@ -236,7 +342,7 @@ class LedgerModel(RuleBasedStateMachine):
                     member.status, "points_must_not_exceed_balance" if requested > available
                     else "points_must_not_exceed_payable_limit")
                 assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, expected)
-                return
+                return None
             raise AssertionError(f"checkout of {requested} points with {available} usable was not refused")
         resp = self.stubs.checkout.Checkout(request, timeout=10)
         hold = None
@@ -250,9 +356,21 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             assert not resp.order.HasField("hold")
         assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
-        assert resp.order.pricing.earned_points == earned_on(price - requested, member)
-        self.orders[order_id] = Order(index, price, requested, hold)
+        assert (resp.order.pricing.order_discount_minor, resp.order.pricing.money_due_minor) == (
+            want.order_discount, want.money_due)
+        assert resp.order.pricing.earned_points == earned_on(want.money_due, member)
+        self.orders[order_id] = Order(index, want, requested, hold)
         self.touched.add(order_id)
+        return order_id
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=REQUESTED)
+    def buy(self, who: int, price: int, requested: int) -> None:
+        """Checkout and capture in one step, as a till does when the payment goes through at once
+        (so that enough orders are paid to count, refund, complete and void)."""
+        order_id = self._checkout(who, price, requested)
+        if order_id is not None:
+            self._capture(order_id, self.orders[order_id])
 
     def _pick(self, data: st.DataObject, states: tuple[str, ...]) -> tuple[str, Order] | None:
         candidates = sorted(o for o, order in self.orders.items() if order.state in states)
@@ -266,9 +384,10 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def capture(self, data: st.DataObject) -> None:
         picked = self._pick(data, ("held", "cancelled", "captured", "voided"))
-        if picked is None:
-            return
-        order_id, order = picked
+        if picked is not None:
+            self._capture(*picked)
+
+    def _capture(self, order_id: str, order: Order) -> None:
         member = self.members[order.member]
         request = capture_request(self.programme, order_id)
         request.request_id = self.request_id("capture")
@@ -288,8 +407,10 @@ class LedgerModel(RuleBasedStateMachine):
         resp = self.stubs.checkout.Capture(request, timeout=10)
         # The held points are spent whatever the status now (they paid while they could); earning
         # and counting follow the status at capture.
-        earned = earned_on(order.price - order.points, member)
+        earned = earned_on(order.priced.money_due, member)
         assert (resp.spent_points, resp.earned_points) == (order.points, earned)
+        # The till is charged as the checkout said.
+        assert resp.order.pricing.money_due_minor == order.priced.money_due
         if hold is not None:
             hold.state = "captured"
             member.move(self.now, points_pb2.MOVEMENT_KIND_SPENT, -order.points)
@@ -302,9 +423,31 @@ class LedgerModel(RuleBasedStateMachine):
             member.earned_total += earned
             member.move(self.now, points_pb2.MOVEMENT_KIND_EARNED, earned)
         order.state, order.earned = "captured", earned
-        if member.earns:
-            order.counted = order.price
-            member.purchases_total += order.price
+        if self.counts_when == "captured":
+            self.count(member, order)
+
+    @precondition(lambda self: self.orders)
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        picked = self._pick(data, ("held", "captured", "completed", "voided"))
+        if picked is None:
+            return
+        order_id, order = picked
+        member = self.members[order.member]
+        request = checkout_pb2.CompleteOrderRequest(request_id=self.request_id("complete"),
+                                                    programme_id=self.programme, order_id=order_id)
+        if order.state != "captured":
+            refusal = "order_voided" if order.state == "voided" else "order_not_captured"
+            try:
+                self.stubs.checkout.CompleteOrder(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
+                return
+            raise AssertionError(f"completing a {order.state} order was not refused")
+        self.stubs.checkout.CompleteOrder(request, timeout=10)
+        order.state = "completed"
+        if self.counts_when == "completed":
+            self.count(member, order)
 
     def _release(self, member: Member, hold: Hold) -> None:
         for i, points in hold.taken:
@@ -340,7 +483,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        picked = self._pick(data, ("captured", "voided"))
+        picked = self._pick(data, ("captured", "completed", "voided"))
         if picked is None:
             return
         order_id, order = picked
@@ -380,20 +523,19 @@ class LedgerModel(RuleBasedStateMachine):
         got = resp.refund
         assert (got.returned_points, got.clawback_points, got.shortfall_points) == (order.points, clawed, shortfall)
         order.refunded = True
-        member.purchases_total -= order.counted
-        order.counted = 0
+        self.uncount(member, order)
 
     @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def void(self, data: st.DataObject) -> None:
-        picked = self._pick(data, ("held", "cancelled", "captured", "voided"))
+        picked = self._pick(data, ("held", "cancelled", "captured", "completed", "voided"))
         if picked is None:
             return
         order_id, order = picked
         member = self.members[order.member]
         request = checkout_pb2.VoidOrderRequest(request_id=self.request_id("void"), programme_id=self.programme,
                                                 order_id=order_id)
-        if order.state != "captured":
+        if order.state not in ("captured", "completed"):
             refusal = "order_voided" if order.state == "voided" else "order_not_captured"
             try:
                 self.stubs.checkout.VoidOrder(request, timeout=10)
@@ -403,9 +545,8 @@ class LedgerModel(RuleBasedStateMachine):
             raise AssertionError(f"a void of a {order.state} order was not refused")
         # It stops counting (what a refund left of it); its points stay: no movement.
         resp = self.stubs.checkout.VoidOrder(request, timeout=10)
-        assert resp.uncounted_minor == order.counted
-        member.purchases_total -= order.counted
-        order.counted, order.state = 0, "voided"
+        assert resp.uncounted_minor == self.uncount(member, order)
+        order.state = "voided"
 
     @precondition(lambda self: self.members)
     @rule()
@@ -489,7 +630,8 @@ class LedgerModel(RuleBasedStateMachine):
                 member.earned_total, member.spent_total, member.expired_total)
             card = self.stubs.members.GetMember(member_pb2.GetMemberRequest(
                 programme_id=self.programme, member_id=member.member_id), timeout=10).member
-            assert (card.status, card.purchases_total_minor) == (STATUSES[member.status], member.purchases_total)
+            assert (card.status, card.purchases_total_minor, card.accumulative_discount_bps) == (
+                STATUSES[member.status], member.purchases_total, member.kept_bps)
             history = self.stubs.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
                 programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10).movements
             # Movements of one moment are compared as a set: the expiry run releases stale holds of
@@ -519,8 +661,10 @@ def test_the_server_agrees_with_the_model(channel, clock):
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
     LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
     LedgerModel.membership = membership_pb2_grpc.MembershipServiceStub(channel)
+    # LOYALTY_MODEL_EXAMPLES runs longer (each example is a sequence of up to 30 steps).
+    examples = int(os.environ.get("LOYALTY_MODEL_EXAMPLES") or 20)
     test = get_state_machine_test(LedgerModel, settings=settings(
-        max_examples=20, stateful_step_count=30, deadline=None, print_blob=True, database=None,
+        max_examples=examples, stateful_step_count=30, deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
