@@ -47,7 +47,7 @@ BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
 # Accumulative discount ranges, (least purchase total, rate): the programme moves between these
 # sets, so a member keeps a rate the ranges no longer give (seed 002).
-RANGE_SETS = {"usual": ((1_000, 300), (4_000, 700)), "lowered": ((1_000, 100), (4_000, 300)), "none": ()}
+RANGE_SETS = {"usual": ((200, 300), (1_000, 700)), "lowered": ((200, 100), (1_000, 300)), "none": ()}
 COUNTS_WHEN = {"captured": programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
                "completed": programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED}
 COMPATIBILITY = {"after": programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS,
@@ -661,10 +661,10 @@ def test_the_server_agrees_with_the_model(channel, clock):
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
     LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
     LedgerModel.membership = membership_pb2_grpc.MembershipServiceStub(channel)
-    # LOYALTY_MODEL_EXAMPLES runs longer (each example is a sequence of up to 30 steps).
+    # LOYALTY_MODEL_EXAMPLES runs longer (each example is a sequence of up to 50 steps).
     examples = int(os.environ.get("LOYALTY_MODEL_EXAMPLES") or 20)
     test = get_state_machine_test(LedgerModel, settings=settings(
-        max_examples=examples, stateful_step_count=30, deadline=None, print_blob=True, database=None,
+        max_examples=examples, stateful_step_count=50, deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
