@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -160,6 +161,16 @@ class Member:
         return taken, amount
 
 
+def refused(call: Any, request: Any, code: grpc.StatusCode, expected: str) -> None:
+    """``call(request)`` is refused with ``code`` and the reason ``expected``."""
+    try:
+        call(request, timeout=10)
+    except grpc.RpcError as err:
+        assert (err.code(), reason(err)) == (code, expected)
+        return
+    raise AssertionError(f"the call went through; {expected!r} expected")
+
+
 def by_moment(history: list[tuple[int, int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
     """History as [(time, sorted movements at that time)], oldest first."""
     moments: dict[int, list[tuple[int, int]]] = {}
@@ -295,12 +306,8 @@ class LedgerModel(RuleBasedStateMachine):
         request = points_pb2.AccruePointsRequest(request_id=self.request_id("accrue"), programme_id=self.programme,
                                                  member_id=member.member_id, points=points)
         if not member.earns:
-            try:
-                self.stubs.points.AccruePoints(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "member_deactivated")
-                return
-            raise AssertionError("a deactivated member was given points")
+            refused(self.stubs.points.AccruePoints, request, grpc.StatusCode.FAILED_PRECONDITION, "member_deactivated")
+            return
         resp = self.stubs.points.AccruePoints(request, timeout=10)
         assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
         member.lots.append(Lot(points, self.now, self.now + LIFETIME_DAYS * US_PER_DAY, activation_recorded=True))
@@ -335,15 +342,11 @@ class LedgerModel(RuleBasedStateMachine):
         request = checkout_request(self.programme, member.member_id, order_id, price, requested,
                                    request_id=self.request_id("checkout"))
         if requested > want.points:
-            try:
-                self.stubs.checkout.Checkout(request, timeout=10)
-            except grpc.RpcError as err:
-                expected = {"deactivated": "member_deactivated", "not_confirmed": "member_not_confirmed"}.get(
-                    member.status, "points_must_not_exceed_balance" if requested > available
-                    else "points_must_not_exceed_payable_limit")
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, expected)
-                return None
-            raise AssertionError(f"checkout of {requested} points with {available} usable was not refused")
+            expected = {"deactivated": "member_deactivated", "not_confirmed": "member_not_confirmed"}.get(
+                member.status, "points_must_not_exceed_balance" if requested > available
+                else "points_must_not_exceed_payable_limit")
+            refused(self.stubs.checkout.Checkout, request, grpc.StatusCode.FAILED_PRECONDITION, expected)
+            return None
         resp = self.stubs.checkout.Checkout(request, timeout=10)
         hold = None
         if requested:
@@ -398,12 +401,8 @@ class LedgerModel(RuleBasedStateMachine):
         elif order.state != "held":
             refusal = "hold_not_open"
         if refusal:
-            try:
-                self.stubs.checkout.Capture(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
-                return
-            raise AssertionError(f"capture of a {order.state} order was not refused ({refusal})")
+            refused(self.stubs.checkout.Capture, request, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return
         resp = self.stubs.checkout.Capture(request, timeout=10)
         # The held points are spent whatever the status now (they paid while they could); earning
         # and counting follow the status at capture.
@@ -438,12 +437,8 @@ class LedgerModel(RuleBasedStateMachine):
                                                     programme_id=self.programme, order_id=order_id)
         if order.state != "captured":
             refusal = "order_voided" if order.state == "voided" else "order_not_captured"
-            try:
-                self.stubs.checkout.CompleteOrder(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
-                return
-            raise AssertionError(f"completing a {order.state} order was not refused")
+            refused(self.stubs.checkout.CompleteOrder, request, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return
         self.stubs.checkout.CompleteOrder(request, timeout=10)
         order.state = "completed"
         if self.counts_when == "completed":
@@ -465,12 +460,8 @@ class LedgerModel(RuleBasedStateMachine):
         request = checkout_pb2.CancelRequest(request_id=self.request_id("cancel"),
                                              programme_id=self.programme, order_id=order_id)
         if order.state != "held":
-            try:
-                self.stubs.checkout.Cancel(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "hold_not_open")
-                return
-            raise AssertionError(f"cancel of a {order.state} order was not refused")
+            refused(self.stubs.checkout.Cancel, request, grpc.StatusCode.FAILED_PRECONDITION, "hold_not_open")
+            return
         resp = self.stubs.checkout.Cancel(request, timeout=10)
         released = 0
         if order.hold is not None and order.hold.state == "open":
@@ -493,12 +484,8 @@ class LedgerModel(RuleBasedStateMachine):
         # A voided order is closed (docs/ledger.md); a wholly refunded one has nothing left.
         refusal = "order_voided" if order.state == "voided" else "refund_must_not_exceed_captured"
         if order.state == "voided" or order.refunded:
-            try:
-                self.stubs.checkout.Refund(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
-                return
-            raise AssertionError(f"a refund was not refused ({refusal})")
+            refused(self.stubs.checkout.Refund, request, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return
         resp = self.stubs.checkout.Refund(request, timeout=10)
         # Spent points go back to the very lots they came from (the programme returns them) ...
         if order.points:
@@ -537,12 +524,8 @@ class LedgerModel(RuleBasedStateMachine):
                                                 order_id=order_id)
         if order.state not in ("captured", "completed"):
             refusal = "order_voided" if order.state == "voided" else "order_not_captured"
-            try:
-                self.stubs.checkout.VoidOrder(request, timeout=10)
-            except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
-                return
-            raise AssertionError(f"a void of a {order.state} order was not refused")
+            refused(self.stubs.checkout.VoidOrder, request, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return
         # It stops counting (what a refund left of it); its points stay: no movement.
         resp = self.stubs.checkout.VoidOrder(request, timeout=10)
         assert resp.uncounted_minor == self.uncount(member, order)
