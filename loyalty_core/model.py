@@ -73,10 +73,15 @@ class Programme:
     debt_limit_points: int = 0
     welcome_bonus_points: int = 0
     welcome_bonus_lifetime_days: int = 0
+    # How the welcome bonus expires; None: welcome_bonus_lifetime_days days, 0 meaning the
+    # programme's point lifetime (the rule before this field existed).
+    welcome_bonus_expiry: Expiry | None = None
     require_confirmation: bool = False
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
     card_secret_required: bool = False
+    # loyalty_core.spending's names; empty: the default that follows card_secret_required.
+    spend_identifications: tuple[str, ...] = ()
     # Output only: set by the store.
     programme_id: str = ""
     created_at: int = 0
@@ -138,6 +143,8 @@ class Member:
     # The member's level (loyalty_core.levels) and since when; None without one.
     level_id: str | None = None
     level_assigned_at: int | None = None
+    # When the member's personal data was erased (docs/trust.md "Members' data"); None while it is held.
+    erased_at: int | None = None
     # The least purchase total of the range that gave accumulative_discount_bps when it was reached:
     # a refund or a void lowers the kept rate only below it.
     accumulative_from_minor: int = 0
@@ -152,6 +159,9 @@ class MemberCard:
     level_name: str = ""
     next_level_name: str = ""
     next_level_spend_needed_minor: int = 0
+    # category -> spend still needed there; only the categories that still lack some.
+    next_level_category_spend_needed: dict[str, int] = field(default_factory=dict)
+    next_level_visits_needed: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,6 +304,20 @@ class Pricing:
     terms: PricingTerms
 
 
+# Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
+POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",
+                  "category_pay_share_zero", "nothing_payable")
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A Quote's answer: the priced basket, and why points cannot pay for it (one of POINTS_BLOCKED,
+    or "" when its points_max is above 0)."""
+
+    pricing: Pricing
+    points_blocked: str
+
+
 @dataclass(frozen=True)
 class Quote:
     programme_id: str
@@ -311,6 +335,10 @@ class Checkout:
     order_id: str
     quote: Quote
     context: WriteContext = field(default_factory=WriteContext)
+    # The one-time code sent to the member's phone (SendSpendCode); a secret.
+    spend_code: str = ""
+    # The caller is a trusted channel (docs/trust.md "Who may spend points").
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,6 +488,9 @@ class Redeem:
     points: int
     comment: str = ""
     context: WriteContext = field(default_factory=WriteContext)
+    # As Checkout's.
+    spend_code: str = ""
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)

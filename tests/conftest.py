@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.keys",
     "tests.fixtures.server",
+    "tests.fixtures.tls",
 ]

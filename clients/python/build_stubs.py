@@ -20,7 +20,9 @@ def generate_stubs(protos: Path = PROTOS, out: Path = HERE) -> None:
     sources = sorted(str(p.relative_to(protos)) for p in protos.glob("loyalty/v1/*.proto"))
     if not sources:
         raise SystemExit(f"no loyalty/v1/*.proto under {protos}: build from a checkout of the repository")
-    # google/protobuf/*.proto come with grpcio-tools; everything else the protos import is under protos/.
+    # Only our own files: the google.rpc and grpc.health.v1 copies under protos/ (for other languages)
+    # come to Python from googleapis-common-protos and grpcio-health-checking, which modules of the
+    # same names generated here would shadow. google/protobuf/*.proto come with grpcio-tools.
     includes = [f"-I{protos}", f"-I{Path(grpc_tools.__file__).parent / '_proto'}"]
     args = [
         "grpc_tools.protoc",

@@ -6,23 +6,26 @@ import dataclasses
 from collections.abc import Sequence
 
 from loyalty_core import calc, membership
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
-from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
-from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
+from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
+from loyalty_core.service.checks import MAX_ID, MAX_LINES, member_in_programme, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
 
 
 def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
-    """The basket's shape; numbers (quantities, prices, discounts, overflow) are calc's to check.
-    A line without an id gets its 1-based position."""
+    """The basket's shape and the bounds on its amounts (loyalty_core.bounds: quantities, prices,
+    discounts, line and basket totals, points asked); the rest of each number's domain is calc's to
+    check. A line without an id gets its 1-based position."""
     if not quote.lines:
         raise InvalidArgument("basket_must_not_be_empty", "the basket needs at least one line", field="lines")
     if len(quote.lines) > MAX_LINES:
         raise InvalidArgument("too_many_items", f"a basket has at most {MAX_LINES} lines", field="lines")
     lines = []
     seen = set()
+    gross = 0
     for i, line in enumerate(quote.lines):
         line_id = text_arg(line.line_id, f"lines[{i}].line_id", max_len=MAX_ID) or str(i + 1)
         text_arg(line.sku, f"lines[{i}].sku", max_len=MAX_ID)
@@ -30,10 +33,27 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
         if line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line_id {line_id!r} appears twice", field=f"lines[{i}].line_id")
         seen.add(line_id)
+        at_most(line.quantity, MAX_QUANTITY, f"lines[{i}].quantity")
+        at_most(line.unit_price_minor, MAX_AMOUNT, f"lines[{i}].unit_price_minor")
+        at_most(line.line_discount_minor, MAX_AMOUNT, f"lines[{i}].line_discount_minor")
+        at_most(line.quantity * line.unit_price_minor, MAX_AMOUNT, f"lines[{i}]")
+        gross += line.quantity * line.unit_price_minor
         lines.append(line if line_id == line.line_id else dataclasses.replace(line, line_id=line_id))
+    at_most(gross, MAX_AMOUNT, "lines")
     if quote.requested_points < 0:
         raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
+    at_most(quote.requested_points, MAX_AMOUNT, "requested_points")
     return tuple(lines)
+
+
+def check_programme_running(programme: Programme, now: int) -> None:
+    """The programme is enabled and ``now`` is within its window (start included, end excluded)."""
+    if not programme.enabled:
+        raise FailedPrecondition("programme_disabled", "the programme is disabled")
+    if (programme.starts_at is not None and now < programme.starts_at) or (
+        programme.ends_at is not None and now >= programme.ends_at
+    ):
+        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
 
 
 def check_programme_applies(programme: Programme, quote: Quote, now: int) -> None:
@@ -43,21 +63,11 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
             "currency_mismatch", f"the programme's currency is {programme.currency_code}, not {quote.currency_code}",
             field="currency_code",
         )
-    if not programme.enabled:
-        raise FailedPrecondition("programme_disabled", "the programme is disabled")
-    if (programme.starts_at is not None and now < programme.starts_at) or (
-        programme.ends_at is not None and now >= programme.ends_at
-    ):
-        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
+    check_programme_running(programme, now)
     if programme.store_ids and quote.store_id not in programme.store_ids:
         raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
     if programme.channels and quote.channel not in programme.channels:
         raise FailedPrecondition("channel_not_in_programme", f"channel {quote.channel!r} is not in the programme")
-
-
-def check_member_active(member: Member) -> None:
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
 
 
 def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: membership.Privileges,
@@ -131,7 +141,7 @@ def quote_for(
     ``levels`` are the programme's (``store.membership.send_levels_of``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
-    check_member_active(member)
+    member_in_programme(member)
     rights = membership.privileges(member, programme, levels, now)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
@@ -142,6 +152,27 @@ def quote_for(
         terms = dataclasses.replace(terms, points_instead_of_discounts=False)
         pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
     return pricing, rights, available
+
+
+def member_blocks_points(member: Member, rights: membership.Privileges) -> str:
+    """Why the member cannot pay with points at all ("" when they may)."""
+    if member.status == membership.DEACTIVATED:
+        return "member_deactivated"
+    return "" if rights.may_pay_with_points else "member_not_confirmed"
+
+
+def quoted(pricing: Pricing, member: Member, rights: membership.Privileges, available: int) -> Quoted:
+    """The quote's answer: when no point can pay, why (model.POINTS_BLOCKED), read from what calc was
+    given, not from its arithmetic, so the hot path does no more work."""
+    if pricing.points_max > 0:
+        return Quoted(pricing, "")
+    terms = pricing.terms
+    blocked = (member_blocks_points(member, rights)
+               or ("no_points_available" if available == 0 else "")
+               or ("order_pay_share_zero" if terms.order_pay_share_bps == 0 else "")
+               or ("category_pay_share_zero" if not any(terms.pay_share_bps) else "")
+               or "nothing_payable")
+    return Quoted(pricing, blocked)
 
 
 def reprice(pricing: Pricing, points: int, programme: Programme, rights: membership.Privileges) -> Pricing:

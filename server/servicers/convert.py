@@ -12,11 +12,14 @@ from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
-    ANONYMOUS, Balance, BurnOut, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
+    ANONYMOUS, Balance, BurnOut, Expiry, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
 )
 from server.auth import current_caller
 
 CORRELATION_METADATA = "x-correlation-id"
+# The trusted channels, that may spend naming the member by id alone: the e-shop, which logged the
+# member in itself, and the back office, which may credit points at will anyway. Not the till's pos.
+TRUSTED_RIGHTS = frozenset({"ecommerce", "manual_points"})
 
 MEMBER_STATUS = {
     "active": member_pb2.MEMBER_STATUS_ACTIVE,
@@ -55,6 +58,12 @@ def actor(context: aio.ServicerContext) -> str:
     return caller.name if caller else ANONYMOUS
 
 
+def member_id_trusted() -> bool:
+    """Whether the caller is a trusted channel (docs/trust.md "Who may spend points")."""
+    caller = current_caller()
+    return caller is not None and bool(TRUSTED_RIGHTS & caller.rights)
+
+
 def write_context(
     proto: common_pb2.WriteContext | None, context: aio.ServicerContext, request_id: str
 ) -> WriteContext:
@@ -84,6 +93,28 @@ def micros(message: Any, field: str) -> int | None:
     return getattr(message, field).ToMicroseconds() if message.HasField(field) else None
 
 
+def expiry(message: points_pb2.Expiry) -> Expiry:
+    """An Expiry message (an accrual's, the welcome bonus's) as the domain's rule; unset: the programme's."""
+    rule = message.WhichOneof("rule")
+    if rule == "lifetime_days":
+        return Expiry("lifetime_days", lifetime_days=message.lifetime_days)
+    if rule == "expire_time":
+        return Expiry("expire_at", expires_at=micros(message, "expire_time"))
+    if rule == "never":
+        return Expiry("never")
+    return Expiry()
+
+
+def expiry_message(rule: Expiry) -> points_pb2.Expiry:
+    if rule.rule == "lifetime_days":
+        return points_pb2.Expiry(lifetime_days=rule.lifetime_days)
+    if rule.rule == "expire_at":
+        return points_pb2.Expiry(expire_time=timestamp(rule.expires_at))
+    if rule.rule == "never":
+        return points_pb2.Expiry(never=True)
+    return points_pb2.Expiry(programme_default=True)
+
+
 def member_ref(proto: common_pb2.MemberRef) -> MemberRef:
     return MemberRef(
         member_id=proto.member_id, phone=proto.phone, card_number=proto.card_number, card_secret=proto.card_secret
@@ -98,6 +129,7 @@ def member(m: Member) -> member_pb2.Member:
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
         level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
+        erase_time=timestamp(m.erased_at),
     )
 
 
@@ -107,6 +139,10 @@ def member_card(card: MemberCard) -> member_pb2.Member:
     m.level_name = card.level_name
     m.next_level_name = card.next_level_name
     m.next_level_spend_needed_minor = card.next_level_spend_needed_minor
+    m.next_level_category_spend_needed.extend(
+        member_pb2.CategorySpendNeeded(category=c, spend_needed_minor=v)
+        for c, v in card.next_level_category_spend_needed.items())
+    m.next_level_visits_needed = card.next_level_visits_needed
     return m
 
 

@@ -2,55 +2,12 @@
 
 from __future__ import annotations
 
-from concurrent import futures
-
 import grpc
 import pytest
 
 from loyalty.client import LoyaltyClient, RetryPolicy
 from loyalty.v1 import points_pb2
-
-
-class FlakyPointsServer:
-    """A real gRPC server whose AccruePoints fails with a chosen code a few times, then answers."""
-
-    def __init__(self, failures: int, code: grpc.StatusCode) -> None:
-        self.failures = failures
-        self.code = code
-        self.seen: list[tuple[str, str]] = []  # (request_id, authorization) per attempt
-        handler = grpc.method_handlers_generic_handler(
-            "loyalty.v1.PointsService",
-            {
-                "AccruePoints": grpc.unary_unary_rpc_method_handler(
-                    self.accrue,
-                    request_deserializer=points_pb2.AccruePointsRequest.FromString,
-                    response_serializer=points_pb2.AccruePointsResponse.SerializeToString,
-                )
-            },
-        )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-
-    def accrue(self, request: points_pb2.AccruePointsRequest, context: grpc.ServicerContext):
-        self.seen.append((request.request_id, dict(context.invocation_metadata()).get("authorization", "")))
-        if len(self.seen) <= self.failures:
-            context.abort(self.code, "try again")
-        return points_pb2.AccruePointsResponse(movement=points_pb2.Movement(points=request.points))
-
-
-@pytest.fixture
-def flaky():
-    servers: list[FlakyPointsServer] = []
-
-    def start(failures: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> FlakyPointsServer:
-        servers.append(FlakyPointsServer(failures, code))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.server.stop(None)
+from tests.clients.conftest import loyalty_v1_services
 
 
 def test_retries_keep_the_first_request_id_and_send_the_key(flaky):
@@ -90,18 +47,11 @@ def test_retries_stop_after_the_policy_attempts(flaky):
 
 
 def test_every_service_of_the_protos_is_wrapped():
-    import importlib
-    import pkgutil
-
-    import loyalty.v1
     from loyalty.client import SERVICES
 
-    services = {
-        service.name
-        for info in pkgutil.iter_modules(loyalty.v1.__path__) if info.name.endswith("_pb2")
-        for service in importlib.import_module(f"loyalty.v1.{info.name}").DESCRIPTOR.services_by_name.values()
+    assert {stub.__name__.removesuffix("Stub") for stub in SERVICES.values()} == {
+        name.rsplit(".", 1)[1] for name in loyalty_v1_services()
     }
-    assert {stub.__name__.removesuffix("Stub") for stub in SERVICES.values()} == services
 
 
 async def test_the_aio_client_retries_with_one_request_id(flaky):

@@ -7,14 +7,11 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import grpc
 import pytest
 
-from loyalty.v1 import member_pb2, member_pb2_grpc, programme_pb2, programme_pb2_grpc
-from tests.fixtures.keys import BearerKey
+from tests.clients.conftest import TillCustomer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,28 +60,36 @@ def test_the_installed_client_has_no_server_code_and_is_typed(client_venv: Path)
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_till_sequence_runs_from_the_installed_client(client_venv: Path, grpc_server, make_key):
-    _name, key = make_key()
-    with grpc.insecure_channel(grpc_server.address) as plain:
-        channel = grpc.intercept_channel(plain, BearerKey(key))
-        programme = programme_pb2_grpc.ProgrammeServiceStub(channel).CreateProgramme(
-            programme_pb2.CreateProgrammeRequest(request_id=str(uuid.uuid4()), programme=programme_pb2.Programme(
-                name=f"till {uuid.uuid4()}", enabled=True, currency_code="EUR", point_value_minor=100,
-                order_pay_share_bps=10_000, default_cashback_bps=1_000, default_pay_share_bps=10_000,
-                hold_ttl_seconds=600,
-            ))).programme
-        phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
-        member = member_pb2_grpc.MemberServiceStub(channel).EnrolMember(member_pb2.EnrolMemberRequest(
-            request_id=str(uuid.uuid4()), programme_id=programme.programme_id, phone=phone)).member
+def test_the_till_sequence_runs_from_the_installed_client(client_venv: Path, till_customer: TillCustomer):
     ran = subprocess.run(
         [str(client_venv / "bin/python"), str(ROOT / "clients/python/examples/till.py"),
-         grpc_server.address, programme.programme_id, phone],
-        capture_output=True, text=True, timeout=60, env={"LOYALTY_API_KEY": key, "PATH": "/usr/bin:/bin"},
+         till_customer.address, till_customer.programme_id, till_customer.phone],
+        capture_output=True, text=True, timeout=60, env={"LOYALTY_API_KEY": till_customer.key, "PATH": "/usr/bin:/bin"},
         cwd=client_venv,  # not the repository: only the installed distribution is importable
     )
     assert ran.returncode == 0, ran.stderr
     seen = json.loads(ran.stdout)
-    assert seen["member_id"] == member.member_id
-    assert seen["spent"] == seen["held"], seen
+    assert seen["member_id"] == till_customer.member_id
+    assert seen["held"] == seen["points_applied"] == seen["spent"] == 3, seen
+    assert seen["refunded_lines"] == [["1", 1]] and seen["refunded_money"] > 0, seen
     assert seen["refused"] == {"code": "INVALID_ARGUMENT", "reason": "value_out_of_range",
                                "fields": ["lines[0].unit_price_minor"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_installed_client_leaves_google_rpc_and_health_to_their_packages(client_venv: Path):
+    # protos/ carries copies of google/rpc and grpc/health for other languages; generated here, they
+    # would shadow googleapis-common-protos' and grpcio-health-checking's modules.
+    script = """
+import json, pathlib, importlib.metadata as meta
+import google.rpc.status_pb2
+ours = sorted({str(f).split("/")[0] for f in meta.files("loyalty-client")})
+theirs = meta.distribution("googleapis-common-protos").locate_file("google/rpc/status_pb2.py")
+print(json.dumps([ours, pathlib.Path(google.rpc.status_pb2.__file__) == pathlib.Path(theirs)]))
+"""
+    probe = subprocess.run([str(client_venv / "bin/python"), "-c", script],
+                           capture_output=True, text=True, check=True, cwd=client_venv)
+    top_levels, status_from_its_package = json.loads(probe.stdout)
+    assert not {"google", "grpc"} & set(top_levels), top_levels
+    assert status_from_its_package

@@ -1,6 +1,7 @@
 """Settings: read once from LOYALTY_* variables; the README lists every one with its default."""
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,10 @@ def test_a_bad_value_is_refused_naming_the_variable(env, name):
 
 def test_readme_lists_every_variable_with_its_default():
     text = README.read_text()
-    rows = dict(re.findall(r"^\| `(LOYALTY_[A-Z_]+)` \| ([^|]*) \|", text, re.M))
+    listed = re.findall(r"^\| `(LOYALTY_[A-Z_]+)` \| ([^|]*) \|", text, re.M)
+    rows = dict(listed)
+    twice = [name for name, count in Counter(name for name, _ in listed).items() if count > 1]
+    assert not twice, f"README's configuration table lists {twice} more than once"
     for name, default in Settings.env_names().items():
         assert name in rows, f"README's configuration table lacks {name}"
         shown = rows[name].strip().strip("`")

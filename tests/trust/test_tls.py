@@ -1,54 +1,15 @@
 """TLS on the gRPC port, with a certificate the test makes: keys travel encrypted, plaintext is refused."""
 
-import datetime
-import ipaddress
 import uuid
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loyalty.v1 import programme_pb2, programme_pb2_grpc
 from loyalty_core.settings import Settings
 from server import tls
-from tests.fixtures.server import ServerThread, make_test_settings
-
-
-@pytest.fixture
-def certificate(tmp_path):
-    """A self-signed certificate for localhost and 127.0.0.1: (cert path, key path, cert PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_path.write_bytes(cert_pem)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path), cert_pem
-
-
-@pytest.fixture
-def tls_server(database_url, clock, certificate):
-    cert_path, key_path, _ = certificate
-    server = ServerThread(make_test_settings(database_url, tls_cert_file=cert_path, tls_key_file=key_path),
-                          clock).start()
-    yield server
-    server.stop()
+from tests.fixtures.server import make_test_settings
 
 
 def test_a_tls_client_with_a_key_is_served(tls_server, certificate, make_key):

@@ -1,4 +1,4 @@
-"""A till's sequence with loyalty-client: identify, quote, checkout (hold points), pay, capture; a refusal read.
+"""A till's sequence with loyalty-client: identify, quote, checkout (hold points), pay, capture, refund; a refusal.
 
 Run: LOYALTY_API_KEY=... python till.py TARGET PROGRAMME_ID PHONE
 Prints one JSON object with what it saw (tests/clients/test_standalone.py runs it in a fresh venv).
@@ -43,6 +43,11 @@ def main(target: str, programme_id: str, phone: str) -> dict[str, object]:
         captured = client.checkout.Capture(
             checkout_pb2.CaptureRequest(request_id=str(uuid.uuid4()), programme_id=programme_id, order_id=order_id)
         )
+        # Later, the customer brings one coffee back: refund that unit of line 1.
+        refund = client.checkout.Refund(checkout_pb2.RefundRequest(
+            request_id=str(uuid.uuid4()), programme_id=programme_id, order_id=order_id,
+            lines=[checkout_pb2.RefundLine(line_id="1", quantity=1)],
+        )).refund
         # A refusal: the reason and the bad field say what to fix (docs/errors.md).
         try:
             client.checkout.Quote(checkout_pb2.QuoteRequest(
@@ -59,6 +64,8 @@ def main(target: str, programme_id: str, phone: str) -> dict[str, object]:
             "held": order.hold.points,
             "spent": captured.spent_points,
             "earned": captured.earned_points,
+            "refunded_lines": [[line.line_id, line.quantity] for line in refund.lines],
+            "refunded_money": refund.money_minor,
             "refused": refused,
         }
 
