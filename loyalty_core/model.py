@@ -147,6 +147,9 @@ class Member:
     level_assigned_at: int | None = None
     # When the member's personal data was erased (docs/trust.md "Members' data"); None while it is held.
     erased_at: int | None = None
+    # The least purchase total of the range that gave accumulative_discount_bps when it was reached:
+    # a refund or a void lowers the kept rate only below it.
+    accumulative_from_minor: int = 0
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,17 @@ class Complete:
 
 
 @dataclass(frozen=True)
+class Void:
+    """Void a paid order: it stops counting; its points stay."""
+
+    request_id: str
+    programme_id: str
+    order_id: str
+    comment: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
 class Hold:
     hold_id: str
     points: int
@@ -436,6 +450,13 @@ class Cancelled:
 class Refunded:
     order: Order
     refund: RefundRecord
+
+
+@dataclass(frozen=True)
+class Voided:
+    order: Order
+    # What stopped counting towards the member's purchase total.
+    uncounted_minor: int
 
 
 # -- Manual points, history, expiry, verification ----------------------------------------------

@@ -35,6 +35,8 @@ RIGHTS: tuple[str, ...] = (
     # Recording events that grant event bonuses (RecordEvent): the internal services that see them
     # happen (a birthday job, the app, reviews), not a till.
     "event_bonus",
+    # Voiding a paid order (it stops counting; points stay): the back office's, not the till's.
+    "order_void",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -82,3 +82,18 @@ def test_a_refused_write_leaves_no_event(api: EventsApi, database_url):
         api.redeem(p.programme_id, m.member_id, 50)
     assert refusal(refused.value) == (grpc.StatusCode.FAILED_PRECONDITION, "points_must_not_exceed_balance")
     assert _events_of(database_url, m.member_id) == before
+
+
+def test_a_void_writes_its_event_after_the_capture(api: EventsApi, database_url):
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    order = api.checkout_order(p.programme_id, m.member_id, [("bar", 1, 5_000)], points=0)
+    api.capture(p.programme_id, order.order_id)
+    api.checkout.VoidOrder(checkout_pb2.VoidOrderRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                         order_id=order.order_id, comment="till error"))
+    types = [t for _, t in _events_of(database_url, m.member_id)]
+    assert types[-2:] == ["order.captured", "order.voided"]
+    with psycopg.connect(database_url) as conn:
+        (payload,) = conn.execute("SELECT payload FROM outbox_event WHERE member_id = %s AND type = 'order.voided'",
+                                  (m.member_id,)).fetchone()
+    assert payload == {"order_id": order.order_id}
