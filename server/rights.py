@@ -47,7 +47,7 @@ _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
-    # CheckoutService: the sale. POS and e-commerce have the same rights (SPEC: "likewise").
+    # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
@@ -93,7 +93,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.ProgrammeService/ListProgrammes": _rule("programme_admin", "read_only",
                                                          programme_field=EVERY_PROGRAMME),
     # MembershipService. Statuses and levels are the level_status right, the personal discount its
-    # own right (SPEC: "personal-discount editing"); levels' definitions and the batch runs are the
+    # own right (docs/spec.md: "personal-discount editing"); levels' definitions and the batch runs are the
     # programme's administration.
     "/loyalty.v1.MembershipService/ChangeMemberStatus": _rule("level_status", "programme_admin"),
     "/loyalty.v1.MembershipService/ChangeMemberLevel": _rule("level_status"),

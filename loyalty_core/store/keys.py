@@ -16,7 +16,7 @@ import psycopg.errors
 
 from loyalty_core import errors
 
-# The rights a key may carry (SPEC "Rights"); the migration's CHECK lists the same names.
+# The rights a key may carry (docs/spec.md "Rights"); the migration's CHECK lists the same names.
 RIGHTS: tuple[str, ...] = (
     "pos",
     "ecommerce",
