@@ -190,6 +190,21 @@ def test_a_plastic_card_with_its_secret_replaces_the_old_number_which_is_freed(
     assert texts_holding(database_url, secret) == []
 
 
+def test_a_card_change_is_idempotent_and_its_secret_is_not_part_of_the_request_fingerprint(api: Members) -> None:
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    card, request_id = new_card(), new_id()
+    first = change_card(api, p.programme_id, m.member_id, card, "51230094", request_id=request_id)
+    # Another secret under the same key gets the first answer (a fingerprint only says a secret was
+    # given, so it can confirm no guess), and the first secret stays.
+    assert change_card(api, p.programme_id, m.member_id, card, "99990000", request_id=request_id) == first
+    assert lookup(api, p.programme_id, card, "51230094").member_id == m.member_id
+    assert refused(lambda: change_card(api, p.programme_id, m.member_id, new_card(), "51230094",
+                                       request_id=request_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "idempotency_key_reused_with_different_request")
+    assert len(data_changes(api, p.programme_id, m.member_id)) == 1
+
+
 def test_a_card_without_a_secret_is_attached_unless_the_programme_requires_one(api: Members) -> None:
     p = api.programme()
     m = api.enrol(p.programme_id)
