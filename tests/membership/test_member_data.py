@@ -334,3 +334,24 @@ def test_members_are_found_by_phone_card_status_and_level_a_page_at_a_time(
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM member WHERE programme_id = %s",
                             (p.programme_id,)).fetchone()[0] == 5
+
+
+def test_a_refused_edit_is_kept_with_the_member_it_names_by_id_not_the_holder_of_the_phone(
+        api: Members, database_url: str) -> None:
+    # Erasing the member wipes the keys kept with them: a refusal naming another member's phone
+    # must be kept with the member the edit was for.
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    # A holder before the member in id order, the order the programme's index reads them in.
+    holder = api.enrol(p.programme_id)
+    while holder.member_id > m.member_id:
+        holder = api.enrol(p.programme_id)
+    api.members.OffboardMember(member_pb2.OffboardMemberRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                                member_id=m.member_id, comment="left"))
+    request_id = new_id()
+    assert refused(lambda: change_phone(api, p.programme_id, m.member_id, holder.phone, request_id=request_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "member_offboarded")
+    with psycopg.connect(database_url) as conn:
+        kept = conn.execute("SELECT member_id::text FROM idempotency_key WHERE request_id = %s",
+                            (request_id,)).fetchone()
+    assert kept == (m.member_id,)
