@@ -43,7 +43,7 @@ def _rule(*rights: str, programme_field: str = PROGRAMME_ID) -> Rule:
 # orders and the programme as part of a sale; the editors of discounts, points, levels and
 # statuses must find the member they are about to change.
 _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "manual_points", "level_status",
-                   "read_only")
+                   "member_edit", "read_only")
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
@@ -69,6 +69,13 @@ RULES: dict[str, Rule] = {
     # Members' personal data (GDPR): the data protection desk's own right, in no other.
     "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
     "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
+    # A member's phone, card and group are changed by the service desk's own right, in no other: a
+    # new phone or card lets whoever holds it act as the member.
+    "/loyalty.v1.MemberService/ChangeMemberPhone": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeMemberCard": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeCustomerGroup": _rule("member_edit"),
+    # Finding members is reading them.
+    "/loyalty.v1.MemberService/ListMembers": _rule(*_MEMBER_READERS),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),

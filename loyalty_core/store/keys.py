@@ -37,6 +37,8 @@ RIGHTS: tuple[str, ...] = (
     "event_bonus",
     # Voiding a paid order (it stops counting; points stay): the back office's, not the till's.
     "order_void",
+    # Changing a member's phone, card or customer group (docs/membership.md "Editing a member").
+    "member_edit",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

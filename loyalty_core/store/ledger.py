@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
 from loyalty_core.events import NewEvent, movement_event
+from loyalty_core.levels import Purchase
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
@@ -239,31 +240,54 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
+# ``member_lots_and_purchases``'s ask for no purchases.
+NO_PURCHASES = -1
+
+
 async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef,
                           now: int) -> tuple[Member | None, Lots, int]:
     """The member ``ref`` names, its lots with points left (pending ones included) and its largest
     event discount usable at ``now`` (store.event_bonus.BEST_DISCOUNT), in one statement and one row: the
     lots come as four arrays (times in microseconds, a lot that never expires as calc's NEVER), so a
     quote decodes the member's columns once however many lots it has."""
+    member, lots, event_discount_bps, _ = await member_lots_and_purchases(conn, programme_id, ref, now, NO_PURCHASES)
+    return member, lots, event_discount_bps
+
+
+async def member_lots_and_purchases(conn: Any, programme_id: str, ref: MemberRef, now: int,
+                                    purchases_since_us: int | None,
+                                    ) -> tuple[Member | None, Lots, int, list[Purchase]]:
+    """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
+    after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read)."""
     condition, value = ref_condition(ref)
+    with_purchases = purchases_since_us != NO_PURCHASES
+    purchases = (
+        ", p.purchases AS purchase__rows" if with_purchases else "",
+        ", LATERAL (SELECT coalesce(jsonb_agg(jsonb_build_array("
+        f"{_us('counted_at')}, amount_minor, by_category) ORDER BY counted_at), '[]') AS purchases FROM purchase"
+        " WHERE member_id = m.member_id::uuid AND uncounted_at IS NULL"
+        " AND (%s::timestamptz IS NULL OR counted_at > %s::timestamptz)) p" if with_purchases else "",
+    )
+    since = to_dt(purchases_since_us) if with_purchases else None
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
-        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at,"
-        f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps"
+        f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at,"
+        f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps{purchases[0]}"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
-        f"   FROM ({_LOTS}m.member_id::uuid) l) a",
-        (to_dt(now), programme_id, value),
+        f"   FROM ({_LOTS}m.member_id::uuid) l) a{purchases[1]}",
+        (to_dt(now), programme_id, value, *((since, since) if with_purchases else ())),
     )
     row = await cur.fetchone()
     if row is None:
-        return None, Lots([], [], [], []), 0
+        return None, Lots([], [], [], []), 0, []
     lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
                 row.pop("lot__expires_at"))
     event_discount_bps = row.pop("event__discount_bps")
-    return row_to_member(row), lots, event_discount_bps
+    bought = [Purchase(at, amount, by_category) for at, amount, by_category in row.pop("purchase__rows", [])]
+    return row_to_member(row), lots, event_discount_bps, bought
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

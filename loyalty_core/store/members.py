@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from loyalty_core.model import Member, MemberRef
+from loyalty_core.model import Member, MemberFilter, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -149,11 +149,14 @@ async def offboard(conn: Any, member_id: str, now: int) -> None:
 
 
 async def named(conn: Any, programme_id: str, member_ids: list[str], phones: list[str], card_numbers: list[str]) -> str | None:
-    """The member of the programme with one of these ids, phones or card numbers, if any."""
+    """The member of the programme with one of these ids, phones or card numbers, if any; the one
+    an id names first (an edit's request names its member by id and the new phone or card, which
+    may be another member's)."""
     cur = await conn.execute(
-        "SELECT member_id::text FROM member WHERE programme_id = %s"
-        " AND (member_id = ANY(%s::uuid[]) OR phone = ANY(%s) OR card_number = ANY(%s)) LIMIT 1",
-        (programme_id, member_ids, phones, card_numbers),
+        "SELECT member_id::text FROM member WHERE programme_id = %(p)s"
+        " AND (member_id = ANY(%(ids)s::uuid[]) OR phone = ANY(%(phones)s) OR card_number = ANY(%(cards)s))"
+        " ORDER BY member_id = ANY(%(ids)s::uuid[]) DESC LIMIT 1",
+        {"p": programme_id, "ids": member_ids, "phones": phones, "cards": card_numbers},
     )
     row = await cur.fetchone()
     return None if row is None else row[0]
@@ -163,3 +166,38 @@ async def lock(conn: Any, member_id: str) -> bool:
     """Take the member's row lock; False when there is no such member."""
     cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
     return await cur.fetchone() is not None
+
+
+async def set_phone(conn: Any, member_id: str, phone: str) -> None:
+    """A new phone, not confirmed; a taken one raises psycopg's UniqueViolation (see ``UNIQUE_RULES``).
+    The codes sent to the old phone go with it (a confirmation or spend code the old phone received
+    must not confirm or spend for the new one)."""
+    await conn.execute("UPDATE member SET phone = %s, phone_confirmed = false WHERE member_id = %s", (phone, member_id))
+    await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
+    await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
+
+
+async def set_customer_group(conn: Any, member_id: str, customer_group: str) -> None:
+    await conn.execute("UPDATE member SET customer_group = %s WHERE member_id = %s", (customer_group, member_id))
+
+
+def _filter_conditions(found: MemberFilter) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (joined by AND) of a ListMembers filter, and their values; each filter
+    given adds one (a custom field's value would add its own here)."""
+    named = (("phone = %s", found.phone), ("card_number = %s", found.card_number), ("status = %s", found.status),
+             ("level_id = %s::uuid", found.level_id))
+    return [sql for sql, value in named if value], [value for _, value in named if value]
+
+
+async def page(conn: Any, programme_id: str, found: MemberFilter, after_member_id: str | None,
+               limit: int) -> list[Member]:
+    """The programme's members matching ``found``, by member id after ``after_member_id``."""
+    conditions, values = _filter_conditions(found)
+    if after_member_id is not None:
+        conditions.append("member_id > %s::uuid")
+        values.append(after_member_id)
+    where = "".join(f" AND {c}" for c in conditions)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s{where} ORDER BY member_id LIMIT %s",
+                      (programme_id, *values, limit))
+    return [row_to_member(row) for row in await cur.fetchall()]

@@ -11,8 +11,9 @@ from loyalty_core.store.convert import to_dt
 
 # History details that hold personal data, whatever the event: a phone, a message's text, a card.
 PERSONAL_DETAILS = ("phone", "text", "card_number")
-# Events whose "from" and "to" are card numbers (elsewhere they are statuses or rates, kept).
-CARD_CHANGES = ("virtual_card_generated",)
+# Events whose "from" and "to" are card numbers, phones or customer groups (elsewhere they are
+# statuses or rates, kept).
+CARD_CHANGES = ("virtual_card_generated", "data_changed")
 
 
 @dataclass(frozen=True)
