@@ -67,6 +67,10 @@ RULES: dict[str, Rule] = {
     # Members' personal data (GDPR): the data protection desk's own right, in no other.
     "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
     "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
+    # Custom fields: declared by programme_admin (UpdateProgramme), given at enrolment by whoever
+    # enrols, changed later by the back office.
+    "/loyalty.v1.MemberService/UpdateMemberCustomFields": _rule("programme_admin"),
+    "/loyalty.v1.MemberService/ListMembersByCustomField": _rule(*_MEMBER_READERS),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),

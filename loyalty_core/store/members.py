@@ -13,7 +13,7 @@ from loyalty_core.store.later import Later
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
-    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at, erased_at FROM member"""
+    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at, erased_at, store_id FROM member"""
 
 SELECT_MEMBER = _SELECT
 
@@ -31,13 +31,14 @@ def row_to_member(row: dict[str, Any]) -> Member:
 
 async def insert(
     conn: Any, member_id: str, programme_id: str, phone: str | None, card_number: str | None,
-    card_secret_hash: str | None, status: str, customer_group: str, now: int,
+    card_secret_hash: str | None, status: str, customer_group: str, now: int, store_id: str = "",
 ) -> None:
     """Insert; a taken phone or card raises psycopg's UniqueViolation (see ``UNIQUE_RULES``)."""
     await conn.execute(
         "INSERT INTO member (member_id, programme_id, phone, card_number, card_secret_hash, status,"
-        " customer_group, enrolled_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now)),
+        " customer_group, enrolled_at, store_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now),
+         store_id),
     )
 
 

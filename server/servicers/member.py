@@ -1,4 +1,4 @@
-"""MemberService: enrol, get, look up at the till, balance, off-board, erase and export."""
+"""MemberService: enrol, get, look up at the till, balance, off-board, erase and export, custom fields."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import member_pb2, member_pb2_grpc
-from loyalty_core.model import Enrol, Offboard
-from loyalty_core.service import members, privacy
+from loyalty_core.model import CustomValue, Enrol, Offboard, UpdateCustomFields
+from loyalty_core.service import custom_fields, members, privacy
 from server.servicers.convert import balance, forecast, member_card, member_ref, micros, timestamp, write_context
 
 
@@ -22,6 +22,7 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
             card_number=request.card_number, generate_card_number=request.generate_card_number,
             card_secret=request.card_secret, customer_group=request.customer_group,
             context=write_context(request.context, context, request.request_id),
+            custom_fields=custom_values(request.custom_fields),
         )
         enrolled = await members.enrol(self.db, self.clock, req)
         return member_pb2.EnrolMemberResponse(member=member_card(enrolled.member),
@@ -60,6 +61,24 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
         exported = await privacy.export(self.db, self.clock, _member_data_request(request, context))
         return member_pb2.ExportMemberDataResponse(document_json=exported.document,
                                                    export_time=timestamp(exported.exported_at))
+
+
+    async def UpdateMemberCustomFields(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = UpdateCustomFields(request.request_id, request.programme_id, request.member_id,
+                                 custom_values(request.custom_fields), tuple(request.update_mask.paths),
+                                 request.comment, write_context(None, context, request.request_id))
+        card = await custom_fields.update(self.db, self.clock, req)
+        return member_pb2.UpdateMemberCustomFieldsResponse(member=member_card(card))
+
+    async def ListMembersByCustomField(self, request: Any, context: aio.ServicerContext) -> Any:
+        page = await custom_fields.find(self.db, self.clock, request.programme_id, request.name, request.value,
+                                        request.page_size, request.page_token)
+        return member_pb2.ListMembersByCustomFieldResponse(members=[member_card(c) for c in page.items],
+                                                           next_page_token=page.next_page_token)
+
+
+def custom_values(values: Any) -> tuple[CustomValue, ...]:
+    return tuple(CustomValue(v.name, v.value) for v in values)
 
 
 def _member_data_request(request: Any, context: aio.ServicerContext) -> privacy.MemberDataRequest:

@@ -225,7 +225,7 @@ EXPORT_SECTION_OF = {"member": "member", "card_lock": "card", "phone_confirmatio
                      "spend_code": "spend_code",
                      "lot": "lots", "hold": "holds", "movement": "movements", "orders": "orders",
                      "order_line": "orders[].lines", "refund": "orders[].refunds", "purchase": "purchases",
-                     "member_event": "history"}
+                     "member_event": "history", "member_custom_value": "custom_fields"}
 
 
 def test_every_table_that_holds_members_rows_is_in_the_export(database_url: str) -> None:
