@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import psycopg.errors
 
-from loyalty_core import cards, levels, membership
+from loyalty_core import cards, levels, membership, sms
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from loyalty_core.levels import Level
@@ -279,9 +279,11 @@ async def _send_code(conn: Any, sender: SmsSender, policy: ConfirmationPolicy, m
     text = f"{wording}: {code}. It expires in {policy.code_ttl_us // (60 * US_PER_S)} minutes."
     await store.put_code(conn, table, member.member_id, member.phone, await cards.hash_secret_async(code), now,
                          now + policy.code_ttl_us, policy.attempts_max)
+    name = sms.sender_name(await programme_of(conn, member.programme_id), member.store_id)
     await store.add_event(conn, member.member_id, "messages", "sms_sent", now, actor=actor,
-                          details={"phone": member.phone, "purpose": purpose, "text": _masked(text, code)})
-    await sender.send(SmsMessage(member.phone, text, purpose, member.programme_id, member.member_id))
+                          details={"phone": member.phone, "purpose": purpose, "text": _masked(text, code),
+                                   "sender": name})
+    await sender.send(SmsMessage(member.phone, text, purpose, member.programme_id, member.member_id, name))
     return ConfirmationStarted(now + policy.code_ttl_us, now + policy.resend_interval_us, policy.attempts_max)
 
 
