@@ -95,6 +95,21 @@ def checked_values(declared: Sequence[CustomField], values: Sequence[CustomValue
     return checked
 
 
+def check_wanted(declared: Sequence[CustomField], wanted: CustomValue, path: str) -> None:
+    """A value to find members by (``path``.name, ``path``.value): a declared field, a value of its type."""
+    field = next((f for f in declared if f.name == wanted.name), None)
+    if field is None:
+        raise InvalidArgument("custom_field_not_declared", f"the programme declares no custom field {wanted.name!r}",
+                              field=f"{path}.name")
+    if not wanted.value:
+        raise InvalidArgument("field_required", f"give the value of {wanted.name!r} to find", field=f"{path}.value")
+    try:
+        canonical(field, wanted.value)
+    except ValueError as why:
+        raise InvalidArgument("value_out_of_range", f"custom field {wanted.name!r} ({field.type}) holds {why}",
+                              field=f"{path}.value") from None
+
+
 def missing_required(declared: Sequence[CustomField], values: Mapping[str, str]) -> str | None:
     """The first required field without a value in ``values`` (name -> value, '' for none)."""
     return next((f.name for f in declared if f.required and not values.get(f.name)), None)

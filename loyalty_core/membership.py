@@ -58,10 +58,15 @@ class Privileges:
     def cashback_for(self, category: str, programme_bps: int) -> int:
         """The cashback rate of ``category``: 0 when nothing is earned, else the level's rule for the
         category, else the level's rate, else the programme's (``programme_bps``)."""
+        if self.earns and category in self.category_cashback_bps:
+            return self.category_cashback_bps[category]
+        return self.cashback_elsewhere(programme_bps)
+
+    def cashback_elsewhere(self, programme_bps: int) -> int:
+        """The cashback rate of a category without a level rule of its own: 0 when nothing is
+        earned, else the level's rate, else the programme's (``programme_bps``)."""
         if not self.earns:
             return 0
-        if category in self.category_cashback_bps:
-            return self.category_cashback_bps[category]
         return programme_bps if self.cashback_bps is None else self.cashback_bps
 
     def pay_share_for(self, category: str, programme_bps: int) -> int:
@@ -69,6 +74,11 @@ class Privileges:
         the level's share, else the programme's (``programme_bps``), as for cashback."""
         if category in self.category_pay_share_bps:
             return self.category_pay_share_bps[category]
+        return self.pay_share_elsewhere(programme_bps)
+
+    def pay_share_elsewhere(self, programme_bps: int) -> int:
+        """The pay share of a category without a level rule of its own (and of the order): the
+        level's share, else the programme's (``programme_bps``)."""
         return programme_bps if self.order_pay_share_bps is None else self.order_pay_share_bps
 
 
@@ -257,7 +267,13 @@ async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
     if not rungs:
         return MemberCard(member)
-    purchases = await recent_purchases(conn, member.member_id, rungs, now)
+    return card_of(member, rungs, await recent_purchases(conn, member.member_id, rungs, now), now)
+
+
+def card_of(member: Member, rungs: Sequence[Level], purchases: Sequence[Purchase], now: int) -> MemberCard:
+    """``member_card`` from the member's ladder and recent purchases, read by the caller."""
+    if not rungs:
+        return MemberCard(member)
     ahead = progress(rungs, member.level_id, purchases, now)
     name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
     return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,

@@ -197,6 +197,51 @@ class MemberCard:
 
 
 @dataclass(frozen=True)
+class CategoryPrivilege:
+    """What a member gets in one category with a rule of its own (the programme's or the level's)."""
+
+    category: str
+    cashback_bps: int
+    pay_share_bps: int
+
+
+@dataclass(frozen=True)
+class CardPrivileges:
+    """The privileges the member card shows: the rates a sale would use now (GetMember)."""
+
+    may_pay_with_points: bool
+    earns: bool
+    discount_bps: int
+    discount_source: str
+    # For categories without a rule of their own.
+    cashback_bps: int
+    pay_share_bps: int
+    order_pay_share_bps: int
+    categories: tuple[CategoryPrivilege, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParticipationCard:
+    """The whole member card in one answer (GetMember): member and level, balance, privileges."""
+
+    card: MemberCard
+    balance: Balance
+    privileges: CardPrivileges
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    """What ListMembers matches: every filter given must match (empty: any member)."""
+
+    phone: str = ""
+    card_number: str = ""
+    status: str = ""
+    level_id: str = ""
+    # Members whose custom field (name) holds this value (canonical form); None for any.
+    custom_field: CustomValue | None = None
+
+
+@dataclass(frozen=True)
 class MemberRef:
     """A member by exactly one of id, phone or card number (with the card's secret when given)."""
 

@@ -43,11 +43,11 @@ def _rule(*rights: str, programme_field: str = PROGRAMME_ID) -> Rule:
 # orders and the programme as part of a sale; the editors of discounts, points, levels and
 # statuses must find the member they are about to change.
 _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "manual_points", "level_status",
-                   "read_only")
+                   "member_edit", "read_only")
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
-    # CheckoutService: the sale. POS and e-commerce have the same rights (SPEC: "likewise").
+    # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
@@ -67,10 +67,16 @@ RULES: dict[str, Rule] = {
     # Members' personal data (GDPR): the data protection desk's own right, in no other.
     "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
     "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
+    # A member's phone, card and group are changed by the service desk's own right, in no other: a
+    # new phone or card lets whoever holds it act as the member.
+    "/loyalty.v1.MemberService/ChangeMemberPhone": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeMemberCard": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeCustomerGroup": _rule("member_edit"),
+    # Finding members is reading them.
+    "/loyalty.v1.MemberService/ListMembers": _rule(*_MEMBER_READERS),
     # Custom fields: declared by programme_admin (UpdateProgramme), given at enrolment by whoever
-    # enrols, changed later by the back office.
-    "/loyalty.v1.MemberService/UpdateMemberCustomFields": _rule("programme_admin"),
-    "/loyalty.v1.MemberService/ListMembersByCustomField": _rule(*_MEMBER_READERS),
+    # enrols, changed later by the back office or the service desk.
+    "/loyalty.v1.MemberService/UpdateMemberCustomFields": _rule("programme_admin", "member_edit"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
@@ -90,7 +96,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.ProgrammeService/ListProgrammes": _rule("programme_admin", "read_only",
                                                          programme_field=EVERY_PROGRAMME),
     # MembershipService. Statuses and levels are the level_status right, the personal discount its
-    # own right (SPEC: "personal-discount editing"); levels' definitions and the batch runs are the
+    # own right (docs/spec.md: "personal-discount editing"); levels' definitions and the batch runs are the
     # programme's administration.
     "/loyalty.v1.MembershipService/ChangeMemberStatus": _rule("level_status", "programme_admin"),
     "/loyalty.v1.MembershipService/ChangeMemberLevel": _rule("level_status"),

@@ -1,4 +1,4 @@
-"""Custom field use cases: values at enrolment, the field-masked update, the card's values, finding by value."""
+"""Custom field use cases: values at enrolment, the field-masked update, the card's values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from loyalty_core import custom_fields, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import InvalidArgument, NotFound
-from loyalty_core.model import Member, MemberCard, MemberRef, Page, Programme, UpdateCustomFields
+from loyalty_core.model import Member, MemberCard, MemberRef, Programme, UpdateCustomFields
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.store import custom_values as store, members as member_store, programmes
@@ -96,34 +96,3 @@ async def update(db: Database, clock: Clock, req: UpdateCustomFields) -> MemberC
 
     return await run_write(db, method="UpdateMemberCustomFields", scope=programme_id, request=req,
                            result_type=MemberCard, now=now, effect=effect)
-
-
-async def find(db: Database, clock: Clock, programme_id: str, name: str, value: str, page_size: int,
-               page_token: str) -> Page[MemberCard]:
-    """The members whose field ``name`` holds ``value`` (in its canonical form), oldest enrolment first."""
-    programme_id = checks.uuid_arg(programme_id, "programme_id")
-    checks.text_arg(value, "value", max_len=custom_fields.MAX_VALUE_LEN, required=True)
-    size = checks.page_size(page_size)
-    after = checks.decode_token(page_token, 2)
-    if after is not None and not (isinstance(after[0], int) and isinstance(after[1], str)):
-        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
-    now = clock.now_us()
-    async with db.connection() as conn:
-        programme = await _programme(conn, programme_id)
-        declared = next((f for f in programme.custom_fields if f.name == name), None)
-        if declared is None:
-            raise InvalidArgument("custom_field_not_declared", f"the programme declares no custom field {name!r}",
-                                  field="name")
-        try:
-            custom_fields.canonical(declared, value)
-        except ValueError as why:
-            raise InvalidArgument("value_out_of_range", f"custom field {name!r} ({declared.type}) holds {why}",
-                                  field="value") from None
-        found = await store.members_with(conn, programme_id, name, value, tuple(after) if after else None, size + 1)
-        page = found[:size]
-        values = await store.of_members(conn, [m.member_id for m in page])
-        cards = [dataclasses.replace(await membership.member_card(conn, m, now),
-                                     custom_fields=custom_fields.shown(programme.custom_fields, values[m.member_id]))
-                 for m in page]
-    token = checks.encode_token(page[-1].enrolled_at, page[-1].member_id) if len(found) > size else ""
-    return Page(tuple(cards), token)

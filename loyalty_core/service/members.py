@@ -188,8 +188,7 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
     async with db.connection() as conn:
         member = checks.found_member(await store.find(conn, programme_id, MemberRef(member_id=member_id)),
                                      "with this id")
-        return await custom_fields.with_values(conn, await programme_of(conn, programme_id),
-                                               await membership.member_card(conn, member, clock.now_us()))
+        return await membership.member_card(conn, member, clock.now_us())
 
 
 async def lookup(db: Database, clock: Clock, programme_id: str, ref: MemberRef) -> tuple[MemberCard, Balance]:

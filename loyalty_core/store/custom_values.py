@@ -1,15 +1,11 @@
-"""Members' custom field values: one row per member and field, found by value within a programme."""
+"""Members' custom field values: one row per member and field (ListMembers finds members by them)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from psycopg.rows import dict_row
-
-from loyalty_core.model import Member
 from loyalty_core.store.convert import to_dt
-from loyalty_core.store.members import SELECT_MEMBER, row_to_member
 
 
 async def of_member(conn: Any, member_id: str) -> dict[str, str]:
@@ -42,20 +38,3 @@ async def put(conn: Any, member_id: str, programme_id: str, values: Mapping[str,
     if gone:
         await conn.execute("DELETE FROM member_custom_value WHERE member_id = %s AND name = ANY(%s)",
                            (member_id, gone))
-
-
-async def members_with(conn: Any, programme_id: str, name: str, value: str, after: tuple[int, str] | None,
-                       limit: int) -> list[Member]:
-    """The members whose field ``name`` holds ``value``, by (enrolment time, member id), after ``after``."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"""{SELECT_MEMBER} WHERE programme_id = %(p)s AND member_id IN (
-                SELECT member_id FROM member_custom_value WHERE programme_id = %(p)s AND name = %(n)s AND value = %(v)s)
-              AND (%(at)s::timestamptz IS NULL OR (enrolled_at, member_id) > (%(at)s, %(id)s::uuid))
-            ORDER BY enrolled_at, member_id LIMIT %(limit)s""",
-        {"p": programme_id, "n": name, "v": value, "at": to_dt(after[0]) if after else None,
-         "id": after[1] if after else None, "limit": limit},
-    )
-    return [row_to_member(r) for r in await cur.fetchall()]
-
-

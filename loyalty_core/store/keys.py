@@ -16,7 +16,7 @@ import psycopg.errors
 
 from loyalty_core import errors
 
-# The rights a key may carry (SPEC "Rights"); the migration's CHECK lists the same names.
+# The rights a key may carry (docs/spec.md "Rights"); the migration's CHECK lists the same names.
 RIGHTS: tuple[str, ...] = (
     "pos",
     "ecommerce",
@@ -29,6 +29,8 @@ RIGHTS: tuple[str, ...] = (
     "card_unlock",
     # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
     "privacy",
+    # Changing a member's phone, card or customer group (docs/membership.md "Editing a member").
+    "member_edit",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

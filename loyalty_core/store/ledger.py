@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
+from loyalty_core.levels import Purchase
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store.convert import to_dt
 from loyalty_core.store.later import Later
@@ -226,27 +227,59 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
+# ``member_and_lots``'s ask for no purchases.
+NO_PURCHASES = -1
+
+
 async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
     """The member ``ref`` names and its lots with points left (pending ones included), in one
     statement and one row: the lots come as four arrays (times in microseconds, a lot that never
     expires as calc's NEVER), so a quote decodes the member's columns once however many lots it has."""
+    member, lots, _, _ = await member_lots_and_purchases(conn, programme_id, ref, NO_PURCHASES)
+    return member, lots
+
+
+# The member's custom field values by name, as one more column of member_lots_and_purchases.
+_CUSTOM_VALUES = (", (SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM member_custom_value"
+                  " WHERE member_id = m.member_id::uuid) AS custom__values")
+
+
+async def member_lots_and_purchases(
+    conn: Any, programme_id: str, ref: MemberRef, purchases_since_us: int | None, *,
+    with_custom_values: bool = False,
+) -> tuple[Member | None, Lots, list[Purchase], dict[str, str]]:
+    """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
+    after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read) and,
+    ``with_custom_values``, their custom field values by name (else none read)."""
     condition, value = ref_condition(ref)
+    with_purchases = purchases_since_us != NO_PURCHASES
+    purchases = (
+        ", p.purchases AS purchase__rows" if with_purchases else "",
+        ", LATERAL (SELECT coalesce(jsonb_agg(jsonb_build_array("
+        f"{_us('counted_at')}, amount_minor, by_category) ORDER BY counted_at), '[]') AS purchases FROM purchase"
+        " WHERE member_id = m.member_id::uuid AND uncounted_at IS NULL"
+        " AND (%s::timestamptz IS NULL OR counted_at > %s::timestamptz)) p" if with_purchases else "",
+    )
+    since = to_dt(purchases_since_us) if with_purchases else None
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
-        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
+        f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at{purchases[0]}"
+        f"{_CUSTOM_VALUES if with_custom_values else ''}"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
-        f"   FROM ({_LOTS}m.member_id::uuid) l) a",
-        (programme_id, value),
+        f"   FROM ({_LOTS}m.member_id::uuid) l) a{purchases[1]}",
+        (programme_id, value, *((since, since) if with_purchases else ())),
     )
     row = await cur.fetchone()
     if row is None:
-        return None, Lots([], [], [], [])
+        return None, Lots([], [], [], []), [], {}
     lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
                 row.pop("lot__expires_at"))
-    return row_to_member(row), lots
+    bought = [Purchase(at, amount, by_category) for at, amount, by_category in row.pop("purchase__rows", [])]
+    values = row.pop("custom__values", {})
+    return row_to_member(row), lots, bought, values
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from loyalty_core.model import Member, MemberRef
+from loyalty_core.model import Member, MemberFilter, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -163,3 +163,44 @@ async def lock(conn: Any, member_id: str) -> bool:
     """Take the member's row lock; False when there is no such member."""
     cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
     return await cur.fetchone() is not None
+
+
+async def set_phone(conn: Any, member_id: str, phone: str) -> None:
+    """A new phone, not confirmed; a taken one raises psycopg's UniqueViolation (see ``UNIQUE_RULES``).
+    The codes sent to the old phone go with it (a confirmation or spend code the old phone received
+    must not confirm or spend for the new one)."""
+    await conn.execute("UPDATE member SET phone = %s, phone_confirmed = false WHERE member_id = %s", (phone, member_id))
+    await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
+    await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
+
+
+async def set_customer_group(conn: Any, member_id: str, customer_group: str) -> None:
+    await conn.execute("UPDATE member SET customer_group = %s WHERE member_id = %s", (customer_group, member_id))
+
+
+def _filter_conditions(found: MemberFilter) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (joined by AND) of a ListMembers filter, and their values; each filter
+    given adds one."""
+    named = (("phone = %s", found.phone), ("card_number = %s", found.card_number), ("status = %s", found.status),
+             ("level_id = %s::uuid", found.level_id))
+    conditions, values = [sql for sql, value in named if value], [value for _, value in named if value]
+    if found.custom_field is not None:
+        # member_custom_value_by_value finds them (the member's programme_id is the condition's).
+        conditions.append("member_id IN (SELECT member_id FROM member_custom_value"
+                          " WHERE programme_id = member.programme_id AND name = %s AND value = %s)")
+        values += [found.custom_field.name, found.custom_field.value]
+    return conditions, values
+
+
+async def page(conn: Any, programme_id: str, found: MemberFilter, after_member_id: str | None,
+               limit: int) -> list[Member]:
+    """The programme's members matching ``found``, by member id after ``after_member_id``."""
+    conditions, values = _filter_conditions(found)
+    if after_member_id is not None:
+        conditions.append("member_id > %s::uuid")
+        values.append(after_member_id)
+    where = "".join(f" AND {c}" for c in conditions)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s{where} ORDER BY member_id LIMIT %s",
+                      (programme_id, *values, limit))
+    return [row_to_member(row) for row in await cur.fetchall()]

@@ -11,9 +11,9 @@ from loyalty_core.store.convert import to_dt
 
 # History details that hold personal data, whatever the event: a phone, a message's text, a card.
 PERSONAL_DETAILS = ("phone", "text", "card_number")
-# Events whose "from" and "to" are personal: card numbers, custom field values (elsewhere they are
-# statuses or rates, kept).
-PERSONAL_CHANGES = ("virtual_card_generated", "custom_field_changed")
+# Events whose "from" and "to" are personal: card numbers, phones, customer groups, custom field
+# values (elsewhere they are statuses or rates, kept).
+PERSONAL_CHANGES = ("virtual_card_generated", "data_changed", "custom_field_changed")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""MemberService: enrol, get, look up at the till, balance, off-board, erase and export, custom fields."""
+"""MemberService: enrol, get, look up at the till, balance, off-board, erase, export, edit (custom fields too) and find."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import member_pb2, member_pb2_grpc
-from loyalty_core.model import CustomValue, Enrol, Offboard, UpdateCustomFields
-from loyalty_core.service import custom_fields, members, privacy
-from server.servicers.convert import balance, forecast, member_card, member_ref, micros, timestamp, write_context
+from loyalty_core.model import CustomValue, Enrol, MemberFilter, Offboard, UpdateCustomFields
+from loyalty_core.service import member_card as member_card_case
+from loyalty_core.service import custom_fields, member_data, members, privacy
+from server.servicers.convert import (
+    balance, enum_value, forecast, member_card, member_ref, micros, privileges, timestamp, write_context,
+)
+from server.servicers.membership import STATUS
 
 
 class MemberServicer(member_pb2_grpc.MemberServiceServicer):
@@ -30,8 +34,9 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
                                               generated_card_secret=enrolled.generated_card_secret)
 
     async def GetMember(self, request: Any, context: aio.ServicerContext) -> Any:
-        card = await members.get(self.db, self.clock, request.programme_id, request.member_id)
-        return member_pb2.GetMemberResponse(member=member_card(card))
+        whole = await member_card_case.get(self.db, self.clock, request.programme_id, request.member_id)
+        return member_pb2.GetMemberResponse(member=member_card(whole.card), balance=balance(whole.balance),
+                                            privileges=privileges(whole.privileges))
 
     async def LookupMember(self, request: Any, context: aio.ServicerContext) -> Any:
         card, points = await members.lookup(self.db, self.clock, request.programme_id, member_ref(request.member))
@@ -62,6 +67,34 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
         return member_pb2.ExportMemberDataResponse(document_json=exported.document,
                                                    export_time=timestamp(exported.exported_at))
 
+    async def ChangeMemberPhone(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = member_data.ChangePhone(request.request_id, request.programme_id, request.member_id, request.phone,
+                                      request.comment, write_context(None, context, request.request_id))
+        return member_pb2.ChangeMemberPhoneResponse(
+            member=member_card(await member_data.change_phone(self.db, self.clock, req)))
+
+    async def ChangeMemberCard(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = member_data.ChangeCard(request.request_id, request.programme_id, request.member_id,
+                                     request.card_number, request.card_secret, request.comment,
+                                     write_context(None, context, request.request_id))
+        return member_pb2.ChangeMemberCardResponse(
+            member=member_card(await member_data.change_card(self.db, self.clock, req)))
+
+    async def ChangeCustomerGroup(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = member_data.ChangeGroup(request.request_id, request.programme_id, request.member_id,
+                                      request.customer_group, request.comment,
+                                      write_context(None, context, request.request_id))
+        return member_pb2.ChangeCustomerGroupResponse(
+            member=member_card(await member_data.change_group(self.db, self.clock, req)))
+
+    async def ListMembers(self, request: Any, context: aio.ServicerContext) -> Any:
+        found = MemberFilter(phone=request.phone, card_number=request.card_number,
+                             status=enum_value(STATUS, request.status, "status"), level_id=request.level_id,
+                             custom_field=(CustomValue(request.custom_field.name, request.custom_field.value)
+                                           if request.HasField("custom_field") else None))
+        page = await member_data.find(self.db, request.programme_id, found, request.page_size, request.page_token)
+        return member_pb2.ListMembersResponse(members=[member_card(c) for c in page.items],
+                                              next_page_token=page.next_page_token)
 
     async def UpdateMemberCustomFields(self, request: Any, context: aio.ServicerContext) -> Any:
         req = UpdateCustomFields(request.request_id, request.programme_id, request.member_id,
@@ -69,12 +102,6 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
                                  request.comment, write_context(None, context, request.request_id))
         card = await custom_fields.update(self.db, self.clock, req)
         return member_pb2.UpdateMemberCustomFieldsResponse(member=member_card(card))
-
-    async def ListMembersByCustomField(self, request: Any, context: aio.ServicerContext) -> Any:
-        page = await custom_fields.find(self.db, self.clock, request.programme_id, request.name, request.value,
-                                        request.page_size, request.page_token)
-        return member_pb2.ListMembersByCustomFieldResponse(members=[member_card(c) for c in page.items],
-                                                           next_page_token=page.next_page_token)
 
 
 def custom_values(values: Any) -> tuple[CustomValue, ...]:

@@ -459,6 +459,21 @@ class LedgerModel(RuleBasedStateMachine):
         assert {v.name: v.value for v in got.custom_fields} == member.custom
 
     @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1))
+    def change_phone(self, who: int) -> None:
+        # An edit of the member's data moves no points (the invariant checks that), leaves the new
+        # phone unconfirmed, and is refused once the member is erased.
+        member = self.members[who % len(self.members)]
+        self.next_request += 1
+        phone = f"+1999{self.next_request:07d}"  # unique within the model's programme
+        request = member_pb2.ChangeMemberPhoneRequest(request_id=self.request_id("phone"), programme_id=self.programme,
+                                                      member_id=member.member_id, phone=phone, comment="model")
+        if self.refused_as_erased(member, self.stubs.members.ChangeMemberPhone, request):
+            return
+        changed = self.stubs.members.ChangeMemberPhone(request, timeout=10).member
+        assert (changed.phone, changed.phone_confirmed) == (phone, False)
+
+    @precondition(lambda self: self.members)
     @rule()
     def expire(self) -> None:
         now = self.now
@@ -571,6 +586,11 @@ class LedgerModel(RuleBasedStateMachine):
                 sum(lot.remaining for lot in live if lot.activates_at > now), held)
             assert [(b.expire_time.ToMicroseconds(), b.points) for b in got.burn_outs] == sorted(burn_outs.items())
             assert got.burning_points == sum(burn_outs.values())
+            # The participation card shows the same figures.
+            card = self.stubs.members.GetMember(member_pb2.GetMemberRequest(
+                programme_id=self.programme, member_id=member.member_id), timeout=10).balance
+            assert (card.active_points, card.pending_points, card.held_points, card.burning_points) == (
+                got.active_points, got.pending_points, got.held_points, got.burning_points)
             # The forecast: every later burn-out, and what awaits activation.
             forecast = self.stubs.members.GetPointsForecast(member_pb2.GetPointsForecastRequest(
                 programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10)

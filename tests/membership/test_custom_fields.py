@@ -173,34 +173,43 @@ def test_members_are_found_by_a_value_page_by_page(api: Members) -> None:
     other = programme_with_fields(api)
     api.enrol(other.programme_id, custom_fields=[value("favourite_club", "north")])
 
-    def page(token: str = "") -> member_pb2.ListMembersByCustomFieldResponse:
-        return api.members.ListMembersByCustomField(member_pb2.ListMembersByCustomFieldRequest(
-            programme_id=p.programme_id, name="favourite_club", value="north", page_size=2, page_token=token))
+    def page(token: str = "") -> member_pb2.ListMembersResponse:
+        return api.members.ListMembers(member_pb2.ListMembersRequest(
+            programme_id=p.programme_id, custom_field=value("favourite_club", "north"), page_size=2,
+            page_token=token))
 
     first = page()
     second = page(first.next_page_token)
     found = [m.member_id for m in [*first.members, *second.members]]
-    # Enrolled at one moment of the test clock: then by member id.
-    assert found == sorted(north) and len(first.members) == 2 and not second.next_page_token
+    assert found == sorted(north) and len(first.members) == 2 and not second.next_page_token  # by member id
     assert values_of(first.members[0]) == {"favourite_club": "north"}
-    for name, text, field in (("eye_colour", "blue", "name"), ("favourite_club", "east", "value"),
-                              ("favourite_club", "", "value")):
-        assert bad_argument(lambda: api.members.ListMembersByCustomField(member_pb2.ListMembersByCustomFieldRequest(
-            programme_id=p.programme_id, name=name, value=text)))[2] == [field]
+    # With the other filters: every one given must match.
+    active = api.members.ListMembers(member_pb2.ListMembersRequest(
+        programme_id=p.programme_id, custom_field=value("favourite_club", "north"),
+        status=member_pb2.MEMBER_STATUS_DEACTIVATED)).members
+    assert list(active) == []
+    for name, text, reason, field in (("eye_colour", "blue", "custom_field_not_declared", "custom_field.name"),
+                                      ("", "north", "custom_field_not_declared", "custom_field.name"),
+                                      ("favourite_club", "east", "value_out_of_range", "custom_field.value"),
+                                      ("favourite_club", "", "field_required", "custom_field.value")):
+        assert bad_argument(lambda: api.members.ListMembers(member_pb2.ListMembersRequest(
+            programme_id=p.programme_id, custom_field=value(name, text)))) == (
+            grpc.StatusCode.INVALID_ARGUMENT, reason, [field])
 
 
-def test_only_programme_admin_changes_values(api: Members, channel_with: Any) -> None:
+def test_programme_admin_and_member_edit_change_values(api: Members, channel_with: Any) -> None:
     p = programme_with_fields(api)
     member = api.enrol(p.programme_id, custom_fields=[value("favourite_club", "north")])
     till = Members(channel_with("pos"))
     assert refused(lambda: update(till, p.programme_id, member.member_id, [value("nickname", "x")], ["nickname"]))[0] == (
         grpc.StatusCode.PERMISSION_DENIED)
-    admin = Members(channel_with("programme_admin"))
-    assert values_of(update(admin, p.programme_id, member.member_id, [value("nickname", "x")], ["nickname"]))[
-        "nickname"] == "x"
-    # The till finds members by a value and enrols with values.
-    assert till.members.ListMembersByCustomField(member_pb2.ListMembersByCustomFieldRequest(
-        programme_id=p.programme_id, name="nickname", value="x")).members[0].member_id == member.member_id
+    for right, nickname in (("programme_admin", "x"), ("member_edit", "y")):
+        editor = Members(channel_with(right))
+        assert values_of(update(editor, p.programme_id, member.member_id, [value("nickname", nickname)],
+                                ["nickname"]))["nickname"] == nickname
+    # The till finds members by a value.
+    assert till.members.ListMembers(member_pb2.ListMembersRequest(
+        programme_id=p.programme_id, custom_field=value("nickname", "y"))).members[0].member_id == member.member_id
 
 
 def test_erasure_removes_the_values_and_export_shows_them(api: Members, channel_with: Any, database_url: str) -> None:
