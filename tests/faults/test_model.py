@@ -616,7 +616,8 @@ class LedgerModel(RuleBasedStateMachine):
 
     def _card_agrees(self, member: Member) -> None:
         """The card's points tab holds the member's movements, its orders tab each order with the model's
-        state (a whole refund as refund "whole"), and GetMember the custom values."""
+        state (a whole refund as refund "whole"), GetMember the custom values, and ListMembers finds
+        the members by them."""
         def tab(which: int) -> list[membership_pb2.HistoryEvent]:
             return list(self.stubs.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
                 programme_id=self.programme, member_id=member.member_id, tab=which, page_size=500),
@@ -634,6 +635,13 @@ class LedgerModel(RuleBasedStateMachine):
         got = self.stubs.members.GetMember(member_pb2.GetMemberRequest(
             programme_id=self.programme, member_id=member.member_id), timeout=10).member
         assert {v.name: v.value for v in got.custom_fields} == member.custom
+        # ListMembers finds by each value exactly the members that hold it.
+        for name, value in member.custom.items():
+            found = self.stubs.members.ListMembers(member_pb2.ListMembersRequest(
+                programme_id=self.programme, page_size=500,
+                custom_field=member_pb2.CustomFieldValue(name=name, value=value)), timeout=10).members
+            assert sorted(m.member_id for m in found) == sorted(
+                m.member_id for m in self.members if m.custom.get(name) == value)
 
     def _orders_agree(self, order_ids: list[str]) -> None:
         for order_id in order_ids:
