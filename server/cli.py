@@ -220,11 +220,12 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_keys_args(parser: argparse.ArgumentParser) -> None:
+    from loyalty_core.store.keys import RIGHTS
+
     keys_sub = parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once (only its hash is stored)")
     create.add_argument("--name", required=True, help="recorded as the actor of every write made with the key")
-    create.add_argument("--rights", required=True, help="comma-separated: pos, ecommerce, programme_admin, "
-                        "personal_discount, manual_points, level_status, read_only, card_unlock, privacy")
+    create.add_argument("--rights", required=True, help=f"comma-separated: {', '.join(RIGHTS)}")
     scope = create.add_mutually_exclusive_group(required=True)
     scope.add_argument("--programmes", help="comma-separated programme ids the key may act on")
     scope.add_argument("--all-programmes", action="store_true", help="every programme, present and future")

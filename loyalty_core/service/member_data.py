@@ -7,20 +7,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg.errors
-
 from loyalty_core import cards, custom_fields, levels, membership
 from loyalty_core.clock import Clock
-from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.model import Member, MemberCard, MemberFilter, Page, WriteContext
 from loyalty_core.service import checks
-from loyalty_core.service.members import CARD, PHONE, found_programme, programme_of
+from loyalty_core.service.members import (
+    check_card_number, check_phone, found_programme, programme_of, unique_phone_and_card,
+)
 from loyalty_core.service.membership import COMMENT_MAX, _member_write, _reread
 from loyalty_core.store import custom_values
 from loyalty_core.store import members as store
 from loyalty_core.store import programmes
 from loyalty_core.store import membership as membership_store
-from loyalty_core.store.db import Database, savepoint
+from loyalty_core.store.db import Database
 
 # The history kind of every edit here (tab participation): details name the field, its old and
 # new value ("from", "to"), never a secret. Erasure removes both values (store/privacy.py).
@@ -70,28 +70,15 @@ async def _changed(conn: Any, member: Member, now: int, req: Any, name: str, old
                                      details={"field": name, "from": old, "to": new, **more})
 
 
-async def _unique(conn: Any, write: Any) -> None:
-    """Run ``write`` in a savepoint (a taken phone or card must not poison the key's transaction);
-    a value another member of the programme holds is ALREADY_EXISTS on its field."""
-    try:
-        async with savepoint(conn):
-            await write
-    except psycopg.errors.UniqueViolation as err:
-        rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
-        name = rule.removesuffix("_taken")
-        raise AlreadyExists(rule, f"another member of the programme has this {name}", field=name) from None
-
-
 async def change_phone(db: Database, clock: Clock, req: ChangePhone) -> MemberCard:
     """Give the member a new phone, not confirmed until it is (the status stays: changing it is
     ChangeMemberStatus's); the old one is free for another enrolment at once."""
-    if not PHONE.match(req.phone):
-        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    check_phone(req.phone)
     _comment(req.comment)
 
     async def change(conn: Any, member: Member, now: int) -> MemberCard:
         if member.phone != req.phone:
-            await _unique(conn, store.set_phone(conn, member.member_id, req.phone))
+            await unique_phone_and_card(conn, store.set_phone(conn, member.member_id, req.phone))
             await _changed(conn, member, now, req, "phone", member.phone or "", req.phone)
         return await membership.member_card(conn, await _reread(conn, member), now)
 
@@ -102,8 +89,7 @@ async def change_card(db: Database, clock: Clock, req: ChangeCard) -> MemberCard
     """Attach a plastic card to the member, or replace theirs: the old number is freed (anyone may
     enrol with it again), its secret and lockout go with it. A card without a secret is refused
     where the programme requires one (it could never be used)."""
-    if not CARD.match(req.card_number):
-        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    check_card_number(req.card_number)
     checks.text_arg(req.card_secret, "card_secret", max_len=checks.MAX_ID)
     _comment(req.comment)
     # Hashed before the transaction: scrypt takes tens of milliseconds, not to be spent holding the member.
@@ -116,7 +102,7 @@ async def change_card(db: Database, clock: Clock, req: ChangeCard) -> MemberCard
                                      field="card_secret")
         # The same number without a secret is no change; with one, it is the card's new secret.
         if member.card_number != req.card_number or secret_hash is not None:
-            await _unique(conn, membership_store.set_card(conn, member.member_id, req.card_number, secret_hash))
+            await unique_phone_and_card(conn, membership_store.set_card(conn, member.member_id, req.card_number, secret_hash))
             await _changed(conn, member, now, req, "card_number", member.card_number or "", req.card_number,
                            with_secret=secret_hash is not None)
         return await membership.member_card(conn, await _reread(conn, member), now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import psycopg.errors
@@ -29,6 +30,18 @@ PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CARD = re.compile(r"^[0-9A-Za-z]{4,32}$")
 # The history's actor of a lockout: the server itself (the guesses may come from any caller).
 LOCKOUT_ACTOR = "card-lockout"
+
+
+def check_phone(phone: str) -> str:
+    if not PHONE.match(phone):
+        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    return phone
+
+
+def check_card_number(card_number: str) -> str:
+    if not CARD.match(card_number):
+        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    return card_number
 
 
 def check_ref(ref: MemberRef) -> MemberRef:
@@ -112,6 +125,19 @@ def identified(programme: Programme, ref: MemberRef, member: Member | None, veri
     return member
 
 
+async def unique_phone_and_card(conn: Any, write: Awaitable[None]) -> None:
+    """Run ``write`` (of a member's phone or card) in a savepoint, so that a taken one does not
+    poison the key's transaction; one another member of the programme holds is ALREADY_EXISTS on
+    its field (``phone_taken``, ``card_number_taken``)."""
+    try:
+        async with savepoint(conn):
+            await write
+    except psycopg.errors.UniqueViolation as err:
+        rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
+        name = rule.removesuffix("_taken")
+        raise AlreadyExists(rule, f"another member of the programme has this {name}", field=name) from None
+
+
 def welcome_bonus_end(programme: Programme, now: int) -> int:
     """When a welcome bonus given at ``now`` expires: as the programme's welcome_bonus_expiry says,
     else welcome_bonus_lifetime_days days, 0 meaning the programme's point lifetime."""
@@ -125,13 +151,13 @@ def welcome_bonus_end(programme: Programme, now: int) -> int:
 async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
     checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
     programme_id = checks.uuid_arg(req.programme_id, "programme_id")
-    if req.phone and not PHONE.match(req.phone):
-        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    if req.phone:
+        check_phone(req.phone)
     if req.card_number and req.generate_card_number:
         raise InvalidArgument("value_out_of_range", "give card_number or generate_card_number, not both",
                               field="card_number")
-    if req.card_number and not CARD.match(req.card_number):
-        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    if req.card_number:
+        check_card_number(req.card_number)
     if not (req.phone or req.card_number or req.generate_card_number):
         raise InvalidArgument("field_required", "enrolment needs a phone or a card number", field="phone")
     checks.text_arg(req.card_secret, "card_secret", max_len=checks.MAX_ID)
@@ -151,14 +177,9 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         check_programme_running(programme, now)
         status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
         values = custom_fields.enrolment_values(programme, req.custom_fields)
-        try:
-            async with savepoint(conn):  # a savepoint: a taken phone must not poison the key's transaction
-                await store.insert(conn, member_id, programme_id, req.phone or None, card_number or None,
-                                   secret_hash, status, req.customer_group, now, req.context.store_id)
-        except psycopg.errors.UniqueViolation as err:
-            rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
-            raise AlreadyExists(rule, f"another member of the programme has this {rule.removesuffix('_taken')}",
-                                field=rule.removesuffix("_taken")) from None
+        await unique_phone_and_card(conn, store.insert(conn, member_id, programme_id, req.phone or None,
+                                                       card_number or None, secret_hash, status,
+                                                       req.customer_group, now, req.context.store_id))
         expires_at = welcome_bonus_end(programme, now)
         # A bonus valid until a date that has passed is no longer given.
         bonus = programme.welcome_bonus_points if expires_at > now else 0

@@ -149,11 +149,14 @@ async def offboard(conn: Any, member_id: str, now: int) -> None:
 
 
 async def named(conn: Any, programme_id: str, member_ids: list[str], phones: list[str], card_numbers: list[str]) -> str | None:
-    """The member of the programme with one of these ids, phones or card numbers, if any."""
+    """The member of the programme with one of these ids, phones or card numbers, if any; the one
+    an id names first (an edit's request names its member by id and the new phone or card, which
+    may be another member's)."""
     cur = await conn.execute(
-        "SELECT member_id::text FROM member WHERE programme_id = %s"
-        " AND (member_id = ANY(%s::uuid[]) OR phone = ANY(%s) OR card_number = ANY(%s)) LIMIT 1",
-        (programme_id, member_ids, phones, card_numbers),
+        "SELECT member_id::text FROM member WHERE programme_id = %(p)s"
+        " AND (member_id = ANY(%(ids)s::uuid[]) OR phone = ANY(%(phones)s) OR card_number = ANY(%(cards)s))"
+        " ORDER BY member_id = ANY(%(ids)s::uuid[]) DESC LIMIT 1",
+        {"p": programme_id, "ids": member_ids, "phones": phones, "cards": card_numbers},
     )
     row = await cur.fetchone()
     return None if row is None else row[0]

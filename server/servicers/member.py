@@ -8,8 +8,7 @@ from grpc import aio
 
 from loyalty.v1 import member_pb2, member_pb2_grpc
 from loyalty_core.model import CustomValue, Enrol, MemberFilter, Offboard, UpdateCustomFields
-from loyalty_core.service import member_card as member_card_case
-from loyalty_core.service import custom_fields, member_data, members, privacy
+from loyalty_core.service import custom_fields, member_data, members, participation, privacy
 from server.servicers.convert import (
     balance, enum_value, forecast, member_card, member_ref, micros, privileges, timestamp, write_context,
 )
@@ -34,7 +33,7 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
                                               generated_card_secret=enrolled.generated_card_secret)
 
     async def GetMember(self, request: Any, context: aio.ServicerContext) -> Any:
-        whole = await member_card_case.get(self.db, self.clock, request.programme_id, request.member_id)
+        whole = await participation.get(self.db, self.clock, request.programme_id, request.member_id)
         return member_pb2.GetMemberResponse(member=member_card(whole.card), balance=balance(whole.balance),
                                             privileges=privileges(whole.privileges))
 

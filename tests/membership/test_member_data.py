@@ -89,13 +89,31 @@ def test_get_member_gives_the_whole_card_in_one_call(api: Members) -> None:
         ("bar", 700, 5_000), ("tickets", 300, 5_000)]
 
 
-def test_a_deactivated_members_card_shows_no_privileges(api: Members) -> None:
-    p = api.programme()
+def privileges(api: Members, programme_id: str, member_id: str) -> member_pb2.MemberPrivileges:
+    return api.members.GetMember(member_pb2.GetMemberRequest(programme_id=programme_id,
+                                                             member_id=member_id)).privileges
+
+
+def test_the_cards_privileges_follow_the_status_and_the_best_discount(api: Members, channel_with: Any) -> None:
+    p = api.programme(require_confirmation=True)
+    api.level(p.programme_id, "Club", 1, privilege=membership_pb2.LEVEL_PRIVILEGE_DISCOUNT, discount_bps=700)
     m = api.enrol(p.programme_id)
+    api.membership.SetPersonalDiscount(membership_pb2.SetPersonalDiscountRequest(
+        request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, discount_bps=500))
+    # Not confirmed: earns, but points cannot pay and the level's discount does not apply.
+    shown = privileges(api, p.programme_id, m.member_id)
+    assert (shown.may_pay_with_points, shown.earns, shown.discount_bps, shown.discount_source, shown.cashback_bps) == (
+        False, True, 500, "personal", 1_000)
+    api.set_status(p.programme_id, m.member_id, member_pb2.MEMBER_STATUS_ACTIVE)
+    shown = privileges(api, p.programme_id, m.member_id)
+    assert (shown.may_pay_with_points, shown.discount_bps, shown.discount_source) == (True, 700, "level")
     api.set_status(p.programme_id, m.member_id, member_pb2.MEMBER_STATUS_DEACTIVATED)
-    rights = api.members.GetMember(member_pb2.GetMemberRequest(programme_id=p.programme_id,
-                                                               member_id=m.member_id)).privileges
-    assert (rights.may_pay_with_points, rights.earns, rights.cashback_bps) == (False, False, 0)
+    shown = privileges(api, p.programme_id, m.member_id)
+    assert (shown.may_pay_with_points, shown.earns, shown.discount_bps, shown.cashback_bps) == (False, False, 0, 0)
+    # An erased member's card is still readable: the amounts without the personal data.
+    Members(channel_with("privacy")).members.EraseMember(erase_request(p.programme_id, m.member_id))
+    erased = api.members.GetMember(member_pb2.GetMemberRequest(programme_id=p.programme_id, member_id=m.member_id))
+    assert (erased.member.phone, erased.member.HasField("erase_time"), erased.privileges.earns) == ("", True, False)
 
 
 # -- The phone ----------------------------------------------------------------------------------
@@ -316,3 +334,24 @@ def test_members_are_found_by_phone_card_status_and_level_a_page_at_a_time(
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM member WHERE programme_id = %s",
                             (p.programme_id,)).fetchone()[0] == 5
+
+
+def test_a_refused_edit_is_kept_with_the_member_it_names_by_id_not_the_holder_of_the_phone(
+        api: Members, database_url: str) -> None:
+    # Erasing the member wipes the keys kept with them: a refusal naming another member's phone
+    # must be kept with the member the edit was for.
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    # A holder before the member in id order, the order the programme's index reads them in.
+    holder = api.enrol(p.programme_id)
+    while holder.member_id > m.member_id:
+        holder = api.enrol(p.programme_id)
+    api.members.OffboardMember(member_pb2.OffboardMemberRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                                member_id=m.member_id, comment="left"))
+    request_id = new_id()
+    assert refused(lambda: change_phone(api, p.programme_id, m.member_id, holder.phone, request_id=request_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "member_offboarded")
+    with psycopg.connect(database_url) as conn:
+        kept = conn.execute("SELECT member_id::text FROM idempotency_key WHERE request_id = %s",
+                            (request_id,)).fetchone()
+    assert kept == (m.member_id,)
