@@ -112,6 +112,7 @@ for _code, _kind in [
     ("value_too_long", InvalidArgument),
     ("malformed_id", InvalidArgument),
     ("too_many_items", InvalidArgument),
+    ("custom_field_not_declared", InvalidArgument),
     ("basket_must_not_be_empty", InvalidArgument),
     ("amount_overflows_int64", InvalidArgument),
     ("line_discount_must_not_exceed_line_total", InvalidArgument),
@@ -212,6 +213,9 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "value_too_long": ("A string or list is longer than its limit.", "Shorten the field the BadRequest names."),
     "malformed_id": ("An id is not in its expected form (a UUID).", "Send the id as loyalty-core returned it."),
     "too_many_items": ("A repeated field has more items than allowed.", "Split the request or send fewer items."),
+    "custom_field_not_declared": ("The request names a custom field the programme does not declare.",
+                                  "Use a field of the programme's custom_fields (GetProgramme), or declare it "
+                                  "with UpdateProgramme first."),
     "basket_must_not_be_empty": ("The basket has no lines.", "Send at least one line."),
     "amount_overflows_int64": ("An amount, or a sum or product of amounts, does not fit in int64.", "Check the quantities and prices; they are almost certainly wrong."),
     "line_discount_must_not_exceed_line_total": ("A line's discount is more than quantity × unit price.", "Fix the line's line_discount_minor."),

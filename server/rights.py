@@ -76,6 +76,9 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/ChangeCustomerGroup": _rule("member_edit"),
     # Finding members is reading them.
     "/loyalty.v1.MemberService/ListMembers": _rule(*_MEMBER_READERS),
+    # Custom fields: declared by programme_admin (UpdateProgramme), given at enrolment by whoever
+    # enrols, changed later by the back office or the service desk.
+    "/loyalty.v1.MemberService/UpdateMemberCustomFields": _rule("programme_admin", "member_edit"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from loyalty_core import cards, levels, membership
+from loyalty_core import cards, custom_fields, levels, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.model import Member, MemberCard, MemberFilter, Page, WriteContext
@@ -16,6 +16,7 @@ from loyalty_core.service.members import (
     check_card_number, check_phone, found_programme, programme_of, unique_phone_and_card,
 )
 from loyalty_core.service.membership import COMMENT_MAX, _member_write, _reread
+from loyalty_core.store import custom_values
 from loyalty_core.store import members as store
 from loyalty_core.store import programmes
 from loyalty_core.store import membership as membership_store
@@ -174,7 +175,11 @@ async def find(db: Database, programme_id: str, found: MemberFilter, page_size: 
         programme = await programmes.send_get(conn, programme_id)
         ladder = await membership_store.send_levels_of(conn, programme_id)
         rows = await store.page(conn, programme_id, found, after, limit + 1)
-        found_programme(await programme.get())
+        declared = found_programme(await programme.get()).custom_fields
+        if found.custom_field is not None:
+            custom_fields.check_wanted(declared, found.custom_field, "custom_field")
         names = {s.level.level_id: s.level.name for s in await ladder.get()}
-    items = tuple(MemberCard(m, names.get(m.level_id or "", "")) for m in rows[:limit])
+        values = await custom_values.of_members(conn, [m.member_id for m in rows[:limit]])
+    items = tuple(MemberCard(m, names.get(m.level_id or "", ""),
+                             custom_fields=custom_fields.shown(declared, values[m.member_id])) for m in rows[:limit])
     return Page(items, checks.encode_token(items[-1].member.member_id) if len(rows) > limit else "")

@@ -1,4 +1,4 @@
-"""Member use cases: enrol (with the welcome bonus), get, look up at the till, balance, off-board."""
+"""Member use cases: enrol (with the welcome bonus and custom fields), get, look up at the till, balance, off-board."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.model import (
     US_PER_S, Balance, Enrol, Enrolled, Expiry, Forecast, Member, MemberCard, MemberRef, Offboard, Programme,
 )
-from loyalty_core.service import checks
+from loyalty_core.service import checks, custom_fields
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, burn_forecast, expiry_end
 from loyalty_core.service.pricing import check_programme_running
@@ -162,6 +162,7 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         raise InvalidArgument("field_required", "enrolment needs a phone or a card number", field="phone")
     checks.text_arg(req.card_secret, "card_secret", max_len=checks.MAX_ID)
     checks.text_arg(req.customer_group, "customer_group", max_len=checks.MAX_ID)
+    checks.text_arg(req.context.store_id, "context.store_id", max_len=checks.MAX_ID)
     now = clock.now_us()
     member_id = str(uuid.uuid4())
     card_number = cards.generate_card_number() if req.generate_card_number else req.card_number
@@ -175,9 +176,10 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         # Seed 001: members join a programme that is running (enabled, within its window).
         check_programme_running(programme, now)
         status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
+        values = custom_fields.enrolment_values(programme, req.custom_fields)
         await unique_phone_and_card(conn, store.insert(conn, member_id, programme_id, req.phone or None,
                                                        card_number or None, secret_hash, status,
-                                                       req.customer_group, now))
+                                                       req.customer_group, now, req.context.store_id))
         expires_at = welcome_bonus_end(programme, now)
         # A bonus valid until a date that has passed is no longer given.
         bonus = programme.welcome_bonus_points if expires_at > now else 0
@@ -191,8 +193,10 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
             )
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
         member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
+        await custom_fields.record(conn, member, {}, values, now, actor=req.context.actor)
         shown["secret"] = generated
-        return Enrolled(await membership.member_card(conn, member, now), bonus), member_id
+        card = await custom_fields.with_values(conn, programme, await membership.member_card(conn, member, now))
+        return Enrolled(card, bonus), member_id
 
     enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
                                now=now, effect=effect)

@@ -1,8 +1,10 @@
-"""The participation card (GetMember): member, level and its way up, balance and privileges, in one read."""
+"""The participation card (GetMember): member, level and its way up, balance, privileges and custom fields."""
 
 from __future__ import annotations
 
-from loyalty_core import membership
+import dataclasses
+
+from loyalty_core import custom_fields, membership
 from loyalty_core.clock import Clock
 from loyalty_core.levels import US_PER_DAY, ladder, longest_period_days
 from loyalty_core.model import CardPrivileges, CategoryPrivilege, MemberRef, ParticipationCard, Programme
@@ -30,7 +32,8 @@ def shown_privileges(programme: Programme, rights: membership.Privileges) -> Car
 async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> ParticipationCard:
     """The whole member card. One round trip with this process's copy of the programme: the member,
     its lots and the purchases the levels look at come in one statement (the programme's whole
-    ladder bounds how far back, which reaches at least as far as the member's own levels need)."""
+    ladder bounds how far back, which reaches at least as far as the member's own levels need), and its
+    custom field values."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
     now = clock.now_us()
@@ -38,10 +41,11 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
         current = await rules.read_any(db, await rules.send(conn, db, programme_id))
         days = longest_period_days(current.levels)
         since = ledger.NO_PURCHASES if not current.levels else now - days * US_PER_DAY if days else None
-        found, lots, event_discount_bps, purchases = await ledger.member_lots_and_purchases(
-            conn, programme_id, MemberRef(member_id=member_id), now, since)
-    member = checks.found_member(found, "with this id")
+        account = await ledger.member_lots_and_purchases(
+            conn, programme_id, MemberRef(member_id=member_id), now, since, with_custom_values=True)
+    member = checks.found_member(account.member, "with this id")
     rungs = ladder(current.levels, member.customer_group)
-    privileges = membership.privileges(member, current.programme, current.levels, now, event_discount_bps)
-    return ParticipationCard(membership.card_of(member, rungs, purchases, now), balance_of(member, lots, now),
-                             shown_privileges(current.programme, privileges))
+    privileges = membership.privileges(member, current.programme, current.levels, now, account.event_discount_bps)
+    card = dataclasses.replace(membership.card_of(member, rungs, account.purchases, now),
+                               custom_fields=custom_fields.shown(current.programme.custom_fields, account.custom_values))
+    return ParticipationCard(card, balance_of(member, account.lots, now), shown_privileges(current.programme, privileges))

@@ -250,15 +250,34 @@ async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef,
     event discount usable at ``now`` (store.event_bonus.BEST_DISCOUNT), in one statement and one row: the
     lots come as four arrays (times in microseconds, a lot that never expires as calc's NEVER), so a
     quote decodes the member's columns once however many lots it has."""
-    member, lots, event_discount_bps, _ = await member_lots_and_purchases(conn, programme_id, ref, now, NO_PURCHASES)
-    return member, lots, event_discount_bps
+    account = await member_lots_and_purchases(conn, programme_id, ref, now, NO_PURCHASES)
+    return account.member, account.lots, account.event_discount_bps
 
 
-async def member_lots_and_purchases(conn: Any, programme_id: str, ref: MemberRef, now: int,
-                                    purchases_since_us: int | None,
-                                    ) -> tuple[Member | None, Lots, int, list[Purchase]]:
+@dataclass(frozen=True, slots=True)
+class MemberAccount:
+    """What ``member_lots_and_purchases`` reads of one member in one statement."""
+
+    member: Member | None
+    lots: Lots
+    event_discount_bps: int
+    purchases: list[Purchase]
+    # The member's custom field values by name (only when asked for).
+    custom_values: dict[str, str]
+
+
+# The member's custom field values by name, as one more column of member_lots_and_purchases.
+_CUSTOM_VALUES = (", (SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM member_custom_value"
+                  " WHERE member_id = m.member_id::uuid) AS custom__values")
+
+
+async def member_lots_and_purchases(
+    conn: Any, programme_id: str, ref: MemberRef, now: int, purchases_since_us: int | None, *,
+    with_custom_values: bool = False,
+) -> MemberAccount:
     """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
-    after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read)."""
+    after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read) and,
+    ``with_custom_values``, their custom field values by name (else none read)."""
     condition, value = ref_condition(ref)
     with_purchases = purchases_since_us != NO_PURCHASES
     purchases = (
@@ -274,6 +293,7 @@ async def member_lots_and_purchases(conn: Any, programme_id: str, ref: MemberRef
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
         f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at,"
         f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps{purchases[0]}"
+        f"{_CUSTOM_VALUES if with_custom_values else ''}"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
@@ -282,12 +302,13 @@ async def member_lots_and_purchases(conn: Any, programme_id: str, ref: MemberRef
     )
     row = await cur.fetchone()
     if row is None:
-        return None, Lots([], [], [], []), 0, []
+        return MemberAccount(None, Lots([], [], [], []), 0, [], {})
     lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
                 row.pop("lot__expires_at"))
     event_discount_bps = row.pop("event__discount_bps")
     bought = [Purchase(at, amount, by_category) for at, amount, by_category in row.pop("purchase__rows", [])]
-    return row_to_member(row), lots, event_discount_bps, bought
+    values = row.pop("custom__values", {})
+    return MemberAccount(row_to_member(row), lots, event_discount_bps, bought, values)
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

@@ -14,7 +14,7 @@ _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, sta
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
     card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at, erased_at,
-    accumulative_from_minor FROM member"""
+    accumulative_from_minor, store_id FROM member"""
 
 SELECT_MEMBER = _SELECT
 
@@ -32,13 +32,14 @@ def row_to_member(row: dict[str, Any]) -> Member:
 
 async def insert(
     conn: Any, member_id: str, programme_id: str, phone: str | None, card_number: str | None,
-    card_secret_hash: str | None, status: str, customer_group: str, now: int,
+    card_secret_hash: str | None, status: str, customer_group: str, now: int, store_id: str = "",
 ) -> None:
     """Insert; a taken phone or card raises psycopg's UniqueViolation (see ``UNIQUE_RULES``)."""
     await conn.execute(
         "INSERT INTO member (member_id, programme_id, phone, card_number, card_secret_hash, status,"
-        " customer_group, enrolled_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now)),
+        " customer_group, enrolled_at, store_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now),
+         store_id),
     )
 
 
@@ -183,10 +184,16 @@ async def set_customer_group(conn: Any, member_id: str, customer_group: str) -> 
 
 def _filter_conditions(found: MemberFilter) -> tuple[list[str], list[Any]]:
     """The SQL conditions (joined by AND) of a ListMembers filter, and their values; each filter
-    given adds one (a custom field's value would add its own here)."""
+    given adds one."""
     named = (("phone = %s", found.phone), ("card_number = %s", found.card_number), ("status = %s", found.status),
              ("level_id = %s::uuid", found.level_id))
-    return [sql for sql, value in named if value], [value for _, value in named if value]
+    conditions, values = [sql for sql, value in named if value], [value for _, value in named if value]
+    if found.custom_field is not None:
+        # member_custom_value_by_value finds them (the member's programme_id is the condition's).
+        conditions.append("member_id IN (SELECT member_id FROM member_custom_value"
+                          " WHERE programme_id = member.programme_id AND name = %s AND value = %s)")
+        values += [found.custom_field.name, found.custom_field.value]
+    return conditions, values
 
 
 async def page(conn: Any, programme_id: str, found: MemberFilter, after_member_id: str | None,

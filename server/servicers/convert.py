@@ -129,7 +129,7 @@ def member(m: Member) -> member_pb2.Member:
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
         level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
-        erase_time=timestamp(m.erased_at),
+        erase_time=timestamp(m.erased_at), store_id=m.store_id,
     )
 
 
@@ -143,6 +143,7 @@ def member_card(card: MemberCard) -> member_pb2.Member:
         member_pb2.CategorySpendNeeded(category=c, spend_needed_minor=v)
         for c, v in card.next_level_category_spend_needed.items())
     m.next_level_visits_needed = card.next_level_visits_needed
+    m.custom_fields.extend(member_pb2.CustomFieldValue(name=v.name, value=v.value) for v in card.custom_fields)
     return m
 
 

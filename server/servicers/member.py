@@ -1,4 +1,4 @@
-"""MemberService: enrol, get, look up at the till, balance, off-board, erase, export, edit and find."""
+"""MemberService: enrol, get, look up at the till, balance, off-board, erase, export, edit (custom fields too) and find."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 from grpc import aio
 
 from loyalty.v1 import member_pb2, member_pb2_grpc
-from loyalty_core.model import Enrol, MemberFilter, Offboard
-from loyalty_core.service import participation
-from loyalty_core.service import member_data, members, privacy
+from loyalty_core.model import CustomValue, Enrol, MemberFilter, Offboard, UpdateCustomFields
+from loyalty_core.service import custom_fields, member_data, members, participation, privacy
 from server.servicers.convert import (
     balance, enum_value, forecast, member_card, member_ref, micros, privileges, timestamp, write_context,
 )
@@ -26,6 +25,7 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
             card_number=request.card_number, generate_card_number=request.generate_card_number,
             card_secret=request.card_secret, customer_group=request.customer_group,
             context=write_context(request.context, context, request.request_id),
+            custom_fields=custom_values(request.custom_fields),
         )
         enrolled = await members.enrol(self.db, self.clock, req)
         return member_pb2.EnrolMemberResponse(member=member_card(enrolled.member),
@@ -66,7 +66,6 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
         return member_pb2.ExportMemberDataResponse(document_json=exported.document,
                                                    export_time=timestamp(exported.exported_at))
 
-
     async def ChangeMemberPhone(self, request: Any, context: aio.ServicerContext) -> Any:
         req = member_data.ChangePhone(request.request_id, request.programme_id, request.member_id, request.phone,
                                       request.comment, write_context(None, context, request.request_id))
@@ -89,10 +88,23 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
 
     async def ListMembers(self, request: Any, context: aio.ServicerContext) -> Any:
         found = MemberFilter(phone=request.phone, card_number=request.card_number,
-                             status=enum_value(STATUS, request.status, "status"), level_id=request.level_id)
+                             status=enum_value(STATUS, request.status, "status"), level_id=request.level_id,
+                             custom_field=(CustomValue(request.custom_field.name, request.custom_field.value)
+                                           if request.HasField("custom_field") else None))
         page = await member_data.find(self.db, request.programme_id, found, request.page_size, request.page_token)
         return member_pb2.ListMembersResponse(members=[member_card(c) for c in page.items],
                                               next_page_token=page.next_page_token)
+
+    async def UpdateMemberCustomFields(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = UpdateCustomFields(request.request_id, request.programme_id, request.member_id,
+                                 custom_values(request.custom_fields), tuple(request.update_mask.paths),
+                                 request.comment, write_context(None, context, request.request_id))
+        card = await custom_fields.update(self.db, self.clock, req)
+        return member_pb2.UpdateMemberCustomFieldsResponse(member=member_card(card))
+
+
+def custom_values(values: Any) -> tuple[CustomValue, ...]:
+    return tuple(CustomValue(v.name, v.value) for v in values)
 
 
 def _member_data_request(request: Any, context: aio.ServicerContext) -> privacy.MemberDataRequest:

@@ -1,9 +1,10 @@
 """Model-based: random sequences of enrol, status changes, accrue, event bonuses, quote, checkout (from a trusted
 channel or a till), capture, cancel, complete, refund, void, erasure, changes of the accumulative
-ranges, expiry runs, requests above the bounds, taken order ids and clock moves against the running
-server (a programme counting purchases on capture or on completion, points after or instead of
-discounts), beside a small in-memory model of docs/spec.md's rules; after every step the balances,
-lots, holds, purchase totals, accumulative rates, history and the history's events agree with the model.
+ranges, expiry runs, requests above the bounds, taken order ids, custom field updates and clock moves
+against the running server (a programme counting purchases on capture or on completion, points after
+or instead of discounts), beside a small in-memory model of docs/spec.md's rules; after every step the
+balances, lots, holds, purchase totals, accumulative rates, history (the card's points and orders tabs
+too), the history's events and custom field values agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays;
 LOYALTY_MODEL_EXAMPLES sets how many sequences run (20 by default).
@@ -30,6 +31,7 @@ from loyalty.v1 import (
     checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, membership_pb2_grpc,
     points_pb2, programme_pb2,
 )
+from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, points_pb2, programme_pb2
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import (
     Stubs,
@@ -58,6 +60,14 @@ EVENT_EVERY_DAYS = 10
 INT64_MAX = 2**63 - 1
 NEVER = INT64_MAX  # calc.NEVER: the expiry of points that never expire
 WELCOME_POINTS = 25
+# The model programme's custom fields, and values an update may send: (field, value, whether it is
+# valid for the field's type; an empty value clears the field).
+CUSTOM_FIELDS = [programme_pb2.CustomFieldDefinition(name="size", type=programme_pb2.CUSTOM_FIELD_TYPE_INTEGER),
+                 programme_pb2.CustomFieldDefinition(name="club", type=programme_pb2.CUSTOM_FIELD_TYPE_CHOICE,
+                                                     choices=["north", "south"])]
+CUSTOM_VALUES = [("size", "42", True), ("size", "-7", True), ("size", "", True), ("size", "07", False),
+                 ("size", "4.2", False), ("club", "north", True), ("club", "south", True), ("club", "", True),
+                 ("club", "east", False), ("club", "North", False)]
 # The amounts a step sends above their bound: the field the refusal names, and the bound.
 ABOVE_BOUNDS = {
     "accrue": ("points", MAX_AMOUNT),
@@ -159,6 +169,8 @@ class Member:
     # The event occurrences granted, and when the last was.
     occurrences: set[int] = field(default_factory=set)
     last_event_at: int | None = None
+    # Custom field values by name (an erasure removes them).
+    custom: dict[str, str] = field(default_factory=dict)
 
     def move(self, now: int, kind: int, points: int) -> None:
         self.history.append((now, kind, points))
@@ -269,7 +281,8 @@ class LedgerModel(RuleBasedStateMachine):
             self.stubs, point_lifetime_days=LIFETIME_DAYS, activation_delay_days=ACTIVATION_DELAY_DAYS,
             hold_ttl_seconds=HOLD_TTL_S, card_secret_required=True, welcome_bonus_points=WELCOME_POINTS,
             welcome_bonus_expiry=points_pb2.Expiry(never=True), purchase_counts_when=COUNTS_WHEN[counts_when],
-            compatibility=COMPATIBILITY[compatibility], discount_ranges=self.ranges_request(self.ranges))
+            compatibility=COMPATIBILITY[compatibility], discount_ranges=self.ranges_request(self.ranges),
+            custom_fields=CUSTOM_FIELDS)
         self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.stubs.channel)
         self.events.CreateEventType(event_bonus_pb2.CreateEventTypeRequest(
             request_id=self.programme, event_type=event_bonus_pb2.EventType(
@@ -671,6 +684,32 @@ class LedgerModel(RuleBasedStateMachine):
         assert refusal is None, f"an erasure was not refused ({refusal})"
         assert (erased.member.phone, erased.member.card_number) == ("", "")
         member.erased = True
+        member.custom.clear()
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), change=st.sampled_from(CUSTOM_VALUES))
+    def set_custom_field(self, who: int, change: tuple[str, str, bool]) -> None:
+        # A value is checked against its field's type before the member is looked at: a bad one is
+        # refused naming it, even for an erased member; a good one for an erased member is refused
+        # member_erased. Either way nothing changes.
+        member = self.members[who % len(self.members)]
+        name, value, valid = change
+        request = member_pb2.UpdateMemberCustomFieldsRequest(
+            request_id=self.request_id("custom"), programme_id=self.programme, member_id=member.member_id,
+            custom_fields=[member_pb2.CustomFieldValue(name=name, value=value)], update_mask={"paths": [name]})
+        if valid and self.refused_as_erased(member, self.stubs.members.UpdateMemberCustomFields, request):
+            return
+        try:
+            got = self.stubs.members.UpdateMemberCustomFields(request, timeout=10).member
+        except grpc.RpcError as err:
+            assert not valid and (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+            return
+        assert valid, f"{value!r} for {name} was not refused"
+        if value:
+            member.custom[name] = value
+        else:
+            member.custom.pop(name, None)
+        assert {v.name: v.value for v in got.custom_fields} == member.custom
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1))
@@ -831,6 +870,7 @@ class LedgerModel(RuleBasedStateMachine):
             # The outbox: every movement has its points event, with the same kind and points, in
             # the member's order (docs/events.md).
             assert by_moment(self._points_events(member.member_id)) == by_moment(member.history)
+            self._card_agrees(member)
         self._orders_agree(sorted(self.touched))
         self.touched.clear()
 
@@ -842,6 +882,35 @@ class LedgerModel(RuleBasedStateMachine):
                 " (payload->>'points')::bigint FROM outbox_event WHERE member_id = %s AND type LIKE 'points.%%'"
                 " AND type <> 'points.expiring_soon' ORDER BY seq", (member_id,)).fetchall()
         return [(at, points_pb2.MovementKind.Value(f"MOVEMENT_KIND_{kind.upper()}"), points) for at, kind, points in rows]
+
+    def _card_agrees(self, member: Member) -> None:
+        """The card's points tab holds the member's movements, its orders tab each order with the model's
+        state (a whole refund as refund "whole"), GetMember the custom values, and ListMembers finds
+        the members by them."""
+        def tab(which: int) -> list[membership_pb2.HistoryEvent]:
+            return list(self.stubs.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
+                programme_id=self.programme, member_id=member.member_id, tab=which, page_size=500),
+                timeout=10).events)
+
+        kinds = {f"points_{points_pb2.MovementKind.Name(k).removeprefix('MOVEMENT_KIND_').lower()}": k
+                 for k in points_pb2.MovementKind.values()}
+        assert by_moment([(e.create_time.ToMicroseconds(), kinds[e.kind], int(e.details["points"]))
+                          for e in reversed(tab(membership_pb2.HISTORY_TAB_POINTS))]) == by_moment(member.history)
+        index = self.members.index(member)
+        assert {e.details["order_id"]: (e.details["state"], e.details["refund"])
+                for e in tab(membership_pb2.HISTORY_TAB_ORDERS) if e.kind == "order"} == {
+            order_id: (o.state, "whole" if o.refunded else "none")
+            for order_id, o in self.orders.items() if o.member == index}
+        got = self.stubs.members.GetMember(member_pb2.GetMemberRequest(
+            programme_id=self.programme, member_id=member.member_id), timeout=10).member
+        assert {v.name: v.value for v in got.custom_fields} == member.custom
+        # ListMembers finds by each value exactly the members that hold it.
+        for name, value in member.custom.items():
+            found = self.stubs.members.ListMembers(member_pb2.ListMembersRequest(
+                programme_id=self.programme, page_size=500,
+                custom_field=member_pb2.CustomFieldValue(name=name, value=value)), timeout=10).members
+            assert sorted(m.member_id for m in found) == sorted(
+                m.member_id for m in self.members if m.custom.get(name) == value)
 
     def _orders_agree(self, order_ids: list[str]) -> None:
         for order_id in order_ids:
