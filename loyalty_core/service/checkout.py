@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,16 +21,17 @@ from loyalty_core.model import (
     Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord, Void, Voided,
 )
 from loyalty_core.service import checks, rules, spending
-from loyalty_core.service.idempotent import run_write
+from loyalty_core.service.idempotent import write_key
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
-from loyalty_core.store import event_bonus, ledger, members, orders
+from loyalty_core.store import event_bonus, ledger, members, orders, unit_of_work
 from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
+from loyalty_core.store.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 
@@ -97,12 +99,13 @@ async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: Me
 
 
 async def _read_basket(
-    conn: Any, db: Database, sent: _BasketReads, ref: MemberRef, verified: str | None, order_id: str
+    db: Database, unit: UnitOfWork[_BasketReads], ref: MemberRef, verified: str | None, order_id: str
 ) -> tuple[Programme, Member, Lots, list[Level]]:
     """The basket reads' results (the card's secret checked by ``verify_card`` before the lock);
     the order refused if it was checked out before."""
+    sent = unit.reads
     found, revision = await sent.member.get()
-    current = await rules.read(conn, db, sent.sent_rules, revision)
+    current = await rules.read(unit.conn, db, sent.sent_rules, revision)
     member = identified(current.programme, ref, found, verified)
     if await sent.exists.get():
         raise _order_taken(order_id)
@@ -118,13 +121,11 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()
 
-    async def send_reads(conn: Any) -> _BasketReads:
-        return await _send_basket_reads(conn, db, programme_id, ref, req.order_id, now)
-
-    async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
-        programme, member, lots, levels = await _read_basket(conn, db, sent, ref, verified, req.order_id)
+    async def work(unit: UnitOfWork[_BasketReads]) -> tuple[Order, str]:
+        conn = unit.conn
+        programme, member, lots, levels = await _read_basket(db, unit, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now,
-                                               await sent.event_discount_bps.get())
+                                               await unit.reads.event_discount_bps.get())
         # What capture may add, at most: the purchase, and points earned on all of it (a capture
         # that spends fewer points earns on more money; cashback is at most 100%).
         checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
@@ -154,12 +155,14 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
         await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme_id)
         return order, member.member_id
 
+    send_reads = functools.partial(_send_basket_reads, db=db, programme_id=programme_id, ref=ref,
+                                   order_id=req.order_id, now=now)
     # Only a few calls per member wait for its lock (the rest are refused at once), so a member
     # held for long keeps only a few of the pool's connections.
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
         try:
-            return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order,
-                                   now=now, effect=effect, send_reads=send_reads)
+            return await unit_of_work.run(db, write_key("Checkout", programme_id, req, now), request=req,
+                                          result_type=Order, work=work, send_reads=send_reads)
         except psycopg.errors.UniqueViolation as err:
             # Two members' checkouts of one order id hold different locks: both may find the id free,
             # and the one that commits second meets the key. Its answer is the same as if it had
@@ -192,6 +195,15 @@ def _refuse_points(member: Member, rights: membership.Privileges, requested: int
 
 
 @dataclasses.dataclass(frozen=True)
+class _OrderReads:
+    """What every write to an order declares for its unit of work: the order's member locked with
+    the order read under the lock, and the programme with its levels unless this process has them."""
+
+    order: orders.OrderReads
+    rules: rules.SentRules
+
+
+@dataclasses.dataclass(frozen=True)
 class _OrderWrite:
     """What a write to an order works on: its transaction, the order, its member (locked, still in
     the programme) and the programme's rules as committed."""
@@ -206,29 +218,34 @@ class _OrderWrite:
     def order(self) -> Order:
         return self.stored.order
 
-
-async def _write_order(db: Database, *, method: str, programme_id: str, request: Any, result_type: type[T],
-                       now: int, steps: Callable[[_OrderWrite], Awaitable[T]]) -> T:
-    """Run ``steps`` once per request_id on the order ``request.order_id`` names. Its reads (the
-    member locked, the order under the lock, the programme unless this process has it) travel with
-    the idempotency claim in one round trip; a member who left the programme is refused
-    (``member_offboarded``: every write to them is)."""
-    order_id = request.order_id
-
-    async def send_reads(conn: Any) -> tuple[orders.OrderReads, rules.SentRules]:
-        return await orders.send_order_reads(conn, programme_id, order_id), await rules.send(conn, db, programme_id)
-
-    async def effect(conn: Any, sent: tuple[orders.OrderReads, rules.SentRules]) -> tuple[T, str]:
-        found = await sent[0].get()
+    @classmethod
+    async def of(cls, db: Database, unit: UnitOfWork[_OrderReads], order_id: str) -> _OrderWrite:
+        """The declared reads' results: the order refused when missing, its member when it left the
+        programme (``member_offboarded``: every write to them is)."""
+        found = await unit.reads.order.get()
         if found is None:
             raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
         member, revision, stored = found
-        current = await rules.read(conn, db, sent[1], revision)
+        current = await rules.read(unit.conn, db, unit.reads.rules, revision)
         checks.member_in_programme(member)
-        return await steps(_OrderWrite(conn, stored, member, current.programme, current.levels)), member.member_id
+        return cls(unit.conn, stored, member, current.programme, current.levels)
 
-    return await run_write(db, method=method, scope=programme_id, request=request, result_type=result_type, now=now,
-                           effect=effect, send_reads=send_reads)
+
+async def _write_order(db: Database, *, method: str, programme_id: str, request: Any, result_type: type[T],
+                       now: int, steps: Callable[[_OrderWrite], Awaitable[T]]) -> T:
+    """Run ``steps`` once per request_id on the order ``request.order_id`` names, in a unit of work
+    whose reads (``_OrderReads``) travel with the idempotency claim in one round trip."""
+
+    async def send_reads(conn: Any) -> _OrderReads:
+        return _OrderReads(await orders.send_order_reads(conn, programme_id, request.order_id),
+                           await rules.send(conn, db, programme_id))
+
+    async def work(unit: UnitOfWork[_OrderReads]) -> tuple[T, str]:
+        write = await _OrderWrite.of(db, unit, request.order_id)
+        return await steps(write), write.member.member_id
+
+    return await unit_of_work.run(db, write_key(method, programme_id, request, now), request=request,
+                                  result_type=result_type, work=work, send_reads=send_reads)
 
 
 def _paid(order: Order, doing: str) -> None:

@@ -1,23 +1,22 @@
-"""Every write's envelope: claim the idempotency key, run the effect, store its result or its refusal."""
+"""What identifies a write (its key and request fingerprint) and the envelope of writes that work on a bare
+connection; the transaction itself is the unit of work (``store.unit_of_work``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from loyalty_core import errors, observe
 from loyalty_core.clock import US_PER_S
-from loyalty_core.model import from_json, to_json
-from loyalty_core.store import idempotency, members
+from loyalty_core.model import to_json
+from loyalty_core.store import idempotency, unit_of_work
 from loyalty_core.store.db import Database
 
 T = TypeVar("T")
 
 # The scope of writes that are about no programme yet.
-PROGRAMMES_SCOPE = "programmes"
+PROGRAMMES_SCOPE = unit_of_work.PROGRAMMES_SCOPE
 # Request fields that hold a secret, at any depth. A fingerprint is a fast hash: with a secret in
 # it, the stored row would confirm a guess of a 6-digit code in a fraction of a second, bypassing
 # the secret's own scrypt hash. So a fingerprint says only whether a secret was given; a retry
@@ -45,54 +44,9 @@ def fingerprint(method: str, request: Any) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-# The request fields that name a member, at any depth (a MemberRef, an enrolment).
-_MEMBER_FIELDS = ("member_id", "phone", "card_number")
-
-
-def _member_fields(data: Any, found: dict[str, list[str]]) -> dict[str, list[str]]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if k in _MEMBER_FIELDS and isinstance(v, str) and v:
-                found[k].append(v)
-            else:
-                _member_fields(v, found)
-    elif isinstance(data, list):
-        for v in data:
-            _member_fields(v, found)
-    return found
-
-
-async def _member_named(conn: Any, scope: str, request: Any) -> str | None:
-    """The member a refused request names by id, phone or card (None for none, or one not enrolled):
-    kept with the refusal, so that erasing the member wipes this key too, whose fingerprint hashes
-    the phone or card. Successful writes name their member themselves."""
-    found = _member_fields(to_json(request), {k: [] for k in _MEMBER_FIELDS})
-    if not any(found.values()) or scope == PROGRAMMES_SCOPE:
-        return None
-    ids = []
-    for value in found["member_id"]:
-        try:
-            ids.append(str(uuid.UUID(value)))
-        except ValueError:
-            continue
-    return await members.named(conn, scope, ids, found["phone"], found["card_number"])
-
-
-def _refusal_json(err: errors.LoyaltyError) -> dict[str, Any]:
-    return {"code": err.code, "message": err.message, "field": err.field, "details": err.details}
-
-
-def _replay(outcome: idempotency.StoredOutcome, fp: bytes, result_type: type[T]) -> T:
-    if outcome.fingerprint != fp:
-        raise errors.IdempotencyConflict(
-            "idempotency_key_reused_with_different_request",
-            "this request_id was used before with a different request; use a new request_id",
-            field="request_id",
-        )
-    if outcome.outcome == "refused":
-        r = outcome.result
-        raise errors.CODES[r["code"]](r["code"], r["message"], field=r["field"], **r["details"])
-    return from_json(result_type, outcome.result)
+def write_key(method: str, scope: str, request: Any, now: int) -> unit_of_work.Key:
+    """The idempotency key ``request`` claims, with its fingerprint."""
+    return unit_of_work.Key(scope, request.request_id, method, fingerprint(method, request), now)
 
 
 async def run_write(
@@ -106,49 +60,19 @@ async def run_write(
     effect: Callable[..., Awaitable[tuple[T, str | None]]],
     send_reads: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> T:
-    """Run ``effect(conn)`` (returning the result and the member it touched) once per request_id.
-
-    The same key and request give the stored answer; a different request under the key is refused.
-    A business refusal (FailedPrecondition) rolls the effect back and is stored in a transaction
-    of its own, so a retry stays refused; malformed requests and NotFound are not stored.
+    """Run ``effect(conn)`` (returning the result and the member it touched) once per request_id, in a
+    unit of work (``store.unit_of_work.run``: the claim, the stored result or refusal, replays).
 
     With ``send_reads``, what it returns for the reads it sent (``store.later.Later``) is given to
-    ``effect(conn, sent)``: the reads travel with BEGIN and the claim in one round trip, are sent
-    after the claim (so they run after it, as if sent once it was granted) and are read only once
-    the claim is (a replay never looks at them).
+    ``effect(conn, sent)``: the reads travel with BEGIN and the claim in one round trip.
     """
-    request_id = request.request_id
-    fp = fingerprint(method, request)
+    key = write_key(method, scope, request, now)
 
-    async def attempt(conn: Any) -> T:
-        # The whole transaction runs in pipeline mode (Database.run_in_pipeline): statements whose
-        # results nobody reads (BEGIN, most writes, the stored result, COMMIT) go to the server with
-        # the next read or at the end, instead of one round trip each.
-        claim = await idempotency.send_claim(conn, scope, request_id, method, fp, now)
-        sent = await send_reads(conn) if send_reads is not None else None
-        earlier = await claim.get()
-        if earlier is not None:
-            observe.idempotent_replay(method)
-            return _replay(earlier, fp, result_type)
-        result, member_id = await (effect(conn) if send_reads is None else effect(conn, sent))
-        await idempotency.finish(conn, scope, request_id, to_json(result), member_id)
-        return result
+    async def work(unit: unit_of_work.UnitOfWork[Any]) -> tuple[T, str | None]:
+        return await (effect(unit.conn) if send_reads is None else effect(unit.conn, unit.reads))
 
-    try:
-        return await db.run_in_pipeline(attempt)
-    except errors.FailedPrecondition as refusal:
-        kept = _refusal_json(refusal)
-
-        async def keep(conn: Any) -> idempotency.StoredOutcome | None:
-            member_id = await _member_named(conn, scope, request)
-            return await idempotency.refuse(conn, scope, request_id, method, fp, kept, member_id, now)
-
-        earlier = await db.run_in_transaction(keep)
-        if earlier is None:
-            raise
-        # Another request with this key finished first (it met a different state): its answer stands.
-        observe.idempotent_replay(method)
-        return _replay(earlier, fp, result_type)
+    return await unit_of_work.run(db, key, request=request, result_type=result_type, work=work,
+                                  send_reads=send_reads or unit_of_work.no_reads)
 
 
 async def purge(db: Database, now: int, *, retention_days: int, batch_size: int, max_batches: int) -> int:
