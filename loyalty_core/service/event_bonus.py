@@ -11,11 +11,12 @@ from loyalty_core import event_bonus, membership
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.event_bonus import EventType, EventTypeRecord, Grant, RecordEvent, Recorded, SaveEventType
+from loyalty_core.model import Member, Programme
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import expiry_end
 from loyalty_core.service.members import programme_of
-from loyalty_core.service.points import member_for_write
+from loyalty_core.service.points import write_member
 from loyalty_core.store import event_bonus as store
 from loyalty_core.store import history, ledger
 from loyalty_core.store import membership as member_store
@@ -97,8 +98,7 @@ async def record(db: Database, clock: Clock, req: RecordEvent) -> Recorded:
     programme_id, member_id = _check_record(req)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Recorded, str]:
-        programme, member = await member_for_write(conn, programme_id, member_id)
+    async def steps(conn: Any, programme: Programme, member: Member) -> Recorded:
         found = await store.get_type(conn, programme_id, req.event_code)
         if found is None:
             raise _type_not_found(req.event_code, "event_code")
@@ -106,7 +106,7 @@ async def record(db: Database, clock: Clock, req: RecordEvent) -> Recorded:
         earlier = await store.grant_of(conn, member_id, event_type.code, req.occurrence_key)
         if earlier is not None:
             moved = None if earlier.movement_id is None else await history.one(conn, member_id, earlier.movement_id)
-            return Recorded(earlier, moved, already_granted=True), member_id
+            return Recorded(earlier, moved, already_granted=True)
         if member.status == membership.DEACTIVATED:
             raise FailedPrecondition("member_deactivated", "a deactivated member receives no event bonus")
         event_bonus.check_active(event_type, now)
@@ -132,10 +132,10 @@ async def record(db: Database, clock: Clock, req: RecordEvent) -> Recorded:
                                               "occurrence_key": req.occurrence_key, "points": event_type.points,
                                               "discount_bps": bps, "discount_withheld": withheld,
                                               "discount": _discount_term(bps, ends_at)})
-        return Recorded(grant, movement, already_granted=False), member_id
+        return Recorded(grant, movement, already_granted=False)
 
-    return await run_write(db, method="RecordEvent", scope=programme_id, request=req, result_type=Recorded,
-                           now=now, effect=effect)
+    return await write_member(db, method="RecordEvent", programme_id=programme_id, member_id=member_id, request=req,
+                              result_type=Recorded, now=now, steps=steps)
 
 
 def _discount_term(bps: int, ends_at: int | None) -> str:

@@ -16,15 +16,17 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import Member, MemberCard, MemberRef, Page, Programme, WriteContext
 from loyalty_core.service import checks
-from loyalty_core.service.idempotent import run_write
+from loyalty_core.service.idempotent import run_write, write_key
 from loyalty_core.service.members import programme_of
 from loyalty_core.settings import Settings
 from loyalty_core.sms import SmsMessage, SmsSender
-from loyalty_core.store import card_history
+from loyalty_core.store import card_history, unit_of_work
 from loyalty_core.store import members as member_store
 from loyalty_core.store import membership as store
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
+from loyalty_core.store.later import Later
+from loyalty_core.store.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 
@@ -213,12 +215,6 @@ def _ids(request: Any) -> tuple[str, str]:
     return checks.uuid_arg(request.programme_id, "programme_id"), checks.uuid_arg(request.member_id, "member_id")
 
 
-async def _locked_member(conn: Any, programme_id: str, member_id: str) -> Member:
-    """The member's row, locked for this transaction; off-boarded and erased members take no changes."""
-    return checks.member_in_programme(checks.found_member(
-        await member_store.find(conn, programme_id, MemberRef(member_id=member_id), lock=True), "with this id"))
-
-
 async def _reread(conn: Any, member: Member) -> Member:
     return checks.found_member(
         await member_store.find(conn, member.programme_id, MemberRef(member_id=member.member_id)), "with this id")
@@ -228,16 +224,21 @@ async def _member_write(
     db: Database, clock: Clock, method: str, req: Any, result_type: type[T],
     change: Callable[[Any, Member, int], Awaitable[T]],
 ) -> T:
-    """The envelope of a write to one member: idempotency, the member's lock, the off-boarding rule."""
+    """A write to one member as a unit of work: the member's lock (declared, so it travels with the
+    idempotency claim) and the off-boarding rule."""
     programme_id, member_id = _ids(req)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[T, str]:
-        member = await _locked_member(conn, programme_id, member_id)
-        return await change(conn, member, now), member_id
+    async def send_reads(conn: Any) -> Later[tuple[Member | None, int | None]]:
+        return await member_store.send_lock(conn, programme_id, MemberRef(member_id=member_id))
 
-    return await run_write(db, method=method, scope=programme_id, request=req, result_type=result_type, now=now,
-                           effect=effect)
+    async def work(unit: UnitOfWork[Later[tuple[Member | None, int | None]]]) -> tuple[T, str]:
+        found, _ = await unit.reads.get()
+        member = checks.member_in_programme(checks.found_member(found, "with this id"))
+        return await change(unit.conn, member, now), member_id
+
+    return await unit_of_work.run(db, write_key(method, programme_id, req, now), request=req, result_type=result_type,
+                                  work=work, send_reads=send_reads)
 
 
 # -- Status ------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from loyalty_core import observe
 from loyalty_core.clock import Clock
@@ -14,14 +15,17 @@ from loyalty_core.model import (
     WriteContext,
 )
 from loyalty_core import membership
-from loyalty_core.service import checks, spending
-from loyalty_core.service.idempotent import run_write
+from loyalty_core.service import checks, rules, spending
+from loyalty_core.service.idempotent import write_key
 from loyalty_core.service.lots import MAX_LIFETIME_DAYS, draw, expiring, expiry_end
-from loyalty_core.service.members import programme_of
-from loyalty_core.store import expiry, history, ledger, members, orders
+from loyalty_core.store import expiry, history, ledger, members, orders, unit_of_work
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database
+from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
+from loyalty_core.store.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
 
 KINDS = frozenset({"earned", "welcome", "manual_accrual", "refund_return", "spent", "held", "released", "expired",
                    "reversed", "activated", "debt_repaid", "debt_incurred", "event_bonus"})
@@ -41,12 +45,34 @@ def _check_points_write(req: Accrue | Redeem) -> tuple[str, str]:
     return programme_id, member_id
 
 
-async def member_for_write(conn: Any, programme_id: str, member_id: str) -> tuple[Programme, Member]:
-    """The programme and the member, locked, still in the programme."""
-    programme = await programme_of(conn, programme_id)
-    member = checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id), lock=True),
-                                 "with this id")
-    return programme, checks.member_in_programme(member)
+@dataclasses.dataclass(frozen=True)
+class _MemberReads:
+    """What a write to one member's points declares for its unit of work: the member locked, with
+    its programme's revision, and the programme with its levels unless this process has them."""
+
+    member: Later[tuple[Member | None, int | None]]
+    rules: rules.SentRules
+
+
+async def write_member(db: Database, *, method: str, programme_id: str, member_id: str, request: Any,
+                       result_type: type[T], now: int,
+                       steps: Callable[[Any, Programme, Member], Awaitable[T]]) -> T:
+    """Run ``steps(conn, programme, member)`` once per request_id on the member ``member_id`` names,
+    locked and still in the programme, in a unit of work whose reads travel with the claim. A missing
+    programme is told before a missing member."""
+
+    async def send_reads(conn: Any) -> _MemberReads:
+        return _MemberReads(await members.send_lock(conn, programme_id, MemberRef(member_id=member_id)),
+                            await rules.send(conn, db, programme_id))
+
+    async def work(unit: UnitOfWork[_MemberReads]) -> tuple[T, str]:
+        found, revision = await unit.reads.member.get()
+        current = await rules.read(unit.conn, db, unit.reads.rules, revision)
+        member = checks.member_in_programme(checks.found_member(found, "with this id"))
+        return await steps(unit.conn, current.programme, member), member_id
+
+    return await unit_of_work.run(db, write_key(method, programme_id, request, now), request=request,
+                                  result_type=result_type, work=work, send_reads=send_reads)
 
 
 def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
@@ -63,8 +89,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
     programme_id, member_id = _check_points_write(req)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Accrued, str]:
-        programme, member = await member_for_write(conn, programme_id, member_id)
+    async def steps(conn: Any, programme: Programme, member: Member) -> Accrued:
         if member.status == "deactivated":
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
         checks.check_member_room(member, "points", earned_points=req.points)
@@ -77,10 +102,10 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
         movement = await history.one(conn, member_id, (await posted.get()).movement_ids[0])
         made = movement.lots[0].lot_id
         lot, = await ledger.lot_records(conn, member_id, after=0, limit=1, with_points_left=False, lot_ids=[made])
-        return Accrued(movement, lot), member_id
+        return Accrued(movement, lot)
 
-    return await run_write(db, method="AccruePoints", scope=programme_id, request=req, result_type=Accrued,
-                           now=now, effect=effect)
+    return await write_member(db, method="AccruePoints", programme_id=programme_id, member_id=member_id, request=req,
+                              result_type=Accrued, now=now, steps=steps)
 
 
 async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
@@ -91,8 +116,7 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
     code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()
 
-    async def effect(conn: Any) -> tuple[Movement, str]:
-        programme, member = await member_for_write(conn, programme_id, member_id)
+    async def steps(conn: Any, programme: Programme, member: Member) -> Movement:
         rights = membership.privileges(member, programme, (), now)
         if not rights.may_pay_with_points:
             status = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"
@@ -103,10 +127,10 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
         posted = await ledger.post(conn, member_id, now, req.context, [
             Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)
         ])
-        return await history.one(conn, member_id, (await posted.get()).movement_ids[0]), member_id
+        return await history.one(conn, member_id, (await posted.get()).movement_ids[0])
 
-    return await run_write(db, method="RedeemPoints", scope=programme_id, request=req, result_type=Movement,
-                           now=now, effect=effect)
+    return await write_member(db, method="RedeemPoints", programme_id=programme_id, member_id=member_id, request=req,
+                              result_type=Movement, now=now, steps=steps)
 
 
 async def list_lots(db: Database, programme_id: str, member_id: str, only_with_points_left: bool,

@@ -146,6 +146,32 @@ def test_refund_and_void_round_trips(api: Api, proxy: CountingProxy) -> None:
     assert (counted(proxy, lambda: refund(order_id)), counted(proxy, lambda: void(order_id))) == (4, 2)
 
 
+def test_member_writes_send_the_member_lock_with_the_claim(api: Api, channel: grpc.Channel,
+                                                          proxy: CountingProxy) -> None:
+    # The lock (with the programme from this process's copy) is a declared read of the unit of work:
+    # it travels with BEGIN and the claim instead of costing round trips of its own.
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+    membership = membership_pb2_grpc.MembershipServiceStub(channel)
+
+    def accrue() -> None:
+        api.accrue(p.programme_id, m.member_id, 10)
+
+    def deactivate_and_back() -> None:
+        for status in (member_pb2.MEMBER_STATUS_DEACTIVATED, member_pb2.MEMBER_STATUS_ACTIVE):
+            membership.ChangeMemberStatus(membership_pb2.ChangeMemberStatusRequest(
+                request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id, status=status,
+                comment="round trips"))
+
+    accrue()  # fills this process's programme cache and prepares the statements
+    deactivate_and_back()
+    # AccruePoints (7 before): BEGIN, claim and member lock together; the movement with its new lot;
+    # the movement read back; the lot read back; the result and COMMIT.
+    # ChangeMemberStatus (5 before): BEGIN, claim and member lock together; the status and history
+    # with the member read again; the card's reads; the result and COMMIT.
+    assert (counted(proxy, accrue), counted(proxy, deactivate_and_back)) == (5, 2 * 4)
+
+
 @pytest.mark.parametrize("with_levels", [True, False])
 def test_get_member_gives_the_whole_card_in_one_round_trip(api: Api, channel: grpc.Channel, proxy: CountingProxy,
                                                            with_levels: bool) -> None:
