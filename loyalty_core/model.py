@@ -439,6 +439,14 @@ class Checkout:
 
 
 @dataclass(frozen=True)
+class PostSale(Checkout):
+    """A sale the till completed offline, checked out and captured in one call; ``sale_time`` is
+    when it was made (µs since the epoch; 0 when the caller did not say)."""
+
+    sale_time: int = 0
+
+
+@dataclass(frozen=True)
 class Capture:
     request_id: str
     programme_id: str
