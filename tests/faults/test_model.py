@@ -198,6 +198,15 @@ class Member:
         return taken, amount
 
 
+def post_sale_request(checkout: checkout_pb2.CheckoutRequest, sold_at_us: int) -> checkout_pb2.PostSaleRequest:
+    """The checkout's request as an offline sale made at ``sold_at_us``."""
+    request = checkout_pb2.PostSaleRequest(
+        request_id=checkout.request_id, programme_id=checkout.programme_id, order_id=checkout.order_id,
+        member=checkout.member, lines=checkout.lines, requested_points=checkout.requested_points)
+    request.sale_time.FromMicroseconds(sold_at_us)
+    return request
+
+
 def refused(call: Any, request: Any, code: grpc.StatusCode, expected: str) -> None:
     """``call(request)`` is refused with ``code`` and the reason ``expected``."""
     try:
@@ -446,20 +455,25 @@ class LedgerModel(RuleBasedStateMachine):
     def checkout(self, who: int, price: int, requested: int, at_till: bool) -> None:
         self._checkout(who, price, requested, at_till)
 
-    def _checkout(self, who: int, price: int, requested: int, at_till: bool) -> str | None:
+    def _checkout(self, who: int, price: int, requested: int, at_till: bool,
+                  sold_ago_us: int | None = None) -> str | None:
         """Check an order out (at a till: with a key that may not spend by member id); its id, or
-        None when the checkout was refused."""
+        None when the checkout was refused. With ``sold_ago_us``, post it as a sale made that long
+        ago instead (PostSale: checkout and capture at once, paid from the lots usable now)."""
         index = who % len(self.members)
         member = self.members[index]
         order_id = f"o{self.next_order}"
         self.next_order += 1
         available = member.available(self.now) if member.pays else 0
         want = self.price(member, price, requested)
-        request = checkout_request(self.programme, member.member_id, order_id, price, requested,
-                                   request_id=self.request_id("checkout"))
-        if self.refused_as_erased(member, self.stubs.checkout.Checkout, request):
+        request: Any = checkout_request(self.programme, member.member_id, order_id, price, requested,
+                                        request_id=self.request_id("checkout"))
+        call = (self.till if at_till else self.stubs).checkout.Checkout
+        if sold_ago_us is not None:
+            request = post_sale_request(request, self.now - sold_ago_us)
+            call = (self.till if at_till else self.stubs).checkout.PostSale
+        if self.refused_as_erased(member, call, request):
             return None
-        stubs = self.till if at_till else self.stubs
         expected = ""
         if requested > want.points:
             expected = {"deactivated": "member_deactivated", "not_confirmed": "member_not_confirmed"}.get(
@@ -468,9 +482,10 @@ class LedgerModel(RuleBasedStateMachine):
         elif requested and at_till:
             expected = "spend_identification_not_allowed"
         if expected:
-            refused(stubs.checkout.Checkout, request, grpc.StatusCode.FAILED_PRECONDITION, expected)
+            refused(call, request, grpc.StatusCode.FAILED_PRECONDITION, expected)
             return None
-        resp = stubs.checkout.Checkout(request, timeout=10)
+        posted = call(request, timeout=10)
+        resp = posted if sold_ago_us is None else checkout_pb2.CheckoutResponse(order=posted.order)
         hold = None
         if requested:
             taken, short = member.draw(requested, self.now)
@@ -481,13 +496,23 @@ class LedgerModel(RuleBasedStateMachine):
             assert resp.order.hold.expire_time.ToMicroseconds() == hold.expires_at
         else:
             assert not resp.order.HasField("hold")
-        assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
         assert (resp.order.pricing.order_discount_minor, resp.order.pricing.money_due_minor) == (
             want.order_discount, want.money_due)
         assert resp.order.pricing.earned_points == earned_on(want.money_due, member)
         self.orders[order_id] = Order(index, want, requested, hold)
         self.touched.add(order_id)
+        if sold_ago_us is None:
+            assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
+        else:
+            self._captured(self.orders[order_id], posted, self.now - sold_ago_us)
         return order_id
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=REQUESTED,
+          at_till=st.booleans(), sold_ago_s=st.sampled_from([0, 3_600, 2 * 86_400, 29 * 86_400]))
+    def post_sale(self, who: int, price: int, requested: int, at_till: bool, sold_ago_s: int) -> None:
+        """An offline till's sale, posted later: its lot activates and expires from the sale's time."""
+        self._checkout(who, price, requested, at_till, sold_ago_us=sold_ago_s * US_PER_S)
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=REQUESTED)
@@ -528,21 +553,28 @@ class LedgerModel(RuleBasedStateMachine):
         if refusal:
             refused(self.stubs.checkout.Capture, request, grpc.StatusCode.FAILED_PRECONDITION, refusal)
             return
-        resp = self.stubs.checkout.Capture(request, timeout=10)
+        self._captured(order, self.stubs.checkout.Capture(request, timeout=10), self.now)
+
+    def _captured(self, order: Order, resp: Any, at: int) -> None:
+        """The model after a capture (or a posted sale) whose sale was made ``at``."""
+        member = self.members[order.member]
+        hold = order.hold
         # The held points are spent whatever the status now (they paid while they could); earning
         # and counting follow the status at capture.
         earned = earned_on(order.priced.money_due, member)
         assert (resp.spent_points, resp.earned_points) == (order.points, earned)
         # The till is charged as the checkout said.
         assert resp.order.pricing.money_due_minor == order.priced.money_due
+        assert resp.order.state == checkout_pb2.ORDER_STATE_CAPTURED
         if hold is not None:
             hold.state = "captured"
             member.move(self.now, points_pb2.MOVEMENT_KIND_SPENT, -order.points)
             member.spent_total += order.points
         if earned:
-            activates_at = self.now + ACTIVATION_DELAY_DAYS * US_PER_DAY
+            activates_at = at + ACTIVATION_DELAY_DAYS * US_PER_DAY
+            # A posted sale's lot may be usable at once: nothing for the expiry run to activate.
             member.lots.append(Lot(earned, activates_at, activates_at + LIFETIME_DAYS * US_PER_DAY,
-                                   activation_recorded=False))
+                                   activation_recorded=activates_at <= self.now))
             order.earned_lot = len(member.lots) - 1
             member.earned_total += earned
             member.move(self.now, points_pb2.MOVEMENT_KIND_EARNED, earned)
