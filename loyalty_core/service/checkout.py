@@ -166,8 +166,6 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
                                      card_secret_checked=verified is not None, now=now, created_at=now)
         return order, member.member_id
 
-    # Only a few calls per member wait for its lock (the rest are refused at once), so a member
-    # held for long keeps only a few of the pool's connections.
     return await _new_order(db, programme_id, ref, req.order_id,
                             lambda: run_write(db, method="Checkout", scope=programme_id, request=req,
                                               result_type=Order, now=now, effect=effect, send_reads=send_reads))
@@ -177,6 +175,8 @@ async def _new_order(db: Database, programme_id: str, ref: MemberRef, order_id: 
                      write: Callable[[], Awaitable[T]]) -> T:
     """Run ``write``, which creates the order ``order_id`` for the member ``ref``, among the few
     calls admitted to wait for that member's lock."""
+    # Only a few calls per member wait for its lock (the rest are refused at once), so a member
+    # held for long keeps only a few of the pool's connections.
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
         try:
             return await write()
@@ -340,7 +340,7 @@ async def _capture_order(w: _OrderWrite, asked: int | None, context: Any, *, now
     )
     counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
                                                                                    captured, at)
-    await orders.capture(w.conn, captured, counted, at, closing)
+    await orders.capture(w.conn, captured, counted, now, closing)
     if pricing.terms.discount_source == membership.SOURCE_EVENT:
         await event_bonus.use_next_order_discount(w.conn, w.member.member_id, w.order.order_id,
                                                   pricing.terms.discount_bps, w.order.created_at, at)
