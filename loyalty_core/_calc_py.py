@@ -155,8 +155,8 @@ def price_basket(
       a line with a line discount unless ``discounted_items_earn``),
       ``earned_total = floor(sum(base_i * cashback(cat_i)) / (10000 * point_value_minor))``
       spread by largest remainder over ``base_i * cashback(cat_i)``;
-    - with ``points_instead_of_discounts`` and ``requested_points > 0`` the order discount is 0
-      and lines with a line discount have cap 0.
+    - with ``points_instead_of_discounts`` the order discount is 0 and lines with a line discount
+      have cap 0 (the caller sets it only when points pay: ``service.pricing.quote_for``).
     Scalars are checked before lines; lines in order, each field in the order of the API.
     """
     discount_bps = _scalar(discount_bps, "discount_bps", 0, BPS)
@@ -204,7 +204,7 @@ def price_basket(
     if gross_total > INT64_MAX:
         raise _overflow("lines")
 
-    instead = bool(points_instead_of_discounts) and requested_points > 0
+    instead = bool(points_instead_of_discounts)
     line_discount = list(line_discounts)
     after = [g - d for g, d in zip(gross, line_discount)]
     after_total = sum(after)

@@ -347,8 +347,8 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
       a line with a line discount unless ``discounted_items_earn``),
       ``earned_total = floor(sum(base_i * cashback(cat_i)) / (10000 * point_value_minor))``
       spread by largest remainder over ``base_i * cashback(cat_i)`` (exact 128-bit products);
-    - with ``points_instead_of_discounts`` and ``requested_points > 0`` the order discount is 0
-      and lines with a line discount have cap 0.
+    - with ``points_instead_of_discounts`` the order discount is 0 and lines with a line discount
+      have cap 0 (the caller sets it only when points pay: ``service.pricing.quote_for``).
     Scalars are checked before lines; lines in order, each field in the order of the API.
     Per-line results are ``array('q')``.
     """
@@ -370,7 +370,7 @@ def price_basket(categories, quantities, unit_prices, line_discounts, *,
     cdef int64_t available = _scalar(available_points, "available_points", 0, INT64_MAX, True)
     cdef int64_t requested = _scalar(requested_points, "requested_points", 0, INT64_MAX, True)
     cdef bint discounted_earn = discounted_items_earn
-    cdef bint instead = points_instead_of_discounts and requested > 0
+    cdef bint instead = points_instead_of_discounts
 
     cdef const int64_t* cat = arrays.borrow(categories, "categories", &n)
     cdef const int64_t* qty = arrays.borrow(quantities, "quantities", &nqty)

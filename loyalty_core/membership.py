@@ -86,9 +86,50 @@ def accumulative_rate(ranges: Iterable[DiscountRange], customer_group: str, purc
 
 
 def reached_rate(kept_bps: int, ranges: Iterable[DiscountRange], customer_group: str, purchases_total_minor: int) -> int:
-    """The accumulative rate after a purchase or a recalculation: what the ranges give now, but never
-    less than the rate the member already reached (a change of ranges never lowers it)."""
+    """The accumulative rate a member gets now: what the ranges give the total, but never less than
+    the rate the member already reached (a change of ranges never lowers it)."""
     return max(kept_bps, accumulative_rate(ranges, customer_group, purchases_total_minor))
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRate:
+    """The accumulative rate a member keeps, and the least purchase total of the range that gave it."""
+
+    bps: int
+    from_minor: int
+
+
+def kept_rate(member: Member) -> KeptRate:
+    return KeptRate(member.accumulative_discount_bps, member.accumulative_from_minor)
+
+
+def _range_reached(ranges: Iterable[DiscountRange], customer_group: str, purchases_total_minor: int) -> KeptRate:
+    """The largest rate the ranges give the total, with the least total that gives it."""
+    best = KeptRate(0, 0)
+    for r in ranges:
+        if (group_applies(r.customer_group, customer_group) and purchases_total_minor >= r.min_purchases_minor
+                and (r.discount_bps, -r.min_purchases_minor) > (best.bps, -best.from_minor)):
+            best = KeptRate(r.discount_bps, r.min_purchases_minor)
+    return best
+
+
+def rate_after_purchase(kept: KeptRate, ranges: Iterable[DiscountRange], customer_group: str,
+                        purchases_total_minor: int) -> KeptRate:
+    """After a purchase (or a recalculation): the rate the ranges give the new total when it is
+    higher than the kept one, else the kept one (a change of ranges never lowers it)."""
+    reached = _range_reached(ranges, customer_group, purchases_total_minor)
+    return reached if reached.bps > kept.bps else kept
+
+
+def rate_after_uncount(kept: KeptRate, ranges: Iterable[DiscountRange], customer_group: str,
+                       purchases_total_minor: int) -> KeptRate:
+    """After a refund or a void lowered the total: the kept rate stays while the total still
+    reaches the range that gave it (seed 002: "not decreased but stays as is"); below it, the rate
+    is what the ranges give the lower total now, never more than the kept one."""
+    if purchases_total_minor >= kept.from_minor:
+        return kept
+    reached = _range_reached(ranges, customer_group, purchases_total_minor)
+    return reached if reached.bps < kept.bps else KeptRate(kept.bps, reached.from_minor)
 
 
 def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> tuple[int, str]:
@@ -156,31 +197,50 @@ def _since(levels: Sequence[Level], now_us: int) -> int | None:
     return now_us - days * US_PER_DAY if days else None
 
 
+def amounts_left(order: Order) -> dict[str, int]:
+    """Per category, what of the order's total after discounts its refunds left (the same
+    pro-rating as the ledger's); every category of the order is there, 0 when all was refunded."""
+    refunded: dict[str, int] = {}
+    for record in order.refunds:
+        for line in record.lines:
+            refunded[line.line_id] = refunded.get(line.line_id, 0) + line.quantity
+    left: dict[str, int] = {}
+    for x in order.pricing.lines:
+        kept = x.net_minor - calc.prorate(x.net_minor, 0, refunded.get(x.line_id, 0), x.quantity)
+        left[x.category] = left.get(x.category, 0) + kept
+    return left
+
+
+def counts(member: Member, programme: Programme, order: Order, now: int) -> bool:
+    """Whether counting ``order`` now adds a purchase: the member's status counts purchases (not
+    deactivated, not off-boarded) and refunds left something of it (a wholly refunded order is
+    no purchase and no visit)."""
+    # Whether purchases count depends on the status only, so no level is needed to decide it.
+    return privileges(member, programme, (), now).purchases_count and sum(amounts_left(order).values()) > 0
+
+
 async def count_purchase(conn: Any, programme: Programme, member: Member, order: Order, now: int,
                          levels: Sequence[Level] | None = None) -> None:
     """Count a captured (or completed) order: purchase total, accumulative rate, visits and level.
 
-    Only members whose privileges count purchases (not deactivated, not off-boarded) get it; an
-    order counts once however often this is called. The amount is the order's total after discounts
-    (what points paid included: points are a way to pay). The member's row lock and the order's
-    ``counted`` flag are the caller's. ``levels``, the programme's when the caller read them already,
-    lets the member's recent purchases travel with the count (one round trip instead of two).
+    Only what ``counts`` allows is counted; an order counts once however often this is called. The
+    amount is what refunds left of the order's total after discounts (what points paid included:
+    points are a way to pay). The member's row lock and the order's ``counted`` flag are the
+    caller's. ``levels``, the programme's when the caller read them already, lets the member's
+    recent purchases travel with the count (one round trip instead of two).
     """
-    # Whether purchases count depends on the status only, so no level is needed to decide it.
-    if not privileges(member, programme, (), now).purchases_count:
+    if not counts(member, programme, order, now):
         return
-    by_category: dict[str, int] = {}
-    for line in order.pricing.lines:
-        by_category[line.category] = by_category.get(line.category, 0) + line.net_minor
-    amount = order.pricing.net_minor
+    by_category = amounts_left(order)
+    amount = sum(by_category.values())
     total = member.purchases_total_minor + amount
-    rate = reached_rate(member.accumulative_discount_bps, programme.discount_ranges, member.customer_group, total)
+    rate = rate_after_purchase(kept_rate(member), programme.discount_ranges, member.customer_group, total)
     # Sent with the recent purchases (and the levels, when the caller has not read them): one round
     # trip in the write's pipeline. Purchases read after the count include this one: statements run
     # in order.
     counted = await store.send_count_purchase(
         conn, member.member_id, programme.programme_id, order.order_id, amount, by_category,
-        member.accumulative_discount_bps, total, rate, now, actor=SYSTEM,
+        member.accumulative_discount_bps, total, rate.bps, rate.from_minor, now, actor=SYSTEM,
         details={"order_id": order.order_id, "amount_minor": amount, "purchases_total_minor": total})
     if levels is None:
         levels = [s.level for s in await store.levels_of(conn, programme.programme_id)]
@@ -198,33 +258,25 @@ async def count_purchase(conn: Any, programme: Programme, member: Member, order:
         await assign_level(conn, member, higher, now, reason="qualified", actor=SYSTEM)
 
 
-async def uncount_purchase(conn: Any, programme: Programme, member: Member, order: Order, now: int) -> None:
-    """Bring a counted order's part of the totals in line with what is left of it: the units of its
-    lines not yet refunded (``order_line.refunded_quantity`` must already include the refund), so a
-    full refund uncounts it. Points are not touched, and a level is only ever lowered by the review.
-
-    The accumulative rate is recalculated from the programme's ranges at the lower total, but
-    never below the rate the member had before this order counted, nor above the current one.
+async def uncount_purchase(conn: Any, programme: Programme, member: Member, counted: Order,
+                           left: Mapping[str, int], now: int) -> None:
+    """Bring a counted order's part of the totals down to ``left`` (per category; empty for a void):
+    ``counted`` is the order as it counts now (``amounts_left`` of it is what it counts for). At 0
+    the order stops counting. Points are not touched, and a level is only ever lowered by the review.
+    The accumulative rate follows ``rate_after_uncount``. Writes only (no read: no round trip).
     """
-    counted = await store.purchase(conn, member.member_id, order.order_id)
-    if counted is None or counted.uncounted_at is not None:
-        return
-    left: dict[str, int] = {}
-    for category, net, quantity, refunded in await store.order_lines_left(conn, programme.programme_id, order.order_id):
-        left[category] = left.get(category, 0) + net - calc.prorate(net, 0, refunded, quantity)
     amount = sum(left.values())
-    dropped = counted.amount_minor - amount
+    dropped = sum(amounts_left(counted).values()) - amount
     if dropped <= 0:
         return
     total = max(0, member.purchases_total_minor - dropped)
-    rate = min(member.accumulative_discount_bps,
-               reached_rate(counted.accumulative_before_bps, programme.discount_ranges, member.customer_group, total))
-    await store.reduce_purchase(conn, member.member_id, order.order_id, amount, left, now)
-    await store.set_totals(conn, member.member_id, total, rate)
+    rate = rate_after_uncount(kept_rate(member), programme.discount_ranges, member.customer_group, total)
+    await store.reduce_purchase(conn, member.member_id, counted.order_id, amount, left, now)
+    await store.set_totals(conn, member.member_id, total, rate.bps, rate.from_minor)
     if amount == 0:
-        await orders.set_counted(conn, programme.programme_id, order.order_id, False)
+        await orders.set_counted(conn, programme.programme_id, counted.order_id, False)
     await store.add_event(conn, member.member_id, "orders", "purchase_uncounted" if amount == 0 else "purchase_reduced",
-                          now, actor=SYSTEM, details={"order_id": order.order_id, "amount_minor": amount,
+                          now, actor=SYSTEM, details={"order_id": counted.order_id, "amount_minor": amount,
                                                       "dropped_minor": dropped, "purchases_total_minor": total})
 
 

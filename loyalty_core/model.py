@@ -138,6 +138,9 @@ class Member:
     # The member's level (loyalty_core.levels) and since when; None without one.
     level_id: str | None = None
     level_assigned_at: int | None = None
+    # The least purchase total of the range that gave accumulative_discount_bps when it was reached:
+    # a refund or a void lowers the kept rate only below it.
+    accumulative_from_minor: int = 0
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,17 @@ class Complete:
 
 
 @dataclass(frozen=True)
+class Void:
+    """Void a paid order: it stops counting; its points stay."""
+
+    request_id: str
+    programme_id: str
+    order_id: str
+    comment: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+
+
+@dataclass(frozen=True)
 class Hold:
     hold_id: str
     points: int
@@ -406,6 +420,13 @@ class Cancelled:
 class Refunded:
     order: Order
     refund: RefundRecord
+
+
+@dataclass(frozen=True)
+class Voided:
+    order: Order
+    # What stopped counting towards the member's purchase total.
+    uncounted_minor: int
 
 
 # -- Manual points, history, expiry, verification ----------------------------------------------

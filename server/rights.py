@@ -54,6 +54,8 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),
+    # A void takes an order out of the totals after the fact: the back office's own right.
+    "/loyalty.v1.CheckoutService/VoidOrder": _rule("order_void"),
     # A till that lost an answer reads the order back before it retries.
     "/loyalty.v1.CheckoutService/GetOrder": _rule(*_SALE, "programme_admin", "read_only"),
     # MemberService. Sign-up happens at the till and on the web as well as in the back office.

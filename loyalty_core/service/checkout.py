@@ -1,4 +1,4 @@
-"""The checkout flow: quote, checkout (hold), capture, cancel, refund, complete, and reading an order."""
+"""The checkout flow: quote, checkout (hold), capture, cancel, refund, complete, void, and reading an order."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from loyalty_core import calc, membership
 from loyalty_core.clock import Clock
@@ -14,18 +14,21 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
-    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord,
+    Pricing, Programme, Quote, Refund, Refunded, RefundLine, RefundRecord, Void, Voided,
 )
 from loyalty_core.service import checks, rules
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
-from loyalty_core.service.pricing import check_basket, quote_for, reprice
+from loyalty_core.service.pricing import check_basket, check_member_active, quote_for, reprice
 from loyalty_core.store import ledger, members, orders
+from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
+
+T = TypeVar("T")
 
 
 def _check_write(request_id: str, programme_id: str, order_id: str, context: Any) -> str:
@@ -155,30 +158,51 @@ def _refuse_points(status: str, rights: membership.Privileges, requested: int, a
 
 
 @dataclasses.dataclass(frozen=True)
-class _OrderReads:
-    member: Later[tuple[Member | None, int | None]]
-    order: Later[StoredOrder | None]
-    sent_rules: rules.SentRules
+class _OrderWrite:
+    """What a write to an order works on: its transaction, the order, its member (locked, still in
+    the programme) and the programme's rules as committed."""
+
+    conn: Any
+    stored: StoredOrder
+    member: Member
+    programme: Programme
+    levels: list[Level]
+
+    @property
+    def order(self) -> Order:
+        return self.stored.order
 
 
-def _order_reads(db: Database, programme_id: str, order_id: str) -> Callable[[Any], Awaitable[_OrderReads]]:
-    """The order's member locked (every write to an order holds its lock), then the order read
-    under it, and the programme with its levels unless this process has them: sent together, one
-    round trip."""
-    async def send(conn: Any) -> _OrderReads:
-        return _OrderReads(await members.send_lock_of_order(conn, programme_id, order_id),
-                           await orders.send_get(conn, programme_id, order_id), await rules.send(conn, db, programme_id))
-    return send
+async def _write_order(db: Database, *, method: str, programme_id: str, request: Any, result_type: type[T],
+                       now: int, steps: Callable[[_OrderWrite], Awaitable[T]]) -> T:
+    """Run ``steps`` once per request_id on the order ``request.order_id`` names. Its reads (the
+    member locked, the order under the lock, the programme unless this process has it) travel with
+    the idempotency claim in one round trip; a member who left the programme is refused
+    (``member_offboarded``: every write to them is)."""
+    order_id = request.order_id
+
+    async def send_reads(conn: Any) -> tuple[orders.OrderReads, rules.SentRules]:
+        return await orders.send_order_reads(conn, programme_id, order_id), await rules.send(conn, db, programme_id)
+
+    async def effect(conn: Any, sent: tuple[orders.OrderReads, rules.SentRules]) -> tuple[T, str]:
+        found = await sent[0].get()
+        if found is None:
+            raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
+        member, revision, stored = found
+        current = await rules.read(conn, db, sent[1], revision)
+        check_member_active(member)
+        return await steps(_OrderWrite(conn, stored, member, current.programme, current.levels)), member.member_id
+
+    return await run_write(db, method=method, scope=programme_id, request=request, result_type=result_type, now=now,
+                           effect=effect, send_reads=send_reads)
 
 
-async def _read_order(conn: Any, db: Database, sent: _OrderReads, order_id: str) -> tuple[StoredOrder, Member, rules.Rules]:
-    """The order, its member and the programme's rules; NotFound when the order is not in the programme."""
-    member, revision = await sent.member.get()
-    if member is None:
-        raise NotFound("order_not_found", f"no order {order_id!r} in this programme")
-    stored = await sent.order.get()
-    assert stored is not None, "the order was found a statement ago, under its member's lock"
-    return stored, member, await rules.read(conn, db, sent.sent_rules, revision)
+def _paid(order: Order, doing: str) -> None:
+    """The order is paid (captured or completed) and not voided."""
+    if order.state == "voided":
+        raise FailedPrecondition("order_voided", f"the order was voided; it cannot be {doing}")
+    if order.state not in ("captured", "completed"):
+        raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a paid order is {doing}")
 
 
 def _open_hold(stored: StoredOrder, now: int) -> None:
@@ -197,69 +221,82 @@ def _release_entry(stored: StoredOrder, points: int, lot_points: list[int]) -> E
                  order_id=stored.order.order_id, hold_id=stored.hold.hold.hold_id)
 
 
+def _points_to_spend(stored: StoredOrder, asked: int | None) -> int:
+    """What a capture spends: all that is held, or fewer when asked."""
+    held = stored.hold.hold.points if stored.hold else 0
+    points = held if asked is None else asked
+    if points > held:
+        raise FailedPrecondition("capture_must_not_exceed_hold", f"{points} points to spend, {held} held", held=held)
+    return points
+
+
+def _spend(stored: StoredOrder, points: int) -> tuple[list[Entry], orders.HoldClosing | None]:
+    """The hold's movements and closing for spending ``points`` of it: spent points come from the
+    lots that expire first, the rest goes back to the last ones."""
+    hold = stored.hold
+    if hold is None:
+        return [], None
+    held = hold.hold.points
+    spent = fill(hold.lot_points, points)
+    _, unspent = fill([points, held], held)
+    back = fill(hold.lot_points[::-1], unspent)[::-1]
+    entries = []
+    if points:
+        entries.append(Entry("spent", 0, held_delta=-points, order_id=stored.order.order_id, hold_id=hold.hold.hold_id))
+    if unspent:
+        entries.append(_release_entry(stored, unspent, back))
+    if not points:
+        return entries, orders.HoldClosing(hold.hold.hold_id, "released")
+    kept = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
+    return entries, orders.HoldClosing(hold.hold.hold_id, "captured", ([lot for lot, _ in kept], [p for _, p in kept]),
+                                       points)
+
+
+def _earn(member: Member, programme: Programme, order_id: str, earned: int, now: int) -> tuple[list[Entry], NewLot | None]:
+    """The movements crediting ``earned`` points: a debt is repaid first, the rest makes a lot
+    (pending while the programme delays activation)."""
+    repaid, kept = fill([member.debt_points, earned], earned)
+    entries = [Entry("debt_repaid", 0, debt_delta=-repaid, order_id=order_id)] if repaid else []
+    if not kept:
+        return entries, None
+    activates_at = now + programme.activation_delay_days * US_PER_DAY
+    lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days), order_id)
+    return [*entries, Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order_id)], lot
+
+
 async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     """Spend the held points (all or fewer; the rest goes back), re-price so earning is on the money
-    part, credit the earned points (debt first), record the order's lines and count the purchase."""
+    part at the member's rates now, credit the earned points (debt first), record the order's lines
+    and count the purchase where the member's status now counts it."""
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     if req.points is not None and req.points < 0:
         raise InvalidArgument("value_out_of_range", "points must not be negative", field="points")
     now = clock.now_us()
 
-    async def effect(conn: Any, sent: _OrderReads) -> tuple[Captured, str]:
-        stored, member, current = await _read_order(conn, db, sent, req.order_id)
-        programme = current.programme
-        _open_hold(stored, now)
-        order, hold = stored.order, stored.hold
-        held = hold.hold.points if hold else 0
-        points = held if req.points is None else req.points
-        if points > held:
-            raise FailedPrecondition("capture_must_not_exceed_hold", f"{points} points to spend, {held} held",
-                                     held=held)
-        pricing = reprice(order.pricing, points)
-        entries = []
-        if hold is not None:
-            # Spent points come from the lots that expire first; the rest goes back to the last ones.
-            spent = fill(hold.lot_points, points)
-            _, unspent = fill([points, held], held)
-            back = fill(hold.lot_points[::-1], unspent)[::-1]
-            if points:
-                entries.append(Entry("spent", 0, held_delta=-points, order_id=order.order_id,
-                                     hold_id=hold.hold.hold_id))
-            if unspent:
-                entries.append(_release_entry(stored, unspent, back))
-        earned = pricing.earned_points
-        repaid, kept = fill([member.debt_points, earned], earned)
-        if repaid:
-            entries.append(Entry("debt_repaid", 0, debt_delta=-repaid, order_id=order.order_id))
-        new_lot = None
-        if kept:
-            activates_at = now + programme.activation_delay_days * US_PER_DAY
-            new_lot = NewLot("earned", kept, activates_at, lifetime_end(activates_at, programme.point_lifetime_days),
-                             order.order_id)
-            entries.append(Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order.order_id))
-        await ledger.post(conn, member.member_id, now, req.context, entries, new_lot)
-        closing = None
-        if hold is not None:
-            if points:
-                kept_lots = [(lot, p) for lot, p in zip(hold.lot_ids, spent) if p]
-                closing = orders.HoldClosing(hold.hold.hold_id, "captured",
-                                             ([lot for lot, _ in kept_lots], [p for _, p in kept_lots]), points)
-            else:
-                closing = orders.HoldClosing(hold.hold.hold_id, "released")
-        rights = membership.privileges(member, programme, (), now)
-        counted = rights.purchases_count and programme.purchase_counts_when == "captured"
+    async def steps(w: _OrderWrite) -> Captured:
+        _open_hold(w.stored, now)
+        points = _points_to_spend(w.stored, req.points)
+        rights = membership.privileges(w.member, w.programme, w.levels, now)
+        pricing = reprice(w.order.pricing, points, w.programme, rights)
+        spending, closing = _spend(w.stored, points)
+        earning, new_lot = _earn(w.member, w.programme, w.order.order_id, pricing.earned_points, now)
+        await ledger.post(w.conn, w.member.member_id, now, req.context, spending + earning, new_lot)
+        hold = w.order.hold
         captured = dataclasses.replace(
-            order, state="captured", pricing=pricing, captured_at=now, spent_points=points, earned_points=earned,
-            hold=dataclasses.replace(hold.hold, state="captured" if points else "released", points=points or held)
+            w.order, state="captured", pricing=pricing, captured_at=now, spent_points=points,
+            earned_points=pricing.earned_points,
+            hold=dataclasses.replace(hold, state="captured" if points else "released", points=points or hold.points)
             if hold else None,
         )
-        await orders.capture(conn, captured, counted, now, closing)
+        counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
+                                                                                       captured, now)
+        await orders.capture(w.conn, captured, counted, now, closing)
         if counted:
-            await membership.count_purchase(conn, programme, member, captured, now, current.levels)
-        return Captured(captured, points, earned), member.member_id
+            await membership.count_purchase(w.conn, w.programme, w.member, captured, now, w.levels)
+        return Captured(captured, points, pricing.earned_points)
 
-    return await run_write(db, method="Capture", scope=programme_id, request=req, result_type=Captured, now=now,
-                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
+    return await _write_order(db, method="Capture", programme_id=programme_id, request=req, result_type=Captured,
+                              now=now, steps=steps)
 
 
 async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
@@ -267,25 +304,24 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     now = clock.now_us()
 
-    async def effect(conn: Any, sent: _OrderReads) -> tuple[Cancelled, str]:
-        stored, _, _ = await _read_order(conn, db, sent, req.order_id)
-        order, hold = stored.order, stored.hold
+    async def steps(w: _OrderWrite) -> Cancelled:
+        order, hold = w.order, w.stored.hold
         if order.state != "held":
             raise FailedPrecondition("hold_not_open", f"the order is {order.state}; only a held order can be cancelled")
         released = 0
         if hold is not None and hold.hold.state == "open":
             released = hold.hold.points
-            await ledger.post(conn, order.member_id, now, req.context,
-                              [_release_entry(stored, released, list(hold.lot_points))])
-            await orders.close_hold(conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
-        await orders.set_state(conn, programme_id, order.order_id, "cancelled", now)
+            await ledger.post(w.conn, order.member_id, now, req.context,
+                              [_release_entry(w.stored, released, list(hold.lot_points))])
+            await orders.close_hold(w.conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
+        await orders.set_state(w.conn, programme_id, order.order_id, "cancelled", now)
         cancelled = dataclasses.replace(
             order, state="cancelled", hold=dataclasses.replace(hold.hold, state="released") if hold else None
         )
-        return Cancelled(cancelled, released), order.member_id
+        return Cancelled(cancelled, released)
 
-    return await run_write(db, method="Cancel", scope=programme_id, request=req, result_type=Cancelled, now=now,
-                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
+    return await _write_order(db, method="Cancel", programme_id=programme_id, request=req, result_type=Cancelled,
+                              now=now, steps=steps)
 
 
 def _refund_units(req: Refund, lines: list[orders.StoredLine]) -> list[tuple[orders.StoredLine, int]]:
@@ -326,102 +362,128 @@ def _check_refund(req: Refund) -> str:
     return programme_id
 
 
+async def _return_spent(w: _OrderWrite, returned: int, now: int, ctx: Any, refund_id: str) -> int:
+    """Give ``returned`` spent points back to the lots they came from, in proportion to what each
+    can still take back; what was given back (0 when the order spent none)."""
+    hold = w.stored.hold
+    if not returned or hold is None or hold.hold.state != "captured":
+        return 0
+    lot_ids, room = await orders.returnable(w.conn, w.member.member_id, hold.hold.hold_id, w.order.order_id)
+    parts = calc.spread(returned, int64s(room))
+    await ledger.post(w.conn, w.member.member_id, now, ctx, [Entry(
+        "refund_return", returned, lots=[(lot, p) for lot, p in zip(lot_ids, parts) if p],
+        order_id=w.order.order_id, refund_id=refund_id,
+    )])
+    return returned
+
+
+def _shortfall_policy(w: _OrderWrite, clawback: int, shortfall: int, refund_id: str) -> tuple[int, int, list[Entry]]:
+    """What the programme's negative-balance policy makes of points that could not be taken back:
+    (shortfall kept, debt incurred, its movements); a refusal under ``refuse`` or past the debt limit."""
+    programme, member = w.programme, w.member
+    if not shortfall or programme.negative_balance_policy == "take_available":
+        return shortfall, 0, []
+    if programme.negative_balance_policy == "refuse":
+        raise FailedPrecondition("clawback_exceeds_balance",
+                                 f"{shortfall} of the {clawback} points to take back were already spent",
+                                 shortfall=shortfall)
+    # debt: the room under the limit is what of the limit the current debt leaves (0 if above it).
+    _, room = fill([member.debt_points, programme.debt_limit_points], programme.debt_limit_points)
+    if shortfall > room:
+        raise FailedPrecondition("debt_limit_exceeded",
+                                 f"{shortfall} points of debt asked, {room} left under the limit of "
+                                 f"{programme.debt_limit_points}", shortfall=shortfall, room=room)
+    return 0, shortfall, [Entry("debt_incurred", 0, debt_delta=shortfall, order_id=w.order.order_id,
+                                refund_id=refund_id)]
+
+
 async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     """Refund lines (or all that is left): take back the points earned on them in proportion (the
-    order's own lot first), give back the points spent on them when the programme says so, and
-    apply the negative-balance policy to what cannot be taken back."""
+    order's own lot first), give back the points spent on them when the programme says so, apply
+    the negative-balance policy to what cannot be taken back, and count only what is left."""
     programme_id = _check_refund(req)
     now = clock.now_us()
     refund_id = str(uuid.uuid4())
 
-    async def effect(conn: Any, sent: _OrderReads) -> tuple[Refunded, str]:
-        stored, member, current = await _read_order(conn, db, sent, req.order_id)
-        programme = current.programme
-        order = stored.order
-        if order.state not in ("captured", "completed"):
-            raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order is refunded")
-        wanted = _refund_units(req, await orders.lines(conn, programme_id, order.order_id))
+    async def steps(w: _OrderWrite) -> Refunded:
+        order = w.order
+        _paid(order, "refunded")
+        wanted = _refund_units(req, await orders.lines(w.conn, programme_id, order.order_id))
 
         def share(value: str) -> int:
             # calc.prorate keeps a running cap: repeated partial refunds never exceed the line's value.
             return sum(calc.prorate(getattr(line, value), line.refunded_quantity, k, line.quantity) for line, k in wanted)
 
         money, clawback = share("money_due_minor"), share("earned_points")
-        returned = share("points") if programme.refund_returns_spent_points else 0
-        ctx = req.context
-        if returned and stored.hold is not None and stored.hold.hold.state == "captured":
-            lot_ids, room = await orders.returnable(conn, member.member_id, stored.hold.hold.hold_id, order.order_id)
-            parts = calc.spread(returned, int64s(room))
-            await ledger.post(conn, member.member_id, now, ctx, [Entry(
-                "refund_return", returned, lots=[(lot, p) for lot, p in zip(lot_ids, parts) if p],
-                order_id=order.order_id, refund_id=refund_id,
-            )])
-        else:
-            returned = 0
+        returned = await _return_spent(w, share("points") if w.programme.refund_returns_spent_points else 0, now,
+                                       req.context, refund_id)
         # After the return, so points just given back can cover the take-back.
-        lots = await ledger.lots(conn, member.member_id)
-        taken, shortfall = claw(lots, clawback, now, stored.earned_lot_id)
+        taken, shortfall = claw(await ledger.lots(w.conn, w.member.member_id), clawback, now, w.stored.earned_lot_id)
         taken_total = sum(p for _, p in taken)
-        entries = []
-        if taken:
-            entries.append(Entry("reversed", -taken_total, lots=[(lot, -p) for lot, p in taken],
-                                 order_id=order.order_id, refund_id=refund_id))
-        debt = 0
-        if shortfall:
-            policy = programme.negative_balance_policy
-            if policy == "refuse":
-                raise FailedPrecondition("clawback_exceeds_balance",
-                                         f"{shortfall} of the {clawback} points to take back were already spent",
-                                         shortfall=shortfall)
-            if policy == "debt":
-                # The room under the limit: what of the limit the current debt leaves (0 if above it).
-                _, room = fill([member.debt_points, programme.debt_limit_points], programme.debt_limit_points)
-                if shortfall > room:
-                    raise FailedPrecondition("debt_limit_exceeded",
-                                             f"{shortfall} points of debt asked, {room} left under the limit of "
-                                             f"{programme.debt_limit_points}", shortfall=shortfall, room=room)
-                debt, shortfall = shortfall, 0
-                entries.append(Entry("debt_incurred", 0, debt_delta=debt, order_id=order.order_id,
-                                     refund_id=refund_id))
-        if entries:
-            await ledger.post(conn, member.member_id, now, ctx, entries)
+        entries = [Entry("reversed", -taken_total, lots=[(lot, -p) for lot, p in taken], order_id=order.order_id,
+                         refund_id=refund_id)] if taken else []
+        shortfall, debt, owed = _shortfall_policy(w, clawback, shortfall, refund_id)
+        if entries or owed:
+            await ledger.post(w.conn, w.member.member_id, now, req.context, entries + owed)
         record = RefundRecord(
             refund_id=refund_id, lines=tuple(RefundLine(line.line_id, k) for line, k in wanted), money_minor=money,
             clawback_points=taken_total, returned_points=returned, shortfall_points=shortfall,
             debt_points=debt, created_at=now,
         )
-        await orders.insert_refund(conn, programme_id, order.order_id, member.member_id, record,
+        await orders.insert_refund(w.conn, programme_id, order.order_id, w.member.member_id, record,
                                    [line.line_no for line, _ in wanted])
-        if stored.counted:
-            await membership.uncount_purchase(conn, programme, member, order, now)
         refunded = dataclasses.replace(order, refunds=(*order.refunds, record))
-        return Refunded(refunded, record), member.member_id
+        if w.stored.counted:
+            await membership.uncount_purchase(w.conn, w.programme, w.member, order, membership.amounts_left(refunded),
+                                              now)
+        return Refunded(refunded, record)
 
-    return await run_write(db, method="Refund", scope=programme_id, request=req, result_type=Refunded, now=now,
-                           effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
+    return await _write_order(db, method="Refund", programme_id=programme_id, request=req, result_type=Refunded,
+                              now=now, steps=steps)
 
 
 async def complete(db: Database, clock: Clock, req: Complete) -> Order:
-    """Mark a captured order completed; where purchases count on completion, count it now."""
+    """Mark a captured order completed; where purchases count on completion, count what refunds
+    left of it now."""
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     now = clock.now_us()
 
-    async def effect(conn: Any, sent: _OrderReads) -> tuple[Order, str]:
-        stored, member, current = await _read_order(conn, db, sent, req.order_id)
-        programme = current.programme
-        order = stored.order
+    async def steps(w: _OrderWrite) -> Order:
+        order = w.order
         if order.state != "captured":
-            raise FailedPrecondition("order_not_captured", f"the order is {order.state}; only a captured order completes")
-        await orders.set_state(conn, programme_id, order.order_id, "completed", now)
-        if not stored.counted and programme.purchase_counts_when == "completed" and membership.privileges(
-            member, programme, (), now
-        ).purchases_count:
-            await orders.set_counted(conn, programme_id, order.order_id, True)
-            await membership.count_purchase(conn, programme, member, order, now)
-        return dataclasses.replace(order, state="completed"), order.member_id
+            _paid(order, "completed")
+            raise FailedPrecondition("order_not_captured", "the order was completed before")
+        await orders.set_state(w.conn, programme_id, order.order_id, "completed", now)
+        if (not w.stored.counted and w.programme.purchase_counts_when == "completed"
+                and membership.counts(w.member, w.programme, order, now)):
+            await orders.set_counted(w.conn, programme_id, order.order_id, True)
+            await membership.count_purchase(w.conn, w.programme, w.member, order, now, w.levels)
+        return dataclasses.replace(order, state="completed")
 
-    return await run_write(db, method="CompleteOrder", scope=programme_id, request=req, result_type=Order,
-                           now=now, effect=effect, send_reads=_order_reads(db, programme_id, req.order_id))
+    return await _write_order(db, method="CompleteOrder", programme_id=programme_id, request=req, result_type=Order,
+                              now=now, steps=steps)
+
+
+async def void(db: Database, clock: Clock, req: Void) -> Voided:
+    """Void a paid order: what it still counts for leaves the purchase total, the accumulative
+    rate and the purchases levels and visits are reckoned from; its points stay as they are."""
+    programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
+    checks.text_arg(req.comment, "comment", max_len=1000)
+    now = clock.now_us()
+
+    async def steps(w: _OrderWrite) -> Voided:
+        order = w.order
+        _paid(order, "voided")
+        await orders.set_state(w.conn, programme_id, order.order_id, "voided", now)
+        uncounted = sum(membership.amounts_left(order).values()) if w.stored.counted else 0
+        if w.stored.counted:
+            await membership.uncount_purchase(w.conn, w.programme, w.member, order, {}, now)
+        await history.add_event(w.conn, w.member.member_id, "orders", "order_voided", now, actor=req.context.actor,
+                                comment=req.comment, details={"order_id": order.order_id, "uncounted_minor": uncounted})
+        return Voided(dataclasses.replace(order, state="voided"), uncounted)
+
+    return await _write_order(db, method="VoidOrder", programme_id=programme_id, request=req, result_type=Voided,
+                              now=now, steps=steps)
 
 
 async def get_order(db: Database, programme_id: str, order_id: str) -> Order:

@@ -565,14 +565,14 @@ async def recalculate_discounts(db: Database, clock: Clock, programme_id: str, b
 
     async def recalculate(conn: Any, programme: Programme, ladder: list[Level], member: Member) -> bool:
         total = await store.counted_total(conn, member.member_id)
-        rate = membership.reached_rate(member.accumulative_discount_bps, programme.discount_ranges,
-                                       member.customer_group, total)
-        if (total, rate) == (member.purchases_total_minor, member.accumulative_discount_bps):
+        rate = membership.rate_after_purchase(membership.kept_rate(member), programme.discount_ranges,
+                                              member.customer_group, total)
+        if (total, rate) == (member.purchases_total_minor, membership.kept_rate(member)):
             return False
-        await store.set_totals(conn, member.member_id, total, rate)
+        await store.set_totals(conn, member.member_id, total, rate.bps, rate.from_minor)
         await store.add_event(conn, member.member_id, "participation", "discount_recalculated", now,
                               actor=membership.SYSTEM,
-                              details={"purchases_total_minor": total, "accumulative_discount_bps": rate})
+                              details={"purchases_total_minor": total, "accumulative_discount_bps": rate.bps})
         return True
 
     seen, changed = await _in_batches(db, programme_id, batch_size, recalculate)

@@ -152,16 +152,8 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     due ones. What is done leaves nothing due, so a second run (or a second server) finds no work."""
     if not await members.lock(conn, member_id):
         return ExpiryRun()
-    entries = []
-    holds = await expiry.stale_holds(conn, member_id, as_of)
-    for hold_id, _, order_id, points, lot_ids, lot_points in holds:
-        entries.append(Entry("released", points, held_delta=-points, lots=list(zip(lot_ids, lot_points)),
-                             order_id=order_id, hold_id=hold_id))
-    if entries:
-        await ledger.post(conn, member_id, as_of, EXPIRY_CONTEXT, entries)
-        for hold_id, programme_id, order_id, *_ in holds:
-            await orders.close_hold(conn, member_id, orders.HoldClosing(hold_id, "expired"), as_of)
-            await orders.set_state(conn, programme_id, order_id, "cancelled", as_of)
+    holds = await orders.open_holds(conn, member_id, expired_by=as_of)
+    await orders.release_holds(conn, member_id, holds, as_of, EXPIRY_CONTEXT, closed_as="expired")
     burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
     activated = await expiry.activate(conn, member_id, as_of)
     entries = []
@@ -175,7 +167,7 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     return ExpiryRun(
         lots_expired=len(burnt), points_expired=sum(p for _, p in burnt),
         lots_activated=len(activated), points_activated=sum(p for _, p in activated),
-        holds_released=len(holds), points_released=sum(h[3] for h in holds),
+        holds_released=len(holds), points_released=sum(h.points for h in holds),
     )
 
 

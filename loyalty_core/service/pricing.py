@@ -136,11 +136,21 @@ def quote_for(
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
+    if terms.points_instead_of_discounts and not pricing.points_applied:
+        # "Points instead of discounts" is a choice made by the points that pay, not those asked:
+        # when none can pay, the discounts apply.
+        terms = dataclasses.replace(terms, points_instead_of_discounts=False)
+        pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
     return pricing, rights, available
 
 
-def reprice(pricing: Pricing, points: int) -> Pricing:
-    """The same basket and rates with ``points`` paying (capture: earning on the money part only)."""
+def reprice(pricing: Pricing, points: int, programme: Programme, rights: membership.Privileges) -> Pricing:
+    """The checkout's basket with ``points`` paying (a capture), charged on the checkout's terms
+    (discount, what points may pay, the choice between points and discounts: what the till was
+    told), earning on the money part at the rates the member's privileges give now (a member
+    deactivated since the checkout earns nothing)."""
     lines = [BasketLine(x.line_id, x.sku, x.category, x.quantity, x.unit_price_minor, x.line_discount_minor)
              for x in pricing.lines]
-    return price(lines, pricing.terms, points, points, pricing.currency_code, pricing.member_id)
+    earning = terms_for(programme, lines, rights, paying=False).cashback_bps
+    terms = dataclasses.replace(pricing.terms, cashback_bps=earning)
+    return price(lines, terms, points, points, pricing.currency_code, pricing.member_id)

@@ -37,16 +37,6 @@ async def due_members(conn: Any, programme_id: str | None, as_of: int,
             yield member_id, member_programme
 
 
-async def stale_holds(conn: Any, member_id: str, as_of: int) -> list[tuple[str, str, str, int, list[int], list[int]]]:
-    """Open holds past their lifetime: (hold_id, programme_id, order_id, points, lot_ids, lot_points)."""
-    cur = await conn.execute(
-        "SELECT hold_id::text, programme_id::text, order_id, points, lot_ids, lot_points FROM hold"
-        " WHERE member_id = %s AND state = 'open' AND expires_at <= %s ORDER BY expires_at, hold_id",
-        (member_id, to_dt(as_of)),
-    )
-    return [tuple(r) for r in await cur.fetchall()]
-
-
 async def lots_to_burn(conn: Any, member_id: str, as_of: int) -> Lots:
     cur = await conn.execute(
         "SELECT lot_id, remaining, activates_at, expires_at FROM lot"

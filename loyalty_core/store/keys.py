@@ -27,6 +27,8 @@ RIGHTS: tuple[str, ...] = (
     "read_only",
     # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
     "card_unlock",
+    # Voiding a paid order (it stops counting; points stay): the back office's, not the till's.
+    "order_void",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

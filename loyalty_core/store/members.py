@@ -13,7 +13,8 @@ from loyalty_core.store.later import Later
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
-    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at FROM member"""
+    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at,
+    accumulative_from_minor FROM member"""
 
 SELECT_MEMBER = _SELECT
 

@@ -130,10 +130,12 @@ async def set_personal_discount(conn: Any, member_id: str, discount_bps: int) ->
     await conn.execute("UPDATE member SET personal_discount_bps = %s WHERE member_id = %s", (discount_bps, member_id))
 
 
-async def set_totals(conn: Any, member_id: str, purchases_total_minor: int, accumulative_discount_bps: int) -> None:
+async def set_totals(conn: Any, member_id: str, purchases_total_minor: int, accumulative_discount_bps: int,
+                     accumulative_from_minor: int) -> None:
     await conn.execute(
-        "UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s WHERE member_id = %s",
-        (purchases_total_minor, accumulative_discount_bps, member_id),
+        "UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s, accumulative_from_minor = %s"
+        " WHERE member_id = %s",
+        (purchases_total_minor, accumulative_discount_bps, accumulative_from_minor, member_id),
     )
 
 
@@ -159,16 +161,6 @@ async def member_ids_after(conn: Any, programme_id: str, after: str | None, limi
 
 # -- Counted purchases ---------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class PurchaseRow:
-    order_id: str
-    amount_minor: int
-    by_category: dict[str, int]
-    accumulative_before_bps: int
-    counted_at: int
-    uncounted_at: int | None
-
-
 async def purchases_since(conn: Any, member_id: str, since_us: int | None) -> list[Purchase]:
     """The member's purchases that count now, counted after ``since_us`` (None: all of them)."""
     return await (await send_purchases_since(conn, member_id, since_us)).get()
@@ -187,22 +179,10 @@ async def _purchases(cur: Any) -> list[Purchase]:
     return [Purchase(to_us(at), amount, by_cat) for at, amount, by_cat in await cur.fetchall()]
 
 
-async def purchase(conn: Any, member_id: str, order_id: str) -> PurchaseRow | None:
-    cur = await conn.execute(
-        "SELECT order_id, amount_minor, by_category, accumulative_before_bps, counted_at, uncounted_at"
-        " FROM purchase WHERE member_id = %s AND order_id = %s",
-        (member_id, order_id),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    order_id, amount, by_cat, before, counted, uncounted = row
-    return PurchaseRow(order_id, amount, by_cat, before, to_us(counted), to_us(uncounted))
-
-
 async def send_count_purchase(conn: Any, member_id: str, programme_id: str, order_id: str, amount_minor: int,
                               by_category: Mapping[str, int], accumulative_before_bps: int,
-                              purchases_total_minor: int, accumulative_discount_bps: int, now: int, *, actor: str,
+                              purchases_total_minor: int, accumulative_discount_bps: int,
+                              accumulative_from_minor: int, now: int, *, actor: str,
                               details: Mapping[str, object]) -> Later[bool]:
     """Record the purchase, set the member's totals and add its history entry, in one statement;
     False (and nothing written) when the order was counted before."""
@@ -210,13 +190,15 @@ async def send_count_purchase(conn: Any, member_id: str, programme_id: str, orde
         "WITH p AS (INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
         "   accumulative_before_bps, counted_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
         "   ON CONFLICT (member_id, order_id) DO NOTHING RETURNING member_id),"
-        " m AS (UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s"
+        " m AS (UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s,"
+        "   accumulative_from_minor = %s"
         "   WHERE member_id IN (SELECT member_id FROM p) RETURNING member_id),"
         " e AS (INSERT INTO member_event (member_id, tab, kind, details, actor, created_at)"
         "   SELECT member_id, 'orders', 'purchase_counted', %s, %s, %s FROM m)"
         " SELECT count(*) FROM p",
         (member_id, programme_id, order_id, amount_minor, Jsonb(dict(by_category)), accumulative_before_bps,
-         to_dt(now), purchases_total_minor, accumulative_discount_bps, _details(details), actor, to_dt(now)),
+         to_dt(now), purchases_total_minor, accumulative_discount_bps, accumulative_from_minor, _details(details), actor,
+         to_dt(now)),
     )
     return Later(cur, _one_row_inserted)
 
@@ -241,16 +223,6 @@ async def counted_total(conn: Any, member_id: str) -> int:
         (member_id,),
     )
     return int((await cur.fetchone())[0])
-
-
-async def order_lines_left(conn: Any, programme_id: str, order_id: str) -> list[tuple[str, int, int, int]]:
-    """(category, net_minor, quantity, refunded_quantity) of each line of the order."""
-    cur = await conn.execute(
-        "SELECT category, net_minor, quantity, refunded_quantity FROM order_line"
-        " WHERE programme_id = %s AND order_id = %s ORDER BY line_no",
-        (programme_id, order_id),
-    )
-    return list(await cur.fetchall())
 
 
 # -- Phone confirmation --------------------------------------------------------------------------

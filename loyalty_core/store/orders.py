@@ -9,7 +9,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from loyalty_core.model import Hold, Order, Pricing, RefundLine, RefundRecord, from_json, to_json
+from loyalty_core.model import Hold, Member, Order, Pricing, RefundLine, RefundRecord, WriteContext, from_json, to_json
+from loyalty_core.store import ledger, members
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -101,6 +102,30 @@ async def get(conn: Any, programme_id: str, order_id: str) -> StoredOrder | None
     return await (await send_get(conn, programme_id, order_id)).get()
 
 
+@dataclass(frozen=True)
+class OrderReads:
+    """What every write to an order reads first, sent together (one round trip with whatever is
+    sent beside them): the order's member locked (every write to an order holds its lock), with
+    its programme's revision, then the order read under that lock."""
+
+    member: Later[tuple[Member | None, int | None]]
+    order: Later[StoredOrder | None]
+
+    async def get(self) -> tuple[Member, int | None, StoredOrder] | None:
+        """(member, programme revision, order); None when the programme has no such order."""
+        member, revision = await self.member.get()
+        if member is None:
+            return None
+        stored = await self.order.get()
+        assert stored is not None, "the order was found a statement ago, under its member's lock"
+        return member, revision, stored
+
+
+async def send_order_reads(conn: Any, programme_id: str, order_id: str) -> OrderReads:
+    return OrderReads(await members.send_lock_of_order(conn, programme_id, order_id),
+                      await send_get(conn, programme_id, order_id))
+
+
 async def _found(cur: Any) -> bool:
     return await cur.fetchone() is not None
 
@@ -188,12 +213,53 @@ async def capture(conn: Any, order: Order, counted: bool, now: int, closing: Hol
 
 
 async def set_state(conn: Any, programme_id: str, order_id: str, state: str, now: int) -> None:
-    """Cancel (before capture) or complete (after) an order."""
-    column = {"cancelled": "cancelled_at", "completed": "completed_at"}[state]
+    """Cancel (before capture), complete or void (after) an order."""
+    column = {"cancelled": "cancelled_at", "completed": "completed_at", "voided": "voided_at"}[state]
     await conn.execute(
         f"UPDATE orders SET state = %s, {column} = %s WHERE programme_id = %s AND order_id = %s",
         (state, to_dt(now), programme_id, order_id),
     )
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    hold_id: str
+    programme_id: str
+    order_id: str
+    points: int
+    lot_ids: list[int]
+    lot_points: list[int]
+
+
+async def open_holds(conn: Any, member_id: str, expired_by: int | None = None) -> list[OpenHold]:
+    """The member's open holds, all of them or those past their lifetime at ``expired_by``."""
+    cur = await conn.execute(
+        "SELECT hold_id::text, programme_id::text, order_id, points, lot_ids, lot_points FROM hold"
+        " WHERE member_id = %s AND state = 'open' AND (%s::timestamptz IS NULL OR expires_at <= %s::timestamptz)"
+        " ORDER BY expires_at, hold_id",
+        (member_id, to_dt(expired_by), to_dt(expired_by)),
+    )
+    return [OpenHold(*r) for r in await cur.fetchall()]
+
+
+async def release_holds(conn: Any, member_id: str, holds: Sequence[OpenHold], now: int, context: WriteContext,
+                        closed_as: str) -> None:
+    """Give ``holds`` back to the very lots they came from, close them as ``closed_as`` (released,
+    expired) and cancel their orders."""
+    if not holds:
+        return
+    await ledger.post(conn, member_id, now, context, [
+        ledger.Entry("released", h.points, held_delta=-h.points, lots=list(zip(h.lot_ids, h.lot_points)),
+                     order_id=h.order_id, hold_id=h.hold_id) for h in holds])
+    for h in holds:
+        await close_hold(conn, member_id, HoldClosing(h.hold_id, closed_as), now)
+        await set_state(conn, h.programme_id, h.order_id, "cancelled", now)
+
+
+async def cancel_unpaid(conn: Any, member_id: str, now: int) -> None:
+    """Cancel the member's orders still waiting for payment (their holds released before)."""
+    await conn.execute("UPDATE orders SET state = 'cancelled', cancelled_at = %s WHERE member_id = %s AND state = 'held'",
+                       (to_dt(now), member_id))
 
 
 async def set_counted(conn: Any, programme_id: str, order_id: str, counted: bool) -> None:

@@ -1,4 +1,4 @@
-"""CheckoutService: quote, checkout, capture, cancel, refund, complete, get an order."""
+"""CheckoutService: quote, checkout, capture, cancel, refund, complete, void, get an order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from grpc import aio
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty_core.model import (
-    BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
+    BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord, Void,
 )
 from loyalty_core.service import checkout
 from server.servicers.convert import member_ref, timestamp, write_context
@@ -18,6 +18,7 @@ ORDER_STATE = {
     "captured": checkout_pb2.ORDER_STATE_CAPTURED,
     "cancelled": checkout_pb2.ORDER_STATE_CANCELLED,
     "completed": checkout_pb2.ORDER_STATE_COMPLETED,
+    "voided": checkout_pb2.ORDER_STATE_VOIDED,
 }
 DISCOUNT_SOURCE = {
     "none": checkout_pb2.DISCOUNT_SOURCE_NONE,
@@ -111,6 +112,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         req = Complete(request.request_id, request.programme_id, request.order_id,
                        write_context(None, context, request.request_id))
         return checkout_pb2.CompleteOrderResponse(order=order(await checkout.complete(self.db, self.clock, req)))
+
+    async def VoidOrder(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = Void(request.request_id, request.programme_id, request.order_id, request.comment,
+                   write_context(request.context, context, request.request_id))
+        done = await checkout.void(self.db, self.clock, req)
+        return checkout_pb2.VoidOrderResponse(order=order(done.order), uncounted_minor=done.uncounted_minor)
 
     async def GetOrder(self, request: Any, context: aio.ServicerContext) -> Any:
         return checkout_pb2.GetOrderResponse(order=order(await checkout.get_order(self.db, request.programme_id,

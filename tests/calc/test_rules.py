@@ -91,7 +91,10 @@ def test_points_instead_of_discounts_drops_the_order_discount_and_discounted_lin
     with_points = price(twin, lines, discount_bps=1000, requested_points=500, points_instead_of_discounts=True)
     assert with_points.order_discount_total == 0
     assert list(with_points.points) == [100, 0]
-    without_points = price(twin, lines, discount_bps=1000, points_instead_of_discounts=True)
+    # The flag alone decides (the caller sets it only when points pay): no points asked, no discount.
+    chosen = price(twin, lines, discount_bps=1000, points_instead_of_discounts=True)
+    assert chosen.order_discount_total == 0
+    without_points = price(twin, lines, discount_bps=1000, points_instead_of_discounts=False)
     assert without_points.order_discount_total == 1900
 
 

@@ -1,6 +1,7 @@
-"""Model-based: random sequences of enrol, accrue, quote, checkout, capture, cancel, refund, expiry
-runs and clock moves against the running server, beside a small in-memory model of docs/spec.md's
-rules; after every step the balances, lots, holds and history agree with the model.
+"""Model-based: random sequences of enrol, status changes, accrue, quote, checkout, capture, cancel,
+refund, void, expiry runs and clock moves against the running server, beside a small in-memory
+model of docs/spec.md's rules; after every step the balances, lots, holds, purchase totals and history
+agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -18,7 +19,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
 
-from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, points_pb2
+from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc, points_pb2
 from tests.faults.helpers import (
     Stubs,
     assert_ledger_clean,
@@ -38,6 +39,8 @@ ACTIVATION_DELAY_DAYS = 1
 HOLD_TTL_S = 600
 BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
+STATUSES = {"active": member_pb2.MEMBER_STATUS_ACTIVE, "not_confirmed": member_pb2.MEMBER_STATUS_NOT_CONFIRMED,
+            "deactivated": member_pb2.MEMBER_STATUS_DEACTIVATED}
 
 
 @dataclass
@@ -68,10 +71,12 @@ class Order:
     price: int
     points: int
     hold: Hold | None
-    state: str = "held"  # held, captured, cancelled
+    state: str = "held"  # held, captured, cancelled, voided
     earned: int = 0
     earned_lot: int | None = None
     refunded: bool = False
+    # What the order adds to the member's purchase total now.
+    counted: int = 0
 
 
 @dataclass
@@ -84,6 +89,18 @@ class Member:
     earned_total: int = 0
     spent_total: int = 0
     expired_total: int = 0
+    # docs/spec.md's statuses: active pays, earns and counts; not confirmed earns and counts but cannot pay;
+    # deactivated does nothing. Each write applies the status at its own moment.
+    status: str = "active"
+    purchases_total: int = 0
+
+    @property
+    def pays(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def earns(self) -> bool:
+        return self.status != "deactivated"
 
     def move(self, now: int, kind: int, points: int) -> None:
         self.history.append((now, kind, points))
@@ -119,15 +136,17 @@ def by_moment(history: list[tuple[int, int, int]]) -> list[tuple[int, list[tuple
     return [(at, sorted(moves)) for at, moves in sorted(moments.items())]
 
 
-def earned_on(money_minor: int) -> int:
-    # 10 % cashback, one point worth one minor unit, rounded down (docs/calc.md).
-    return money_minor * 1_000 // 10_000
+def earned_on(money_minor: int, member: Member) -> int:
+    # 10 % cashback, one point worth one minor unit, rounded down (docs/calc.md); nothing for a
+    # deactivated member.
+    return money_minor * 1_000 // 10_000 if member.earns else 0
 
 
 class LedgerModel(RuleBasedStateMachine):
     """The server (through its API) and the model, step by step."""
 
     stubs: Stubs
+    membership: membership_pb2_grpc.MembershipServiceStub
     clock: object
 
     def __init__(self) -> None:
@@ -158,12 +177,30 @@ class LedgerModel(RuleBasedStateMachine):
         self.members.append(Member(enrol(self.stubs, self.programme)))
 
     @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), status=st.sampled_from(sorted(STATUSES)))
+    def change_status(self, who: int, status: str) -> None:
+        # Between any two steps, so between a checkout and its capture too.
+        member = self.members[who % len(self.members)]
+        card = self.membership.ChangeMemberStatus(membership_pb2.ChangeMemberStatusRequest(
+            request_id=self.request_id("status"), programme_id=self.programme, member_id=member.member_id,
+            status=STATUSES[status], comment="model"), timeout=10).member
+        assert card.status == STATUSES[status]
+        member.status = status
+
+    @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), points=st.integers(1, 500))
     def accrue(self, who: int, points: int) -> None:
         member = self.members[who % len(self.members)]
-        resp = self.stubs.points.AccruePoints(points_pb2.AccruePointsRequest(
-            request_id=self.request_id("accrue"),
-            programme_id=self.programme, member_id=member.member_id, points=points), timeout=10)
+        request = points_pb2.AccruePointsRequest(request_id=self.request_id("accrue"), programme_id=self.programme,
+                                                 member_id=member.member_id, points=points)
+        if not member.earns:
+            try:
+                self.stubs.points.AccruePoints(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "member_deactivated")
+                return
+            raise AssertionError("a deactivated member was given points")
+        resp = self.stubs.points.AccruePoints(request, timeout=10)
         assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
         member.lots.append(Lot(points, self.now, self.now + LIFETIME_DAYS * US_PER_DAY, activation_recorded=True))
         member.earned_total += points
@@ -176,10 +213,10 @@ class LedgerModel(RuleBasedStateMachine):
         pricing = self.stubs.checkout.Quote(checkout_pb2.QuoteRequest(
             programme_id=self.programme, member=common_pb2.MemberRef(member_id=member.member_id),
             lines=basket(price), requested_points=requested), timeout=10).pricing
-        most = min(member.available(self.now), price)
+        most = min(member.available(self.now), price) if member.pays else 0
         applied = min(requested, most)
         assert (pricing.points_max, pricing.points_applied) == (most, applied)
-        assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied))
+        assert (pricing.money_due_minor, pricing.earned_points) == (price - applied, earned_on(price - applied, member))
 
     @precondition(lambda self: self.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), price=st.integers(1, 5_000), requested=st.integers(0, 2_000))
@@ -188,15 +225,16 @@ class LedgerModel(RuleBasedStateMachine):
         member = self.members[index]
         order_id = f"o{self.next_order}"
         self.next_order += 1
-        available = member.available(self.now)
+        available = member.available(self.now) if member.pays else 0
         request = checkout_request(self.programme, member.member_id, order_id, price, requested,
                                    request_id=self.request_id("checkout"))
         if requested > min(available, price):
             try:
                 self.stubs.checkout.Checkout(request, timeout=10)
             except grpc.RpcError as err:
-                expected = ("points_must_not_exceed_balance" if requested > available
-                            else "points_must_not_exceed_payable_limit")
+                expected = {"deactivated": "member_deactivated", "not_confirmed": "member_not_confirmed"}.get(
+                    member.status, "points_must_not_exceed_balance" if requested > available
+                    else "points_must_not_exceed_payable_limit")
                 assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, expected)
                 return
             raise AssertionError(f"checkout of {requested} points with {available} usable was not refused")
@@ -212,7 +250,7 @@ class LedgerModel(RuleBasedStateMachine):
         else:
             assert not resp.order.HasField("hold")
         assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
-        assert resp.order.pricing.earned_points == earned_on(price - requested)
+        assert resp.order.pricing.earned_points == earned_on(price - requested, member)
         self.orders[order_id] = Order(index, price, requested, hold)
         self.touched.add(order_id)
 
@@ -227,7 +265,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def capture(self, data: st.DataObject) -> None:
-        picked = self._pick(data, ("held", "cancelled", "captured"))
+        picked = self._pick(data, ("held", "cancelled", "captured", "voided"))
         if picked is None:
             return
         order_id, order = picked
@@ -248,7 +286,9 @@ class LedgerModel(RuleBasedStateMachine):
                 return
             raise AssertionError(f"capture of a {order.state} order was not refused ({refusal})")
         resp = self.stubs.checkout.Capture(request, timeout=10)
-        earned = earned_on(order.price - order.points)
+        # The held points are spent whatever the status now (they paid while they could); earning
+        # and counting follow the status at capture.
+        earned = earned_on(order.price - order.points, member)
         assert (resp.spent_points, resp.earned_points) == (order.points, earned)
         if hold is not None:
             hold.state = "captured"
@@ -262,6 +302,9 @@ class LedgerModel(RuleBasedStateMachine):
             member.earned_total += earned
             member.move(self.now, points_pb2.MOVEMENT_KIND_EARNED, earned)
         order.state, order.earned = "captured", earned
+        if member.earns:
+            order.counted = order.price
+            member.purchases_total += order.price
 
     def _release(self, member: Member, hold: Hold) -> None:
         for i, points in hold.taken:
@@ -271,7 +314,7 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        picked = self._pick(data, ("held", "cancelled"))
+        picked = self._pick(data, ("held", "cancelled", "voided"))
         if picked is None:
             return
         order_id, order = picked
@@ -284,7 +327,7 @@ class LedgerModel(RuleBasedStateMachine):
             except grpc.RpcError as err:
                 assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, "hold_not_open")
                 return
-            raise AssertionError("cancel of a cancelled order was not refused")
+            raise AssertionError(f"cancel of a {order.state} order was not refused")
         resp = self.stubs.checkout.Cancel(request, timeout=10)
         released = 0
         if order.hold is not None and order.hold.state == "open":
@@ -297,21 +340,22 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: self.orders)
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        picked = self._pick(data, ("captured",))
+        picked = self._pick(data, ("captured", "voided"))
         if picked is None:
             return
         order_id, order = picked
         member = self.members[order.member]
         request = checkout_pb2.RefundRequest(request_id=self.request_id("refund"),
                                              programme_id=self.programme, order_id=order_id)
-        if order.refunded:
+        # A voided order is closed (docs/ledger.md); a wholly refunded one has nothing left.
+        refusal = "order_voided" if order.state == "voided" else "refund_must_not_exceed_captured"
+        if order.state == "voided" or order.refunded:
             try:
                 self.stubs.checkout.Refund(request, timeout=10)
             except grpc.RpcError as err:
-                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION,
-                                                     "refund_must_not_exceed_captured")
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
                 return
-            raise AssertionError("a second whole refund was not refused")
+            raise AssertionError(f"a refund was not refused ({refusal})")
         resp = self.stubs.checkout.Refund(request, timeout=10)
         # Spent points go back to the very lots they came from (the programme returns them) ...
         if order.points:
@@ -336,6 +380,32 @@ class LedgerModel(RuleBasedStateMachine):
         got = resp.refund
         assert (got.returned_points, got.clawback_points, got.shortfall_points) == (order.points, clawed, shortfall)
         order.refunded = True
+        member.purchases_total -= order.counted
+        order.counted = 0
+
+    @precondition(lambda self: self.orders)
+    @rule(data=st.data())
+    def void(self, data: st.DataObject) -> None:
+        picked = self._pick(data, ("held", "cancelled", "captured", "voided"))
+        if picked is None:
+            return
+        order_id, order = picked
+        member = self.members[order.member]
+        request = checkout_pb2.VoidOrderRequest(request_id=self.request_id("void"), programme_id=self.programme,
+                                                order_id=order_id)
+        if order.state != "captured":
+            refusal = "order_voided" if order.state == "voided" else "order_not_captured"
+            try:
+                self.stubs.checkout.VoidOrder(request, timeout=10)
+            except grpc.RpcError as err:
+                assert (err.code(), reason(err)) == (grpc.StatusCode.FAILED_PRECONDITION, refusal)
+                return
+            raise AssertionError(f"a void of a {order.state} order was not refused")
+        # It stops counting (what a refund left of it); its points stay: no movement.
+        resp = self.stubs.checkout.VoidOrder(request, timeout=10)
+        assert resp.uncounted_minor == order.counted
+        member.purchases_total -= order.counted
+        order.counted, order.state = 0, "voided"
 
     @precondition(lambda self: self.members)
     @rule()
@@ -417,6 +487,9 @@ class LedgerModel(RuleBasedStateMachine):
                 sorted((lot.activates_at, lot.remaining) for lot in live if lot.activates_at > now)
             assert (got.earned_total_points, got.spent_total_points, got.expired_total_points) == (
                 member.earned_total, member.spent_total, member.expired_total)
+            card = self.stubs.members.GetMember(member_pb2.GetMemberRequest(
+                programme_id=self.programme, member_id=member.member_id), timeout=10).member
+            assert (card.status, card.purchases_total_minor) == (STATUSES[member.status], member.purchases_total)
             history = self.stubs.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
                 programme_id=self.programme, member_id=member.member_id, page_size=500), timeout=10).movements
             # Movements of one moment are compared as a set: the expiry run releases stale holds of
@@ -445,6 +518,7 @@ def test_the_server_agrees_with_the_model(channel, clock):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed})")
     LedgerModel.stubs, LedgerModel.clock = Stubs(channel), clock
+    LedgerModel.membership = membership_pb2_grpc.MembershipServiceStub(channel)
     test = get_state_machine_test(LedgerModel, settings=settings(
         max_examples=20, stateful_step_count=30, deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.

@@ -113,3 +113,34 @@ def test_quote_checkout_and_capture_round_trips(api: Api, channel: grpc.Channel,
     checkout()
     capture()
     assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == expected
+
+
+
+def test_refund_and_void_round_trips(api: Api, proxy: CountingProxy) -> None:
+    p = api.programme()
+    m = api.enrol(p.programme_id)
+
+    def paid() -> str:
+        order = api.checkout_order(p.programme_id, m.member_id, [("bar", 2, 1_500)])
+        api.capture(p.programme_id, order.order_id)
+        return order.order_id
+
+    def refund(order_id: str) -> None:
+        api.checkout.Refund(checkout_pb2.RefundRequest(
+            request_id=new_id(), programme_id=p.programme_id, order_id=order_id,
+            lines=[checkout_pb2.RefundLine(line_id="1", quantity=1)]))
+
+    def void(order_id: str) -> None:
+        api.checkout.VoidOrder(checkout_pb2.VoidOrderRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                             order_id=order_id))
+
+    warm = paid()  # prepares the refund's and the void's statements
+    refund(warm)
+    void(warm)
+    order_id = paid()
+    # Refund: BEGIN, claim, member lock and order together; the order's lines; the member's lots;
+    # then the movements, the refund, the uncount (computed from the order: no read of its own),
+    # the result and COMMIT.
+    # Void: BEGIN, claim, member lock and order together; then its state, the uncount, history,
+    # the result and COMMIT.
+    assert (counted(proxy, lambda: refund(order_id)), counted(proxy, lambda: void(order_id))) == (4, 2)
