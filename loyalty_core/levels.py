@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from loyalty_core import errors
+from loyalty_core.bounds import MAX_AMOUNT, MAX_VISITS, at_most
 
 US_PER_DAY = 86_400_000_000
 BPS = 10_000
-INT64_MAX = 2**63 - 1
 
 CASHBACK = "cashback"
 DISCOUNT = "discount"
@@ -29,7 +29,8 @@ class LevelCategoryRule:
 
     category: str
     cashback_bps: int
-    # None: the level's (or else the programme's) pay share applies to this category.
+    # None: the level's pay share applies to this category, or the programme's rule when the level
+    # sets none (membership.Privileges.pay_share_for).
     pay_share_bps: int | None = None
 
 
@@ -40,8 +41,9 @@ class Level:
     Requirements (``spend_needed_minor`` within ``spend_period_days``, each category's part within
     the same period, ``visits_needed`` within ``visit_period_days``) are all needed; a zero amount
     needs nothing, a zero period means all time. The privilege is cashback (``cashback_bps`` and
-    per-category rules) or an order discount (``discount_bps``); either may change the share of an
-    order points may pay (``pay_share_bps``, None = the programme's).
+    per-category rules) or an order discount (``discount_bps``); either may change the share points
+    may pay (``pay_share_bps``: of the order and of every category without its own rule's share;
+    None = the programme's order share and category rules).
     """
 
     level_id: str
@@ -76,9 +78,10 @@ def _bps(value: int | None, name: str) -> None:
         raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{BPS} basis points", field=f"level.{name}")
 
 
-def _non_negative(value: int, name: str, hi: int = INT64_MAX) -> None:
-    if not 0 <= value <= hi:
+def _non_negative(value: int, name: str, hi: int) -> None:
+    if value < 0:
         raise errors.InvalidArgument("value_out_of_range", f"{name} must be 0..{hi}", field=f"level.{name}")
+    at_most(value, hi, f"level.{name}")
 
 
 def validate_level(level: Level) -> Level:
@@ -92,8 +95,8 @@ def validate_level(level: Level) -> Level:
                                      f"priority must be 1 (lowest)..{LEVELS_PER_PROGRAMME_MAX}", field="level.priority")
     if level.privilege not in PRIVILEGE_KINDS:
         raise errors.InvalidArgument("field_required", "a level's privilege is cashback or discount", field="level.privilege")
-    _non_negative(level.spend_needed_minor, "spend_needed_minor")
-    _non_negative(level.visits_needed, "visits_needed")
+    _non_negative(level.spend_needed_minor, "spend_needed_minor", MAX_AMOUNT)
+    _non_negative(level.visits_needed, "visits_needed", MAX_VISITS)
     _non_negative(level.spend_period_days, "spend_period_days", PERIOD_DAYS_MAX)
     _non_negative(level.visit_period_days, "visit_period_days", PERIOD_DAYS_MAX)
     _bps(level.cashback_bps, "cashback_bps")
@@ -104,7 +107,7 @@ def validate_level(level: Level) -> Level:
                                      field="level.category_rules")
     # The domain keeps them by category, the request as a list: the list is the path.
     for amount in level.category_spend_needed.values():
-        _non_negative(amount, "category_spend_needed")
+        _non_negative(amount, "category_spend_needed", MAX_AMOUNT)
     if sum(level.category_spend_needed.values()) > level.spend_needed_minor:
         raise errors.InvalidArgument(
             "category_share_must_not_exceed_total",
@@ -205,37 +208,50 @@ def level_after_review(rungs: Sequence[Level], current_id: str | None, assigned_
 
 @dataclass(frozen=True, slots=True)
 class LevelProgress:
-    """What the member card shows about levels: the next rung and the spend still needed for it."""
+    """What the member card shows about levels: the next rung and what it still needs in its periods."""
 
     next_level: Level | None
+    # The spend still needed: what the total lacks, or what the categories lack together when that
+    # is more (spend elsewhere does not fill a category).
     next_level_spend_needed_minor: int
+    # category -> spend still needed there, for the categories that still lack some (by name).
+    next_level_category_spend_needed: Mapping[str, int] = field(default_factory=dict)
+    next_level_visits_needed: int = 0
 
 
 def progress(rungs: Sequence[Level], current_id: str | None, purchases: Sequence[Purchase],
              now_us: int) -> LevelProgress:
-    """The next rung above the member's level and its spend still missing (0 at the top)."""
+    """The next rung above the member's level and what it still needs: spend in total and per
+    category within its spend period, visits within its visit period (all 0 at the top)."""
     here = _position(rungs, current_id)
     if here + 1 >= len(rungs):
         return LevelProgress(None, 0)
     nxt = rungs[here + 1]
-    spent = spend_within(purchases, nxt.spend_period_days, now_us)
-    return LevelProgress(nxt, max(0, nxt.spend_needed_minor - spent))
+    total = max(0, nxt.spend_needed_minor - spend_within(purchases, nxt.spend_period_days, now_us))
+    by_category = {}
+    for category in sorted(nxt.category_spend_needed):
+        lacking = nxt.category_spend_needed[category] - spend_within(purchases, nxt.spend_period_days, now_us, category)
+        if lacking > 0:
+            by_category[category] = lacking
+    visits = max(0, nxt.visits_needed - visits_within(purchases, nxt.visit_period_days, now_us))
+    return LevelProgress(nxt, max(total, sum(by_category.values())), by_category, visits)
 
 
 def check_manual_level(rungs: Sequence[Level], level_id: str, purchases: Sequence[Purchase], now_us: int) -> Level:
-    """The level an operator may set by hand: one open to the member whose spend requirement is not
-    below what the member has already spent in that level's period."""
+    """The level an operator may set by hand: one open to the member, not below the highest rung the
+    member's purchases already qualify for (seed 001: no level with a purchase amount below the
+    member's). Re-setting that rung, or any above it, is allowed."""
     here = _position(rungs, level_id)
     if here < 0:
         raise errors.NotFound("level_not_found", "no such level is open to this member", field="level_id")
     level = rungs[here]
-    spent = spend_within(purchases, level.spend_period_days, now_us)
-    if level.spend_needed_minor < spent:
+    qualified = next((i for i in range(len(rungs) - 1, -1, -1) if meets(rungs[i], purchases, now_us)), -1)
+    if here < qualified:
+        floor = rungs[qualified]
         raise errors.FailedPrecondition(
             "level_below_member_spend",
-            f"level {level.name!r} needs {level.spend_needed_minor}, below the {spent} the member has already spent",
-            level_id=level.level_id, spend_needed_minor=level.spend_needed_minor, member_spend_minor=spent,
+            f"level {level.name!r} is below {floor.name!r}, which the member's purchases already qualify for; "
+            f"choose {floor.name!r} or a higher level",
+            level_id=level.level_id, qualified_level_id=floor.level_id, qualified_level_name=floor.name,
         )
     return level
-
-

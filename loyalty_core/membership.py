@@ -49,7 +49,8 @@ class Privileges:
     # The level's per-category cashback and pay share, overriding the programme's for those categories.
     category_cashback_bps: Mapping[str, int] = field(default_factory=dict)
     category_pay_share_bps: Mapping[str, int] = field(default_factory=dict)
-    # The level's share of an order points may pay; None: the programme's.
+    # The level's share points may pay, of the order and of each category without its own level
+    # rule (seed 003: each level sets what points may pay per category); None: the programme's.
     order_pay_share_bps: int | None = None
     # The level the privileges come from; None when the member has none.
     level_id: str | None = None
@@ -64,8 +65,11 @@ class Privileges:
         return programme_bps if self.cashback_bps is None else self.cashback_bps
 
     def pay_share_for(self, category: str, programme_bps: int) -> int:
-        """The share of ``category``'s lines points may pay: the level's rule for it, else the programme's."""
-        return self.category_pay_share_bps.get(category, programme_bps)
+        """The share of ``category``'s lines points may pay: the level's rule for the category, else
+        the level's share, else the programme's (``programme_bps``), as for cashback."""
+        if category in self.category_pay_share_bps:
+            return self.category_pay_share_bps[category]
+        return programme_bps if self.order_pay_share_bps is None else self.order_pay_share_bps
 
 
 NOTHING = Privileges(may_pay_with_points=False, earns=False, purchases_count=False,
@@ -301,7 +305,7 @@ async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) ->
 
 
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
-    """The member card's level part: the level's name, the next level and the spend still needed."""
+    """The member card's level part: the level's name, the next level and what it still needs."""
     rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
     if not rungs:
         return MemberCard(member)
@@ -309,4 +313,5 @@ async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     ahead = progress(rungs, member.level_id, purchases, now)
     name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
     return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
-                      ahead.next_level_spend_needed_minor)
+                      ahead.next_level_spend_needed_minor, dict(ahead.next_level_category_spend_needed),
+                      ahead.next_level_visits_needed)

@@ -73,6 +73,9 @@ class Programme:
     debt_limit_points: int = 0
     welcome_bonus_points: int = 0
     welcome_bonus_lifetime_days: int = 0
+    # How the welcome bonus expires; None: welcome_bonus_lifetime_days days, 0 meaning the
+    # programme's point lifetime (the rule before this field existed).
+    welcome_bonus_expiry: Expiry | None = None
     require_confirmation: bool = False
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
@@ -152,6 +155,9 @@ class MemberCard:
     level_name: str = ""
     next_level_name: str = ""
     next_level_spend_needed_minor: int = 0
+    # category -> spend still needed there; only the categories that still lack some.
+    next_level_category_spend_needed: dict[str, int] = field(default_factory=dict)
+    next_level_visits_needed: int = 0
 
 
 @dataclass(frozen=True)

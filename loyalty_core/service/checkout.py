@@ -8,7 +8,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import psycopg.errors
+
 from loyalty_core import calc, membership
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.levels import Level
@@ -97,8 +100,7 @@ async def _read_basket(
     current = await rules.read(conn, db, sent.sent_rules, revision)
     member = identified(current.programme, ref, found, verified)
     if await sent.exists.get():
-        raise AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before",
-                            field="order_id")
+        raise _order_taken(order_id)
     return current.programme, member, await sent.lots.get(), current.levels
 
 
@@ -115,6 +117,10 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
         programme, member, lots, levels = await _read_basket(conn, db, sent, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
+        # What capture may add, at most: the purchase, and points earned on all of it (a capture
+        # that spends fewer points earns on more money; cashback is at most 100%).
+        checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
+                                 purchase_minor=pricing.net_minor)
         requested = req.quote.requested_points
         if requested > pricing.points_applied:
             _refuse_points(member.status, rights, requested, available, pricing.points_max)
@@ -140,8 +146,20 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     # Only a few calls per member wait for its lock (the rest are refused at once), so a member
     # held for long keeps only a few of the pool's connections.
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
-        return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order, now=now,
-                               effect=effect, send_reads=send_reads)
+        try:
+            return await run_write(db, method="Checkout", scope=programme_id, request=req, result_type=Order,
+                                   now=now, effect=effect, send_reads=send_reads)
+        except psycopg.errors.UniqueViolation as err:
+            # Two members' checkouts of one order id hold different locks: both may find the id free,
+            # and the one that commits second meets the key. Its answer is the same as if it had
+            # found the order (the whole transaction, hold included, was rolled back).
+            if err.diag.constraint_name != orders.ORDER_ID_KEY:
+                raise
+            raise _order_taken(req.order_id) from None
+
+
+def _order_taken(order_id: str) -> AlreadyExists:
+    return AlreadyExists("order_already_checked_out", f"order {order_id!r} was checked out before", field="order_id")
 
 
 def _refuse_points(status: str, rights: membership.Privileges, requested: int, available: int, most: int) -> None:
@@ -271,6 +289,8 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     programme_id = _check_write(req.request_id, req.programme_id, req.order_id, req.context)
     if req.points is not None and req.points < 0:
         raise InvalidArgument("value_out_of_range", "points must not be negative", field="points")
+    if req.points is not None:
+        at_most(req.points, MAX_AMOUNT, "points")
     now = clock.now_us()
 
     async def steps(w: _OrderWrite) -> Captured:
@@ -356,6 +376,7 @@ def _check_refund(req: Refund) -> str:
         checks.text_arg(line.line_id, f"lines[{i}].line_id", max_len=checks.MAX_ID, required=True)
         if line.quantity < 1:
             raise InvalidArgument("value_out_of_range", "quantity must be at least 1", field=f"lines[{i}].quantity")
+        at_most(line.quantity, MAX_QUANTITY, f"lines[{i}].quantity")
         if line.line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line {line.line_id!r} appears twice", field=f"lines[{i}]")
         seen.add(line.line_id)

@@ -7,7 +7,8 @@ import json
 import uuid
 from typing import Any
 
-from loyalty_core.errors import InvalidArgument, NotFound
+from loyalty_core.bounds import INT64_MAX, MAX_AMOUNT, at_most
+from loyalty_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import Member
 
 # Put a limit on everything a caller controls.
@@ -16,7 +17,6 @@ MAX_ID = 64
 MAX_LINES = 500
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
-INT64_MAX = 2**63 - 1
 
 
 def uuid_arg(value: str, field: str) -> str:
@@ -40,7 +40,31 @@ def text_arg(value: str, field: str, *, max_len: int = MAX_TEXT, required: bool 
 def positive_points(value: int, field: str = "points") -> int:
     if value < 1:
         raise InvalidArgument("value_out_of_range", f"{field} must be at least 1", field=field)
-    return value
+    return at_most(value, MAX_AMOUNT, field)
+
+
+def check_member_room(member: Member, field: str, *, earned_points: int = 0, purchase_minor: int = 0) -> None:
+    """Refuse a write whose points or purchase would push the member's earned or purchase total past
+    int64, before it changes anything. Every other total is bounded by these two: spending, expiry,
+    holds and refund returns only move points that were earned first."""
+    for name, total, amount in (("earned_total_points", member.earned_total_points, earned_points),
+                                ("purchases_total_minor", member.purchases_total_minor, purchase_minor)):
+        room = INT64_MAX - total
+        if amount > room:
+            raise FailedPrecondition(
+                "overflows_member_total",
+                f"the member's {name} ({total:,}) would pass int64's limit: {field} may add at most {room:,}",
+                field=field, total=name, room=room,
+            )
+
+
+def as_of_now_or_before(as_of: int | None, now: int) -> int:
+    """The time a job acts as of (expiry, level review): now when unset, never later than now."""
+    when = now if as_of is None else as_of
+    if not 0 <= when <= now:
+        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
+                              field="as_of_time")
+    return when
 
 
 def bounded(value: int, field: str, default: int, most: int) -> int:

@@ -6,10 +6,12 @@ from array import array
 from collections.abc import Sequence
 
 from loyalty_core import calc
-from loyalty_core.model import US_PER_DAY, Balance, BurnOut, Member
+from loyalty_core.model import US_PER_DAY, Balance, BurnOut, Expiry, Member
 from loyalty_core.store.ledger import Lots
 
 BURN_WINDOW_DAYS = 30
+# Put a limit on everything: points live at most 100 years (a longer term is a typo; use never).
+MAX_LIFETIME_DAYS = 36_500
 
 
 def int64s(values: Sequence[int]) -> array:
@@ -75,3 +77,12 @@ def balance_of(member: Member, lots: Lots, now: int) -> Balance:
 def lifetime_end(start: int, days: int) -> int:
     """When points that live ``days`` from ``start`` expire; 0 days means never."""
     return calc.NEVER if days == 0 else start + days * US_PER_DAY
+
+
+def expiry_end(rule: Expiry, point_lifetime_days: int, start: int) -> int:
+    """When points credited at ``start`` under ``rule`` expire (a rule its caller checked), with the
+    programme's ``point_lifetime_days`` for its default."""
+    if rule.rule == "expire_at":
+        return rule.expires_at
+    days = {"programme_default": point_lifetime_days, "never": 0}.get(rule.rule, rule.lifetime_days)
+    return lifetime_end(start, days)

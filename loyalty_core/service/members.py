@@ -13,11 +13,12 @@ from loyalty_core import calc, cards, membership, observe
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.model import (
-    US_PER_S, Balance, Enrol, Enrolled, Forecast, Member, MemberCard, MemberRef, Offboard, Programme,
+    US_PER_S, Balance, Enrol, Enrolled, Expiry, Forecast, Member, MemberCard, MemberRef, Offboard, Programme,
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
-from loyalty_core.service.lots import balance_of, burn_forecast, lifetime_end
+from loyalty_core.service.lots import balance_of, burn_forecast, expiry_end
+from loyalty_core.service.pricing import check_programme_running
 from loyalty_core.store import ledger, members as store, orders, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.convert import MAX_US
@@ -111,6 +112,16 @@ def identified(programme: Programme, ref: MemberRef, member: Member | None, veri
     return member
 
 
+def welcome_bonus_end(programme: Programme, now: int) -> int:
+    """When a welcome bonus given at ``now`` expires: as the programme's welcome_bonus_expiry says,
+    else welcome_bonus_lifetime_days days, 0 meaning the programme's point lifetime."""
+    rule = programme.welcome_bonus_expiry
+    if rule is None:
+        days = programme.welcome_bonus_lifetime_days
+        rule = Expiry("lifetime_days", lifetime_days=days) if days else Expiry()
+    return expiry_end(rule, programme.point_lifetime_days, now)
+
+
 async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
     checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
     programme_id = checks.uuid_arg(req.programme_id, "programme_id")
@@ -135,8 +146,8 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
 
     async def effect(conn: Any) -> tuple[Enrolled, str]:
         programme = await programme_of(conn, programme_id)
-        if not programme.enabled:
-            raise FailedPrecondition("programme_disabled", "the programme is disabled")
+        # Seed 001: members join a programme that is running (enabled, within its window).
+        check_programme_running(programme, now)
         status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
         try:
             async with savepoint(conn):  # a savepoint: a taken phone must not poison the key's transaction
@@ -146,12 +157,13 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
             rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
             raise AlreadyExists(rule, f"another member of the programme has this {rule.removesuffix('_taken')}",
                                 field=rule.removesuffix("_taken")) from None
-        bonus = programme.welcome_bonus_points
+        expires_at = welcome_bonus_end(programme, now)
+        # A bonus valid until a date that has passed is no longer given.
+        bonus = programme.welcome_bonus_points if expires_at > now else 0
         if bonus:
-            days = programme.welcome_bonus_lifetime_days or programme.point_lifetime_days
             await ledger.post(
                 conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
-                NewLot("welcome", bonus, now, lifetime_end(now, days)),
+                NewLot("welcome", bonus, now, expires_at),
             )
         await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
                                 details={"status": status, "welcome_bonus_points": bonus})

@@ -413,8 +413,8 @@ async def set_personal_discount(db: Database, clock: Clock, req: SetPersonalDisc
 # -- Levels ------------------------------------------------------------------------------------------
 
 async def change_level(db: Database, clock: Clock, req: ChangeLevel) -> MemberCard:
-    """Set a member's level by hand: one open to the member's group whose spend requirement is not
-    below what the member has already spent in its period."""
+    """Set a member's level by hand: one open to the member's group, not below the level the
+    member's purchases already qualify for."""
     level_id = checks.uuid_arg(req.level_id, "level_id")
     _comment(req.comment, required=True)
 
@@ -539,7 +539,9 @@ async def run_level_review(db: Database, clock: Clock, programme_id: str, as_of:
     """Drop one level every member who missed their level's requirement over its period ending at
     ``as_of``. Deactivated and off-boarded members are left as they are (their levels do not move)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
-    when = clock.now_us() if as_of is None else as_of
+    # A later time would judge members on a period they are still living through (their purchases
+    # to come count for nothing) and drop them early: a review looks at the past or the present.
+    when = checks.as_of_now_or_before(as_of, clock.now_us())
 
     async def review(conn: Any, programme: Programme, ladder: list[Level], member: Member) -> bool:
         rights = membership.privileges(member, programme, ladder, when)

@@ -16,7 +16,7 @@ from loyalty_core.model import (
 from loyalty_core import membership
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
-from loyalty_core.service.lots import draw, expiring, lifetime_end
+from loyalty_core.service.lots import MAX_LIFETIME_DAYS, draw, expiring, expiry_end
 from loyalty_core.service.members import programme_of
 from loyalty_core.store import expiry, history, ledger, members, orders
 from loyalty_core.store.convert import MAX_US
@@ -52,17 +52,12 @@ async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tup
 
 
 def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
-    if rule.rule == "programme_default":
-        return lifetime_end(now, programme.point_lifetime_days)
-    if rule.rule == "never":
-        return lifetime_end(now, 0)
-    if rule.rule == "lifetime_days":
-        if not 1 <= rule.lifetime_days <= 36_500:
-            raise InvalidArgument("value_out_of_range", "lifetime_days must be 1..36500", field="expiry.lifetime_days")
-        return lifetime_end(now, rule.lifetime_days)
-    if not now < rule.expires_at <= MAX_US:
+    if rule.rule == "lifetime_days" and not 1 <= rule.lifetime_days <= MAX_LIFETIME_DAYS:
+        raise InvalidArgument("value_out_of_range", f"lifetime_days must be 1..{MAX_LIFETIME_DAYS}",
+                              field="expiry.lifetime_days")
+    if rule.rule == "expire_at" and not now < rule.expires_at <= MAX_US:
         raise InvalidArgument("value_out_of_range", "expire_time must be in the future", field="expiry.expire_time")
-    return rule.expires_at
+    return expiry_end(rule, programme.point_lifetime_days, now)
 
 
 async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
@@ -74,6 +69,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
         programme, member = await _member_for_write(conn, programme_id, member_id)
         if member.status == "deactivated":
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
+        checks.check_member_room(member, "points", earned_points=req.points)
         expires_at = _expires_at(req.expiry, programme, now)
         posted = await ledger.post(
             conn, member_id, now, req.context,
@@ -178,13 +174,9 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     ``members_max`` > 0 stops after that many members (a bounded run of the scheduler: what it
     left is still due, so the next run takes it up)."""
     programme_id = checks.uuid_arg(programme_id, "programme_id") if programme_id else None
-    now = clock.now_us()
-    as_of = now if as_of is None else as_of
     # A later time would burn points that are still the member's and release holds a till is
     # about to capture: an expiry acts on the past or the present only.
-    if not 0 <= as_of <= now:
-        raise InvalidArgument("value_out_of_range", "as_of_time must not be later than now (leave it unset for now)",
-                              field="as_of_time")
+    as_of = checks.as_of_now_or_before(as_of, clock.now_us())
     started = time.perf_counter()
     totals = dict.fromkeys((f.name for f in dataclasses.fields(ExpiryRun)), 0)
     # The due members stream, ``batch`` at a time, from a cursor in a read-only transaction on a

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from loyalty_core import calc, membership
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
 from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
@@ -15,14 +16,16 @@ from loyalty_core.store.ledger import Lots
 
 
 def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
-    """The basket's shape; numbers (quantities, prices, discounts, overflow) are calc's to check.
-    A line without an id gets its 1-based position."""
+    """The basket's shape and the bounds on its amounts (loyalty_core.bounds: quantities, prices,
+    discounts, line and basket totals, points asked); the rest of each number's domain is calc's to
+    check. A line without an id gets its 1-based position."""
     if not quote.lines:
         raise InvalidArgument("basket_must_not_be_empty", "the basket needs at least one line", field="lines")
     if len(quote.lines) > MAX_LINES:
         raise InvalidArgument("too_many_items", f"a basket has at most {MAX_LINES} lines", field="lines")
     lines = []
     seen = set()
+    gross = 0
     for i, line in enumerate(quote.lines):
         line_id = text_arg(line.line_id, f"lines[{i}].line_id", max_len=MAX_ID) or str(i + 1)
         text_arg(line.sku, f"lines[{i}].sku", max_len=MAX_ID)
@@ -30,10 +33,27 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
         if line_id in seen:
             raise InvalidArgument("value_out_of_range", f"line_id {line_id!r} appears twice", field=f"lines[{i}].line_id")
         seen.add(line_id)
+        at_most(line.quantity, MAX_QUANTITY, f"lines[{i}].quantity")
+        at_most(line.unit_price_minor, MAX_AMOUNT, f"lines[{i}].unit_price_minor")
+        at_most(line.line_discount_minor, MAX_AMOUNT, f"lines[{i}].line_discount_minor")
+        at_most(line.quantity * line.unit_price_minor, MAX_AMOUNT, f"lines[{i}]")
+        gross += line.quantity * line.unit_price_minor
         lines.append(line if line_id == line.line_id else dataclasses.replace(line, line_id=line_id))
+    at_most(gross, MAX_AMOUNT, "lines")
     if quote.requested_points < 0:
         raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
+    at_most(quote.requested_points, MAX_AMOUNT, "requested_points")
     return tuple(lines)
+
+
+def check_programme_running(programme: Programme, now: int) -> None:
+    """The programme is enabled and ``now`` is within its window (start included, end excluded)."""
+    if not programme.enabled:
+        raise FailedPrecondition("programme_disabled", "the programme is disabled")
+    if (programme.starts_at is not None and now < programme.starts_at) or (
+        programme.ends_at is not None and now >= programme.ends_at
+    ):
+        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
 
 
 def check_programme_applies(programme: Programme, quote: Quote, now: int) -> None:
@@ -43,12 +63,7 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
             "currency_mismatch", f"the programme's currency is {programme.currency_code}, not {quote.currency_code}",
             field="currency_code",
         )
-    if not programme.enabled:
-        raise FailedPrecondition("programme_disabled", "the programme is disabled")
-    if (programme.starts_at is not None and now < programme.starts_at) or (
-        programme.ends_at is not None and now >= programme.ends_at
-    ):
-        raise FailedPrecondition("programme_not_active_now", "the programme does not apply at this time")
+    check_programme_running(programme, now)
     if programme.store_ids and quote.store_id not in programme.store_ids:
         raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
     if programme.channels and quote.channel not in programme.channels:

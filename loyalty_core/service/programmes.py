@@ -10,6 +10,7 @@ from typing import Any
 import psycopg.errors
 
 from loyalty_core import currencies
+from loyalty_core.bounds import MAX_AMOUNT, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, InvalidArgument, NotFound
 from loyalty_core.model import (
@@ -17,11 +18,14 @@ from loyalty_core.model import (
 )
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import PROGRAMMES_SCOPE, run_write
+from loyalty_core.service.lots import MAX_LIFETIME_DAYS
 from loyalty_core.store import programmes as store
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
 
 BPS_FIELDS = ("order_pay_share_bps", "default_cashback_bps", "default_pay_share_bps")
+# Amounts of points or money a programme sets: within the bounds of every amount (loyalty_core.bounds).
+AMOUNT_FIELDS = ("point_value_minor", "debt_limit_points", "welcome_bonus_points")
 COUNT_FIELDS = ("point_lifetime_days", "activation_delay_days", "debt_limit_points", "welcome_bonus_points",
                 "welcome_bonus_lifetime_days")
 CHOICES = {
@@ -30,8 +34,9 @@ CHOICES = {
     "purchase_counts_when": ("captured", "completed"),
 }
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
-MAX_DAYS = 36_500
+MAX_DAYS = MAX_LIFETIME_DAYS
 MAX_ITEMS = 1000
+EXPIRY_RULES = ("programme_default", "lifetime_days", "expire_at", "never")
 
 
 def _bad(code: str, message: str, field: str) -> InvalidArgument:
@@ -46,6 +51,8 @@ def check(p: Programme) -> None:
                    "(loyalty_core/currencies.py lists them)", "currency_code")
     if p.point_value_minor < 1:
         raise _bad("value_out_of_range", "point_value_minor must be at least 1", "point_value_minor")
+    for name in AMOUNT_FIELDS:
+        at_most(getattr(p, name), MAX_AMOUNT, f"programme.{name}")
     for name in BPS_FIELDS:
         if not 0 <= getattr(p, name) <= 10_000:
             raise _bad("value_out_of_range", f"{name} must be 0..10000 basis points", name)
@@ -55,6 +62,7 @@ def check(p: Programme) -> None:
     for name in ("point_lifetime_days", "activation_delay_days", "welcome_bonus_lifetime_days"):
         if getattr(p, name) > MAX_DAYS:
             raise _bad("value_out_of_range", f"{name} must be at most {MAX_DAYS}", name)
+    _check_welcome_expiry(p)
     if not 1 <= p.hold_ttl_s <= 7 * 86_400:
         raise _bad("value_out_of_range", "hold_ttl_seconds must be 1..604800", "hold_ttl_seconds")
     for name, allowed in CHOICES.items():
@@ -87,6 +95,26 @@ def check(p: Programme) -> None:
         if r.min_purchases_minor < 0 or not 0 <= r.discount_bps <= 10_000:
             raise _bad("value_out_of_range", "a range needs min_purchases_minor >= 0 and discount_bps 0..10000",
                        f"discount_ranges[{i}]")
+        at_most(r.min_purchases_minor, MAX_AMOUNT, f"programme.discount_ranges[{i}].min_purchases_minor")
+
+
+def _check_welcome_expiry(p: Programme) -> None:
+    """The welcome bonus's expiry rule, when one is set, and the older lifetime field beside it."""
+    rule = p.welcome_bonus_expiry
+    if rule is None:
+        return
+    if rule.rule not in EXPIRY_RULES:
+        raise _bad("value_out_of_range", f"welcome_bonus_expiry must be one of {', '.join(EXPIRY_RULES)}",
+                   "welcome_bonus_expiry")
+    if rule.rule == "lifetime_days" and not 1 <= rule.lifetime_days <= MAX_DAYS:
+        raise _bad("value_out_of_range", f"welcome_bonus_expiry.lifetime_days must be 1..{MAX_DAYS}",
+                   "welcome_bonus_expiry.lifetime_days")
+    if rule.rule == "expire_at" and not 0 < rule.expires_at <= MAX_US:
+        raise _bad("value_out_of_range", "welcome_bonus_expiry.expire_time must be between 1970 and 9999",
+                   "welcome_bonus_expiry.expire_time")
+    if p.welcome_bonus_lifetime_days not in (0, rule.lifetime_days if rule.rule == "lifetime_days" else 0):
+        raise _bad("value_out_of_range", "welcome_bonus_lifetime_days must be 0 (or the same term) beside "
+                   "welcome_bonus_expiry, which decides; set one of them", "welcome_bonus_lifetime_days")
 
 
 async def _save(conn: Any, write: Callable[[Any, Programme], Awaitable[None]], programme: Programme) -> None:

@@ -135,10 +135,16 @@ async def send_exists(conn: Any, programme_id: str, order_id: str) -> Later[bool
     return Later(cur, _found)
 
 
+# The constraint an order id taken by a checkout that committed meanwhile violates (``insert``).
+ORDER_ID_KEY = "orders_pkey"
+
+
 async def insert(
     conn: Any, order: Order, terminal_id: str, requested_points: int, hold: StoredHold | None, programme_id: str
 ) -> None:
-    """The order at checkout, with its hold when points are held: one statement."""
+    """The order at checkout, with its hold when points are held: one statement. An order id that
+    another checkout took after this one's ``send_exists`` raises psycopg's UniqueViolation on
+    ``ORDER_ID_KEY`` (in pipeline mode, at the write's next sync)."""
     await conn.execute(
         "WITH h AS (INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points,"
         "   created_at, expires_at) SELECT %(member)s, %(hold)s, %(programme)s, %(order)s, %(points)s, 'open',"

@@ -7,7 +7,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from loyalty_core.model import CategoryRule, DiscountRange, Programme
+from loyalty_core.model import CategoryRule, DiscountRange, Expiry, Programme, from_json, to_json
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -19,6 +19,7 @@ _COLUMNS = (
     "compatibility", "refund_returns_spent_points", "hold_ttl_s", "negative_balance_policy",
     "debt_limit_points", "welcome_bonus_points", "welcome_bonus_lifetime_days", "require_confirmation",
     "purchase_counts_when", "discount_ranges", "card_secret_required", "created_at", "updated_at",
+    "welcome_bonus_expiry",
 )
 _TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
 _SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + ", revision FROM programme"
@@ -35,6 +36,8 @@ def _params(p: Programme) -> dict[str, Any]:
         elif c == "category_rules":
             v = Jsonb([{"category": r.category, "cashback_bps": r.cashback_bps, "pay_share_bps": r.pay_share_bps}
                        for r in v])
+        elif c == "welcome_bonus_expiry":
+            v = None if v is None else Jsonb(to_json(v))
         elif c == "discount_ranges":
             v = Jsonb([{"customer_group": r.customer_group, "min_purchases_minor": r.min_purchases_minor,
                         "discount_bps": r.discount_bps} for r in v])
@@ -51,6 +54,7 @@ def row_to_programme(row: dict[str, Any]) -> Programme:
     values["channels"] = tuple(values["channels"])
     values["category_rules"] = tuple(CategoryRule(**r) for r in values["category_rules"])
     values["discount_ranges"] = tuple(DiscountRange(**r) for r in values["discount_ranges"])
+    values["welcome_bonus_expiry"] = from_json(Expiry, values["welcome_bonus_expiry"])
     return Programme(**values)
 
 

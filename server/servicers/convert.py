@@ -12,7 +12,7 @@ from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
-    ANONYMOUS, Balance, BurnOut, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
+    ANONYMOUS, Balance, BurnOut, Expiry, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
 )
 from server.auth import current_caller
 
@@ -84,6 +84,28 @@ def micros(message: Any, field: str) -> int | None:
     return getattr(message, field).ToMicroseconds() if message.HasField(field) else None
 
 
+def expiry(message: points_pb2.Expiry) -> Expiry:
+    """An Expiry message (an accrual's, the welcome bonus's) as the domain's rule; unset: the programme's."""
+    rule = message.WhichOneof("rule")
+    if rule == "lifetime_days":
+        return Expiry("lifetime_days", lifetime_days=message.lifetime_days)
+    if rule == "expire_time":
+        return Expiry("expire_at", expires_at=micros(message, "expire_time"))
+    if rule == "never":
+        return Expiry("never")
+    return Expiry()
+
+
+def expiry_message(rule: Expiry) -> points_pb2.Expiry:
+    if rule.rule == "lifetime_days":
+        return points_pb2.Expiry(lifetime_days=rule.lifetime_days)
+    if rule.rule == "expire_at":
+        return points_pb2.Expiry(expire_time=timestamp(rule.expires_at))
+    if rule.rule == "never":
+        return points_pb2.Expiry(never=True)
+    return points_pb2.Expiry(programme_default=True)
+
+
 def member_ref(proto: common_pb2.MemberRef) -> MemberRef:
     return MemberRef(
         member_id=proto.member_id, phone=proto.phone, card_number=proto.card_number, card_secret=proto.card_secret
@@ -107,6 +129,10 @@ def member_card(card: MemberCard) -> member_pb2.Member:
     m.level_name = card.level_name
     m.next_level_name = card.next_level_name
     m.next_level_spend_needed_minor = card.next_level_spend_needed_minor
+    m.next_level_category_spend_needed.extend(
+        member_pb2.CategorySpendNeeded(category=c, spend_needed_minor=v)
+        for c, v in card.next_level_category_spend_needed.items())
+    m.next_level_visits_needed = card.next_level_visits_needed
     return m
 
 

@@ -9,22 +9,9 @@ from grpc import aio
 from loyalty.v1 import points_pb2, points_pb2_grpc
 from loyalty_core.model import Accrue, Expiry, History, Redeem
 from loyalty_core.service import points, verify
-from server.servicers.convert import MOVEMENT_KIND, enum_value, lot, micros, movement, write_context
+from server.servicers.convert import MOVEMENT_KIND, enum_value, expiry, lot, micros, movement, write_context
 
 KIND_NAMES = {value: name for name, value in MOVEMENT_KIND.items()}
-
-
-def expiry(request: Any) -> Expiry:
-    if not request.HasField("expiry"):
-        return Expiry()
-    rule = request.expiry.WhichOneof("rule")
-    if rule == "lifetime_days":
-        return Expiry("lifetime_days", lifetime_days=request.expiry.lifetime_days)
-    if rule == "expire_time":
-        return Expiry("expire_at", expires_at=micros(request.expiry, "expire_time"))
-    if rule == "never":
-        return Expiry("never")
-    return Expiry()
 
 
 def kinds(values: Any) -> tuple[str, ...]:
@@ -36,7 +23,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def AccruePoints(self, request: Any, context: aio.ServicerContext) -> Any:
-        req = Accrue(request.request_id, request.programme_id, request.member_id, request.points, expiry(request),
+        req = Accrue(request.request_id, request.programme_id, request.member_id, request.points,
+                     expiry(request.expiry) if request.HasField("expiry") else Expiry(),
                      request.comment, write_context(request.context, context, request.request_id))
         accrued = await points.accrue(self.db, self.clock, req)
         return points_pb2.AccruePointsResponse(movement=movement(accrued.movement), lot=lot(accrued.lot))

@@ -12,7 +12,7 @@ from loyalty_core.model import (
     PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
 )
 from loyalty_core.service import programmes
-from server.servicers.convert import enum_value, micros, timestamp, write_context
+from server.servicers.convert import enum_value, expiry, expiry_message, micros, timestamp, write_context
 
 COMPATIBILITY = {
     programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS: "points_after_discounts",
@@ -58,6 +58,7 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
         discount_ranges=tuple(DiscountRange(r.customer_group, r.min_purchases_minor, r.discount_bps)
                               for r in p.discount_ranges),
         card_secret_required=p.card_secret_required, programme_id=p.programme_id,
+        welcome_bonus_expiry=expiry(p.welcome_bonus_expiry) if p.HasField("welcome_bonus_expiry") else None,
     )
 
 
@@ -84,6 +85,7 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
                                                      discount_bps=r.discount_bps) for r in p.discount_ranges],
         card_secret_required=p.card_secret_required, create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
+        welcome_bonus_expiry=None if p.welcome_bonus_expiry is None else expiry_message(p.welcome_bonus_expiry),
     )
 
 

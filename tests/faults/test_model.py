@@ -1,7 +1,7 @@
 """Model-based: random sequences of enrol, status changes, accrue, quote, checkout, capture, cancel,
-refund, void, expiry runs and clock moves against the running server, beside a small in-memory
-model of docs/spec.md's rules; after every step the balances, lots, holds, purchase totals and history
-agree with the model.
+refund, void, expiry runs, requests above the bounds, taken order ids and clock moves against the
+running server, beside a small in-memory model of docs/spec.md's rules; after every step the
+balances, lots, holds, purchase totals and history agree with the model.
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays.
 """
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, get_state_machine_test, invariant, precondition, rule
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc, points_pb2
+from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import (
     Stubs,
     assert_ledger_clean,
@@ -41,6 +42,15 @@ BURN_WINDOW_US = 30 * US_PER_DAY
 MAX_MEMBERS = 3
 STATUSES = {"active": member_pb2.MEMBER_STATUS_ACTIVE, "not_confirmed": member_pb2.MEMBER_STATUS_NOT_CONFIRMED,
             "deactivated": member_pb2.MEMBER_STATUS_DEACTIVATED}
+INT64_MAX = 2**63 - 1
+# The amounts a step sends above their bound: the field the refusal names, and the bound.
+ABOVE_BOUNDS = {
+    "accrue": ("points", MAX_AMOUNT),
+    "redeem": ("points", MAX_AMOUNT),
+    "price": ("lines[0].unit_price_minor", MAX_AMOUNT),
+    "quantity": ("lines[0].quantity", MAX_QUANTITY),
+    "requested_points": ("requested_points", MAX_AMOUNT),
+}
 
 
 @dataclass
@@ -451,6 +461,50 @@ class LedgerModel(RuleBasedStateMachine):
             assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
         else:
             raise AssertionError("RunExpiry acted on a time later than now")
+
+    @precondition(lambda self: self.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), what=st.sampled_from(sorted(ABOVE_BOUNDS)), saturated=st.booleans())
+    def an_amount_above_its_bound_is_refused(self, who: int, what: str, saturated: bool) -> None:
+        # Every amount has a bound (docs/ledger.md "Bounds"); one above it, or int64's largest value
+        # (a JavaScript 1e19), is refused on its field and changes nothing (the invariant checks).
+        member = self.members[who % len(self.members)]
+        field, bound = ABOVE_BOUNDS[what]
+        over = INT64_MAX if saturated else bound + 1
+        if what in ("accrue", "redeem"):
+            call = self.stubs.points.AccruePoints if what == "accrue" else self.stubs.points.RedeemPoints
+            message = points_pb2.AccruePointsRequest if what == "accrue" else points_pb2.RedeemPointsRequest
+            request = message(request_id=self.request_id(what), programme_id=self.programme,
+                              member_id=member.member_id, points=over)
+        else:
+            call = self.stubs.checkout.Checkout
+            request = checkout_request(self.programme, member.member_id, f"refused-{self.next_request}",
+                                       over if what == "price" else 100, over if what == "requested_points" else 0,
+                                       request_id=self.request_id("checkout"))
+            if what == "quantity":
+                request.lines[0].quantity = over
+        try:
+            call(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
+            assert field in err.details()
+        else:
+            raise AssertionError(f"{what} of {over} was not refused")
+
+    @precondition(lambda self: self.orders and len(self.members) > 1)
+    @rule(data=st.data())
+    def a_taken_order_id_is_refused(self, data: st.DataObject) -> None:
+        # An order id is the programme's, whoever checks it out: another member's checkout of it is
+        # ALREADY_EXISTS (concurrently too: tests/grpc/test_order_id_race.py) and changes nothing.
+        order_id = data.draw(st.sampled_from(sorted(self.orders)), label="taken order")
+        other = next(m for i, m in enumerate(self.members) if i != self.orders[order_id].member)
+        request = checkout_request(self.programme, other.member_id, order_id, 100, 0,
+                                   request_id=self.request_id("checkout"))
+        try:
+            self.stubs.checkout.Checkout(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.ALREADY_EXISTS, "order_already_checked_out")
+        else:
+            raise AssertionError(f"order {order_id} was checked out twice")
 
     @rule(step=st.sampled_from([60, 599, 601, 3_600, 86_399, 86_400, 15 * 86_400, 31 * 86_400]))
     def time_passes(self, step: int) -> None:

@@ -80,11 +80,12 @@ def test_group_levels_are_only_open_to_their_group() -> None:
     assert levels.ladder([staff, *LADDER], "staff")[-1] == staff
 
 
-def test_a_manual_level_may_not_need_less_than_the_member_already_spent() -> None:
-    bought = visits(5, amount=10_000)
+def test_a_manual_level_may_not_be_below_what_the_purchases_qualify_for() -> None:
+    bought = visits(20, amount=10_000)  # Silver's 20 visits; Gold lacks its bar spend
     with pytest.raises(errors.FailedPrecondition) as err:
-        levels.check_manual_level(LADDER, "silver", bought, NOW)
-    assert err.value.code == "level_below_member_spend"
+        levels.check_manual_level(LADDER, "bronze", bought, NOW)
+    assert (err.value.code, err.value.details["qualified_level_id"]) == ("level_below_member_spend", "silver")
+    assert levels.check_manual_level(LADDER, "silver", bought, NOW) == SILVER
     assert levels.check_manual_level(LADDER, "gold", bought, NOW) == GOLD
     with pytest.raises(errors.NotFound):
         levels.check_manual_level(LADDER, "platinum", bought, NOW)

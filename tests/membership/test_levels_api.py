@@ -55,9 +55,10 @@ def test_an_update_changes_only_the_masked_fields(api: Members) -> None:
         grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
 
 
-def test_a_manual_level_may_not_need_less_than_the_member_already_spent(api: Members) -> None:
+def test_defect_7_a_manual_level_may_not_be_below_what_purchases_qualify_for(api: Members) -> None:
+    # Issue 11, defect 7: with 30,000 spent, Bronze 0 and Silver 20,000, both were refused.
     p = api.programme()
-    api.level(p.programme_id, "Bronze", 1)
+    bronze = api.level(p.programme_id, "Bronze", 1)
     silver = api.level(p.programme_id, "Silver", 2, spend_needed_minor=20_000, spend_period_days=365)
     gold = api.level(p.programme_id, "Gold", 3, spend_needed_minor=100_000, spend_period_days=365)
     m = api.enrol(p.programme_id)
@@ -65,8 +66,10 @@ def test_a_manual_level_may_not_need_less_than_the_member_already_spent(api: Mem
     member = api.member(p.programme_id, m.member_id)
     assert (member.level_name, member.next_level_name, member.next_level_spend_needed_minor) == ("Silver", "Gold",
                                                                                                  70_000)
-    assert refused(lambda: change_level(api, p.programme_id, m.member_id, silver.level_id, "keep")) == (
+    # 30,000 qualifies for Silver: re-setting it is allowed, Bronze below it is not.
+    assert refused(lambda: change_level(api, p.programme_id, m.member_id, bronze.level_id, "lower")) == (
         grpc.StatusCode.FAILED_PRECONDITION, "level_below_member_spend")
+    assert change_level(api, p.programme_id, m.member_id, silver.level_id, "keep").level_name == "Silver"
     assert refused(lambda: change_level(api, p.programme_id, m.member_id, gold.level_id, "")) == (
         grpc.StatusCode.INVALID_ARGUMENT, "field_required")
     promoted = change_level(api, p.programme_id, m.member_id, gold.level_id, "birthday gift")
@@ -76,6 +79,10 @@ def test_a_manual_level_may_not_need_less_than_the_member_already_spent(api: Mem
         "level_assigned", "birthday gift", "manual", "Gold")
     assert refused(lambda: change_level(api, p.programme_id, m.member_id, new_id(), "no such")) == (
         grpc.StatusCode.NOT_FOUND, "level_not_found")
+    # A raise can be corrected back down to what the purchases qualify for, never below it.
+    assert change_level(api, p.programme_id, m.member_id, silver.level_id, "correction").level_name == "Silver"
+    assert refused(lambda: change_level(api, p.programme_id, m.member_id, bronze.level_id, "lower")) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "level_below_member_spend")
 
 
 def test_levels_of_a_group_are_only_for_that_group(api: Members) -> None:
