@@ -299,6 +299,16 @@ class Pricing:
     earned_points: int
     terms: PricingTerms
 
+    @property
+    def discount_bps(self) -> int:
+        """The order discount rate given: none where points replaced the discounts."""
+        return 0 if self.terms.points_instead_of_discounts else self.terms.discount_bps
+
+    @property
+    def discount_source(self) -> str:
+        """The rule that gave ``discount_bps`` ("none" where points replaced the discounts)."""
+        return "none" if self.terms.points_instead_of_discounts else self.terms.discount_source
+
 
 @dataclass(frozen=True)
 class Quote:
