@@ -293,8 +293,8 @@ class ModelMachine(RuleBasedStateMachine):
         return self.world.members[index].member_id
 
     @precondition(lambda self: len(self.world.members) < MAX_MEMBERS)
-    @rule(group=st.sampled_from(["", "vip"]))
-    def enrol(self, group: str) -> None:
+    @rule(group=st.sampled_from(["", "vip"]), confirmed=st.booleans())
+    def enrol(self, group: str, confirmed: bool) -> None:
         request = member_pb2.EnrolMemberRequest(request_id=self.request_id("enrol"), programme_id=self.programme_id,
                                                 generate_card_number=True, customer_group=group)
         answer = self.attempt(lambda: self.world.enrol(group, self.now), self.api.members.EnrolMember, request)
@@ -304,6 +304,9 @@ class ModelMachine(RuleBasedStateMachine):
         self.world.members[index].member_id = resp.member.member_id
         assert resp.welcome_bonus_points == welcome
         self.touched_members.add(index)
+        if confirmed and self.world.members[index].status == NOT_CONFIRMED:
+            # The cashier confirmed the member (by hand here: codes are tested in tests/membership).
+            self.change_status(index, ACTIVE)
 
     def change_status(self, who: int, status: str) -> None:
         # Between any two steps, so between a checkout and its capture too.
@@ -443,8 +446,11 @@ class ModelMachine(RuleBasedStateMachine):
             assert not resp.order.HasField("hold")
         self.touched_orders.add(order_id)
 
-    def pick_order(self, data: st.DataObject) -> str:
-        order_id = data.draw(st.sampled_from(sorted(self.world.orders)), label="order")
+    def pick_order(self, data: st.DataObject, *states: str) -> str:
+        """An order, mostly one in ``states`` (the others get the refusals)."""
+        fitting = sorted(o for o, order in self.world.orders.items() if order.state in states)
+        anyone = not fitting or data.draw(st.integers(0, 4), label="any state") == 0
+        order_id = data.draw(st.sampled_from(sorted(self.world.orders) if anyone else fitting), label="order")
         self.touched_orders.add(order_id)
         self.touched_members.add(self.world.orders[order_id].member)
         return order_id
@@ -452,7 +458,7 @@ class ModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data(), spend=st.sampled_from(SPEND))
     def capture(self, data: st.DataObject, spend: str) -> None:
-        self.capture_order(self.pick_order(data), spend)
+        self.capture_order(self.pick_order(data, "held"), spend)
 
     def capture_order(self, order_id: str, spend: str) -> None:
         order = self.world.orders[order_id]
@@ -470,7 +476,7 @@ class ModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        order_id = self.pick_order(data)
+        order_id = self.pick_order(data, "held")
         answer = self.attempt(lambda: self.world.cancel(order_id, self.now), self.api.checkout.Cancel,
                               checkout_pb2.CancelRequest(request_id=self.request_id("cancel"),
                                                          programme_id=self.programme_id, order_id=order_id))
@@ -480,7 +486,7 @@ class ModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        self.refund_order(self.pick_order(data), data)
+        self.refund_order(self.pick_order(data, "captured", "completed"), data)
 
     def refund_order(self, order_id: str, data: st.DataObject) -> None:
         order = self.world.orders[order_id]
@@ -505,7 +511,7 @@ class ModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
-        self.complete_order(self.pick_order(data))
+        self.complete_order(self.pick_order(data, "captured"))
 
     def complete_order(self, order_id: str) -> None:
         self.attempt(lambda: self.world.complete(order_id, self.now), self.api.checkout.CompleteOrder,
@@ -515,7 +521,7 @@ class ModelMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data())
     def void(self, data: st.DataObject) -> None:
-        self.void_order(self.pick_order(data))
+        self.void_order(self.pick_order(data, "captured", "completed"))
 
     def void_order(self, order_id: str) -> None:
         answer = self.attempt(lambda: self.world.void(order_id, self.now), self.api.checkout.VoidOrder,
