@@ -324,10 +324,7 @@ class ModelMachine(RuleBasedStateMachine):
                          member_id=self.member_id(index), discount_bps=bps, comment="model"))
 
     def offboard(self, who: int) -> None:
-        # Among the members still in the programme (a second off-boarding: tests/membership/test_offboarded.py).
-        staying = [i for i, m in enumerate(self.world.members) if not m.offboarded]
-        index = staying[who % len(staying)]
-        self.touched_members.add(index)
+        index = self.pick_member(who)
         self.touched_orders.update(o for o, order in self.world.orders.items() if order.member == index)
         self.attempt(lambda: self.world.offboard(index, self.now), self.api.members.OffboardMember,
                      member_pb2.OffboardMemberRequest(request_id=self.request_id("offboard"),
