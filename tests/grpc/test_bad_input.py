@@ -35,6 +35,10 @@ def cap(w, order, **fields):
     return checkout_pb2.CaptureRequest(request_id=new_id(), programme_id=w["p"], order_id=w[order], **fields)
 
 
+def void(w, order, **fields):
+    return checkout_pb2.VoidOrderRequest(request_id=new_id(), programme_id=w["p"], order_id=w[order], **fields)
+
+
 def without_key(request):
     request.request_id = ""
     return request
@@ -97,6 +101,12 @@ CASES = [
         lines=[checkout_pb2.RefundLine(line_id="1", quantity=0)]), INVALID, "value_out_of_range"),
     ("checkout", "Refund", lambda w: checkout_pb2.RefundRequest(
         request_id=new_id(), programme_id=w["p"], order_id=w["held"]), FAILED, "order_not_captured"),
+    ("checkout", "VoidOrder", lambda w: void(w, "captured", comment="c" * 1001), INVALID, "value_too_long"),
+    ("checkout", "VoidOrder", lambda w: without_key(void(w, "captured")), INVALID, "field_required"),
+    ("checkout", "VoidOrder", lambda w: void(w, "held"), FAILED, "order_not_captured"),
+    ("checkout", "VoidOrder", lambda w: void(w, "cancelled"), FAILED, "order_not_captured"),
+    ("checkout", "VoidOrder", lambda w: checkout_pb2.VoidOrderRequest(request_id=new_id(), programme_id=w["p"],
+                                                                      order_id="nope"), NOT_FOUND, "order_not_found"),
     ("points", "AccruePoints", lambda w: accrue(w, points=0), INVALID, "value_out_of_range"),
     ("points", "AccruePoints", lambda w: accrue(w, points=-5), INVALID, "value_out_of_range"),
     ("points", "AccruePoints", lambda w: accrue(w, member_id="123"), INVALID, "malformed_id"),
