@@ -68,7 +68,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
-    """``work(db)`` on a one-connection Database (LOYALTY_DATABASE_URL, or the embedded one); its exit code."""
+    """``work(db)`` on a one-connection Database (LOYALTY_DATABASE_URL, or the embedded one); its exit
+    code, 2 when a rule refused it (say a later --as-of: the message says why, no traceback)."""
+    from loyalty_core import errors
     from loyalty_core.store.db import Database
 
     async def run(url: str) -> int:
@@ -76,7 +78,11 @@ def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> i
             return await work(db)
 
     with _database_url(settings) as url:
-        return asyncio.run(run(url))
+        try:
+            return asyncio.run(run(url))
+        except errors.LoyaltyError as err:
+            print(f"loyalty-core: {err.code}: {err.message}", file=sys.stderr)
+            return 2
 
 
 def cmd_review_levels(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,3 +24,14 @@ def test_review_levels_drops_who_missed_the_period_as_of_the_time_given(
     assert run.returncode == 0, run.stderr
     assert "reviewed 1 members: 1 dropped one level" in run.stdout
     assert api.member(p.programme_id, m.member_id).level_id == bronze.level_id
+
+
+def test_review_levels_refuses_a_later_as_of_and_says_why(api: Members, database_url: str) -> None:
+    p = api.programme()
+    later = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 86_400, UTC).isoformat()
+    run = subprocess.run([sys.executable, "-m", "server", "review-levels", "--programme-id", p.programme_id,
+                          "--as-of", later], capture_output=True, text=True,
+                         env={"LOYALTY_DATABASE_URL": database_url, "PATH": ""}, timeout=60)
+    assert run.returncode == 2
+    assert "value_out_of_range: as_of_time must not be later than now" in run.stderr
+    assert "Traceback" not in run.stderr
