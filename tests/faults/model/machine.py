@@ -641,6 +641,12 @@ class ModelMachine(RuleBasedStateMachine):
                                    for m in reversed(history)])
             want_moves = by_moment(self.world.members[index].history)
             assert got_moves == want_moves, f"member {index}: history {got_moves}, the rules: {want_moves}"
+            events = self.api.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
+                programme_id=self.programme_id, member_id=member_id, page_size=500), timeout=10).events
+            got_events = by_moment([(e.create_time.ToMicroseconds(), *event_of(e)) for e in reversed(events)
+                                    if e.kind in EVENT_SUBJECTS])
+            want_events = by_moment([(at, *rest) for at, *rest in self.world.members[index].events])
+            assert got_events == want_events, f"member {index}: events {got_events}, the rules: {want_events}"
 
     def orders_agree(self, order_ids: list[str]) -> None:
         for order_id in order_ids:
@@ -664,10 +670,24 @@ class ModelMachine(RuleBasedStateMachine):
             assert_ledger_clean(self.api, self.programme_id)
 
 
-def by_moment(history: list[tuple[int, str, int]]) -> list[tuple[int, list[tuple[str, int]]]]:
-    """History as [(time, sorted movements at that time)], oldest first."""
-    moments: dict[int, list[tuple[str, int]]] = {}
-    for at, kind, points in history:
-        moments.setdefault(at, []).append((kind, points))
+# The member history's kinds the rules record, with the details that say which and how much.
+EVENT_SUBJECTS = {
+    "purchase_counted": ("order_id", "amount_minor"), "purchase_reduced": ("order_id", "amount_minor"),
+    "purchase_uncounted": ("order_id", "amount_minor"), "order_voided": ("order_id", "uncounted_minor"),
+    "level_assigned": ("level_name", "reason"),
+}
+
+
+def event_of(e: Any) -> tuple[str, str, str]:
+    subject, detail = EVENT_SUBJECTS[e.kind]
+    return e.kind, e.details[subject], e.details[detail]
+
+
+def by_moment(entries: list[tuple[Any, ...]]) -> list[tuple[int, list[tuple[Any, ...]]]]:
+    """Entries (time first) as [(time, the rest of each entry at that time, sorted)], oldest first:
+    what one moment records has no order the rules care about."""
+    moments: dict[int, list[tuple[Any, ...]]] = {}
+    for at, *rest in entries:
+        moments.setdefault(at, []).append(tuple(rest))
     return [(at, sorted(moves)) for at, moves in sorted(moments.items())]
 

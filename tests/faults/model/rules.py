@@ -175,6 +175,9 @@ class Member:
     lots: list[Lot] = field(default_factory=list)
     # (time, movement kind, points as ListPointsHistory gives them), oldest first.
     history: list[tuple[int, str, int]] = field(default_factory=list)
+    # The member history's purchases and levels, oldest first: (time, kind, order id or level name,
+    # amount or reason) as ``Member.event`` records them.
+    events: list[tuple[int, str, str, str]] = field(default_factory=list)
     debt: int = 0
     earned_total: int = 0
     spent_total: int = 0
@@ -182,6 +185,13 @@ class Member:
 
     def move(self, now: int, kind: str, points: int) -> None:
         self.history.append((now, kind, points))
+
+    def event(self, now: int, kind: str, subject: str, detail: object) -> None:
+        self.events.append((now, kind, subject, str(detail)))
+
+    def assign_level(self, name: str, now: int, reason: str) -> None:
+        self.level, self.level_at = name, now
+        self.event(now, "level_assigned", name, reason)
 
     def fifo(self, now: int, skip: int | None = None) -> list[int]:
         """Usable lots in burn order: earliest expiry, then activation, then creation."""
@@ -470,7 +480,7 @@ class World:
         rungs = p.ladder(group)
         first = highest_met(rungs, member, now)
         if first >= 0:
-            member.level, member.level_at = rungs[first].name, now
+            member.assign_level(rungs[first].name, now, "enrolled")
         self.members.append(member)
         return len(self.members) - 1, p.welcome_points
 
@@ -740,10 +750,10 @@ class World:
         order, member = self.order_for_write(order_id)
         self.paid(order)
         order.state = "voided"
-        if not order.counted:
-            return 0
-        uncounted = sum(order.left_by_category().values())
-        self.uncount(member, order_id, {}, now)
+        uncounted = sum(order.left_by_category().values()) if order.counted else 0
+        if order.counted:
+            self.uncount(member, order_id, {}, now)
+        member.event(now, "order_voided", order_id, uncounted)
         return uncounted
 
     # purchases: totals, the kept accumulative rate, visits, levels --------------------------------
@@ -759,13 +769,14 @@ class World:
         order.counted = True
         member.purchases[order_id] = Purchase(now, sum(left.values()), left)
         member.purchases_total += sum(left.values())
+        member.event(now, "purchase_counted", order_id, sum(left.values()))
         reached = ranges_give(self.programme.ranges, member.group, member.purchases_total)
         if reached[0] > member.kept_bps:
             member.kept_bps, member.kept_from = reached
         rungs = self.programme.ladder(member.group)
         here, best = position(rungs, member.level), highest_met(rungs, member, now)
         if best > here:
-            member.level, member.level_at = rungs[best].name, now
+            member.assign_level(rungs[best].name, now, "qualified")
 
     def uncount(self, member: Member, order_id: str, left: dict[str, int], now: int) -> None:
         """The order counts for ``left`` now (nothing after a void). Seed 002: the kept rate stays
@@ -777,6 +788,7 @@ class World:
             return
         member.purchases_total = max(0, member.purchases_total - dropped)
         purchase.amount, purchase.by_category = sum(left.values()), dict(left)
+        member.event(now, "purchase_reduced" if purchase.amount else "purchase_uncounted", order_id, purchase.amount)
         if purchase.amount == 0:
             self.orders[order_id].counted = False
         if member.purchases_total < member.kept_from:
@@ -813,7 +825,7 @@ class World:
             if now - member.level_at < max(level.spend_days, level.visit_days) * US_PER_DAY or \
                     meets(level, member, now):
                 continue
-            member.level, member.level_at = rungs[here - 1].name, now
+            member.assign_level(rungs[here - 1].name, now, "period_missed")
             dropped += 1
         return dropped
 
@@ -828,7 +840,7 @@ class World:
         if here < highest_met(rungs, member, now):
             raise refuse("level_below_member_spend")
         if name != member.level:
-            member.level, member.level_at = name, now
+            member.assign_level(name, now, "manual")
 
     # the expiry run -----------------------------------------------------------------------------
 
