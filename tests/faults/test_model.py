@@ -24,11 +24,15 @@ from tests.faults.model.machine import Api, ModelMachine  # noqa: E402
 # The suite's run: a few thousand steps in programmes of 40 steps each.
 STEPS_DEFAULT = 2_000
 STEPS_PER_PROGRAMME = 40
+STEPS = int(os.environ.get("LOYALTY_MODEL_STEPS") or STEPS_DEFAULT)
 
 
+# A step takes 20-30 ms here; a long run (./dev model) gets 100 ms a step before the suite's
+# per-test timeout would stop it.
+@pytest.mark.timeout(max(120, STEPS // 10))
 def test_the_server_agrees_with_the_model(channel, clock):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
-    steps = int(os.environ.get("LOYALTY_MODEL_STEPS") or STEPS_DEFAULT)
+    steps = STEPS
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed}"
           f" LOYALTY_MODEL_STEPS={steps})")
     ModelMachine.api, ModelMachine.clock, ModelMachine.steps_run = Api(channel), clock, 0
