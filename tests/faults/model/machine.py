@@ -597,6 +597,8 @@ class ModelMachine(RuleBasedStateMachine):
     @invariant()
     def what_the_step_touched_agrees(self) -> None:
         ModelMachine.steps_run += 1
+        if ModelMachine.steps_run % 1000 == 0:
+            print(f"model-based test: {ModelMachine.steps_run} steps", flush=True)
         self.members_agree(sorted(self.touched_members))
         self.orders_agree(sorted(self.touched_orders))
         self.touched_members.clear()

@@ -33,6 +33,13 @@ def refuse(reason: str, code: str = "FAILED_PRECONDITION") -> Refused:
     return Refused(code, reason)
 
 
+class Value:
+    """A frozen value: a copy of the world (taken before each request, see machine.attempt) shares it."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Value:
+        return self
+
+
 # -- arithmetic (docs/calc.md) -------------------------------------------------------------------
 
 def largest_remainder(total: int, weights: list[int]) -> list[int]:
@@ -61,7 +68,7 @@ def lifetime_end(start: int, days: int) -> int:
 # -- a programme ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Range:
+class Range(Value):
     """Accumulative discount: members of ``group`` (empty: everyone) whose purchase total reaches
     ``from_minor`` get ``bps``."""
 
@@ -71,7 +78,7 @@ class Range:
 
 
 @dataclass(frozen=True)
-class LevelRule:
+class LevelRule(Value):
     """One rung: what it takes within its periods (0 days: all time) and what it gives."""
 
     name: str
@@ -225,7 +232,7 @@ class Member:
 # -- pricing (docs/calc.md) ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Line:
+class Line(Value):
     line_id: str
     category: str
     quantity: int
@@ -234,7 +241,7 @@ class Line:
 
 
 @dataclass(frozen=True)
-class Terms:
+class Terms(Value):
     """The rates one basket is priced with."""
 
     discount_bps: int
@@ -248,7 +255,7 @@ class Terms:
 
 
 @dataclass(frozen=True)
-class LinePrice:
+class LinePrice(Value):
     line_id: str
     gross: int
     line_discount: int
@@ -261,7 +268,7 @@ class LinePrice:
 
 
 @dataclass(frozen=True)
-class Priced:
+class Priced(Value):
     lines: tuple[LinePrice, ...]
     points_max: int
     points_applied: int
@@ -406,7 +413,7 @@ class Hold:
 
 
 @dataclass(frozen=True)
-class RefundAnswer:
+class RefundAnswer(Value):
     money: int
     clawback: int
     returned: int
