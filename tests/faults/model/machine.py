@@ -63,7 +63,9 @@ ABOVE_BOUNDS = {
     "requested_points": ("requested_points", MAX_AMOUNT),
 }
 STEPS = [60, 599, 601, 3_600, 86_399, 86_400, 10 * 86_400, 31 * 86_400]
-SPEND = ["all", "fewer", "none", "more"]
+SPEND = ["all", "all", "fewer", "none", "more"]
+# Points a basket asks for (see requested_points); half the baskets ask none.
+ASKS = st.sampled_from(["none", "none", "none", "half", "all", "over"])
 
 
 @st.composite
@@ -386,7 +388,7 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
-          ask=st.sampled_from(["none", "half", "all", "over"]))
+          ask=ASKS)
     def quote(self, who: int, lines: list[Line], ask: str) -> None:
         index = self.pick_member(who)
         requested = self.requested_points(index, lines, ask)
@@ -399,7 +401,7 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
-          ask=st.sampled_from(["none", "half", "all", "over"]))
+          ask=ASKS)
     def checkout(self, who: int, lines: list[Line], ask: str) -> None:
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
@@ -409,8 +411,8 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
-          ask=st.sampled_from(["none", "half", "all", "over"]), spend=st.sampled_from(SPEND),
-          then=st.sampled_from(["refund", "complete", "void", "nothing"]), data=st.data())
+          ask=ASKS, spend=st.sampled_from(SPEND),
+          then=st.sampled_from(["refund", "refund", "complete", "void", "nothing"]), data=st.data())
     def sale(self, who: int, lines: list[Line], ask: str, spend: str, then: str, data: st.DataObject) -> None:
         # The till's whole flow in one step (checkout, capture, then a refund, completion or void),
         # so that most steps reach paid orders; the other rules interleave with them.
@@ -489,10 +491,14 @@ class ModelMachine(RuleBasedStateMachine):
         order = self.world.orders[order_id]
         asked = None
         if not data.draw(st.booleans(), label="whole"):
-            # Some lines, some units of each (at times more than are left, or a line that is not there).
-            chosen = data.draw(st.lists(st.sampled_from([x.line_id for x in order.lines] + ["9"]), min_size=1,
-                                        max_size=3, unique=True), label="lines")
-            asked = [(line, data.draw(st.integers(1, 3), label="units")) for line in chosen]
+            # Some lines, some of their units left; now and then a unit more than is left, or a line
+            # the order does not have (the refusals).
+            ids = [x.line_id for x in order.lines]
+            chosen = data.draw(st.lists(st.sampled_from(ids + ["9"] if data.draw(st.integers(0, 9), label="odd") == 0
+                                                        else ids), min_size=1, max_size=3, unique=True), label="lines")
+            units = {x.line_id: x.quantity - order.refunded.get(x.line_id, 0) for x in order.lines}
+            asked = [(line, data.draw(st.integers(1, max(1, units.get(line, 1))) | st.just(units.get(line, 0) + 1),
+                                      label="units")) for line in chosen]
         request = checkout_pb2.RefundRequest(
             request_id=self.request_id("refund"), programme_id=self.programme_id, order_id=order_id,
             lines=[checkout_pb2.RefundLine(line_id=line, quantity=k) for line, k in asked or []])
