@@ -8,7 +8,8 @@ per-unit refunds, completions, voids, expiry runs, level reviews and manual leve
 and recalculation, requests above the bounds, taken order ids and clock moves. Every answer, and
 every refusal's status and reason, is the rules' answer; after every step the members and orders
 it touched read back as the rules say (balances, burn-outs, forecast, totals, history, member
-card, order, pricing, hold and refunds), and at the end all of them and VerifyLedger.
+card, order, pricing, hold and refunds); at the end every member and order, the forecasts, both
+histories (points and the member's) and VerifyLedger.
 """
 
 from __future__ import annotations
@@ -624,12 +625,6 @@ class ModelMachine(RuleBasedStateMachine):
             assert [(b.expire_time.ToMicroseconds(), b.points) for b in got.burn_outs] == expected["burn_outs"]
             assert got.burning_points == sum(p for _, p in expected["burn_outs"])
             assert (got.earned_total_points, got.spent_total_points, got.expired_total_points) == expected["totals"]
-            forecast = self.api.members.GetPointsForecast(member_pb2.GetPointsForecastRequest(
-                programme_id=self.programme_id, member_id=member_id, page_size=500), timeout=10)
-            assert [(b.expire_time.ToMicroseconds(), b.points) for b in forecast.burn_outs] == \
-                expected["every_burn_out"]
-            assert sorted((p.activate_time.ToMicroseconds(), p.points) for p in forecast.pending_activations) == \
-                expected["pending_activations"]
             want = self.world.card(index, now)
             assert (member_pb2.MemberStatus.Name(card.status), card.HasField("offboard_time"),
                     card.purchases_total_minor, card.accumulative_discount_bps, card.personal_discount_bps) == (
@@ -640,6 +635,20 @@ class ModelMachine(RuleBasedStateMachine):
                     card.next_level_visits_needed) == (
                 want.level, want.next_level, want.spend_needed, want.category_needed, want.visits_needed), \
                 f"member {index}"
+
+    def histories_agree(self, indexes: list[int]) -> None:
+        """The forecast and both histories (append-only, so read once at the end: any step's
+        disagreement is still there)."""
+        now = self.now
+        for index in indexes:
+            member_id = self.member_id(index)
+            expected = self.world.balance(index, now)
+            forecast = self.api.members.GetPointsForecast(member_pb2.GetPointsForecastRequest(
+                programme_id=self.programme_id, member_id=member_id, page_size=500), timeout=10)
+            assert [(b.expire_time.ToMicroseconds(), b.points) for b in forecast.burn_outs] == \
+                expected["every_burn_out"]
+            assert sorted((p.activate_time.ToMicroseconds(), p.points) for p in forecast.pending_activations) == \
+                expected["pending_activations"]
             history = self.api.points.ListPointsHistory(points_pb2.ListPointsHistoryRequest(
                 programme_id=self.programme_id, member_id=member_id, page_size=500), timeout=10).movements
             # Movements of one moment are compared as a set: the expiry run releases stale holds of
@@ -673,6 +682,7 @@ class ModelMachine(RuleBasedStateMachine):
         if not self.programme_id:
             return
         self.members_agree(list(range(len(self.world.members))))
+        self.histories_agree(list(range(len(self.world.members))))
         self.orders_agree(sorted(self.world.orders))
         if self.world.members:
             assert_ledger_clean(self.api, self.programme_id)
