@@ -80,6 +80,8 @@ class Programme:
     purchase_counts_when: str = "captured"
     discount_ranges: tuple[DiscountRange, ...] = ()
     card_secret_required: bool = False
+    # loyalty_core.spending's names; empty: the default that follows card_secret_required.
+    spend_identifications: tuple[str, ...] = ()
     # Output only: set by the store.
     programme_id: str = ""
     created_at: int = 0
@@ -141,6 +143,8 @@ class Member:
     # The member's level (loyalty_core.levels) and since when; None without one.
     level_id: str | None = None
     level_assigned_at: int | None = None
+    # When the member's personal data was erased (docs/trust.md "Members' data"); None while it is held.
+    erased_at: int | None = None
     # The least purchase total of the range that gave accumulative_discount_bps when it was reached:
     # a refund or a void lowers the kept rate only below it.
     accumulative_from_minor: int = 0
@@ -310,6 +314,20 @@ class Pricing:
         return "none" if self.terms.points_instead_of_discounts else self.terms.discount_source
 
 
+# Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
+POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",
+                  "category_pay_share_zero", "nothing_payable")
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A Quote's answer: the priced basket, and why points cannot pay for it (one of POINTS_BLOCKED,
+    or "" when its points_max is above 0)."""
+
+    pricing: Pricing
+    points_blocked: str
+
+
 @dataclass(frozen=True)
 class Quote:
     programme_id: str
@@ -327,6 +345,10 @@ class Checkout:
     order_id: str
     quote: Quote
     context: WriteContext = field(default_factory=WriteContext)
+    # The one-time code sent to the member's phone (SendSpendCode); a secret.
+    spend_code: str = ""
+    # The caller is a trusted channel (docs/trust.md "Who may spend points").
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -476,6 +498,9 @@ class Redeem:
     points: int
     comment: str = ""
     context: WriteContext = field(default_factory=WriteContext)
+    # As Checkout's.
+    spend_code: str = ""
+    member_id_trusted: bool = False
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,40 @@ def _purge_args(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many transactions (default 0: until none is left)")
 
 
+# The actor history records for an export made on the command line (an operator on the machine).
+CLI_ACTOR = "loyalty-core-cli"
+
+
+def cmd_export_member(settings: Settings, args: argparse.Namespace) -> int:
+    """One member's data as one JSON document on stdout; recorded in history like ExportMemberData."""
+    import uuid
+
+    from loyalty_core import errors
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.model import WriteContext
+    from loyalty_core.service.privacy import MemberDataRequest, export
+    from loyalty_core.store.db import Database
+
+    req = MemberDataRequest(args.request_id or str(uuid.uuid4()), args.programme_id, args.member_id,
+                            WriteContext(actor=CLI_ACTOR))
+
+    async def work(db: Database) -> int:
+        try:
+            print((await export(db, SystemClock(), req)).document)
+        except errors.LoyaltyError as err:
+            print(f"loyalty-core export-member: {err.code}: {err.message}", file=sys.stderr)
+            return 2
+        return 0
+
+    return _on_database(settings, work)
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--programme-id", required=True, help="the member's programme")
+    parser.add_argument("--member-id", required=True, help="the member")
+    parser.add_argument("--request-id", default="", help="idempotency key (default: a new one, a new history entry)")
+
+
 def _iso_us(text: str) -> int:
     from datetime import datetime
 
@@ -190,7 +224,7 @@ def add_keys_args(parser: argparse.ArgumentParser) -> None:
     create = keys_sub.add_parser("create", help="create a key and print it once (only its hash is stored)")
     create.add_argument("--name", required=True, help="recorded as the actor of every write made with the key")
     create.add_argument("--rights", required=True, help="comma-separated: pos, ecommerce, programme_admin, "
-                        "personal_discount, manual_points, level_status, read_only")
+                        "personal_discount, manual_points, level_status, read_only, card_unlock, privacy")
     scope = create.add_mutually_exclusive_group(required=True)
     scope.add_argument("--programmes", help="comma-separated programme ids the key may act on")
     scope.add_argument("--all-programmes", action="store_true", help="every programme, present and future")
@@ -253,6 +287,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
     "purge-idempotency": ("delete idempotency keys older than the replay window", _purge_args,
                           cmd_purge_idempotency),
+    "export-member": ("print everything held about one member as one JSON document", _export_args,
+                      cmd_export_member),
 }
 
 

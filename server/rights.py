@@ -47,7 +47,7 @@ _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
-    # CheckoutService: the sale. POS and e-commerce have the same rights (SPEC: "likewise").
+    # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
@@ -66,6 +66,9 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MemberService/GetPointsForecast": _rule(*_MEMBER_READERS),
     # Leaving the programme is a participation (status) change.
     "/loyalty.v1.MemberService/OffboardMember": _rule("level_status", "programme_admin"),
+    # Members' personal data (GDPR): the data protection desk's own right, in no other.
+    "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
+    "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
@@ -85,7 +88,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.ProgrammeService/ListProgrammes": _rule("programme_admin", "read_only",
                                                          programme_field=EVERY_PROGRAMME),
     # MembershipService. Statuses and levels are the level_status right, the personal discount its
-    # own right (SPEC: "personal-discount editing"); levels' definitions and the batch runs are the
+    # own right (docs/spec.md: "personal-discount editing"); levels' definitions and the batch runs are the
     # programme's administration.
     "/loyalty.v1.MembershipService/ChangeMemberStatus": _rule("level_status", "programme_admin"),
     "/loyalty.v1.MembershipService/ChangeMemberLevel": _rule("level_status"),
@@ -93,6 +96,9 @@ RULES: dict[str, Rule] = {
     # The member reads the code to the cashier, and cards are issued at the till (the seeds).
     "/loyalty.v1.MembershipService/StartPhoneConfirmation": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/ConfirmPhone": _rule(*_SALE, "programme_admin"),
+    # The member reads the spend code at the till, or types it in the shop; a redemption outside an
+    # order (manual_points) may ask for one too.
+    "/loyalty.v1.MembershipService/SendSpendCode": _rule(*_SALE, "manual_points"),
     "/loyalty.v1.MembershipService/RegenerateCardSecret": _rule(*_SALE, "programme_admin"),
     "/loyalty.v1.MembershipService/UnlockCard": _rule("card_unlock"),
     "/loyalty.v1.MembershipService/GenerateVirtualCard": _rule(*_SALE, "programme_admin"),

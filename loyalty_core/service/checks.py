@@ -19,6 +19,22 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 
 
+def member_not_erased(member: Member) -> Member:
+    """An erased member takes no more writes (docs/trust.md "Members' data"): not even a refund of an old order."""
+    if member.erased_at is not None:
+        raise FailedPrecondition("member_erased", "the member's personal data was erased; the member takes no changes")
+    return member
+
+
+def member_in_programme(member: Member) -> Member:
+    """The member takes changes: neither erased nor off-boarded (an erased member is off-boarded too,
+    and is told the stronger reason)."""
+    member_not_erased(member)
+    if member.offboarded_at is not None:
+        raise FailedPrecondition("member_offboarded", "the member has left the programme")
+    return member
+
+
 def uuid_arg(value: str, field: str) -> str:
     """A required UUID field, in canonical form; anything else is ``malformed_id``."""
     if not value:

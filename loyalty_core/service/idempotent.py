@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from loyalty_core import errors, observe
 from loyalty_core.clock import US_PER_S
 from loyalty_core.model import from_json, to_json
-from loyalty_core.store import idempotency
+from loyalty_core.store import idempotency, members
 from loyalty_core.store.db import Database
 
 T = TypeVar("T")
@@ -21,7 +22,7 @@ PROGRAMMES_SCOPE = "programmes"
 # it, the stored row would confirm a guess of a 6-digit code in a fraction of a second, bypassing
 # the secret's own scrypt hash. So a fingerprint says only whether a secret was given; a retry
 # under the same request_id with another secret gets the first answer.
-SECRET_FIELDS = frozenset({"card_secret", "code"})
+SECRET_FIELDS = frozenset({"card_secret", "code", "spend_code"})
 
 
 def _without_secrets(data: Any) -> Any:
@@ -42,6 +43,39 @@ def fingerprint(method: str, request: Any) -> bytes:
         data["context"].pop("correlation_id", None)
     canonical = json.dumps([method, data], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
+
+
+# The request fields that name a member, at any depth (a MemberRef, an enrolment).
+_MEMBER_FIELDS = ("member_id", "phone", "card_number")
+
+
+def _member_fields(data: Any, found: dict[str, list[str]]) -> dict[str, list[str]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if k in _MEMBER_FIELDS and isinstance(v, str) and v:
+                found[k].append(v)
+            else:
+                _member_fields(v, found)
+    elif isinstance(data, list):
+        for v in data:
+            _member_fields(v, found)
+    return found
+
+
+async def _member_named(conn: Any, scope: str, request: Any) -> str | None:
+    """The member a refused request names by id, phone or card (None for none, or one not enrolled):
+    kept with the refusal, so that erasing the member wipes this key too, whose fingerprint hashes
+    the phone or card. Successful writes name their member themselves."""
+    found = _member_fields(to_json(request), {k: [] for k in _MEMBER_FIELDS})
+    if not any(found.values()) or scope == PROGRAMMES_SCOPE:
+        return None
+    ids = []
+    for value in found["member_id"]:
+        try:
+            ids.append(str(uuid.UUID(value)))
+        except ValueError:
+            continue
+    return await members.named(conn, scope, ids, found["phone"], found["card_number"])
 
 
 def _refusal_json(err: errors.LoyaltyError) -> dict[str, Any]:
@@ -106,7 +140,8 @@ async def run_write(
         kept = _refusal_json(refusal)
 
         async def keep(conn: Any) -> idempotency.StoredOutcome | None:
-            return await idempotency.refuse(conn, scope, request_id, method, fp, kept, now)
+            member_id = await _member_named(conn, scope, request)
+            return await idempotency.refuse(conn, scope, request_id, method, fp, kept, member_id, now)
 
         earlier = await db.run_in_transaction(keep)
         if earlier is None:

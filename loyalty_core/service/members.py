@@ -18,7 +18,7 @@ from loyalty_core.model import (
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, burn_forecast, expiry_end
-from loyalty_core.service.pricing import check_member_active, check_programme_running
+from loyalty_core.service.pricing import check_programme_running
 from loyalty_core.store import ledger, members as store, orders, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.convert import MAX_US
@@ -246,10 +246,10 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:
 
     async def effect(conn: Any) -> tuple[MemberCard, str]:
         ref = MemberRef(member_id=member_id)
-        member = checks.found_member(await store.find(conn, programme_id, ref, lock=True), "with this id")
-        # Like every write to a member who left (docs/ledger.md); a second one would say twice in
-        # history that the member left.
-        check_member_active(member)
+        # Like every write to a member who left (docs/ledger.md); a second off-boarding would say
+        # twice in history that the member left.
+        checks.member_in_programme(checks.found_member(await store.find(conn, programme_id, ref, lock=True),
+                                                       "with this id"))
         # No hold may outlive the membership: its points go back, and unpaid orders are cancelled
         # (a capture or refund after this is refused, member_offboarded).
         await orders.release_holds(conn, member_id, await orders.open_holds(conn, member_id), now, req.context,

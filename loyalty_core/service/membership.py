@@ -30,6 +30,7 @@ US_PER_S = 1_000_000
 COMMENT_MAX = 1000
 CODE_DIGITS = 6
 CONFIRMATION_PURPOSE = "phone_confirmation"
+SPEND_CODE_PURPOSE = "spend_code"
 # Tries at a fresh virtual card number before giving up: a 15-digit random body collides with an
 # existing card about never, so a second failure means something else is wrong.
 CARD_NUMBER_TRIES = 5
@@ -203,12 +204,9 @@ def _ids(request: Any) -> tuple[str, str]:
 
 
 async def _locked_member(conn: Any, programme_id: str, member_id: str) -> Member:
-    """The member's row, locked for this transaction; off-boarded members take no changes."""
-    member = checks.found_member(
-        await member_store.find(conn, programme_id, MemberRef(member_id=member_id), lock=True), "with this id")
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
-    return member
+    """The member's row, locked for this transaction; off-boarded and erased members take no changes."""
+    return checks.member_in_programme(checks.found_member(
+        await member_store.find(conn, programme_id, MemberRef(member_id=member_id), lock=True), "with this id"))
 
 
 async def _reread(conn: Any, member: Member) -> Member:
@@ -262,13 +260,34 @@ def _masked(text: str, code: str) -> str:
     return text.replace(code, "*" * len(code))
 
 
-async def start_confirmation(db: Database, clock: Clock, sender: SmsSender, policy: ConfirmationPolicy,
-                             req: StartConfirmation) -> ConfirmationStarted:
-    """Send a fresh one-time code to the member's phone; it replaces any earlier code and its attempts.
+async def _send_code(conn: Any, sender: SmsSender, policy: ConfirmationPolicy, member: Member, now: int, actor: str,
+                     *, purpose: str, earlier_sent_at: int | None, wording: str, table: str) -> ConfirmationStarted:
+    """Send a fresh one-time code to the member's phone, kept in ``table`` as a hash; rate-limited by
+    the code of this purpose sent last (``earlier_sent_at``) and by every message of the day.
 
     The message is sent last inside the transaction: if the gateway refuses it, nothing is stored
     and the caller may try again at once. History keeps the message with the code masked.
     """
+    if earlier_sent_at is not None and now < earlier_sent_at + policy.resend_interval_us:
+        raise ResourceExhausted("confirmation_resend_too_soon", "a code was sent moments ago; wait before resending",
+                                retry_after_us=earlier_sent_at + policy.resend_interval_us - now)
+    if await store.messages_since(conn, member.member_id, now - 86_400 * US_PER_S) >= policy.sends_per_day_max:
+        raise ResourceExhausted("confirmation_resend_too_soon",
+                                f"at most {policy.sends_per_day_max} codes are sent to a member a day")
+    assert member.phone is not None
+    code = cards.generate_digits(CODE_DIGITS)
+    text = f"{wording}: {code}. It expires in {policy.code_ttl_us // (60 * US_PER_S)} minutes."
+    await store.put_code(conn, table, member.member_id, member.phone, await cards.hash_secret_async(code), now,
+                         now + policy.code_ttl_us, policy.attempts_max)
+    await store.add_event(conn, member.member_id, "messages", "sms_sent", now, actor=actor,
+                          details={"phone": member.phone, "purpose": purpose, "text": _masked(text, code)})
+    await sender.send(SmsMessage(member.phone, text, purpose, member.programme_id, member.member_id))
+    return ConfirmationStarted(now + policy.code_ttl_us, now + policy.resend_interval_us, policy.attempts_max)
+
+
+async def start_confirmation(db: Database, clock: Clock, sender: SmsSender, policy: ConfirmationPolicy,
+                             req: StartConfirmation) -> ConfirmationStarted:
+    """Send a fresh confirmation code to the member's phone; it replaces any earlier code and its attempts."""
 
     async def change(conn: Any, member: Member, now: int) -> ConfirmationStarted:
         if not member.phone:
@@ -276,23 +295,28 @@ async def start_confirmation(db: Database, clock: Clock, sender: SmsSender, poli
         if member.phone_confirmed:
             raise FailedPrecondition("phone_already_confirmed", "the member's phone is already confirmed")
         earlier = await store.confirmation(conn, member.member_id)
-        if earlier is not None and now < earlier.sent_at + policy.resend_interval_us:
-            raise ResourceExhausted("confirmation_resend_too_soon", "a code was sent moments ago; wait before resending",
-                                    retry_after_us=earlier.sent_at + policy.resend_interval_us - now)
-        if await store.messages_since(conn, member.member_id, now - 86_400 * US_PER_S) >= policy.sends_per_day_max:
-            raise ResourceExhausted("confirmation_resend_too_soon",
-                                    f"at most {policy.sends_per_day_max} codes are sent to a member a day")
-        code = cards.generate_digits(CODE_DIGITS)
-        text = f"Your confirmation code: {code}. It expires in {policy.code_ttl_us // (60 * US_PER_S)} minutes."
-        await store.put_confirmation(conn, member.member_id, member.phone, await cards.hash_secret_async(code), now,
-                                     now + policy.code_ttl_us, policy.attempts_max)
-        await store.add_event(conn, member.member_id, "messages", "sms_sent", now, actor=req.context.actor,
-                              details={"phone": member.phone, "purpose": CONFIRMATION_PURPOSE,
-                                       "text": _masked(text, code)})
-        await sender.send(SmsMessage(member.phone, text, CONFIRMATION_PURPOSE, member.programme_id, member.member_id))
-        return ConfirmationStarted(now + policy.code_ttl_us, now + policy.resend_interval_us, policy.attempts_max)
+        return await _send_code(conn, sender, policy, member, now, req.context.actor, purpose=CONFIRMATION_PURPOSE,
+                                earlier_sent_at=earlier.sent_at if earlier else None,
+                                wording="Your confirmation code", table="phone_confirmation")
 
     return await _member_write(db, clock, "StartPhoneConfirmation", req, ConfirmationStarted, change)
+
+
+async def send_spend_code(db: Database, clock: Clock, sender: SmsSender, policy: ConfirmationPolicy,
+                          req: StartConfirmation) -> ConfirmationStarted:
+    """Send a one-time spend code to the member's confirmed phone (docs/trust.md "Who may spend
+    points"); it replaces any earlier spend code, its attempts and its use."""
+
+    async def change(conn: Any, member: Member, now: int) -> ConfirmationStarted:
+        if not member.phone:
+            raise FailedPrecondition("member_has_no_phone", "the member has no phone to send a spend code to")
+        if not member.phone_confirmed:
+            raise FailedPrecondition("phone_not_confirmed", "a spend code goes only to a confirmed phone")
+        return await _send_code(conn, sender, policy, member, now, req.context.actor, purpose=SPEND_CODE_PURPOSE,
+                                earlier_sent_at=await store.spend_code_sent_at(conn, member.member_id),
+                                wording="Your code to pay with points", table="spend_code")
+
+    return await _member_write(db, clock, "SendSpendCode", req, ConfirmationStarted, change)
 
 
 async def confirm_phone(db: Database, clock: Clock, req: ConfirmPhone) -> MemberCard:

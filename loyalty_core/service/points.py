@@ -14,7 +14,7 @@ from loyalty_core.model import (
     WriteContext,
 )
 from loyalty_core import membership
-from loyalty_core.service import checks
+from loyalty_core.service import checks, spending
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import MAX_LIFETIME_DAYS, draw, expiring, expiry_end
 from loyalty_core.service.members import programme_of
@@ -46,9 +46,7 @@ async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tup
     programme = await programme_of(conn, programme_id)
     member = checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id), lock=True),
                                  "with this id")
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
-    return programme, member
+    return programme, checks.member_in_programme(member)
 
 
 def _expires_at(rule: Expiry, programme: Programme, now: int) -> int:
@@ -88,14 +86,19 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
 async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
     """Spend points outside an order, from the lots that expire first."""
     programme_id, member_id = _check_points_write(req)
+    spending.spend_code_arg(req.spend_code)
+    ref = MemberRef(member_id=member_id)
+    code = await spending.check_spend_code(db, clock, programme_id, ref, req.spend_code)
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Movement, str]:
         programme, member = await _member_for_write(conn, programme_id, member_id)
         rights = membership.privileges(member, programme, (), now)
         if not rights.may_pay_with_points:
-            code = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"
-            raise FailedPrecondition(code, f"a {member.status.replace('_', ' ')} member cannot pay with points")
+            status = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"
+            raise FailedPrecondition(status, f"a {member.status.replace('_', ' ')} member cannot pay with points")
+        await spending.authorise(conn, programme, member, ref, code, card_secret_checked=False,
+                                 trusted=req.member_id_trusted, points=req.points, now=now, actor=req.context.actor)
         taken = draw(await ledger.lots(conn, member_id), req.points, now)
         posted = await ledger.post(conn, member_id, now, req.context, [
             Entry("spent", -req.points, lots=[(lot, -p) for lot, p in taken], comment=req.comment)

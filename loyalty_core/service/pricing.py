@@ -9,8 +9,8 @@ from loyalty_core import calc, membership
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
-from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote
-from loyalty_core.service.checks import MAX_ID, MAX_LINES, text_arg
+from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
+from loyalty_core.service.checks import MAX_ID, MAX_LINES, member_in_programme, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
 
@@ -68,11 +68,6 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
         raise FailedPrecondition("store_not_in_programme", f"store {quote.store_id!r} is not in the programme")
     if programme.channels and quote.channel not in programme.channels:
         raise FailedPrecondition("channel_not_in_programme", f"channel {quote.channel!r} is not in the programme")
-
-
-def check_member_active(member: Member) -> None:
-    if member.offboarded_at is not None:
-        raise FailedPrecondition("member_offboarded", "the member has left the programme")
 
 
 def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: membership.Privileges,
@@ -146,7 +141,7 @@ def quote_for(
     ``levels`` are the programme's (``store.membership.send_levels_of``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
-    check_member_active(member)
+    member_in_programme(member)
     rights = membership.privileges(member, programme, levels, now)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
@@ -157,6 +152,27 @@ def quote_for(
         terms = dataclasses.replace(terms, points_instead_of_discounts=False)
         pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
     return pricing, rights, available
+
+
+def member_blocks_points(member: Member, rights: membership.Privileges) -> str:
+    """Why the member cannot pay with points at all ("" when they may)."""
+    if member.status == membership.DEACTIVATED:
+        return "member_deactivated"
+    return "" if rights.may_pay_with_points else "member_not_confirmed"
+
+
+def quoted(pricing: Pricing, member: Member, rights: membership.Privileges, available: int) -> Quoted:
+    """The quote's answer: when no point can pay, why (model.POINTS_BLOCKED), read from what calc was
+    given, not from its arithmetic, so the hot path does no more work."""
+    if pricing.points_max > 0:
+        return Quoted(pricing, "")
+    terms = pricing.terms
+    blocked = (member_blocks_points(member, rights)
+               or ("no_points_available" if available == 0 else "")
+               or ("order_pay_share_zero" if terms.order_pay_share_bps == 0 else "")
+               or ("category_pay_share_zero" if not any(terms.pay_share_bps) else "")
+               or "nothing_payable")
+    return Quoted(pricing, blocked)
 
 
 def reprice(pricing: Pricing, points: int, programme: Programme, rights: membership.Privileges) -> Pricing:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg.errors
 
-from loyalty_core import currencies
+from loyalty_core import currencies, spending
 from loyalty_core.bounds import MAX_AMOUNT, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, InvalidArgument, NotFound
@@ -90,6 +90,10 @@ def check(p: Programme) -> None:
         for name in ("cashback_bps", "pay_share_bps"):
             if not 0 <= getattr(rule, name) <= 10_000:
                 raise _bad("value_out_of_range", f"{name} must be 0..10000", f"category_rules[{i}].{name}")
+    for i, name in enumerate(p.spend_identifications):
+        if name not in spending.IDENTIFICATIONS or name in p.spend_identifications[:i]:
+            raise _bad("value_out_of_range", f"spend_identifications names {name!r} twice or is not one of "
+                       f"{', '.join(spending.IDENTIFICATIONS)}", f"spend_identifications[{i}]")
     for i, r in enumerate(p.discount_ranges):
         checks.text_arg(r.customer_group, f"programme.discount_ranges[{i}].customer_group", max_len=checks.MAX_ID)
         if r.min_purchases_minor < 0 or not 0 <= r.discount_bps <= 10_000:

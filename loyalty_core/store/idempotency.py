@@ -69,17 +69,33 @@ async def finish(conn: Any, scope: str, request_id: str, result: Any, member_id:
 
 
 async def refuse(
-    conn: Any, scope: str, request_id: str, method: str, fingerprint: bytes, refusal: Any, now: int
+    conn: Any, scope: str, request_id: str, method: str, fingerprint: bytes, refusal: Any, member_id: str | None,
+    now: int,
 ) -> StoredOutcome | None:
     """Store a business refusal under the key; when the key got stored meanwhile, what is stored."""
     cur = await conn.execute(
-        "INSERT INTO idempotency_key (scope, request_id, method, fingerprint, outcome, result, created_at)"
-        " VALUES (%s, %s, %s, %s, 'refused', %s, %s) ON CONFLICT DO NOTHING RETURNING true",
-        (scope, request_id, method, fingerprint, Jsonb(refusal), to_dt(now)),
+        "INSERT INTO idempotency_key (scope, request_id, method, fingerprint, outcome, result, member_id, created_at)"
+        " VALUES (%s, %s, %s, %s, 'refused', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING true",
+        (scope, request_id, method, fingerprint, Jsonb(refusal), member_id, to_dt(now)),
     )
     if await cur.fetchone():
         return None
     return await stored(conn, scope, request_id)
+
+
+# What an erased member's keys keep (docs/trust.md "Members' data"): claimed, so a late retry is refused as a reused
+# key rather than run again, but no sha256 of a request that held the phone or card, and no result.
+ERASED_FINGERPRINT = bytes(32)
+
+
+async def erase_member(conn: Any, member_id: str) -> int:
+    """Wipe the fingerprints and results of the member's keys; how many there were."""
+    cur = await conn.execute(
+        "WITH done AS (UPDATE idempotency_key SET fingerprint = %s, result = 'null' WHERE member_id = %s RETURNING 1)"
+        " SELECT count(*) FROM done",
+        (ERASED_FINGERPRINT, member_id),
+    )
+    return int((await cur.fetchone())[0])
 
 
 async def purge_batch(conn: Any, before: int, limit: int) -> int:

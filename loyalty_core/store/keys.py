@@ -16,7 +16,7 @@ import psycopg.errors
 
 from loyalty_core import errors
 
-# The rights a key may carry (SPEC "Rights"); the migration's CHECK lists the same names.
+# The rights a key may carry (docs/spec.md "Rights"); the migration's CHECK lists the same names.
 RIGHTS: tuple[str, ...] = (
     "pos",
     "ecommerce",
@@ -27,6 +27,8 @@ RIGHTS: tuple[str, ...] = (
     "read_only",
     # Unlocking a card locked after wrong secrets (the service desk, once it has checked the caller).
     "card_unlock",
+    # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
+    "privacy",
     # Voiding a paid order (it stops counting; points stay): the back office's, not the till's.
     "order_void",
 )

@@ -13,7 +13,7 @@ from loyalty_core.store.later import Later
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
-    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at,
+    card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at, erased_at,
     accumulative_from_minor FROM member"""
 
 SELECT_MEMBER = _SELECT
@@ -26,6 +26,7 @@ def row_to_member(row: dict[str, Any]) -> Member:
     row["enrolled_at"] = to_us(row["enrolled_at"])
     row["offboarded_at"] = to_us(row["offboarded_at"])
     row["level_assigned_at"] = to_us(row["level_assigned_at"])
+    row["erased_at"] = to_us(row["erased_at"])
     return Member(**row)
 
 
@@ -146,6 +147,16 @@ async def offboard(conn: Any, member_id: str, now: int) -> None:
         (to_dt(now), member_id),
     )
 
+
+async def named(conn: Any, programme_id: str, member_ids: list[str], phones: list[str], card_numbers: list[str]) -> str | None:
+    """The member of the programme with one of these ids, phones or card numbers, if any."""
+    cur = await conn.execute(
+        "SELECT member_id::text FROM member WHERE programme_id = %s"
+        " AND (member_id = ANY(%s::uuid[]) OR phone = ANY(%s) OR card_number = ANY(%s)) LIMIT 1",
+        (programme_id, member_ids, phones, card_numbers),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
 
 
 async def lock(conn: Any, member_id: str) -> bool:

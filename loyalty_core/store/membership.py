@@ -251,14 +251,20 @@ async def confirmation(conn: Any, member_id: str) -> Confirmation | None:
     return Confirmation(phone, code_hash, to_us(sent), to_us(expires), attempts, attempts_max, to_us(confirmed))
 
 
-async def put_confirmation(conn: Any, member_id: str, phone: str, code_hash: str, now: int, expires_at: int,
-                           attempts_max: int) -> None:
-    """A new code replaces the old one and its attempts."""
+# The tables of one-time codes (one row per member: the latest code sent), and the column that
+# records each code's outcome (the phone confirmed, the points spent).
+CODE_TABLES = {"phone_confirmation": "confirmed_at", "spend_code": "used_at"}
+
+
+async def put_code(conn: Any, table: str, member_id: str, phone: str, code_hash: str, now: int, expires_at: int,
+                   attempts_max: int) -> None:
+    """A new code replaces the member's old one in ``table``, with its attempts and its outcome."""
+    outcome = CODE_TABLES[table]
     await conn.execute(
-        "INSERT INTO phone_confirmation (member_id, phone, code_hash, sent_at, expires_at, attempts_max)"
+        f"INSERT INTO {table} (member_id, phone, code_hash, sent_at, expires_at, attempts_max)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (member_id) DO UPDATE SET phone = excluded.phone,"
         " code_hash = excluded.code_hash, sent_at = excluded.sent_at, expires_at = excluded.expires_at,"
-        " attempts = 0, attempts_max = excluded.attempts_max, confirmed_at = NULL",
+        f" attempts = 0, attempts_max = excluded.attempts_max, {outcome} = NULL",
         (member_id, phone, code_hash, to_dt(now), to_dt(expires_at), attempts_max),
     )
 
@@ -277,6 +283,56 @@ async def messages_since(conn: Any, member_id: str, since_us: int) -> int:
         (member_id, to_dt(since_us)),
     )
     return (await cur.fetchone())[0]
+
+
+# -- Spend codes ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpendCode:
+    phone: str
+    code_hash: str
+    sent_at: int
+    expires_at: int
+    # Attempts before this one.
+    attempts: int
+    attempts_max: int
+    used_at: int | None
+
+
+async def spend_code_sent_at(conn: Any, member_id: str) -> int | None:
+    """When the member's latest spend code was sent (for the resend interval)."""
+    cur = await conn.execute("SELECT sent_at FROM spend_code WHERE member_id = %s", (member_id,))
+    row = await cur.fetchone()
+    return None if row is None else to_us(row[0])
+
+
+async def count_spend_attempt(conn: Any, member_id: str, now: int) -> SpendCode | None:
+    """The member's spend code as it was, its attempt counted when it can still be tried (unused,
+    unexpired, attempts left): counted before it is checked, so tries in flight together cannot
+    pass the limit. Runs in a transaction of its own, outside the member's row lock."""
+    cur = await conn.execute(
+        "WITH before AS (SELECT * FROM spend_code WHERE member_id = %s FOR UPDATE),"
+        " counted AS (UPDATE spend_code s SET attempts = s.attempts + 1 FROM before b"
+        "   WHERE s.member_id = b.member_id AND b.used_at IS NULL AND b.expires_at > %s"
+        "   AND b.attempts < b.attempts_max)"
+        " SELECT phone, code_hash, sent_at, expires_at, attempts, attempts_max, used_at FROM before",
+        (member_id, to_dt(now)),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    phone, code_hash, sent, expires, attempts, attempts_max, used = row
+    return SpendCode(phone, code_hash, to_us(sent), to_us(expires), attempts, attempts_max, to_us(used))
+
+
+async def use_spend_code(conn: Any, member_id: str, sent_at: int, now: int) -> bool:
+    """Mark the code sent at ``sent_at`` used; False when it was used (or replaced) meanwhile."""
+    cur = await conn.execute(
+        "UPDATE spend_code SET used_at = %s WHERE member_id = %s AND sent_at = %s AND used_at IS NULL"
+        " RETURNING 1",
+        (to_dt(now), member_id, to_dt(sent_at)),
+    )
+    return await cur.fetchone() is not None
 
 
 # -- History -------------------------------------------------------------------------------------

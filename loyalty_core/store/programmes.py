@@ -18,8 +18,8 @@ _COLUMNS = (
     "default_cashback_bps", "default_pay_share_bps", "category_rules", "discounted_items_earn",
     "compatibility", "refund_returns_spent_points", "hold_ttl_s", "negative_balance_policy",
     "debt_limit_points", "welcome_bonus_points", "welcome_bonus_lifetime_days", "require_confirmation",
-    "purchase_counts_when", "discount_ranges", "card_secret_required", "created_at", "updated_at",
-    "welcome_bonus_expiry",
+    "purchase_counts_when", "discount_ranges", "card_secret_required", "spend_identifications",
+    "created_at", "updated_at", "welcome_bonus_expiry",
 )
 _TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
 _SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + ", revision FROM programme"
@@ -31,7 +31,7 @@ def _params(p: Programme) -> dict[str, Any]:
         v = getattr(p, c)
         if c in _TIMES:
             v = to_dt(v)
-        elif c in ("store_ids", "channels"):
+        elif c in ("store_ids", "channels", "spend_identifications"):
             v = list(v)
         elif c == "category_rules":
             v = Jsonb([{"category": r.category, "cashback_bps": r.cashback_bps, "pay_share_bps": r.pay_share_bps}
@@ -52,6 +52,7 @@ def row_to_programme(row: dict[str, Any]) -> Programme:
         values[c] = to_us(values[c])
     values["store_ids"] = tuple(values["store_ids"])
     values["channels"] = tuple(values["channels"])
+    values["spend_identifications"] = tuple(values["spend_identifications"])
     values["category_rules"] = tuple(CategoryRule(**r) for r in values["category_rules"])
     values["discount_ranges"] = tuple(DiscountRange(**r) for r in values["discount_ranges"])
     values["welcome_bonus_expiry"] = from_json(Expiry, values["welcome_bonus_expiry"])

@@ -8,10 +8,11 @@ from grpc import aio
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty_core.model import (
-    BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord, Void,
+    POINTS_BLOCKED, BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
+    Void,
 )
 from loyalty_core.service import checkout
-from server.servicers.convert import member_ref, timestamp, write_context
+from server.servicers.convert import member_id_trusted, member_ref, timestamp, write_context
 
 ORDER_STATE = {
     "held": checkout_pb2.ORDER_STATE_HELD,
@@ -19,6 +20,9 @@ ORDER_STATE = {
     "cancelled": checkout_pb2.ORDER_STATE_CANCELLED,
     "completed": checkout_pb2.ORDER_STATE_COMPLETED,
     "voided": checkout_pb2.ORDER_STATE_VOIDED,
+}
+POINTS_BLOCKED_ENUM = {"": checkout_pb2.POINTS_BLOCKED_UNSPECIFIED} | {
+    name: checkout_pb2.PointsBlocked.Value(f"POINTS_BLOCKED_{name.upper()}") for name in POINTS_BLOCKED
 }
 DISCOUNT_SOURCE = {
     "none": checkout_pb2.DISCOUNT_SOURCE_NONE,
@@ -80,11 +84,14 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def Quote(self, request: Any, context: aio.ServicerContext) -> Any:
-        return checkout_pb2.QuoteResponse(pricing=pricing(await checkout.quote(self.db, self.clock, quote_of(request))))
+        answer = await checkout.quote(self.db, self.clock, quote_of(request))
+        return checkout_pb2.QuoteResponse(pricing=pricing(answer.pricing),
+                                          points_blocked=POINTS_BLOCKED_ENUM[answer.points_blocked])
 
     async def Checkout(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Checkout(request.request_id, request.order_id, quote_of(request),
-                       write_context(request.context, context, request.request_id))
+                       write_context(request.context, context, request.request_id), request.spend_code,
+                       member_id_trusted())
         return checkout_pb2.CheckoutResponse(order=order(await checkout.checkout(self.db, self.clock, req)))
 
     async def Capture(self, request: Any, context: aio.ServicerContext) -> Any:

@@ -17,6 +17,9 @@ from loyalty_core.model import (
 from server.auth import current_caller
 
 CORRELATION_METADATA = "x-correlation-id"
+# The trusted channels, that may spend naming the member by id alone: the e-shop, which logged the
+# member in itself, and the back office, which may credit points at will anyway. Not the till's pos.
+TRUSTED_RIGHTS = frozenset({"ecommerce", "manual_points"})
 
 MEMBER_STATUS = {
     "active": member_pb2.MEMBER_STATUS_ACTIVE,
@@ -53,6 +56,12 @@ def actor(context: aio.ServicerContext) -> str:
     interceptor verified (never anything the caller merely claims in its metadata)."""
     caller = current_caller()
     return caller.name if caller else ANONYMOUS
+
+
+def member_id_trusted() -> bool:
+    """Whether the caller is a trusted channel (docs/trust.md "Who may spend points")."""
+    caller = current_caller()
+    return caller is not None and bool(TRUSTED_RIGHTS & caller.rights)
 
 
 def write_context(
@@ -120,6 +129,7 @@ def member(m: Member) -> member_pb2.Member:
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
         level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
+        erase_time=timestamp(m.erased_at),
     )
 
 

@@ -1,4 +1,4 @@
-"""MemberService: enrol, get, look up at the till, balance, off-board."""
+"""MemberService: enrol, get, look up at the till, balance, off-board, erase and export."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from grpc import aio
 
 from loyalty.v1 import member_pb2, member_pb2_grpc
 from loyalty_core.model import Enrol, Offboard
-from loyalty_core.service import members
-from server.servicers.convert import balance, forecast, member_card, member_ref, micros, write_context
+from loyalty_core.service import members, privacy
+from server.servicers.convert import balance, forecast, member_card, member_ref, micros, timestamp, write_context
 
 
 class MemberServicer(member_pb2_grpc.MemberServiceServicer):
@@ -49,3 +49,19 @@ class MemberServicer(member_pb2_grpc.MemberServiceServicer):
         req = Offboard(request.request_id, request.programme_id, request.member_id, request.comment,
                        write_context(None, context, request.request_id))
         return member_pb2.OffboardMemberResponse(member=member_card(await members.offboard(self.db, self.clock, req)))
+
+    async def EraseMember(self, request: Any, context: aio.ServicerContext) -> Any:
+        erased = await privacy.erase(self.db, self.clock, _member_data_request(request, context))
+        return member_pb2.EraseMemberResponse(member=member_card(erased.card), history_events_erased=erased.history_events,
+                                              movements_erased=erased.movements,
+                                              idempotency_keys_erased=erased.idempotency_keys)
+
+    async def ExportMemberData(self, request: Any, context: aio.ServicerContext) -> Any:
+        exported = await privacy.export(self.db, self.clock, _member_data_request(request, context))
+        return member_pb2.ExportMemberDataResponse(document_json=exported.document,
+                                                   export_time=timestamp(exported.exported_at))
+
+
+def _member_data_request(request: Any, context: aio.ServicerContext) -> privacy.MemberDataRequest:
+    return privacy.MemberDataRequest(request.request_id, request.programme_id, request.member_id,
+                                     write_context(None, context, request.request_id))

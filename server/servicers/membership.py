@@ -86,14 +86,21 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         card = await cases.change_status(self.db, self.clock, req)
         return membership_pb2.ChangeMemberStatusResponse(member=member_card(card))
 
-    async def StartPhoneConfirmation(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def _send_code(self, request: Any, context: aio.ServicerContext, send: Any, answer: Any) -> Any:
+        """StartPhoneConfirmation and SendSpendCode: a one-time code to the member's phone."""
         req = cases.StartConfirmation(request.request_id, request.programme_id, request.member_id,
                                       write_context(None, context, request.request_id))
         # Read at each call: the sender is part of the process's dependencies, not of this servicer.
-        started = await cases.start_confirmation(self.db, self.clock, self.deps.sms, self.policy, req)
-        return membership_pb2.StartPhoneConfirmationResponse(
-            expire_time=timestamp(started.expires_at), resend_time=timestamp(started.resend_at),
-            attempts_left=started.attempts_left)
+        sent = await send(self.db, self.clock, self.deps.sms, self.policy, req)
+        return answer(expire_time=timestamp(sent.expires_at), resend_time=timestamp(sent.resend_at),
+                      attempts_left=sent.attempts_left)
+
+    async def StartPhoneConfirmation(self, request: Any, context: aio.ServicerContext) -> Any:
+        return await self._send_code(request, context, cases.start_confirmation,
+                                     membership_pb2.StartPhoneConfirmationResponse)
+
+    async def SendSpendCode(self, request: Any, context: aio.ServicerContext) -> Any:
+        return await self._send_code(request, context, cases.send_spend_code, membership_pb2.SendSpendCodeResponse)
 
     async def ConfirmPhone(self, request: Any, context: aio.ServicerContext) -> Any:
         req = cases.ConfirmPhone(request.request_id, request.programme_id, request.member_id, request.code,

@@ -9,7 +9,9 @@ from grpc import aio
 from loyalty.v1 import points_pb2, points_pb2_grpc
 from loyalty_core.model import Accrue, Expiry, History, Redeem
 from loyalty_core.service import points, verify
-from server.servicers.convert import MOVEMENT_KIND, enum_value, expiry, lot, micros, movement, write_context
+from server.servicers.convert import (
+    MOVEMENT_KIND, enum_value, expiry, lot, member_id_trusted, micros, movement, write_context,
+)
 
 KIND_NAMES = {value: name for name, value in MOVEMENT_KIND.items()}
 
@@ -36,7 +38,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
 
     async def RedeemPoints(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Redeem(request.request_id, request.programme_id, request.member_id, request.points, request.comment,
-                     write_context(request.context, context, request.request_id))
+                     write_context(request.context, context, request.request_id), request.spend_code,
+                     member_id_trusted())
         return points_pb2.RedeemPointsResponse(movement=movement(await points.redeem(self.db, self.clock, req)))
 
     async def ListPointsHistory(self, request: Any, context: aio.ServicerContext) -> Any:

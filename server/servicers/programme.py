@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from grpc import aio
 
 from loyalty.v1 import programme_pb2, programme_pb2_grpc
+from loyalty_core import spending
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
     PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
@@ -27,10 +29,20 @@ COUNTS_WHEN = {
     programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED: "captured",
     programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED: "completed",
 }
+SPEND_IDENTIFICATION = {
+    programme_pb2.SPEND_IDENTIFICATION_CARD_SECRET: spending.CARD_SECRET,
+    programme_pb2.SPEND_IDENTIFICATION_CARD: spending.CARD,
+    programme_pb2.SPEND_IDENTIFICATION_PHONE: spending.PHONE,
+    programme_pb2.SPEND_IDENTIFICATION_SPEND_CODE: spending.SPEND_CODE,
+    programme_pb2.SPEND_IDENTIFICATION_TRUSTED_MEMBER_ID: spending.TRUSTED_MEMBER_ID,
+}
 # Proto field names that differ from the domain's; the others are the same.
 RENAMED = {"start_time": "starts_at", "end_time": "ends_at", "hold_ttl_seconds": "hold_ttl_s"}
 # Unset enums (zero) and an unset hold lifetime take the domain's defaults on create.
 DEFAULTS = Programme(name="", currency_code="", point_value_minor=0)
+# Fields whose default is not their zero: on create, false or 0 is unset unless
+# CreateProgrammeRequest.explicit_fields names the field.
+ZERO_IS_UNSET_ON_CREATE = ("enabled", "order_pay_share_bps", "default_pay_share_bps")
 
 
 def _enum(table: dict[int, str], value: int, field: str, default: str) -> str:
@@ -57,9 +69,25 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                                    DEFAULTS.purchase_counts_when),
         discount_ranges=tuple(DiscountRange(r.customer_group, r.min_purchases_minor, r.discount_bps)
                               for r in p.discount_ranges),
-        card_secret_required=p.card_secret_required, programme_id=p.programme_id,
+        card_secret_required=p.card_secret_required,
+        spend_identifications=tuple(enum_value(SPEND_IDENTIFICATION, value, f"programme.spend_identifications[{i}]",
+                                               unset=None) for i, value in enumerate(p.spend_identifications)),
+        programme_id=p.programme_id,
         welcome_bonus_expiry=expiry(p.welcome_bonus_expiry) if p.HasField("welcome_bonus_expiry") else None,
     )
+
+
+def for_create(request: programme_pb2.CreateProgrammeRequest) -> Programme:
+    """The programme to create: to_domain, with the defaults of the fields left unset."""
+    explicit = list(request.explicit_fields.paths)
+    for path in explicit:
+        if path not in ZERO_IS_UNSET_ON_CREATE:
+            raise InvalidArgument("value_out_of_range", f"explicit_fields may name only "
+                                  f"{', '.join(ZERO_IS_UNSET_ON_CREATE)}, not {path!r}", field="explicit_fields")
+    programme = to_domain(request.programme)
+    unset = {name: getattr(DEFAULTS, name) for name in ZERO_IS_UNSET_ON_CREATE
+             if not getattr(programme, name) and name not in explicit}
+    return dataclasses.replace(programme, **unset)
 
 
 def _name(table: dict[int, str], value: str) -> int:
@@ -83,7 +111,9 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
         discount_ranges=[programme_pb2.DiscountRange(customer_group=r.customer_group,
                                                      min_purchases_minor=r.min_purchases_minor,
                                                      discount_bps=r.discount_bps) for r in p.discount_ranges],
-        card_secret_required=p.card_secret_required, create_time=timestamp(p.created_at),
+        card_secret_required=p.card_secret_required,
+        spend_identifications=[_name(SPEND_IDENTIFICATION, name) for name in p.spend_identifications],
+        create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
         welcome_bonus_expiry=None if p.welcome_bonus_expiry is None else expiry_message(p.welcome_bonus_expiry),
     )
@@ -108,8 +138,7 @@ class ProgrammeServicer(programme_pb2_grpc.ProgrammeServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def CreateProgramme(self, request: Any, context: aio.ServicerContext) -> Any:
-        req = CreateProgramme(request.request_id, to_domain(request.programme),
-                              write_context(None, context, request.request_id))
+        req = CreateProgramme(request.request_id, for_create(request), write_context(None, context, request.request_id))
         return programme_pb2.CreateProgrammeResponse(programme=to_proto(await programmes.create(self.db, self.clock, req)))
 
     async def UpdateProgramme(self, request: Any, context: aio.ServicerContext) -> Any:

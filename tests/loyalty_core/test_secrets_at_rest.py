@@ -1,5 +1,6 @@
-"""No stored row confirms a guess of a secret: a 6-digit confirmation code and a generated card
-secret, both sent in requests, are brute-forced against every value of every table and not found."""
+"""No stored row confirms a guess of a secret: a 6-digit confirmation code, a 6-digit spend code and
+a generated card secret, all sent in requests, are brute-forced against every value of every table
+and not found."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import pytest
 
 from loyalty_core import cards
 from loyalty_core.clock import ManualClock
-from loyalty_core.model import CreateProgramme, Enrol, Programme, to_json
-from loyalty_core.service import members, membership, programmes
+from loyalty_core.model import (
+    Accrue, BasketLine, Checkout, CreateProgramme, Enrol, MemberRef, Programme, Quote, to_json,
+)
+from loyalty_core.service import checkout, members, membership, points, programmes
 from loyalty_core.settings import Settings
 from loyalty_core.sms import RecordingSender
 from loyalty_core.store.db import Database
@@ -95,17 +98,27 @@ async def attack(db: Database, clock: ManualClock, database_url: str) -> None:
     code = sender.last_to("+447700900777").text.split(": ")[1][:6]
     confirm = membership.ConfirmPhone(str(uuid.uuid4()), programme.programme_id, member.member_id, code)
     await membership.confirm_phone(db, clock, confirm)
+    await points.accrue(db, clock, Accrue(str(uuid.uuid4()), programme.programme_id, member.member_id, 50))
+    await membership.send_spend_code(db, clock, sender, policy, membership.StartConfirmation(
+        str(uuid.uuid4()), programme.programme_id, member.member_id))
+    spend_code = sender.last_to("+447700900777").text.split(": ")[1][:6]
+    spend = Checkout(str(uuid.uuid4()), "order-1", Quote(
+        programme.programme_id, MemberRef(phone="+447700900777"), (BasketLine("1", "sku", "bar", 1, 1000),),
+        requested_points=10), spend_code=spend_code)
+    assert (await checkout.checkout(db, clock, spend)).hold.points == 10
 
     started = time.monotonic()
     code_digests = canonical_digests("ConfirmPhone", confirm, "code", [f"{n:06d}" for n in CODE_SPACE])
+    spend_code_digests = canonical_digests("Checkout", spend, "spend_code", [f"{n:06d}" for n in CODE_SPACE])
     low = max(0, int(card_secret) - CARD_SECRET_WINDOW // 2)
     secret_digests = canonical_digests("EnrolMember", enrol, "card_secret",
                                        [f"{n:08d}" for n in range(low, low + CARD_SECRET_WINDOW)])
     # By construction the attack works: on the fingerprint main stored, each secret is found.
-    for digests, secret, (method, request) in ((code_digests, code, ("ConfirmPhone", confirm)),
-                                               (secret_digests, card_secret, ("EnrolMember", enrol))):
-        old = next(iter(canonical_digests(method, request, "code" if method == "ConfirmPhone" else "card_secret",
-                                          [secret])))
+    for digests, secret, (method, request, field) in (
+            (code_digests, code, ("ConfirmPhone", confirm, "code")),
+            (spend_code_digests, spend_code, ("Checkout", spend, "spend_code")),
+            (secret_digests, card_secret, ("EnrolMember", enrol, "card_secret"))):
+        old = next(iter(canonical_digests(method, request, field, [secret])))
         assert guesses_confirmed({old}, [], digests) == {secret}
         # A bare sha256 of the secret is tried too.
         digests[hashlib.sha256(secret.encode()).digest()] = secret
@@ -113,6 +126,7 @@ async def attack(db: Database, clock: ManualClock, database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         stored, texts = every_stored_value(conn)
     assert guesses_confirmed(stored, texts, code_digests) == set()
+    assert guesses_confirmed(stored, texts, spend_code_digests) == set()
     assert guesses_confirmed(stored, texts, secret_digests) == set()
     assert not [t for t in texts if card_secret in t], "the card secret is stored in clear"
     assert time.monotonic() - started < BUDGET_S

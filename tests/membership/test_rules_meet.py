@@ -94,6 +94,7 @@ def test_status_at_offboarding_open_holds_are_released_and_the_capture_is_refuse
             api.capture(p.programme_id, order.order_id)
         assert refusal(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "member_offboarded")
     assert api.balance(p.programme_id, m.member_id).earned_total_points == 30
+    assert list(api.verify().disagreements) == []
 
 
 def test_status_at_refund_a_refund_to_an_offboarded_member_is_refused(api: Members, rows) -> None:

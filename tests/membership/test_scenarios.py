@@ -1,4 +1,4 @@
-"""The issue's scenarios over gRPC, in SPEC.md's words: statuses, levels, discounts, purchase totals."""
+"""The issue's scenarios over gRPC, in docs/spec.md's words: statuses, levels, discounts, purchase totals."""
 
 from __future__ import annotations
 

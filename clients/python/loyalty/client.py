@@ -169,27 +169,50 @@ class _AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details._replace(metadata=metadata), request)
 
 
-def _call_credentials(api_key: str | None, root_certificates: bytes) -> grpc.ChannelCredentials:
+def _call_credentials(api_key: str | None, root_certificates: bytes | None) -> grpc.ChannelCredentials:
     credentials = grpc.ssl_channel_credentials(root_certificates)
     if api_key:
         credentials = grpc.composite_channel_credentials(credentials, grpc.metadata_call_credentials(_BearerAuth(api_key)))
     return credentials
 
 
-def open_channel(target: str, *, api_key: str | None = None, root_certificates: bytes | None = None) -> grpc.Channel:
-    """A channel to loyalty-core: TLS when root certificates are given, plaintext otherwise (loopback, tests)."""
-    if root_certificates is not None:
-        return grpc.secure_channel(target, _call_credentials(api_key, root_certificates))
+@dataclass(frozen=True)
+class _Transport:
+    """How open_channel and open_aio_channel connect: TLS or not, and the channel options."""
+
+    secure: bool
+    options: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, root_certificates: bytes | None, tls: bool, server_name: str | None) -> _Transport:
+        secure = tls or root_certificates is not None
+        if server_name and not secure:
+            raise ValueError("server_name names the certificate a TLS server must present: it needs TLS")
+        return cls(secure, (("grpc.ssl_target_name_override", server_name),) if server_name else ())
+
+
+def open_channel(
+    target: str, *, api_key: str | None = None, root_certificates: bytes | None = None, tls: bool = False,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A channel to loyalty-core: TLS when ``tls`` or root certificates are given (without them, the
+    system's trusted roots), plaintext otherwise (loopback, tests). ``server_name`` is the name the
+    server's certificate must carry when it is not the target's host (an address, a tunnel)."""
+    transport = _Transport.of(root_certificates, tls, server_name)
+    if transport.secure:
+        return grpc.secure_channel(target, _call_credentials(api_key, root_certificates), transport.options)
     channel = grpc.insecure_channel(target)
     return grpc.intercept_channel(channel, _BearerInterceptor(api_key)) if api_key else channel
 
 
 def open_aio_channel(
-    target: str, *, api_key: str | None = None, root_certificates: bytes | None = None
+    target: str, *, api_key: str | None = None, root_certificates: bytes | None = None, tls: bool = False,
+    server_name: str | None = None,
 ) -> grpc.aio.Channel:
     """open_channel for grpc.aio: call it inside the event loop that will use the channel."""
-    if root_certificates is not None:
-        return grpc.aio.secure_channel(target, _call_credentials(api_key, root_certificates))
+    transport = _Transport.of(root_certificates, tls, server_name)
+    if transport.secure:
+        return grpc.aio.secure_channel(target, _call_credentials(api_key, root_certificates), transport.options)
     interceptors = [_AsyncBearerInterceptor(api_key)] if api_key else None
     return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
@@ -208,13 +231,16 @@ class LoyaltyClient:
         channel: grpc.Channel | None = None,
         api_key: str | None = None,
         root_certificates: bytes | None = None,
+        tls: bool = False,
+        server_name: str | None = None,
         timeout_s: float = 5.0,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if (target is None) == (channel is None):
             raise ValueError("give either a target or a channel")
-        self.channel = channel or open_channel(cast(str, target), api_key=api_key, root_certificates=root_certificates)
+        self.channel = channel or open_channel(cast(str, target), api_key=api_key, root_certificates=root_certificates,
+                                               tls=tls, server_name=server_name)
 
         def wrap(stub_cls: type) -> Any:
             return _RetryingStub(stub_cls(self.channel), retry, timeout_s, sleep)
@@ -249,6 +275,8 @@ class AsyncLoyaltyClient:
         channel: grpc.aio.Channel | None = None,
         api_key: str | None = None,
         root_certificates: bytes | None = None,
+        tls: bool = False,
+        server_name: str | None = None,
         timeout_s: float = 5.0,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -256,7 +284,7 @@ class AsyncLoyaltyClient:
         if (target is None) == (channel is None):
             raise ValueError("give either a target or a channel")
         self.channel = channel or open_aio_channel(
-            cast(str, target), api_key=api_key, root_certificates=root_certificates
+            cast(str, target), api_key=api_key, root_certificates=root_certificates, tls=tls, server_name=server_name
         )
 
         def wrap(stub_cls: type) -> Any:
