@@ -33,7 +33,7 @@ from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import Stubs, assert_ledger_clean, programme_settings, reason
 from tests.faults.model.rules import (
     ACTIVE, DEACTIVATED, NOT_CONFIRMED, US_PER_DAY, US_PER_S, LevelRule, Line, Priced, Programme, Range,
-    Refused, World,
+    Refused, World, points_blocked,
 )
 
 T = TypeVar("T")
@@ -86,6 +86,7 @@ def programmes(draw: Any) -> Programme:
         welcome_points=draw(st.sampled_from([0, 50])),
         welcome_days=draw(st.sampled_from([None, 0, 10])),
         require_confirmation=draw(st.booleans()),
+        card_secret_required=draw(st.booleans()),
         counts_when=draw(st.sampled_from(["captured", "completed"])),
         ranges=RANGES,
         ends_at=draw(st.sampled_from([None, 45])),  # days from creation; made absolute there
@@ -138,6 +139,8 @@ class ModelMachine(RuleBasedStateMachine):
     """The server (through its API) and the rules, step by step."""
 
     api: Api
+    # A till's key (pos alone): not a trusted channel, so it may not spend naming the member by id.
+    till: Api
     clock: Any
     # Steps run by every machine of this test run (the invariant runs once after each), and how
     # each request came out (method and "ok" or the refusal's reason): what the run reached.
@@ -207,6 +210,7 @@ class ModelMachine(RuleBasedStateMachine):
             negative_balance_policy=POLICIES[programme.policy], debt_limit_points=programme.debt_limit,
             welcome_bonus_points=programme.welcome_points,
             require_confirmation=programme.require_confirmation,
+            card_secret_required=programme.card_secret_required,
             purchase_counts_when=programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED
             if programme.counts_when == "completed" else programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
             discount_ranges=[programme_pb2.DiscountRange(customer_group=r.group, min_purchases_minor=r.from_minor,
@@ -251,8 +255,8 @@ class ModelMachine(RuleBasedStateMachine):
     # -- members ----------------------------------------------------------------------------------
 
     @precondition(lambda self: self.world.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), change=st.sampled_from(["status", "personal", "offboard", "level",
-                                                                       "redeem"]), data=st.data())
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), change=st.sampled_from(["status", "personal", "offboard", "erase",
+                                                                       "level", "redeem"]), data=st.data())
     def member_changes(self, who: int, change: str, data: st.DataObject) -> None:
         # One rule for the changes a back office makes, so that the till's flow has most steps.
         if change == "status":
@@ -261,6 +265,8 @@ class ModelMachine(RuleBasedStateMachine):
             self.set_personal_discount(who, data.draw(st.sampled_from([0, 400, 1000]), label="bps"))
         elif change == "offboard" and sum(not m.offboarded for m in self.world.members) > 3:
             self.offboard(who)
+        elif change == "erase" and sum(not m.offboarded for m in self.world.members) > 3:
+            self.erase(who)
         elif change == "level" and self.world.programme.levels:
             self.change_level(who, data.draw(st.sampled_from([lv.name for lv in LADDER]), label="level"))
         elif change == "redeem":
@@ -334,6 +340,16 @@ class ModelMachine(RuleBasedStateMachine):
                                                       programme_id=self.programme_id,
                                                       member_id=self.member_id(index), comment="model"))
 
+    def erase(self, who: int) -> None:
+        # Erasure keeps every amount (the balances, totals and histories are compared after it).
+        index = self.pick_member(who)
+        answer = self.attempt(lambda: self.world.erase(index), self.api.members.EraseMember,
+                              member_pb2.EraseMemberRequest(request_id=self.request_id("erase"),
+                                                            programme_id=self.programme_id,
+                                                            member_id=self.member_id(index)))
+        if answer is not None:
+            assert (answer[1].member.phone, answer[1].member.card_number) == ("", "")
+
     def change_level(self, who: int, level: str) -> None:
         index = self.pick_member(who)
         self.attempt(lambda: self.world.change_level(index, level, self.now), self.api.membership.ChangeMemberLevel,
@@ -398,17 +414,20 @@ class ModelMachine(RuleBasedStateMachine):
                                                         member=common_pb2.MemberRef(member_id=self.member_id(index)),
                                                         requested_points=requested))
         if answer is not None:
-            assert pricing_of(answer[1].pricing) == priced(answer[0][0])
+            (want, terms, rights, available), resp = answer
+            assert pricing_of(resp.pricing) == priced(want)
+            blocked = points_blocked(self.world.members[index], rights, available, want, terms)
+            assert checkout_pb2.PointsBlocked.Name(resp.points_blocked) == f"POINTS_BLOCKED_{blocked.upper()}" \
+                if blocked else resp.points_blocked == checkout_pb2.POINTS_BLOCKED_UNSPECIFIED
 
     @precondition(lambda self: self.world.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
-          ask=ASKS)
-    def checkout(self, who: int, lines: list[Line], ask: str) -> None:
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy, ask=ASKS, at_till=st.booleans())
+    def checkout(self, who: int, lines: list[Line], ask: str, at_till: bool) -> None:
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
         self.next_order += 1
         requested = self.requested_points(index, lines, ask)
-        self.checkout_as(index, order_id, lines, requested)
+        self.checkout_as(index, order_id, lines, requested, at_till)
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
@@ -427,13 +446,15 @@ class ModelMachine(RuleBasedStateMachine):
         {"refund": lambda: self.refund_order(order_id, data), "complete": lambda: self.complete_order(order_id),
          "void": lambda: self.void_order(order_id), "nothing": lambda: None}[then]()
 
-    def checkout_as(self, index: int, order_id: str, lines: list[Line], requested: int) -> None:
+    def checkout_as(self, index: int, order_id: str, lines: list[Line], requested: int,
+                    at_till: bool = False) -> None:
+        """A checkout from a trusted channel, or from a till naming the member by id."""
         request = checkout_pb2.CheckoutRequest(
             request_id=self.request_id("checkout"), programme_id=self.programme_id, order_id=order_id,
             member=common_pb2.MemberRef(member_id=self.member_id(index)), lines=basket_pb(lines),
             requested_points=requested)
-        answer = self.attempt(lambda: self.world.checkout(index, order_id, lines, requested, self.now),
-                              self.api.checkout.Checkout, request)
+        answer = self.attempt(lambda: self.world.checkout(index, order_id, lines, requested, self.now, not at_till),
+                              (self.till if at_till else self.api).checkout.Checkout, request)
         if answer is None:
             return
         order, resp = answer

@@ -120,6 +120,9 @@ class Programme:
     # Days the welcome bonus lives: None is the programme's lifetime, 0 never.
     welcome_days: int | None = None
     require_confirmation: bool = False
+    # Card secrets required: points are then spent only by card and secret, a spend code, or a
+    # member id from a trusted channel (docs/trust.md "Who may spend points"), not at a till by id.
+    card_secret_required: bool = False
     counts_when: str = "captured"  # or "completed"
     ranges: tuple[Range, ...] = ()
     ends_at: int | None = None
@@ -171,6 +174,8 @@ class Member:
     enrolled_at: int
     member_id: str = ""
     offboarded: bool = False
+    # Erased (EraseMember): off-boarded, no customer group, every write refused; amounts stay.
+    erased: bool = False
     personal_bps: int = 0
     # The accumulative rate reached (a high-water mark) and the least total of the range that gave it.
     kept_bps: int = 0
@@ -367,6 +372,21 @@ def terms_for(programme: Programme, lines: list[Line], rights: Rights, paying: b
                  programme.discounted_items_earn, programme.points_instead_of_discounts and paying)
 
 
+def points_blocked(member: Member, rights: Rights, available: int, priced: Priced, terms: Terms) -> str:
+    """Why no point can pay for a quoted basket, most fundamental first ("" when some can)."""
+    if priced.points_max > 0:
+        return ""
+    if member.status == DEACTIVATED:
+        return "member_deactivated"
+    if not rights.pays:
+        return "member_not_confirmed"
+    if available == 0:
+        return "no_points_available"
+    if terms.order_share == 0:
+        return "order_pay_share_zero"
+    return "category_pay_share_zero" if not any(terms.share.values()) else "nothing_payable"
+
+
 # -- levels (docs/membership.md "Levels") -------------------------------------------------------
 
 def meets(level: LevelRule, member: Member, now: int) -> bool:
@@ -492,10 +512,24 @@ class World:
         return len(self.members) - 1, p.welcome_points
 
     def member_for_write(self, index: int) -> Member:
+        """Neither erased nor off-boarded (an erased member is told the stronger reason)."""
         member = self.members[index]
+        if member.erased:
+            raise refuse("member_erased")
         if member.offboarded:
             raise refuse("member_offboarded")
         return member
+
+    def erase(self, index: int) -> None:
+        """Personal data goes (the customer group too), amounts stay; not while checkouts hold the
+        member's points (their capture or cancel would write to an erased member)."""
+        member = self.members[index]
+        if member.erased:
+            raise refuse("member_erased")
+        if any(o.hold is not None and o.hold.state == "open" for o in self.orders_of(index)):
+            raise refuse("member_has_open_holds")
+        member.erased = member.offboarded = True
+        member.group = ""
 
     def change_status(self, index: int, status: str) -> None:
         self.member_for_write(index).status = status
@@ -572,9 +606,11 @@ class World:
             priced = price(lines, terms, available, requested)
         return priced, terms, rights, available
 
-    def checkout(self, index: int, order_id: str, lines: list[Line], requested: int, now: int) -> Order:
+    def checkout(self, index: int, order_id: str, lines: list[Line], requested: int, now: int,
+                 trusted: bool = True) -> Order:
         """The quote, and the points that pay held from the lots that expire first. Asking more than
-        the order may take is refused, most fundamental reason first."""
+        the order may take is refused, most fundamental reason first; so is holding points for a
+        member named by id from a till (not ``trusted``) where card secrets are required."""
         if order_id in self.orders:
             raise refuse("order_already_checked_out", "ALREADY_EXISTS")
         priced, terms, rights, available = self.quote(index, lines, requested, now)
@@ -586,6 +622,8 @@ class World:
                 raise refuse("member_not_confirmed")
             raise refuse("points_must_not_exceed_balance" if requested > available
                          else "points_must_not_exceed_payable_limit")
+        if priced.points_applied and not trusted and self.programme.card_secret_required:
+            raise refuse("spend_identification_not_allowed")
         hold = None
         if priced.points_applied:
             taken, _ = member.take(priced.points_applied, member.fifo(now))
