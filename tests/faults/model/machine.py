@@ -320,14 +320,14 @@ class ModelMachine(RuleBasedStateMachine):
     def change_status(self, who: int, status: str) -> None:
         # Between any two steps, so between a checkout and its capture too.
         index = self.pick_member(who)
-        self.attempt(lambda: self.world.change_status(index, status), self.api.membership.ChangeMemberStatus,
+        self.attempt(lambda: self.world.change_status(index, status, self.now), self.api.membership.ChangeMemberStatus,
                      membership_pb2.ChangeMemberStatusRequest(
                          request_id=self.request_id("status"), programme_id=self.programme_id,
                          member_id=self.member_id(index), status=STATUSES[status], comment="model"))
 
     def set_personal_discount(self, who: int, bps: int) -> None:
         index = self.pick_member(who)
-        self.attempt(lambda: self.world.set_personal_discount(index, bps), self.api.membership.SetPersonalDiscount,
+        self.attempt(lambda: self.world.set_personal_discount(index, bps, self.now), self.api.membership.SetPersonalDiscount,
                      membership_pb2.SetPersonalDiscountRequest(
                          request_id=self.request_id("personal"), programme_id=self.programme_id,
                          member_id=self.member_id(index), discount_bps=bps, comment="model"))
@@ -343,7 +343,7 @@ class ModelMachine(RuleBasedStateMachine):
     def erase(self, who: int) -> None:
         # Erasure keeps every amount (the balances, totals and histories are compared after it).
         index = self.pick_member(who)
-        answer = self.attempt(lambda: self.world.erase(index), self.api.members.EraseMember,
+        answer = self.attempt(lambda: self.world.erase(index, self.now), self.api.members.EraseMember,
                               member_pb2.EraseMemberRequest(request_id=self.request_id("erase"),
                                                             programme_id=self.programme_id,
                                                             member_id=self.member_id(index)))
@@ -710,16 +710,17 @@ class ModelMachine(RuleBasedStateMachine):
 
 
 # The member history's kinds the rules record, with the details that say which and how much.
-EVENT_SUBJECTS = {
+EVENT_SUBJECTS: dict[str, tuple[str | None, str | None]] = {
     "purchase_counted": ("order_id", "amount_minor"), "purchase_reduced": ("order_id", "amount_minor"),
     "purchase_uncounted": ("order_id", "amount_minor"), "order_voided": ("order_id", "uncounted_minor"),
-    "level_assigned": ("level_name", "reason"),
+    "level_assigned": ("level_name", "reason"), "status_changed": ("from", "to"),
+    "personal_discount_set": ("from", "to"), "offboarded": (None, None), "erased": (None, None),
 }
 
 
 def event_of(e: Any) -> tuple[str, str, str]:
     subject, detail = EVENT_SUBJECTS[e.kind]
-    return e.kind, e.details[subject], e.details[detail]
+    return e.kind, e.details[subject] if subject else "", e.details[detail] if detail else ""
 
 
 def by_moment(entries: list[tuple[Any, ...]]) -> list[tuple[int, list[tuple[Any, ...]]]]:

@@ -187,8 +187,8 @@ class Member:
     lots: list[Lot] = field(default_factory=list)
     # (time, movement kind, points as ListPointsHistory gives them), oldest first.
     history: list[tuple[int, str, int]] = field(default_factory=list)
-    # The member history's purchases and levels, oldest first: (time, kind, order id or level name,
-    # amount or reason) as ``Member.event`` records them.
+    # The member history, oldest first: (time, kind, subject, detail) as ``Member.event`` records
+    # them (machine.EVENT_SUBJECTS says which details are the subject and the detail).
     events: list[tuple[int, str, str, str]] = field(default_factory=list)
     debt: int = 0
     earned_total: int = 0
@@ -520,7 +520,7 @@ class World:
             raise refuse("member_offboarded")
         return member
 
-    def erase(self, index: int) -> None:
+    def erase(self, index: int, now: int) -> None:
         """Personal data goes (the customer group too), amounts stay; not while checkouts hold the
         member's points (their capture or cancel would write to an erased member)."""
         member = self.members[index]
@@ -530,12 +530,20 @@ class World:
             raise refuse("member_has_open_holds")
         member.erased = member.offboarded = True
         member.group = ""
+        member.event(now, "erased", "", "")
 
-    def change_status(self, index: int, status: str) -> None:
-        self.member_for_write(index).status = status
+    def change_status(self, index: int, status: str, now: int) -> None:
+        """Any status to any other by hand (kept in history when it changes)."""
+        member = self.member_for_write(index)
+        if status != member.status:
+            member.event(now, "status_changed", member.status, status)
+            member.status = status
 
-    def set_personal_discount(self, index: int, bps: int) -> None:
-        self.member_for_write(index).personal_bps = bps
+    def set_personal_discount(self, index: int, bps: int, now: int) -> None:
+        member = self.member_for_write(index)
+        if bps != member.personal_bps:
+            member.event(now, "personal_discount_set", str(member.personal_bps), bps)
+            member.personal_bps = bps
 
     def offboard(self, index: int, now: int) -> None:
         """No hold outlives the membership: open holds go back, unpaid orders are cancelled."""
@@ -546,6 +554,7 @@ class World:
                     self.release(member, order.hold, now, "released")
                 order.state = "cancelled"
         member.offboarded = True
+        member.event(now, "offboarded", "", "")
 
     def orders_of(self, index: int) -> list[Order]:
         return [self.orders[o] for o in sorted(self.orders) if self.orders[o].member == index]
