@@ -285,10 +285,13 @@ class ModelMachine(RuleBasedStateMachine):
             self.expire_later_is_refused(data.draw(st.sampled_from([1, 86_400, 400 * 86_400]), label="ahead_s"))
 
     @precondition(lambda self: self.world.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), what=st.sampled_from(sorted(ABOVE_BOUNDS) + ["order_id"]),
-          saturated=st.booleans(), data=st.data())
+    @rule(who=st.integers(0, MAX_MEMBERS - 1),
+          what=st.sampled_from(sorted(ABOVE_BOUNDS) + ["order_id", "currency"]), saturated=st.booleans(),
+          data=st.data())
     def refused_requests(self, who: int, what: str, saturated: bool, data: st.DataObject) -> None:
-        if what != "order_id":
+        if what == "currency":
+            self.a_currency_that_is_not_the_programmes_is_refused(who, saturated)
+        elif what != "order_id":
             self.an_amount_above_its_bound_is_refused(who, what, saturated)
         elif self.world.orders and len(self.world.members) > 1:
             self.a_taken_order_id_is_refused(data)
@@ -584,6 +587,24 @@ class ModelMachine(RuleBasedStateMachine):
             assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "value_out_of_range")
         else:
             raise AssertionError("RunExpiry acted on a time later than now")
+
+    def a_currency_that_is_not_the_programmes_is_refused(self, who: int, new_programme: bool) -> None:
+        # ISO 4217 only (ZZZ is none), and a basket in another currency than the programme's.
+        if new_programme:
+            request: Any = programme_pb2.CreateProgrammeRequest(
+                request_id=self.request_id("programme"), programme=programme_settings(currency_code="ZZZ"))
+            call, want = self.api.programmes.CreateProgramme, "value_out_of_range"
+        else:
+            request = checkout_pb2.QuoteRequest(
+                programme_id=self.programme_id, lines=basket_pb([Line("1", "bar", 1, 100)]), currency_code="USD",
+                member=common_pb2.MemberRef(member_id=self.member_id(self.pick_member(who))))
+            call, want = self.api.checkout.Quote, "currency_mismatch"
+        try:
+            call(request, timeout=10)
+        except grpc.RpcError as err:
+            assert (err.code(), reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, want)
+        else:
+            raise AssertionError(f"{type(request).__name__} in a currency not the programme's was not refused")
 
     def an_amount_above_its_bound_is_refused(self, who: int, what: str, saturated: bool) -> None:
         # Every amount has a bound (docs/ledger.md "Bounds"); one above it, or int64's largest value
