@@ -440,6 +440,7 @@ class RefundAnswer(Value):
     shortfall: int
     debt: int
     lines: tuple[tuple[str, int], ...]
+    at: int
 
 
 @dataclass
@@ -786,7 +787,7 @@ class World:
             order.refunded[line] = order.refunded.get(line, 0) + k
         if order.counted:
             self.uncount(member, order_id, order.left_by_category(), now)
-        order.refunds.append(RefundAnswer(money, clawed, returned, shortfall, debt, tuple(wanted)))
+        order.refunds.append(RefundAnswer(money, clawed, returned, shortfall, debt, tuple(wanted), now))
         return order.refunds[-1]
 
     def complete(self, order_id: str, now: int) -> None:
