@@ -32,14 +32,13 @@ STEPS = int(os.environ.get("LOYALTY_MODEL_STEPS") or STEPS_DEFAULT)
 @pytest.mark.timeout(max(120, STEPS // 10))
 def test_the_server_agrees_with_the_model(channel, channel_with, clock):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
-    steps = STEPS
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed}"
-          f" LOYALTY_MODEL_STEPS={steps})")
+          f" LOYALTY_MODEL_STEPS={STEPS})")
     ModelMachine.api, ModelMachine.clock, ModelMachine.steps_run = Api(channel), clock, 0
     ModelMachine.till = Api(channel_with("pos"))
     ModelMachine.outcomes.clear()
     test = get_state_machine_test(ModelMachine, settings=settings(
-        max_examples=max(1, steps // STEPS_PER_PROGRAMME), stateful_step_count=STEPS_PER_PROGRAMME,
+        max_examples=max(1, STEPS // STEPS_PER_PROGRAMME), stateful_step_count=STEPS_PER_PROGRAMME,
         deadline=None, print_blob=True, database=None,
         # No shrinking phase: a failing sequence is reported as found, with its seed, in bounded time.
         phases=[Phase.explicit, Phase.generate],
