@@ -22,7 +22,7 @@ pytest.register_assert_rewrite("tests.faults.model")
 from tests.faults.model.machine import Api, ModelMachine  # noqa: E402
 
 # The suite's run: a few thousand steps in programmes of 40 steps each.
-STEPS_DEFAULT = 2_000
+STEPS_DEFAULT = 3_000
 STEPS_PER_PROGRAMME = 40
 STEPS = int(os.environ.get("LOYALTY_MODEL_STEPS") or STEPS_DEFAULT)
 
