@@ -3,7 +3,8 @@ rules of docs/spec.md written as plain Python (tests/faults/model/rules.py); eve
 and read-back agrees (tests/faults/model/machine.py says what is compared).
 
 The run's seed is printed (and taken from LOYALTY_MODEL_SEED when set) so a failure replays with
-the same steps. LOYALTY_MODEL_STEPS sets how many steps to run (``./dev model --steps N``).
+the same steps. LOYALTY_MODEL_STEPS sets how many steps to run, at most: sequences of 40 (a sequence
+may end sooner), as many as fit (``./dev model --steps N``).
 """
 
 from __future__ import annotations
