@@ -94,6 +94,19 @@ def markdown(results: dict[str, Any]) -> str:
         out += ["Quote p99 at 16 in flight (target < 10 ms): " + ", ".join(
             f"{x['workers']} worker(s) {_f(x['p99_ms'])} ms ({'met' if x['met'] else 'missed'})"
             for x in targets["quote_p99_at_16"]), ""]
+    delivered = results.get("outbox")
+    if delivered:
+        out += ["## The outbox beside the checkout rate", "",
+                "Events the load wrote (in the same transactions as its calls), and the delivery job sending "
+                "the programme's whole backlog to one webhook on 127.0.0.1 that answers at once.", "",
+                "| scenario | workers | in flight | calls/s | events per call | events written/s |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in results["load"]:
+            e = r.get("events") or {}
+            out.append(f"| {r['name']} | {r['workers']} | {r['concurrency']} | {r['total']['calls_per_s']:.0f} | "
+                       f"{_f(e.get('per_call'))} | {_f(e.get('per_s'), '{:.0f}')} |")
+        out += ["", f"- one webhook, in order: {delivered['delivered']} of {delivered['backlog']} events delivered in "
+                f"{delivered['seconds']:.1f} s: {delivered['events_per_s']:.0f} events/s", ""]
     v = results.get("verify")
     if v:
         out += ["## Ledger after the load", "",

@@ -215,7 +215,12 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
                         plan = client_plan(cfg, spec["client"], c, hot=spec["hot"], target=server.target,
                                            programme_id=target.programme_id, api_key=target.api_key,
                                            run_tag=f"{target.tag}-{name}-w{workers}c{c}")
+                        from benchmarks import outbox
+
+                        before = outbox.events_written(url)
                         merged = _measured(plan, [server.pid])
+                        merged["events"] = outbox.row(before, outbox.events_written(url), merged["acks"],
+                                                      merged["total"]["calls_per_s"])
                         target.acked_captures += merged["acks"].get("Capture", 0)
                         results["load"].append(_record(name, workers, c, merged))
             if server is not None and target is not None and workers == cfg.workers[-1]:
@@ -223,6 +228,12 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
 
                 if cfg.profile:
                     results["profile"] = profile(cfg, server, target)
+                from benchmarks import outbox
+
+                results["outbox"] = outbox.delivery(url, target.programme_id, max(2 * cfg.duration_s, 2.0))
+                o = results["outbox"]
+                log(f"outbox: one webhook delivered {o['delivered']} of {o['backlog']} events in {o['seconds']:.1f}s "
+                    f"({o['events_per_s']:.0f}/s)")
                 results["verify"] = load.verify(target.url, server.target, target.api_key, target.programme_id,
                                                 target.acked_captures)
                 v = results["verify"]
@@ -339,7 +350,7 @@ def run(cfg: Config) -> dict[str, Any]:
                      "pool_size_per_worker": cfg.pool_size, "client_channels": cfg.channels,
                      "client": "one separate Python grpc.aio process, closed loop, N calls in flight",
                      "request_bytes": sizes[0], "response_bytes": sizes[1]},
-            "ceilings": [], "load": [], "micro": None, "verify": None, "profile": None,
+            "ceilings": [], "load": [], "micro": None, "verify": None, "profile": None, "outbox": None,
         }
         log(f"ceilings: messages of {sizes[0]} B in, {sizes[1]} B out; {cfg.members} member rows")
         ceilings.setup_schema(url, cfg.members)

@@ -26,6 +26,7 @@ SOURCE_NONE = "none"
 SOURCE_PERSONAL = "personal"
 SOURCE_ACCUMULATIVE = "accumulative"
 SOURCE_LEVEL = "level"
+SOURCE_EVENT = "event"
 
 # Who history names for changes nobody asked for (a purchase lifting a level, the review).
 SYSTEM = "system"
@@ -58,10 +59,15 @@ class Privileges:
     def cashback_for(self, category: str, programme_bps: int) -> int:
         """The cashback rate of ``category``: 0 when nothing is earned, else the level's rule for the
         category, else the level's rate, else the programme's (``programme_bps``)."""
+        if self.earns and category in self.category_cashback_bps:
+            return self.category_cashback_bps[category]
+        return self.cashback_elsewhere(programme_bps)
+
+    def cashback_elsewhere(self, programme_bps: int) -> int:
+        """The cashback rate of a category without a level rule of its own: 0 when nothing is
+        earned, else the level's rate, else the programme's (``programme_bps``)."""
         if not self.earns:
             return 0
-        if category in self.category_cashback_bps:
-            return self.category_cashback_bps[category]
         return programme_bps if self.cashback_bps is None else self.cashback_bps
 
     def pay_share_for(self, category: str, programme_bps: int) -> int:
@@ -69,6 +75,11 @@ class Privileges:
         the level's share, else the programme's (``programme_bps``), as for cashback."""
         if category in self.category_pay_share_bps:
             return self.category_pay_share_bps[category]
+        return self.pay_share_elsewhere(programme_bps)
+
+    def pay_share_elsewhere(self, programme_bps: int) -> int:
+        """The pay share of a category without a level rule of its own (and of the order): the
+        level's share, else the programme's (``programme_bps``)."""
         return programme_bps if self.order_pay_share_bps is None else self.order_pay_share_bps
 
 
@@ -136,12 +147,13 @@ def rate_after_uncount(kept: KeptRate, ranges: Iterable[DiscountRange], customer
     return reached if reached.bps < kept.bps else KeptRate(kept.bps, reached.from_minor)
 
 
-def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> tuple[int, str]:
-    """The largest of the three and which rule gave it. On a tie the personal discount wins (it was
-    set on purpose), then the accumulative one; nothing at all is (0, "none")."""
+def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int, event_bps: int = 0) -> tuple[int, str]:
+    """The largest of the four and which rule gave it. On a tie the personal discount wins (it was
+    set on purpose), then the accumulative one, then the level's, then an event's (so a tie never
+    uses up a next-order event discount); nothing at all is (0, "none")."""
     rate, source = 0, SOURCE_NONE
     for candidate, name in ((personal_bps, SOURCE_PERSONAL), (accumulative_bps, SOURCE_ACCUMULATIVE),
-                            (level_bps, SOURCE_LEVEL)):
+                            (level_bps, SOURCE_LEVEL), (event_bps, SOURCE_EVENT)):
         if candidate > rate:
             rate, source = candidate, name
     return rate, source
@@ -151,12 +163,14 @@ def best_discount(personal_bps: int, accumulative_bps: int, level_bps: int) -> t
 # Privileges by status
 # ---------------------------------------------------------------------------------------------
 
-def privileges(member: Member, programme: Programme, levels: Iterable[Level], now_us: int) -> Privileges:
+def privileges(member: Member, programme: Programme, levels: Iterable[Level], now_us: int,
+               event_discount_bps: int = 0) -> Privileges:
     """What ``member`` may do now.
 
-    - active: pays with points, earns, counts, gets the best of personal, accumulative and level discount;
-    - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level
-      discount applies (personal and accumulative discounts still do);
+    - active: pays with points, earns, counts, gets the best of personal, accumulative, level and
+      event discount (``event_discount_bps``, the member's largest usable one, store.event_bonus);
+    - not confirmed: earns (at the level's cashback), counts, but points cannot pay and no level or
+      event discount applies (personal and accumulative discounts still do: seed 001);
     - deactivated or off-boarded: nothing.
 
     ``levels`` are the programme's levels; the member's own is found by ``member.level_id``. The
@@ -170,7 +184,8 @@ def privileges(member: Member, programme: Programme, levels: Iterable[Level], no
     level_discount = level.discount_bps if level is not None and active and level.privilege == DISCOUNT else 0
     accumulative = reached_rate(member.accumulative_discount_bps, programme.discount_ranges,
                                 member.customer_group, member.purchases_total_minor)
-    rate, source = best_discount(member.personal_discount_bps, accumulative, level_discount)
+    rate, source = best_discount(member.personal_discount_bps, accumulative, level_discount,
+                                 event_discount_bps if active else 0)
     if level is None:
         overrides: dict[str, Any] = {}
     else:
@@ -309,7 +324,13 @@ async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
     if not rungs:
         return MemberCard(member)
-    purchases = await recent_purchases(conn, member.member_id, rungs, now)
+    return card_of(member, rungs, await recent_purchases(conn, member.member_id, rungs, now), now)
+
+
+def card_of(member: Member, rungs: Sequence[Level], purchases: Sequence[Purchase], now: int) -> MemberCard:
+    """``member_card`` from the member's ladder and recent purchases, read by the caller."""
+    if not rungs:
+        return MemberCard(member)
     ahead = progress(rungs, member.level_id, purchases, now)
     name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
     return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,

@@ -48,6 +48,33 @@ class DiscountRange:
 
 
 @dataclass(frozen=True)
+class CustomField:
+    """A custom field a programme declares (loyalty_core.custom_fields): its name, its type (text,
+    integer, boolean, date, choice), whether every member must have a value, a choice's choices."""
+
+    name: str
+    type: str
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreSender:
+    """The SMS sender name messages to a store's members go under."""
+
+    store_id: str
+    sender_name: str
+
+
+@dataclass(frozen=True)
+class CustomValue:
+    """A member's value of one custom field, in its type's canonical text form; '' for none."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
 class Programme:
     """A programme's settings (see protos/loyalty/v1/programme.proto for each field's meaning)."""
 
@@ -82,6 +109,12 @@ class Programme:
     card_secret_required: bool = False
     # loyalty_core.spending's names; empty: the default that follows card_secret_required.
     spend_identifications: tuple[str, ...] = ()
+    # "Points expiring soon" notices go out this many days before an expiry date (e.g. (30, 7)).
+    expiry_notice_days: tuple[int, ...] = ()
+    custom_fields: tuple[CustomField, ...] = ()
+    # SMS sender names: per store (the member's store, loyalty_core.sms.sender_name), else the default.
+    sms_senders: tuple[StoreSender, ...] = ()
+    default_sms_sender: str = ""
     # Output only: set by the store.
     programme_id: str = ""
     created_at: int = 0
@@ -148,6 +181,8 @@ class Member:
     # The least purchase total of the range that gave accumulative_discount_bps when it was reached:
     # a refund or a void lowers the kept rate only below it.
     accumulative_from_minor: int = 0
+    # The member's store: where they enrolled (WriteContext.store_id); '' for the back office.
+    store_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +197,53 @@ class MemberCard:
     # category -> spend still needed there; only the categories that still lack some.
     next_level_category_spend_needed: dict[str, int] = field(default_factory=dict)
     next_level_visits_needed: int = 0
+    # The custom field values (loyalty_core.custom_fields.shown), where the answer reads them.
+    custom_fields: tuple[CustomValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class CategoryPrivilege:
+    """What a member gets in one category with a rule of its own (the programme's or the level's)."""
+
+    category: str
+    cashback_bps: int
+    pay_share_bps: int
+
+
+@dataclass(frozen=True)
+class CardPrivileges:
+    """The privileges the member card shows: the rates a sale would use now (GetMember)."""
+
+    may_pay_with_points: bool
+    earns: bool
+    discount_bps: int
+    discount_source: str
+    # For categories without a rule of their own.
+    cashback_bps: int
+    pay_share_bps: int
+    order_pay_share_bps: int
+    categories: tuple[CategoryPrivilege, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParticipationCard:
+    """The whole member card in one answer (GetMember): member and level, balance, privileges."""
+
+    card: MemberCard
+    balance: Balance
+    privileges: CardPrivileges
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    """What ListMembers matches: every filter given must match (empty: any member)."""
+
+    phone: str = ""
+    card_number: str = ""
+    status: str = ""
+    level_id: str = ""
+    # Members whose custom field (name) holds this value (canonical form); None for any.
+    custom_field: CustomValue | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +265,21 @@ class Enrol:
     generate_card_number: bool = False
     card_secret: str = ""
     customer_group: str = ""
+    context: WriteContext = field(default_factory=WriteContext)
+    custom_fields: tuple[CustomValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpdateCustomFields:
+    """Set the custom fields ``fields`` names (the update mask) to ``values``; a masked field without
+    a value is cleared."""
+
+    request_id: str
+    programme_id: str
+    member_id: str
+    values: tuple[CustomValue, ...]
+    fields: tuple[str, ...]
+    comment: str = ""
     context: WriteContext = field(default_factory=WriteContext)
 
 

@@ -27,6 +27,8 @@ class Observer(Protocol):
 
     def card_locked(self, programme_id: str) -> None: ...
 
+    def webhook_delivery(self, subscription_id: str, result: str) -> None: ...
+
 
 _observer: ContextVar[Observer | None] = ContextVar("loyalty_observer", default=None)
 _programme: ContextVar[str] = ContextVar("loyalty_observed_programme", default="")
@@ -111,3 +113,16 @@ def card_locked() -> None:
     observer = _observer.get()
     if observer is not None:
         observer.card_locked(_programme.get())
+
+
+# The results of webhook_delivery, every one of them exported (at 0) for each live subscription, so
+# that a rate or increase sees the first failure or dead letter (a series born at 1 shows none).
+WEBHOOK_DELIVERY_RESULTS = ("delivered", "refused", "timeout", "unreachable", "dead_letter")
+
+
+def webhook_delivery(subscription_id: str, result: str) -> None:
+    """One attempt to deliver an event to a webhook: delivered, refused, timeout, unreachable, or
+    dead_letter (given up on after its attempts)."""
+    observer = _observer.get()
+    if observer is not None:
+        observer.webhook_delivery(subscription_id, result)

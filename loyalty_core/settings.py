@@ -96,6 +96,24 @@ class Settings:
     job_level_review_interval_s: float = 86_400.0
     job_recalculate_discounts_interval_s: float = 86_400.0
     job_purge_idempotency_interval_s: float = 3_600.0
+    # The events' jobs (docs/events.md): webhook delivery, the outbox purge, expiring-points notices.
+    job_deliver_webhooks_interval_s: float = 1.0
+    job_purge_events_interval_s: float = 3_600.0
+    job_expiry_notices_interval_s: float = 3_600.0
+    # Delivered events are kept at least this long (WatchEvents may resume within it).
+    events_retention_days: int = 7
+    # The key every webhook's signing secret is derived from (HMAC with the subscription id, so no
+    # secret is stored). Unset: webhooks cannot be created and nothing is delivered.
+    webhook_master_key: str = dataclasses.field(default="", repr=False)
+    # One delivery attempt waits this long for the receiver's answer.
+    webhook_timeout_s: float = 5.0
+    # Failed attempts after which an event goes to the subscription's dead letters.
+    webhook_attempts_max: int = 15
+    # The wait after the n-th failure: base * 2^(n-1), at most max, with jitter.
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 3_600.0
+    # A WatchEvents stream that has sent everything looks for new events this often.
+    watch_poll_interval_s: float = 0.2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -125,7 +143,10 @@ class Settings:
                      "confirmation_attempts_max", "confirmation_resend_interval_s", "confirmation_sends_per_day_max",
                      "rpc_time_limit_s", "job_tick_s", "job_batch_size", "job_expiry_interval_s",
                      "job_level_review_interval_s", "job_recalculate_discounts_interval_s", "job_purge_idempotency_interval_s",
-                     "member_lock_timeout_s", "member_calls_max", "idempotency_retention_days"):
+                     "member_lock_timeout_s", "member_calls_max", "idempotency_retention_days",
+                     "job_deliver_webhooks_interval_s", "job_purge_events_interval_s", "job_expiry_notices_interval_s",
+                     "events_retention_days", "webhook_timeout_s", "webhook_attempts_max", "webhook_backoff_base_s",
+                     "webhook_backoff_max_s", "watch_poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.auth_cache_ttl_s < 0:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 from loyalty_core import errors
+from loyalty_core.model import Programme
 from loyalty_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,13 +21,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SmsMessage:
-    """One text message to one phone. ``purpose`` says why it is sent (e.g. "phone_confirmation")."""
+    """One text message to one phone. ``purpose`` says why it is sent (e.g. "phone_confirmation");
+    ``sender`` is the sender name it goes under (``sender_name``), '' for the gateway's own default."""
 
     phone: str
     text: str
     purpose: str
     programme_id: str
     member_id: str
+    sender: str = ""
+
+
+def sender_name(programme: Programme, store_id: str) -> str:
+    """The sender a message to a member of ``store_id`` (the store they enrolled in) goes under: the
+    store's name where the programme lists one, else the programme's default (seed 001's note)."""
+    return next((s.sender_name for s in programme.sms_senders if store_id and s.store_id == store_id),
+                programme.default_sms_sender)
 
 
 @runtime_checkable
@@ -59,7 +69,7 @@ class NoGatewaySender:
 class WebhookSender:
     """POSTs each message as JSON to an SMS gateway's URL; any answer but 2xx is a failure.
 
-    Body: ``{"phone", "text", "purpose", "programme_id", "member_id"}``. The gateway is called in a
+    Body: ``{"phone", "text", "purpose", "programme_id", "member_id", "sender"}``. The gateway is called in a
     worker thread with a time-out, so a slow gateway never blocks the event loop.
     """
 

@@ -164,7 +164,7 @@ def cmd_purge_idempotency(settings: Settings, args: argparse.Namespace) -> int:
 
 def _purge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--as-of", default="", help="ISO 8601 time with zone the window ends at (default: now)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="keys deleted per transaction (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows deleted per transaction (default 1000)")
     parser.add_argument("--max-batches", type=int, default=0,
                         help="stop after this many transactions (default 0: until none is left)")
 
@@ -203,6 +203,81 @@ def _export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-id", default="", help="idempotency key (default: a new one, a new history entry)")
 
 
+def cmd_expiry_notices(settings: Settings, args: argparse.Namespace) -> int:
+    """Write the due "points expiring soon" events of every programme (the job, for cron)."""
+    from loyalty_core.clock import ManualClock, SystemClock
+    from loyalty_core.service.events import write_expiry_notices
+
+    clock = ManualClock(_iso_us(args.as_of)) if args.as_of else SystemClock()
+
+    async def work(db: Any) -> int:
+        total, more = 0, True
+        while more:  # the job's bounded runs, one after another until none is due
+            written, more = await write_expiry_notices(db, clock, args.batch_size)
+            total += written
+        print(f"wrote {total} expiring-points notices")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def cmd_purge_events(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete events older than LOYALTY_EVENTS_RETENTION_DAYS that every webhook has had (cron it daily)."""
+    from loyalty_core.clock import ManualClock, SystemClock
+    from loyalty_core.service.events import purge_events
+
+    clock = ManualClock(_iso_us(args.as_of)) if args.as_of else SystemClock()
+
+    async def work(db: Any) -> int:
+        purged = await purge_events(db, clock, retention_days=settings.events_retention_days,
+                                    batch=args.batch_size, max_batches=args.max_batches or sys.maxsize)
+        print(f"purged {purged} events older than {settings.events_retention_days} days")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def cmd_deliver_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the webhook delivery job until nothing is due or --seconds pass (for cron), under the
+    job's lock; exit 1 without LOYALTY_WEBHOOK_MASTER_KEY."""
+    import time
+
+    from loyalty_core import webhooks
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.service.jobs import DELIVER_WEBHOOKS as JOB, delivery_rules
+    from loyalty_core.store import jobs
+
+    if not settings.webhook_master_key:
+        print("loyalty-core deliver-webhooks: LOYALTY_WEBHOOK_MASTER_KEY is not set", file=sys.stderr)
+        return 1
+    rules = delivery_rules(settings)
+
+    async def work(db: Any) -> int:
+        # The job's own lock: beside servers that deliver, one sender per subscription at a time.
+        async with db.dedicated_connection() as conn:
+            if not await jobs.hold(conn, JOB):
+                print(f"another runner holds the {JOB} job; nothing done")
+                return 0
+            total, more, deadline = 0, True, time.monotonic() + args.seconds
+            while more and time.monotonic() < deadline:
+                delivered, more = await webhooks.deliver(db, SystemClock(), rules)
+                total += delivered
+            await jobs.unlock(conn, JOB)
+        print(f"delivered {total} events")
+        return 0
+
+    return _on_database(settings, work)
+
+
+def _deliver_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=50.0, help="stop after this long (default 50: under cron's minute)")
+
+
+def _notices_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of", default="", help="ISO 8601 time with zone to write the notices as of (default: now)")
+    parser.add_argument("--batch-size", type=int, default=500, help="notices per programme and transaction (default 500)")
+
+
 def _iso_us(text: str) -> int:
     from datetime import datetime
 
@@ -220,11 +295,12 @@ def _verify_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_keys_args(parser: argparse.ArgumentParser) -> None:
+    from loyalty_core.store.keys import RIGHTS
+
     keys_sub = parser.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it once (only its hash is stored)")
     create.add_argument("--name", required=True, help="recorded as the actor of every write made with the key")
-    create.add_argument("--rights", required=True, help="comma-separated: pos, ecommerce, programme_admin, "
-                        "personal_discount, manual_points, level_status, read_only, card_unlock, privacy")
+    create.add_argument("--rights", required=True, help=f"comma-separated: {', '.join(RIGHTS)}")
     scope = create.add_mutually_exclusive_group(required=True)
     scope.add_argument("--programmes", help="comma-separated programme ids the key may act on")
     scope.add_argument("--all-programmes", action="store_true", help="every programme, present and future")
@@ -287,6 +363,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "keys": ("create, list and revoke API keys", add_keys_args, cmd_keys),
     "purge-idempotency": ("delete idempotency keys older than the replay window", _purge_args,
                           cmd_purge_idempotency),
+    "expiry-notices": ("write the due 'points expiring soon' events (the job, for cron)", _notices_args,
+                       cmd_expiry_notices),
+    "purge-events": ("delete events past their retention that every webhook has had", _purge_args, cmd_purge_events),
+    "deliver-webhooks": ("send the due webhook deliveries (the job, for cron)", _deliver_args, cmd_deliver_webhooks),
     "export-member": ("print everything held about one member as one JSON document", _export_args,
                       cmd_export_member),
 }

@@ -1,6 +1,8 @@
 """The one wrapper every RPC of ours runs in: fail fast while the database is away, authenticate,
-check rights, limits and programme, run the servicer under the server-side time limit, turn domain
-errors into rich statuses, count the call and write its access-log line.
+check rights, limits and programme, run the servicer under the server-side time limit (a unary
+call; a stream has none), turn domain errors into rich statuses, count the call and write its
+access-log line. Unary and server-streaming methods pass the same checks (``Guard._admit``) and
+end the same way (``_refusal``, ``_abort``).
 
 It is applied to each servicer method once, when the services are registered, rather than as
 ``grpc.aio`` interceptors: an interceptor runs per call, awaits the handler lookup and builds a
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -57,30 +59,15 @@ class Guard:
 
     def wrap(self, method: str, behavior: Callable[[Any, aio.ServicerContext], Awaitable[Any]]) -> Callable[..., Any]:
         """``behavior`` (a unary-unary servicer method) guarded, as the method ``method`` ("/pkg.Service/Name")."""
-        stats = _MethodStats(self.metrics, method)
+        stats = _MethodStats(self.metrics, method, "unary")
         rule = rights.rule_for(method)
         guard = self
 
         async def guarded(request: Any, context: aio.ServicerContext) -> Any:
             t0 = time.perf_counter()
             stats.begin()
-            error: str | None = None
             try:
-                if guard.health is not None and not guard.health.ready:
-                    # While the probe says the database is away, answer at once rather than after
-                    # the pool time-out: callers retry UNAVAILABLE with backoff.
-                    raise _UNAVAILABLE
-                if request is UNDECODABLE:
-                    errlog.warning("request to %s could not be decoded", method,
-                                   extra={"event": "rpc_undecodable", "method": method})
-                    raise _UNDECODABLE_REFUSAL
-                caller = await authenticate(guard.keys, context)
-                if rule is None or not (caller.rights & rule.rights):
-                    raise errors.PermissionDenied(
-                        "right_not_granted", f"key {caller.name!r} has no right that allows {method}",
-                        needs=",".join(sorted(rule.rights)) if rule else "")
-                limits.check(request)
-                check_programme(caller, request, rule.programme_field)
+                caller = await guard._admit(method, rule, request, context)
                 limit = asyncio.timeout(guard.rpc_time_limit_s)
                 try:
                     with publish_caller(caller), \
@@ -90,49 +77,125 @@ class Guard:
                 except TimeoutError:
                     if not limit.expired():
                         raise
-                    refusal = grpc.StatusCode.DEADLINE_EXCEEDED, (
+                    refusal: Any = grpc.StatusCode.DEADLINE_EXCEEDED, (
                         f"the server stops any call after {guard.rpc_time_limit_s:g} s; its effect, if any, "
                         "can be read back or the write retried with the same request_id")
+                    error = None
                 else:
                     stats.end(_code_of(context), None, t0, request)
                     return result
-            except errors.LoyaltyError as exc:
-                refusal, error = status.to_status(exc), exc.code
             except (asyncio.CancelledError, GeneratorExit):
                 stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
                 raise
             except aio.AbortError:  # the servicer aborted by itself: keep its code
                 stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
                 raise
-            except NotImplementedError:  # the generated base servicer's answer
-                refusal = grpc.StatusCode.UNIMPLEMENTED, "method not implemented"
-            except Exception as exc:  # noqa: BLE001 - anything else is our bug: INTERNAL, logged
-                errlog.error("unexpected exception in %s", method, exc_info=exc,
-                             extra={"event": "rpc_internal_error", "method": method})
-                refusal, error = status.internal_status(), type(exc).__name__
-            # abort() sends the status at once, so the call is recorded before it: a client that
-            # scrapes /metrics right after its call finds it counted.
-            if isinstance(refusal, tuple):
-                stats.end(refusal[0], error, t0, request)
-                await context.abort(*refusal)
-            stats.end(refusal.code, error, t0, request)
-            await context.abort_with_status(refusal)
+            except Exception as exc:  # noqa: BLE001 - sorted by _refusal: ours, unimplemented, or a bug
+                refusal, error = _refusal(method, exc)
+            await _abort(context, refusal, error, stats, t0, request)
 
         guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
         return guarded
+
+    def wrap_stream(self, method: str, behavior: Callable[[Any, aio.ServicerContext], AsyncIterator[Any]]
+                    ) -> Callable[..., AsyncIterator[Any]]:
+        """``behavior`` (a unary-stream servicer method) guarded as ``wrap`` guards a unary one: the
+        same checks before the first response, the same status, metrics and access-log line at the
+        end. A stream has no server-side time limit: it holds no connection or lock between
+        responses, and its client decides how long to watch."""
+        stats = _MethodStats(self.metrics, method, "server_stream")
+        rule = rights.rule_for(method)
+        guard = self
+
+        async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            t0 = time.perf_counter()
+            stats.begin()
+            try:
+                caller = await guard._admit(method, rule, request, context)
+                programme = programme_label(request, rule.programme_field)
+                responses = behavior(request, context).__aiter__()
+                while True:
+                    # The caller and the observer are published around each step, not across a
+                    # yield: gRPC may resume (or cancel) the stream from another task's context.
+                    with publish_caller(caller), observe.observed_by(guard.metrics, programme):
+                        try:
+                            response = await responses.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
+                raise
+            except aio.AbortError:
+                stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
+                raise
+            except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
+                refusal, error = _refusal(method, exc)
+            else:
+                stats.end(_code_of(context), None, t0, request)
+                return
+            await _abort(context, refusal, error, stats, t0, request)
+
+        guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
+        return guarded
+
+    async def _admit(self, method: str, rule: rights.Rule | None, request: Any,
+                     context: aio.ServicerContext) -> Any:
+        """The checks before any servicer runs: the database is up, the request parsed, the caller
+        is known and has a right to the method and its programme, every field within its limit."""
+        if self.health is not None and not self.health.ready:
+            # While the probe says the database is away, answer at once rather than after
+            # the pool time-out: callers retry UNAVAILABLE with backoff.
+            raise _UNAVAILABLE
+        if request is UNDECODABLE:
+            errlog.warning("request to %s could not be decoded", method,
+                           extra={"event": "rpc_undecodable", "method": method})
+            raise _UNDECODABLE_REFUSAL
+        caller = await authenticate(self.keys, context)
+        if rule is None or not (caller.rights & rule.rights):
+            raise errors.PermissionDenied(
+                "right_not_granted", f"key {caller.name!r} has no right that allows {method}",
+                needs=",".join(sorted(rule.rights)) if rule else "")
+        limits.check(request)
+        check_programme(caller, request, rule.programme_field)
+        return caller
+
+
+def _refusal(method: str, exc: Exception) -> tuple[Any, str | None]:
+    """The status for an exception out of a servicer, and the error code the access log names."""
+    if isinstance(exc, errors.LoyaltyError):
+        return status.to_status(exc), exc.code
+    if isinstance(exc, NotImplementedError):  # the generated base servicer's answer
+        return (grpc.StatusCode.UNIMPLEMENTED, "method not implemented"), None
+    # Anything else is our bug: INTERNAL, logged.
+    errlog.error("unexpected exception in %s", method, exc_info=exc,
+                 extra={"event": "rpc_internal_error", "method": method})
+    return status.internal_status(), type(exc).__name__
+
+
+async def _abort(context: aio.ServicerContext, refusal: Any, error: str | None, stats: _MethodStats, t0: float,
+                 request: Any) -> None:
+    # abort() sends the status at once, so the call is recorded before it: a client that
+    # scrapes /metrics right after its call finds it counted.
+    if isinstance(refusal, tuple):
+        stats.end(refusal[0], error, t0, request)
+        await context.abort(*refusal)
+    stats.end(refusal.code, error, t0, request)
+    await context.abort_with_status(refusal)
 
 
 class _MethodStats:
     """One method's metric children, looked up once (``labels()`` takes a lock and walks the label
     values at every call), and the access-log line of each call."""
 
-    __slots__ = ("method", "service", "name", "metrics", "started", "in_flight", "by_code")
+    __slots__ = ("method", "service", "name", "grpc_type", "metrics", "started", "in_flight", "by_code")
 
-    def __init__(self, metrics: Metrics, method: str) -> None:
+    def __init__(self, metrics: Metrics, method: str, grpc_type: str) -> None:
         self.method = method
         self.service, _, self.name = method[1:].rpartition("/")
+        self.grpc_type = grpc_type
         self.metrics = metrics
-        self.started = metrics.started.labels("unary", self.service, self.name)
+        self.started = metrics.started.labels(grpc_type, self.service, self.name)
         self.in_flight = metrics.in_flight.labels(self.service, self.name)
         self.by_code: dict[grpc.StatusCode, tuple[Any, Any]] = {}
 
@@ -146,8 +209,9 @@ class _MethodStats:
         children = self.by_code.get(code)
         if children is None:
             m = self.metrics
-            children = self.by_code[code] = (m.handled.labels("unary", self.service, self.name, code.name),
-                                             m.handling_seconds.labels("unary", self.service, self.name, code.name))
+            children = self.by_code[code] = (
+                m.handled.labels(self.grpc_type, self.service, self.name, code.name),
+                m.handling_seconds.labels(self.grpc_type, self.service, self.name, code.name))
         children[0].inc()
         children[1].observe(elapsed)
         if log.isEnabledFor(logging.INFO):

@@ -16,8 +16,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from loyalty_core import calc
 from loyalty_core.clock import Clock
+from loyalty_core.observe import WEBHOOK_DELIVERY_RESULTS
 from loyalty_core.settings import split_host_port
-from loyalty_core.store import gauges
+from loyalty_core.store import gauges, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class Metrics:
                                  "process, by job.", ["job"], registry=registry)
         self.job_run_seconds = Histogram("loyalty_job_run_seconds", "Duration of one scheduled job run, by job.",
                                          ["job"], buckets=LATENCY_BUCKETS_S + (30.0, 60.0), registry=registry)
+        self.webhook_deliveries = Counter(
+            "loyalty_webhook_deliveries", "Attempts to deliver an event to a webhook, by subscription and result "
+            "(delivered, refused, timeout, unreachable, dead_letter).", ["webhook_id", "result"], registry=registry)
 
     def watch_pool(self, stats: Callable[[], dict[str, int]]) -> None:
         """Read the pool's numbers at scrape time (no background task to keep them fresh)."""
@@ -126,9 +130,12 @@ class Metrics:
     def card_locked(self, programme_id: str) -> None:
         self.cards_locked.labels(programme_id).inc()
 
+    def webhook_delivery(self, subscription_id: str, result: str) -> None:
+        self.webhook_deliveries.labels(subscription_id, result).inc()
+
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
-        """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
-        self.registry.register(LedgerCollector(url, clock, max_age_s))
+        """Outstanding points, open holds, expiry lag and the outbox, read from the database at scrape time."""
+        self.registry.register(LedgerCollector(url, clock, max_age_s, self.webhook_deliveries))
 
 
 # Movement kinds (movement.kind) counted as earned, spent, expired or held points. Releases,
@@ -137,6 +144,7 @@ _POINTS_COUNTER_BY_KIND = {
     "earned": "points_earned",
     "welcome": "points_earned",
     "manual_accrual": "points_earned",
+    "event_bonus": "points_earned",
     "refund_return": "points_earned",
     "spent": "points_spent",
     "expired": "points_expired",
@@ -148,10 +156,12 @@ class LedgerCollector:
     """Reads ``loyalty_core.store.gauges`` when scraped, at most once per ``max_age_s``, on a
     connection of its own for the read (scrapes run in the HTTP thread, outside the server's
     event loop; a connection a few times a minute costs less than one kept open per process).
-    A database that cannot be read leaves the gauges out and says so in loyalty_ledger_gauges_up."""
+    A database that cannot be read leaves the gauges out and says so in loyalty_ledger_gauges_up.
+    Each live subscription it reads gets its ``webhook_deliveries`` series, at 0 until used."""
 
-    def __init__(self, url: str, clock: Clock, max_age_s: float) -> None:
+    def __init__(self, url: str, clock: Clock, max_age_s: float, webhook_deliveries: Counter) -> None:
         self.url, self.clock, self.max_age_s = url, clock, max_age_s
+        self.webhook_deliveries = webhook_deliveries
         self._lock = threading.Lock()
         self._reading: gauges.LedgerGauges | None = None
         self._read_at = float("-inf")
@@ -199,6 +209,16 @@ class LedgerCollector:
                 last.add_metric([job], state.last_success_s)
             job_lag.add_metric([job], reading.expiry_lag_s if job == "expiry" else state.lag_s)
         yield from (last, job_lag)
+        waiting = GaugeMetricFamily("loyalty_events_waiting", "Events committed and not yet delivered to each "
+                                    f"webhook (counted up to {webhooks.EVENTS_COUNTED_MAX}).", labels=["webhook_id"])
+        oldest_event = GaugeMetricFamily("loyalty_oldest_event_waiting_age_seconds", "Age of the oldest event not "
+                                         "yet delivered to each webhook; 0 when none waits.", labels=["webhook_id"])
+        for webhook_id, (count, age_s) in sorted(reading.webhooks.items()):
+            waiting.add_metric([webhook_id], count)
+            oldest_event.add_metric([webhook_id], age_s)
+            for result in WEBHOOK_DELIVERY_RESULTS:
+                self.webhook_deliveries.labels(webhook_id, result)
+        yield from (waiting, oldest_event)
 
     def _read(self) -> gauges.LedgerGauges | None:
         with self._lock:

@@ -43,7 +43,7 @@ def _rule(*rights: str, programme_field: str = PROGRAMME_ID) -> Rule:
 # orders and the programme as part of a sale; the editors of discounts, points, levels and
 # statuses must find the member they are about to change.
 _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "manual_points", "level_status",
-                   "read_only")
+                   "member_edit", "read_only")
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
@@ -69,6 +69,16 @@ RULES: dict[str, Rule] = {
     # Members' personal data (GDPR): the data protection desk's own right, in no other.
     "/loyalty.v1.MemberService/EraseMember": _rule("privacy"),
     "/loyalty.v1.MemberService/ExportMemberData": _rule("privacy"),
+    # A member's phone, card and group are changed by the service desk's own right, in no other: a
+    # new phone or card lets whoever holds it act as the member.
+    "/loyalty.v1.MemberService/ChangeMemberPhone": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeMemberCard": _rule("member_edit"),
+    "/loyalty.v1.MemberService/ChangeCustomerGroup": _rule("member_edit"),
+    # Finding members is reading them.
+    "/loyalty.v1.MemberService/ListMembers": _rule(*_MEMBER_READERS),
+    # Custom fields: declared by programme_admin (UpdateProgramme), given at enrolment by whoever
+    # enrols, changed later by the back office or the service desk.
+    "/loyalty.v1.MemberService/UpdateMemberCustomFields": _rule("programme_admin", "member_edit"),
     # PointsService. Manual points move money: only their own right, not programme_admin.
     "/loyalty.v1.PointsService/AccruePoints": _rule("manual_points"),
     "/loyalty.v1.PointsService/RedeemPoints": _rule("manual_points"),
@@ -107,8 +117,24 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.MembershipService/ListLevels": _rule("programme_admin", "level_status", "read_only"),
     "/loyalty.v1.MembershipService/RunLevelReview": _rule("programme_admin"),
     "/loyalty.v1.MembershipService/RecalculateDiscounts": _rule("programme_admin"),
+    # EventBonusService. Event types are the programme's administration; events are recorded by the
+    # internal services that see them happen (a birthday job, the app, reviews), never by a till.
+    "/loyalty.v1.EventBonusService/CreateEventType": _rule("programme_admin",
+                                                           programme_field="event_type.programme_id"),
+    "/loyalty.v1.EventBonusService/UpdateEventType": _rule("programme_admin",
+                                                           programme_field="event_type.programme_id"),
+    "/loyalty.v1.EventBonusService/ListEventTypes": _rule("programme_admin", "event_bonus", "read_only"),
+    "/loyalty.v1.EventBonusService/RecordEvent": _rule("event_bonus"),
     "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
                                                              "programme_admin", "read_only"),
+    # EventService: every member's changes of a programme go to whoever holds these, so they are
+    # their own right (webhook_admin), for the stream as for the subscriptions. ListWebhooks is a
+    # read and so read_only's too; it shows URLs and delivery state, never a secret.
+    "/loyalty.v1.EventService/WatchEvents": _rule("webhook_admin"),
+    "/loyalty.v1.EventService/CreateWebhook": _rule("webhook_admin", programme_field="webhook.programme_id"),
+    "/loyalty.v1.EventService/ListWebhooks": _rule("webhook_admin", "read_only"),
+    "/loyalty.v1.EventService/DeleteWebhook": _rule("webhook_admin"),
+    "/loyalty.v1.EventService/RedeliverWebhook": _rule("webhook_admin"),
 }
 
 

@@ -19,9 +19,14 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from loyalty.v1 import (
+    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
+    programme_pb2_grpc,
+)
 from server.guard import UNDECODABLE, Guard
 from server.servicers.checkout import CheckoutServicer
+from server.servicers.event_bonus import EventBonusServicer
+from server.servicers.events import EventServicer
 from server.servicers.member import MemberServicer
 from server.servicers.membership import MembershipServicer
 from server.servicers.points import PointsServicer
@@ -34,6 +39,8 @@ SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = [
     (checkout_pb2_grpc.add_CheckoutServiceServicer_to_server, CheckoutServicer),
     (points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer),
     (membership_pb2_grpc.add_MembershipServiceServicer_to_server, MembershipServicer),
+    (events_pb2_grpc.add_EventServiceServicer_to_server, EventServicer),
+    (event_bonus_pb2_grpc.add_EventBonusServiceServicer_to_server, EventBonusServicer),
 ]
 
 
@@ -47,6 +54,8 @@ class ServiceStub:
     method_names: tuple[str, ...]
     # name -> (request class, response class)
     message_classes: dict[str, tuple[type[Message], type[Message]]]
+    # The methods that answer with a stream (none of ours streams requests).
+    server_streaming: frozenset[str] = frozenset()
 
 
 def proto_modules() -> list[ModuleType]:
@@ -70,6 +79,7 @@ def declared_services() -> list[ServiceStub]:
                 tuple(descriptor.methods_by_name),
                 {name: (GetMessageClass(m.input_type), GetMessageClass(m.output_type))
                  for name, m in descriptor.methods_by_name.items()},
+                frozenset(name for name, m in descriptor.methods_by_name.items() if m.server_streaming),
             ))
     return found
 
@@ -84,6 +94,18 @@ def lenient_parser(request_cls: type[Message]) -> Callable[[bytes], Any]:
     return parse
 
 
+def _handler(guard: Guard, method: str, behavior: Any, request_cls: type[Message], response_cls: type[Message], *,
+             streaming: bool) -> grpc.RpcMethodHandler:
+    """The method's handler, guarded: unary-unary, or unary-stream for a method that streams its answer."""
+    if streaming:
+        return grpc.unary_stream_rpc_method_handler(guard.wrap_stream(method, behavior),
+                                                    request_deserializer=lenient_parser(request_cls),
+                                                    response_serializer=response_cls.SerializeToString)
+    return grpc.unary_unary_rpc_method_handler(guard.wrap(method, behavior),
+                                               request_deserializer=lenient_parser(request_cls),
+                                               response_serializer=response_cls.SerializeToString)
+
+
 def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
     """Register SERVICES, then base servicers for the rest, every method wrapped by ``guard``;
     return every full service name."""
@@ -94,10 +116,8 @@ def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
         # Registered here rather than by the generated add_*_to_server so that a request that
         # does not parse reaches the guard (as UNDECODABLE) instead of grpc's own UNKNOWN + traceback.
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(stub.full_name, {
-            name: grpc.unary_unary_rpc_method_handler(
-                guard.wrap(f"/{stub.full_name}/{name}", getattr(servicer, name)),
-                request_deserializer=lenient_parser(request_cls),
-                response_serializer=response_cls.SerializeToString)
+            name: _handler(guard, f"/{stub.full_name}/{name}", getattr(servicer, name), request_cls, response_cls,
+                           streaming=name in stub.server_streaming)
             for name, (request_cls, response_cls) in stub.message_classes.items()
         }),))
         names.append(stub.full_name)

@@ -24,7 +24,7 @@ from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
-from loyalty_core.store import ledger, members, orders
+from loyalty_core.store import event_bonus, ledger, members, orders
 from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
@@ -64,10 +64,11 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Quoted:
     # sent first and travel with it in a pipeline.
     async with db.connection() as conn, (contextlib.nullcontext() if copy is not None else conn.pipeline()):
         sent_rules = rules.SentRules(programme_id, copy) if copy is not None else await rules.send(conn, db, programme_id)
-        found, lots = await ledger.member_and_lots(conn, programme_id, ref)
+        found, lots, event_discount_bps = await ledger.member_and_lots(conn, programme_id, ref, now)
         current = await rules.read_any(db, sent_rules)
         member = identified(current.programme, ref, found, verified)
-    pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now)
+    pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now,
+                                           event_discount_bps)
     return quoted(pricing, member, rights, available)
 
 
@@ -77,18 +78,21 @@ class _BasketReads:
     exists: Later[bool]
     lots: Later[Lots]
     sent_rules: rules.SentRules
+    event_discount_bps: Later[int]
 
 
 async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: MemberRef,
-                             order_id: str) -> _BasketReads:
+                             order_id: str, now: int) -> _BasketReads:
     """What a checkout reads, sent together (one round trip in pipeline mode): the member, locked,
-    whether the order exists, the member's lots (read after the lock is granted), and the programme
-    with its levels unless this process has them (checked against the revision the lock reads)."""
+    whether the order exists, the member's lots and largest event discount (read after the lock is
+    granted), and the programme with its levels unless this process has them (checked against the
+    revision the lock reads)."""
     return _BasketReads(
         await members.send_lock(conn, programme_id, ref),
         await orders.send_exists(conn, programme_id, order_id),
         await ledger.send_lots_of(conn, programme_id, ref),
         await rules.send(conn, db, programme_id),
+        await event_bonus.send_best_discount(conn, programme_id, ref, now),
     )
 
 
@@ -115,11 +119,12 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def send_reads(conn: Any) -> _BasketReads:
-        return await _send_basket_reads(conn, db, programme_id, ref, req.order_id)
+        return await _send_basket_reads(conn, db, programme_id, ref, req.order_id, now)
 
     async def effect(conn: Any, sent: _BasketReads) -> tuple[Order, str]:
         programme, member, lots, levels = await _read_basket(conn, db, sent, ref, verified, req.order_id)
-        pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now)
+        pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now,
+                                               await sent.event_discount_bps.get())
         # What capture may add, at most: the purchase, and points earned on all of it (a capture
         # that spends fewer points earns on more money; cashback is at most 100%).
         checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
@@ -322,6 +327,9 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
         counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
                                                                                        captured, now)
         await orders.capture(w.conn, captured, counted, now, closing)
+        if pricing.terms.discount_source == membership.SOURCE_EVENT:
+            await event_bonus.use_next_order_discount(w.conn, w.member.member_id, w.order.order_id,
+                                                      pricing.terms.discount_bps, w.order.created_at, now)
         if counted:
             await membership.count_purchase(w.conn, w.programme, w.member, captured, now, w.levels)
         return Captured(captured, points, pricing.earned_points)
@@ -506,7 +514,7 @@ async def void(db: Database, clock: Clock, req: Void) -> Voided:
     async def steps(w: _OrderWrite) -> Voided:
         order = w.order
         _paid(order, "voided")
-        await orders.set_state(w.conn, programme_id, order.order_id, "voided", now)
+        await orders.void(w.conn, w.member.member_id, programme_id, order.order_id, now)
         uncounted = sum(membership.amounts_left(order).values()) if w.stored.counted else 0
         if w.stored.counted:
             await membership.uncount_purchase(w.conn, w.programme, w.member, order, {}, now)

@@ -1,10 +1,11 @@
-"""Member use cases: enrol (with the welcome bonus), get, look up at the till, balance, off-board."""
+"""Member use cases: enrol (with the welcome bonus and custom fields), get, look up at the till, balance, off-board."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import psycopg.errors
@@ -15,7 +16,7 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.model import (
     US_PER_S, Balance, Enrol, Enrolled, Expiry, Forecast, Member, MemberCard, MemberRef, Offboard, Programme,
 )
-from loyalty_core.service import checks
+from loyalty_core.service import checks, custom_fields
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, burn_forecast, expiry_end
 from loyalty_core.service.pricing import check_programme_running
@@ -29,6 +30,18 @@ PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 CARD = re.compile(r"^[0-9A-Za-z]{4,32}$")
 # The history's actor of a lockout: the server itself (the guesses may come from any caller).
 LOCKOUT_ACTOR = "card-lockout"
+
+
+def check_phone(phone: str) -> str:
+    if not PHONE.match(phone):
+        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    return phone
+
+
+def check_card_number(card_number: str) -> str:
+    if not CARD.match(card_number):
+        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    return card_number
 
 
 def check_ref(ref: MemberRef) -> MemberRef:
@@ -112,6 +125,19 @@ def identified(programme: Programme, ref: MemberRef, member: Member | None, veri
     return member
 
 
+async def unique_phone_and_card(conn: Any, write: Awaitable[None]) -> None:
+    """Run ``write`` (of a member's phone or card) in a savepoint, so that a taken one does not
+    poison the key's transaction; one another member of the programme holds is ALREADY_EXISTS on
+    its field (``phone_taken``, ``card_number_taken``)."""
+    try:
+        async with savepoint(conn):
+            await write
+    except psycopg.errors.UniqueViolation as err:
+        rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
+        name = rule.removesuffix("_taken")
+        raise AlreadyExists(rule, f"another member of the programme has this {name}", field=name) from None
+
+
 def welcome_bonus_end(programme: Programme, now: int) -> int:
     """When a welcome bonus given at ``now`` expires: as the programme's welcome_bonus_expiry says,
     else welcome_bonus_lifetime_days days, 0 meaning the programme's point lifetime."""
@@ -125,17 +151,18 @@ def welcome_bonus_end(programme: Programme, now: int) -> int:
 async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
     checks.text_arg(req.request_id, "request_id", max_len=128, required=True)
     programme_id = checks.uuid_arg(req.programme_id, "programme_id")
-    if req.phone and not PHONE.match(req.phone):
-        raise InvalidArgument("value_out_of_range", "phone must be in E.164 form, e.g. +15551234567", field="phone")
+    if req.phone:
+        check_phone(req.phone)
     if req.card_number and req.generate_card_number:
         raise InvalidArgument("value_out_of_range", "give card_number or generate_card_number, not both",
                               field="card_number")
-    if req.card_number and not CARD.match(req.card_number):
-        raise InvalidArgument("value_out_of_range", "card_number must be 4..32 letters or digits", field="card_number")
+    if req.card_number:
+        check_card_number(req.card_number)
     if not (req.phone or req.card_number or req.generate_card_number):
         raise InvalidArgument("field_required", "enrolment needs a phone or a card number", field="phone")
     checks.text_arg(req.card_secret, "card_secret", max_len=checks.MAX_ID)
     checks.text_arg(req.customer_group, "customer_group", max_len=checks.MAX_ID)
+    checks.text_arg(req.context.store_id, "context.store_id", max_len=checks.MAX_ID)
     now = clock.now_us()
     member_id = str(uuid.uuid4())
     card_number = cards.generate_card_number() if req.generate_card_number else req.card_number
@@ -149,28 +176,27 @@ async def enrol(db: Database, clock: Clock, req: Enrol) -> Enrolled:
         # Seed 001: members join a programme that is running (enabled, within its window).
         check_programme_running(programme, now)
         status = membership.NOT_CONFIRMED if programme.require_confirmation else membership.ACTIVE
-        try:
-            async with savepoint(conn):  # a savepoint: a taken phone must not poison the key's transaction
-                await store.insert(conn, member_id, programme_id, req.phone or None, card_number or None,
-                                   secret_hash, status, req.customer_group, now)
-        except psycopg.errors.UniqueViolation as err:
-            rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
-            raise AlreadyExists(rule, f"another member of the programme has this {rule.removesuffix('_taken')}",
-                                field=rule.removesuffix("_taken")) from None
+        values = custom_fields.enrolment_values(programme, req.custom_fields)
+        await unique_phone_and_card(conn, store.insert(conn, member_id, programme_id, req.phone or None,
+                                                       card_number or None, secret_hash, status,
+                                                       req.customer_group, now, req.context.store_id))
         expires_at = welcome_bonus_end(programme, now)
         # A bonus valid until a date that has passed is no longer given.
         bonus = programme.welcome_bonus_points if expires_at > now else 0
+        # The enrolment first, so its event comes before the bonus's in the member's events.
+        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
+                                details={"status": status, "welcome_bonus_points": bonus})
         if bonus:
             await ledger.post(
                 conn, member_id, now, req.context, [Entry("welcome", bonus, lots=[(NEW_LOT, bonus)])],
                 NewLot("welcome", bonus, now, expires_at),
             )
-        await history.add_event(conn, member_id, "participation", "enrolled", now, actor=req.context.actor,
-                                details={"status": status, "welcome_bonus_points": bonus})
         member = await store.find(conn, programme_id, MemberRef(member_id=member_id))
         member = await membership.start_on_ladder(conn, member, now, actor=req.context.actor)
+        await custom_fields.record(conn, member, {}, values, now, actor=req.context.actor)
         shown["secret"] = generated
-        return Enrolled(await membership.member_card(conn, member, now), bonus), member_id
+        card = await custom_fields.with_values(conn, programme, await membership.member_card(conn, member, now))
+        return Enrolled(card, bonus), member_id
 
     enrolled = await run_write(db, method="EnrolMember", scope=programme_id, request=req, result_type=Enrolled,
                                now=now, effect=effect)

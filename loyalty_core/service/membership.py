@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import psycopg.errors
 
-from loyalty_core import cards, levels, membership
+from loyalty_core import cards, levels, membership, sms
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from loyalty_core.levels import Level
@@ -20,8 +20,10 @@ from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.members import programme_of
 from loyalty_core.settings import Settings
 from loyalty_core.sms import SmsMessage, SmsSender
+from loyalty_core.store import card_history
 from loyalty_core.store import members as member_store
 from loyalty_core.store import membership as store
+from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database, savepoint
 
 T = TypeVar("T")
@@ -36,8 +38,15 @@ SPEND_CODE_PURPOSE = "spend_code"
 CARD_NUMBER_TRIES = 5
 BATCH_DEFAULT = 500
 BATCH_MAX = 5000
-HISTORY_TABS = {"all": ("participation", "orders", "messages"), "participation": ("participation",),
-                "orders": ("orders",), "messages": ("messages",)}
+# Each tab of the card: the history events' tabs it shows, the movements it shows (all, the operators'
+# manual ones, none) and whether it shows the member's orders (docs/membership.md "History").
+HISTORY_TABS = {
+    "all": (("participation", "orders", "messages"), "all", True),
+    "orders": (("orders",), "none", True),
+    "participation": (("participation",), "manual", False),
+    "messages": (("messages",), "none", False),
+    "points": ((), "all", False),
+}
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,8 @@ class RecalculationRun:
 
 @dataclass(frozen=True)
 class HistoryEvent:
-    event_id: int
+    # A history event's number, "movement:<id>" or "order:<order_id>" (store.card_history.Entry).
+    event_id: str
     tab: str
     kind: str
     created_at: int
@@ -279,9 +289,11 @@ async def _send_code(conn: Any, sender: SmsSender, policy: ConfirmationPolicy, m
     text = f"{wording}: {code}. It expires in {policy.code_ttl_us // (60 * US_PER_S)} minutes."
     await store.put_code(conn, table, member.member_id, member.phone, await cards.hash_secret_async(code), now,
                          now + policy.code_ttl_us, policy.attempts_max)
+    name = sms.sender_name(await programme_of(conn, member.programme_id), member.store_id)
     await store.add_event(conn, member.member_id, "messages", "sms_sent", now, actor=actor,
-                          details={"phone": member.phone, "purpose": purpose, "text": _masked(text, code)})
-    await sender.send(SmsMessage(member.phone, text, purpose, member.programme_id, member.member_id))
+                          details={"phone": member.phone, "purpose": purpose, "text": _masked(text, code),
+                                   "sender": name})
+    await sender.send(SmsMessage(member.phone, text, purpose, member.programme_id, member.member_id, name))
     return ConfirmationStarted(now + policy.code_ttl_us, now + policy.resend_interval_us, policy.attempts_max)
 
 
@@ -608,17 +620,28 @@ async def recalculate_discounts(db: Database, clock: Clock, programme_id: str, b
 # -- History -----------------------------------------------------------------------------------------
 
 async def list_history(db: Database, programme_id: str, member_id: str, tab: str, page_size: int,
-                       page_token: str) -> Page[HistoryEvent]:
-    """The member's history in one tab (or all), newest first."""
+                       page_token: str, start: int | None = None, end: int | None = None) -> Page[HistoryEvent]:
+    """The member's history in one tab of the card (or all), newest first, at or after ``start`` and
+    before ``end``."""
     programme_id = checks.uuid_arg(programme_id, "programme_id")
     member_id = checks.uuid_arg(member_id, "member_id")
     if tab not in HISTORY_TABS:
         raise InvalidArgument("value_out_of_range", f"tab must be one of {sorted(HISTORY_TABS)}", field="tab")
+    for name, value in (("start_time", start), ("end_time", end)):
+        if value is not None and not 0 <= value <= MAX_US:
+            raise InvalidArgument("value_out_of_range", f"{name} must be between 1970 and 9999", field=name)
+    if start is not None and end is not None and end <= start:
+        raise InvalidArgument("value_out_of_range", "end_time must be after start_time", field="end_time")
     limit = checks.page_size(page_size)
-    before = checks.decode_token(page_token, 1)
+    after = checks.decode_token(page_token, 4)
+    if after is not None and not (all(isinstance(x, int) for x in after[:3]) and isinstance(after[3], str)
+                                  and 0 <= after[0] <= MAX_US):
+        raise InvalidArgument("value_out_of_range", "page_token is not one this server gave", field="page_token")
+    event_tabs, movements, orders = HISTORY_TABS[tab]
     async with db.connection() as conn:
         checks.found_member(await member_store.find(conn, programme_id, MemberRef(member_id=member_id)), "with this id")
-        rows = await store.events(conn, member_id, HISTORY_TABS[tab], before[0] if before else None, limit + 1)
-    items = tuple(HistoryEvent(e.event_id, e.tab, e.kind, e.created_at, e.actor, e.comment, e.details)
+        rows = await card_history.page(conn, member_id, event_tabs=event_tabs, movements=movements, orders=orders,
+                                       start=start, end=end, after=tuple(after) if after else None, limit=limit + 1)
+    items = tuple(HistoryEvent(e.entry_id, e.tab, e.kind, e.created_at, e.actor, e.comment, e.details)
                   for e in rows[:limit])
-    return Page(items, checks.encode_token(items[-1].event_id) if len(rows) > limit else "")
+    return Page(items, checks.encode_token(*rows[limit - 1].position) if len(rows) > limit else "")

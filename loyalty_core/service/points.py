@@ -24,7 +24,7 @@ from loyalty_core.store.db import Database
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 KINDS = frozenset({"earned", "welcome", "manual_accrual", "refund_return", "spent", "held", "released", "expired",
-                   "reversed", "activated", "debt_repaid", "debt_incurred"})
+                   "reversed", "activated", "debt_repaid", "debt_incurred", "event_bonus"})
 # The expiry run writes as itself.
 EXPIRY_CONTEXT = WriteContext(actor="expiry-run", reason_code="expiry")
 
@@ -41,7 +41,7 @@ def _check_points_write(req: Accrue | Redeem) -> tuple[str, str]:
     return programme_id, member_id
 
 
-async def _member_for_write(conn: Any, programme_id: str, member_id: str) -> tuple[Programme, Member]:
+async def member_for_write(conn: Any, programme_id: str, member_id: str) -> tuple[Programme, Member]:
     """The programme and the member, locked, still in the programme."""
     programme = await programme_of(conn, programme_id)
     member = checks.found_member(await members.find(conn, programme_id, MemberRef(member_id=member_id), lock=True),
@@ -64,7 +64,7 @@ async def accrue(db: Database, clock: Clock, req: Accrue) -> Accrued:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Accrued, str]:
-        programme, member = await _member_for_write(conn, programme_id, member_id)
+        programme, member = await member_for_write(conn, programme_id, member_id)
         if member.status == "deactivated":
             raise FailedPrecondition("member_deactivated", "a deactivated member earns no points")
         checks.check_member_room(member, "points", earned_points=req.points)
@@ -92,7 +92,7 @@ async def redeem(db: Database, clock: Clock, req: Redeem) -> Movement:
     now = clock.now_us()
 
     async def effect(conn: Any) -> tuple[Movement, str]:
-        programme, member = await _member_for_write(conn, programme_id, member_id)
+        programme, member = await member_for_write(conn, programme_id, member_id)
         rights = membership.privileges(member, programme, (), now)
         if not rights.may_pay_with_points:
             status = "member_deactivated" if member.status == "deactivated" else "member_not_confirmed"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from loyalty_core import calc, membership
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
 from loyalty_core.levels import Level
-from loyalty_core.model import BasketLine, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
+from loyalty_core.model import BasketLine, CategoryRule, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
 from loyalty_core.service.checks import MAX_ID, MAX_LINES, member_in_programme, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
@@ -70,25 +70,33 @@ def check_programme_applies(programme: Programme, quote: Quote, now: int) -> Non
         raise FailedPrecondition("channel_not_in_programme", f"channel {quote.channel!r} is not in the programme")
 
 
+def category_rates(programme: Programme, rules: Mapping[str, CategoryRule], rights: membership.Privileges,
+                   category: str) -> tuple[int, int]:
+    """The cashback and the pay share of ``category`` for this member: the level's rule for it, else
+    the level's rate, else the programme's (``rules``: the programme's category rules by name)."""
+    rule = rules.get(category)
+    return (rights.cashback_for(category, rule.cashback_bps if rule else programme.default_cashback_bps),
+            rights.pay_share_for(category, rule.pay_share_bps if rule else programme.default_pay_share_bps))
+
+
+def order_pay_share(programme: Programme, rights: membership.Privileges) -> int:
+    """The share of an order points may pay: the level's, else the programme's."""
+    return rights.pay_share_elsewhere(programme.order_pay_share_bps)
+
+
 def terms_for(programme: Programme, lines: Sequence[BasketLine], rights: membership.Privileges,
               paying: bool) -> PricingTerms:
     """The rates this member's basket is priced with: per category, the level's or the programme's."""
     categories = tuple(dict.fromkeys(line.category for line in lines))
     rules = {r.category: r for r in programme.category_rules}
-    cashback = []
-    share = []
-    for c in categories:
-        rule = rules.get(c)
-        cashback.append(rights.cashback_for(c, rule.cashback_bps if rule else programme.default_cashback_bps))
-        share.append(rights.pay_share_for(c, rule.pay_share_bps if rule else programme.default_pay_share_bps))
-    order_share = programme.order_pay_share_bps if rights.order_pay_share_bps is None else rights.order_pay_share_bps
+    rates = [category_rates(programme, rules, rights, c) for c in categories]
     return PricingTerms(
         discount_bps=rights.discount_bps,
         discount_source=rights.discount_source,
         categories=categories,
-        cashback_bps=tuple(cashback),
-        pay_share_bps=tuple(share),
-        order_pay_share_bps=order_share,
+        cashback_bps=tuple(cashback for cashback, _ in rates),
+        pay_share_bps=tuple(share for _, share in rates),
+        order_pay_share_bps=order_pay_share(programme, rights),
         point_value_minor=programme.point_value_minor,
         discounted_items_earn=programme.discounted_items_earn,
         points_instead_of_discounts=programme.compatibility == "points_instead_of_discounts" and paying,
@@ -134,15 +142,17 @@ def price(
 
 
 def quote_for(
-    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int
+    programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int,
+    event_discount_bps: int = 0,
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
-    ``levels`` are the programme's (``store.membership.send_levels_of``)."""
+    ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
+    member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)
-    rights = membership.privileges(member, programme, levels, now)
+    rights = membership.privileges(member, programme, levels, now, event_discount_bps)
     available = available_points(lots, now) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)

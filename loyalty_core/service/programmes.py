@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg.errors
 
-from loyalty_core import currencies, spending
+from loyalty_core import currencies, custom_fields, spending
 from loyalty_core.bounds import MAX_AMOUNT, at_most
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, InvalidArgument, NotFound
@@ -36,7 +36,12 @@ CHOICES = {
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
 MAX_DAYS = MAX_LIFETIME_DAYS
 MAX_ITEMS = 1000
+# An SMS sender name: gateways take short names (11 characters is the common alphanumeric limit).
+MAX_SENDER = 64
 EXPIRY_RULES = ("programme_default", "lifetime_days", "expire_at", "never")
+# Expiring-points notices: a few windows, up to a year ahead.
+MAX_NOTICE_WINDOWS = 5
+MAX_NOTICE_DAYS = 366
 
 
 def _bad(code: str, message: str, field: str) -> InvalidArgument:
@@ -77,6 +82,12 @@ def check(p: Programme) -> None:
     for name in ("store_ids", "channels", "category_rules", "discount_ranges"):
         if len(getattr(p, name)) > MAX_ITEMS:
             raise _bad("too_many_items", f"{name} has at most {MAX_ITEMS} items", name)
+    if len(p.expiry_notice_days) > MAX_NOTICE_WINDOWS:
+        raise _bad("too_many_items", f"expiry_notice_days has at most {MAX_NOTICE_WINDOWS} items", "expiry_notice_days")
+    for i, days in enumerate(p.expiry_notice_days):
+        if not 1 <= days <= MAX_NOTICE_DAYS or days in p.expiry_notice_days[:i]:
+            raise _bad("value_out_of_range", f"expiry_notice_days must be distinct days 1..{MAX_NOTICE_DAYS}",
+                       f"expiry_notice_days[{i}]")
     for i, value in enumerate(p.store_ids):
         checks.text_arg(value, f"programme.store_ids[{i}]", max_len=checks.MAX_ID, required=True)
     for i, value in enumerate(p.channels):
@@ -100,6 +111,23 @@ def check(p: Programme) -> None:
             raise _bad("value_out_of_range", "a range needs min_purchases_minor >= 0 and discount_bps 0..10000",
                        f"discount_ranges[{i}]")
         at_most(r.min_purchases_minor, MAX_AMOUNT, f"programme.discount_ranges[{i}].min_purchases_minor")
+    custom_fields.check_declarations(p.custom_fields, "programme.custom_fields")
+    _check_senders(p)
+
+
+def _check_senders(p: Programme) -> None:
+    """Sender names: the default and one per store at most, each store one the programme applies in."""
+    checks.text_arg(p.default_sms_sender, "programme.default_sms_sender", max_len=MAX_SENDER)
+    if len(p.sms_senders) > MAX_ITEMS:
+        raise _bad("too_many_items", f"sms_senders has at most {MAX_ITEMS} items", "sms_senders")
+    stores = [s.store_id for s in p.sms_senders]
+    for i, sender in enumerate(p.sms_senders):
+        checks.text_arg(sender.store_id, f"programme.sms_senders[{i}].store_id", max_len=checks.MAX_ID, required=True)
+        if sender.store_id in stores[:i] or (p.store_ids and sender.store_id not in p.store_ids):
+            raise _bad("value_out_of_range", f"store {sender.store_id!r} is named twice or is not one of the "
+                       "programme's store_ids", f"sms_senders[{i}].store_id")
+        checks.text_arg(sender.sender_name, f"programme.sms_senders[{i}].sender_name", max_len=MAX_SENDER,
+                        required=True)
 
 
 def _check_welcome_expiry(p: Programme) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from loyalty_core.store.webhooks import EVENTS_COUNTED_MAX, WAITING_SQL
+
 NEVER = "never"
 
 
@@ -36,6 +38,8 @@ class LedgerGauges:
     # should have released, by ``now``; 0 when it is up to date.
     expiry_lag_s: float = 0.0
     jobs: dict[str, JobState] = field(default_factory=dict)
+    # Per live webhook subscription: (events waiting, age of the oldest in seconds).
+    webhooks: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
@@ -84,4 +88,6 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
                FROM scheduled_job"""
         ):
             g.jobs[name] = JobState(last_success_s, lag_s)
+        for subscription_id, waiting, oldest in conn.execute(WAITING_SQL, {"most": EVENTS_COUNTED_MAX, "ids": None}):
+            g.webhooks[subscription_id] = (int(waiting), 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
     return g

@@ -30,11 +30,17 @@ async def due(conn: Any, names: Sequence[str]) -> list[str]:
     return [r[0] for r in await cur.fetchall()]
 
 
+async def hold(conn: Any, name: str) -> bool:
+    """The job's lock for this session, due or not (a command for cron runs beside the servers);
+    False when a replica or another command has it."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, name))
+    return bool((await cur.fetchone())[0])
+
+
 async def try_lock(conn: Any, name: str) -> bool:
     """Take the job for this session; False when another replica has it. Re-checks that it is
     still due under the lock: another replica may have finished it since ``due`` read it."""
-    cur = await conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, name))
-    if not (await cur.fetchone())[0]:
+    if not await hold(conn, name):
         return False
     cur = await conn.execute("SELECT next_run_at <= now() FROM scheduled_job WHERE name = %s", (name,))
     row = await cur.fetchone()

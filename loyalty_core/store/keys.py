@@ -29,8 +29,16 @@ RIGHTS: tuple[str, ...] = (
     "card_unlock",
     # Erasing and exporting a member's personal data (docs/trust.md "Members' data"): the data protection desk's.
     "privacy",
+    # Managing webhook subscriptions and reading the event stream (WatchEvents): every member's
+    # changes of a programme, so neither the till's nor the SREs' read-only right.
+    "webhook_admin",
+    # Recording events that grant event bonuses (RecordEvent): the internal services that see them
+    # happen (a birthday job, the app, reviews), not a till.
+    "event_bonus",
     # Voiding a paid order (it stops counting; points stay): the back office's, not the till's.
     "order_void",
+    # Changing a member's phone, card or customer group (docs/membership.md "Editing a member").
+    "member_edit",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

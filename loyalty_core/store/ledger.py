@@ -11,8 +11,12 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core import observe
 from loyalty_core.calc import NEVER
+from loyalty_core.events import NewEvent, movement_event
+from loyalty_core.levels import Purchase
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
+from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
+from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
 
@@ -23,8 +27,8 @@ NEW_LOT = 0
 # the movements it inserts, `verify` compares them over the whole ledger. A debt repaid by earned
 # points counts as earned: the points were earned, then went to the debt instead of a lot.
 TOTALS_SQL = {
-    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual') THEN points"
-    " WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
+    "earned_total_points": "coalesce(sum(CASE WHEN kind IN ('earned', 'welcome', 'manual_accrual', 'event_bonus')"
+    " THEN points WHEN kind = 'debt_repaid' THEN -debt_delta ELSE 0 END), 0)",
     "spent_total_points": "coalesce(sum(CASE WHEN kind = 'spent' THEN -(points + held_delta) ELSE 0 END), 0)",
     "expired_total_points": "coalesce(sum(CASE WHEN kind = 'expired' THEN -points ELSE 0 END), 0)",
     "held_points": "coalesce(sum(held_delta), 0)",
@@ -114,10 +118,18 @@ WITH new_lot AS (
     UPDATE member SET {", ".join(f"{c} = {c} + (SELECT {expr} FROM e)" for c, expr in TOTALS_SQL.items())}
     WHERE member_id = %(member_id)s
     RETURNING member_id
-)
+), {outbox.CTE}
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
        (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
 """
+
+
+def _event(e: Entry) -> NewEvent:
+    # The points as the history shows them (history.API_POINTS_SQL): held and released carry the
+    # amount moved, the others their change of the member's points.
+    points = abs(e.held_delta) if e.kind in ("held", "released") else e.points + e.held_delta - e.debt_delta
+    return movement_event(e.kind, points, order_id=e.order_id, hold_id=e.hold_id, refund_id=e.refund_id,
+                          comment=e.comment)
 
 
 async def _posted(cur: Any) -> Posted:
@@ -135,7 +147,8 @@ async def post(
 ) -> Later[Posted]:
     """Append ``entries`` and apply them in one statement: lots' remaining by their allocations, the
     member's held points, debt and totals by ``TOTALS_SQL``, and ``new_lot`` created for the
-    allocations to ``NEW_LOT``. The member row must be locked by the caller. Read the ids only when
+    allocations to ``NEW_LOT``, and each movement's event in the outbox. The member row must be
+    locked by the caller. Read the ids only when
     needed: in pipeline mode the statement then travels with the transaction's next round trip."""
     rows = [
         {
@@ -156,6 +169,7 @@ async def post(
             "lot_order_id": new_lot.order_id if new_lot else None,
             "actor": context.actor, "store_id": context.store_id, "terminal_id": context.terminal_id,
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
+            **outbox.params(member_id, now, [_event(e) for e in entries]),
         },
     )
     for e in entries:
@@ -226,27 +240,75 @@ async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lo
     return Later(cur, _lots)
 
 
-async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef) -> tuple[Member | None, Lots]:
-    """The member ``ref`` names and its lots with points left (pending ones included), in one
-    statement and one row: the lots come as four arrays (times in microseconds, a lot that never
-    expires as calc's NEVER), so a quote decodes the member's columns once however many lots it has."""
+# ``member_lots_and_purchases``'s ask for no purchases.
+NO_PURCHASES = -1
+
+
+async def member_and_lots(conn: Any, programme_id: str, ref: MemberRef,
+                          now: int) -> tuple[Member | None, Lots, int]:
+    """The member ``ref`` names, its lots with points left (pending ones included) and its largest
+    event discount usable at ``now`` (store.event_bonus.BEST_DISCOUNT), in one statement and one row: the
+    lots come as four arrays (times in microseconds, a lot that never expires as calc's NEVER), so a
+    quote decodes the member's columns once however many lots it has."""
+    account = await member_lots_and_purchases(conn, programme_id, ref, now, NO_PURCHASES)
+    return account.member, account.lots, account.event_discount_bps
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAccount:
+    """What ``member_lots_and_purchases`` reads of one member in one statement."""
+
+    member: Member | None
+    lots: Lots
+    event_discount_bps: int
+    purchases: list[Purchase]
+    # The member's custom field values by name (only when asked for).
+    custom_values: dict[str, str]
+
+
+# The member's custom field values by name, as one more column of member_lots_and_purchases.
+_CUSTOM_VALUES = (", (SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM member_custom_value"
+                  " WHERE member_id = m.member_id::uuid) AS custom__values")
+
+
+async def member_lots_and_purchases(
+    conn: Any, programme_id: str, ref: MemberRef, now: int, purchases_since_us: int | None, *,
+    with_custom_values: bool = False,
+) -> MemberAccount:
+    """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
+    after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read) and,
+    ``with_custom_values``, their custom field values by name (else none read)."""
     condition, value = ref_condition(ref)
+    with_purchases = purchases_since_us != NO_PURCHASES
+    purchases = (
+        ", p.purchases AS purchase__rows" if with_purchases else "",
+        ", LATERAL (SELECT coalesce(jsonb_agg(jsonb_build_array("
+        f"{_us('counted_at')}, amount_minor, by_category) ORDER BY counted_at), '[]') AS purchases FROM purchase"
+        " WHERE member_id = m.member_id::uuid AND uncounted_at IS NULL"
+        " AND (%s::timestamptz IS NULL OR counted_at > %s::timestamptz)) p" if with_purchases else "",
+    )
+    since = to_dt(purchases_since_us) if with_purchases else None
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
-        " coalesce(a.activates, '{}') AS lot__activates_at, coalesce(a.expires, '{}') AS lot__expires_at"
+        f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at,"
+        f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps{purchases[0]}"
+        f"{_CUSTOM_VALUES if with_custom_values else ''}"
         f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
-        f"   FROM ({_LOTS}m.member_id::uuid) l) a",
-        (programme_id, value),
+        f"   FROM ({_LOTS}m.member_id::uuid) l) a{purchases[1]}",
+        (to_dt(now), programme_id, value, *((since, since) if with_purchases else ())),
     )
     row = await cur.fetchone()
     if row is None:
-        return None, Lots([], [], [], [])
+        return MemberAccount(None, Lots([], [], [], []), 0, [], {})
     lots = Lots(row.pop("lot__ids"), row.pop("lot__remaining"), row.pop("lot__activates_at"),
                 row.pop("lot__expires_at"))
-    return row_to_member(row), lots
+    event_discount_bps = row.pop("event__discount_bps")
+    bought = [Purchase(at, amount, by_category) for at, amount, by_category in row.pop("purchase__rows", [])]
+    values = row.pop("custom__values", {})
+    return MemberAccount(row_to_member(row), lots, event_discount_bps, bought, values)
 
 
 def allocations(lot_ids: Sequence[int], lot_points: Sequence[int]) -> tuple[LotAllocation, ...]:

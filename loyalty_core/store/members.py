@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from loyalty_core.model import Member, MemberRef
+from loyalty_core.model import Member, MemberFilter, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -14,7 +14,7 @@ _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, sta
     customer_group, personal_discount_bps, accumulative_discount_bps, purchases_total_minor, held_points,
     debt_points, earned_total_points, spent_total_points, expired_total_points, enrolled_at, offboarded_at,
     card_secret_hash IS NOT NULL AS has_card_secret, level_id::text, level_assigned_at, erased_at,
-    accumulative_from_minor FROM member"""
+    accumulative_from_minor, store_id FROM member"""
 
 SELECT_MEMBER = _SELECT
 
@@ -32,13 +32,14 @@ def row_to_member(row: dict[str, Any]) -> Member:
 
 async def insert(
     conn: Any, member_id: str, programme_id: str, phone: str | None, card_number: str | None,
-    card_secret_hash: str | None, status: str, customer_group: str, now: int,
+    card_secret_hash: str | None, status: str, customer_group: str, now: int, store_id: str = "",
 ) -> None:
     """Insert; a taken phone or card raises psycopg's UniqueViolation (see ``UNIQUE_RULES``)."""
     await conn.execute(
         "INSERT INTO member (member_id, programme_id, phone, card_number, card_secret_hash, status,"
-        " customer_group, enrolled_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now)),
+        " customer_group, enrolled_at, store_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (member_id, programme_id, phone, card_number, card_secret_hash, status, customer_group, to_dt(now),
+         store_id),
     )
 
 
@@ -149,11 +150,14 @@ async def offboard(conn: Any, member_id: str, now: int) -> None:
 
 
 async def named(conn: Any, programme_id: str, member_ids: list[str], phones: list[str], card_numbers: list[str]) -> str | None:
-    """The member of the programme with one of these ids, phones or card numbers, if any."""
+    """The member of the programme with one of these ids, phones or card numbers, if any; the one
+    an id names first (an edit's request names its member by id and the new phone or card, which
+    may be another member's)."""
     cur = await conn.execute(
-        "SELECT member_id::text FROM member WHERE programme_id = %s"
-        " AND (member_id = ANY(%s::uuid[]) OR phone = ANY(%s) OR card_number = ANY(%s)) LIMIT 1",
-        (programme_id, member_ids, phones, card_numbers),
+        "SELECT member_id::text FROM member WHERE programme_id = %(p)s"
+        " AND (member_id = ANY(%(ids)s::uuid[]) OR phone = ANY(%(phones)s) OR card_number = ANY(%(cards)s))"
+        " ORDER BY member_id = ANY(%(ids)s::uuid[]) DESC LIMIT 1",
+        {"p": programme_id, "ids": member_ids, "phones": phones, "cards": card_numbers},
     )
     row = await cur.fetchone()
     return None if row is None else row[0]
@@ -163,3 +167,44 @@ async def lock(conn: Any, member_id: str) -> bool:
     """Take the member's row lock; False when there is no such member."""
     cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
     return await cur.fetchone() is not None
+
+
+async def set_phone(conn: Any, member_id: str, phone: str) -> None:
+    """A new phone, not confirmed; a taken one raises psycopg's UniqueViolation (see ``UNIQUE_RULES``).
+    The codes sent to the old phone go with it (a confirmation or spend code the old phone received
+    must not confirm or spend for the new one)."""
+    await conn.execute("UPDATE member SET phone = %s, phone_confirmed = false WHERE member_id = %s", (phone, member_id))
+    await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
+    await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
+
+
+async def set_customer_group(conn: Any, member_id: str, customer_group: str) -> None:
+    await conn.execute("UPDATE member SET customer_group = %s WHERE member_id = %s", (customer_group, member_id))
+
+
+def _filter_conditions(found: MemberFilter) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (joined by AND) of a ListMembers filter, and their values; each filter
+    given adds one."""
+    named = (("phone = %s", found.phone), ("card_number = %s", found.card_number), ("status = %s", found.status),
+             ("level_id = %s::uuid", found.level_id))
+    conditions, values = [sql for sql, value in named if value], [value for _, value in named if value]
+    if found.custom_field is not None:
+        # member_custom_value_by_value finds them (the member's programme_id is the condition's).
+        conditions.append("member_id IN (SELECT member_id FROM member_custom_value"
+                          " WHERE programme_id = member.programme_id AND name = %s AND value = %s)")
+        values += [found.custom_field.name, found.custom_field.value]
+    return conditions, values
+
+
+async def page(conn: Any, programme_id: str, found: MemberFilter, after_member_id: str | None,
+               limit: int) -> list[Member]:
+    """The programme's members matching ``found``, by member id after ``after_member_id``."""
+    conditions, values = _filter_conditions(found)
+    if after_member_id is not None:
+        conditions.append("member_id > %s::uuid")
+        values.append(after_member_id)
+    where = "".join(f" AND {c}" for c in conditions)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s{where} ORDER BY member_id LIMIT %s",
+                      (programme_id, *values, limit))
+    return [row_to_member(row) for row in await cur.fetchall()]

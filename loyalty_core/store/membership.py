@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from loyalty_core.events import history_event
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
+from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -337,39 +339,18 @@ async def use_spend_code(conn: Any, member_id: str, sent_at: int, now: int) -> b
 
 # -- History -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    event_id: int
-    tab: str
-    kind: str
-    details: dict[str, str]
-    comment: str
-    actor: str
-    created_at: int
-
-
 async def add_event(conn: Any, member_id: str, tab: str, kind: str, now: int, *, actor: str,
                     details: Mapping[str, object] | None = None, comment: str = "") -> None:
-    """Append one history entry; detail values are kept as strings (the API shows them so)."""
+    """Append one history entry, and its event to the outbox when it publishes one
+    (``events.history_event``); detail values are kept as strings (the API shows them so)."""
+    event = history_event(kind, details or {}, comment)
     await conn.execute(
-        "INSERT INTO member_event (member_id, tab, kind, details, comment, actor, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (member_id, tab, kind, _details(details or {}), comment, actor, to_dt(now)),
+        f"WITH {outbox.CTE} INSERT INTO member_event (member_id, tab, kind, details, comment, actor, created_at)"
+        " VALUES (%(member)s, %(tab)s, %(kind)s, %(details)s, %(comment)s, %(actor)s, %(now)s)",
+        {"member": member_id, "tab": tab, "kind": kind, "details": _details(details or {}), "comment": comment,
+         "actor": actor, "now": to_dt(now), **outbox.params(member_id, now, [event] if event else [])},
     )
 
 
 def _details(details: Mapping[str, object]) -> Jsonb:
     return Jsonb({k: str(v) for k, v in details.items()})
-
-
-async def events(conn: Any, member_id: str, tabs: Sequence[str], before_event_id: int | None,
-                 limit: int) -> list[Event]:
-    """A page of the member's history in the given tabs, newest first."""
-    cur = await conn.execute(
-        "SELECT event_id, tab, kind, details, comment, actor, created_at FROM member_event"
-        " WHERE member_id = %s AND tab = ANY(%s) AND (%s::bigint IS NULL OR event_id < %s::bigint)"
-        " ORDER BY event_id DESC LIMIT %s",
-        (member_id, list(tabs), before_event_id, before_event_id, limit),
-    )
-    return [Event(eid, tab, kind, details, comment, actor, to_us(at))
-            for eid, tab, kind, details, comment, actor, at in await cur.fetchall()]

@@ -9,8 +9,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from loyalty_core.events import NewEvent
 from loyalty_core.model import Hold, Member, Order, Pricing, RefundLine, RefundRecord, WriteContext, from_json, to_json
-from loyalty_core.store import ledger, members
+from loyalty_core.store import ledger, members, outbox
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -204,8 +205,13 @@ async def capture(conn: Any, order: Order, counted: bool, now: int, closing: Hol
     if closing is not None:
         hold = f"h AS ({_CLOSE_HOLD}), "
         params.update(closing.params(order.member_id, now))
+    params.update(outbox.params(order.member_id, now, [NewEvent("order.captured", {
+        "order_id": order.order_id, "store_id": order.store_id, "channel": order.channel,
+        "spent_points": order.spent_points, "earned_points": order.earned_points,
+        "money_due_minor": order.pricing.money_due_minor,
+    })]))
     await conn.execute(
-        f"WITH {hold}l AS (INSERT INTO order_line (programme_id, order_id, member_id, line_no, line_id, sku, category,"
+        f"WITH {hold}{outbox.CTE}, l AS (INSERT INTO order_line (programme_id, order_id, member_id, line_no, line_id, sku, category,"
         "   quantity, net_minor, money_due_minor, points, earned_points)"
         "   SELECT %(programme)s, %(order)s, %(member)s, l.* FROM unnest(%(line_nos)s::int[], %(line_ids)s::text[],"
         "   %(skus)s::text[], %(categories)s::text[], %(quantities)s::bigint[], %(nets)s::bigint[],"
@@ -219,11 +225,21 @@ async def capture(conn: Any, order: Order, counted: bool, now: int, closing: Hol
 
 
 async def set_state(conn: Any, programme_id: str, order_id: str, state: str, now: int) -> None:
-    """Cancel (before capture), complete or void (after) an order."""
-    column = {"cancelled": "cancelled_at", "completed": "completed_at", "voided": "voided_at"}[state]
+    """Cancel (before capture) or complete (after) an order."""
+    column = {"cancelled": "cancelled_at", "completed": "completed_at"}[state]
     await conn.execute(
         f"UPDATE orders SET state = %s, {column} = %s WHERE programme_id = %s AND order_id = %s",
         (state, to_dt(now), programme_id, order_id),
+    )
+
+
+async def void(conn: Any, member_id: str, programme_id: str, order_id: str, now: int) -> None:
+    """Void a paid order, with its order.voided event in the same statement."""
+    await conn.execute(
+        f"WITH {outbox.CTE} UPDATE orders SET state = 'voided', voided_at = %(at)s"
+        " WHERE programme_id = %(programme)s AND order_id = %(order)s",
+        {"at": to_dt(now), "programme": programme_id, "order": order_id,
+         **outbox.params(member_id, now, [NewEvent("order.voided", {"order_id": order_id})])},
     )
 
 
@@ -302,13 +318,21 @@ async def returnable(conn: Any, member_id: str, hold_id: str, order_id: str) -> 
 async def insert_refund(
     conn: Any, programme_id: str, order_id: str, member_id: str, record: RefundRecord, line_nos: Sequence[int]
 ) -> None:
-    """The refund, and its units added to each line's refunded quantity."""
+    """The refund, its event, and its units added to each line's refunded quantity."""
+    event = NewEvent("order.refunded", {
+        "order_id": order_id, "refund_id": record.refund_id, "money_minor": record.money_minor,
+        "clawback_points": record.clawback_points, "returned_points": record.returned_points,
+        "shortfall_points": record.shortfall_points, "debt_points": record.debt_points,
+    })
     await conn.execute(
-        "INSERT INTO refund (programme_id, order_id, member_id, refund_id, lines, money_minor, clawback_points,"
-        " returned_points, shortfall_points, debt_points, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (programme_id, order_id, member_id, record.refund_id, Jsonb(to_json(record.lines)), record.money_minor,
-         record.clawback_points, record.returned_points, record.shortfall_points, record.debt_points,
-         to_dt(record.created_at)),
+        f"WITH {outbox.CTE} INSERT INTO refund (programme_id, order_id, member_id, refund_id, lines, money_minor,"
+        " clawback_points, returned_points, shortfall_points, debt_points, created_at) VALUES (%(programme)s,"
+        " %(order)s, %(member)s, %(refund)s, %(lines)s, %(money)s, %(clawback)s, %(returned)s, %(shortfall)s,"
+        " %(debt)s, %(at)s)",
+        {"programme": programme_id, "order": order_id, "member": member_id, "refund": record.refund_id,
+         "lines": Jsonb(to_json(record.lines)), "money": record.money_minor, "clawback": record.clawback_points,
+         "returned": record.returned_points, "shortfall": record.shortfall_points, "debt": record.debt_points,
+         "at": to_dt(record.created_at), **outbox.params(member_id, record.created_at, [event])},
     )
     await conn.execute(
         "UPDATE order_line l SET refunded_quantity = l.refunded_quantity + u.quantity"

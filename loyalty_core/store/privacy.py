@@ -11,8 +11,9 @@ from loyalty_core.store.convert import to_dt
 
 # History details that hold personal data, whatever the event: a phone, a message's text, a card.
 PERSONAL_DETAILS = ("phone", "text", "card_number")
-# Events whose "from" and "to" are card numbers (elsewhere they are statuses or rates, kept).
-CARD_CHANGES = ("virtual_card_generated",)
+# Events whose "from" and "to" are personal: card numbers, phones, customer groups, custom field
+# values (elsewhere they are statuses or rates, kept).
+PERSONAL_CHANGES = ("virtual_card_generated", "data_changed", "custom_field_changed")
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,11 @@ class ErasedRows:
 async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     """Erase the member's personal data: phone, card and secret go from the member row (so both are free
     for a new enrolment), with the customer group; the pending phone confirmation, the spend code and the
-    card's lockout go; history keeps its events without comments and personal details; movements keep everything but
-    their comment; the member's idempotency keys keep neither fingerprint nor result. The member is
-    off-boarded if they were not. The caller holds the member's row lock."""
+    card's lockout and the custom field values go; event grants stay as they are (codes, occurrences,
+    amounts: nothing personal); history keeps its events without comments and personal details;
+    movements and the outbox's events keep everything but their comment; the member's idempotency
+    keys keep neither fingerprint nor result. The member is off-boarded if they were not. The caller
+    holds the member's row lock."""
     await conn.execute(
         "UPDATE member SET phone = NULL, card_number = NULL, card_secret_hash = NULL, customer_group = '',"
         " erased_at = %(now)s, offboarded_at = coalesce(offboarded_at, %(now)s) WHERE member_id = %(m)s",
@@ -38,15 +41,19 @@ async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM card_lock WHERE member_id = %s", (member_id,))
+    await conn.execute("DELETE FROM member_custom_value WHERE member_id = %s", (member_id,))
     # Only rows that hold something to erase are rewritten (the triggers allow exactly this change).
     events = await counted(
         conn, "UPDATE member_event SET comment = '',"
         " details = (CASE WHEN kind = ANY(%(cards)s) THEN details - 'from' - 'to' ELSE details END) - %(keys)s::text[]"
         " WHERE member_id = %(m)s AND (comment <> '' OR details ?| %(keys)s::text[] OR kind = ANY(%(cards)s))",
-        {"m": member_id, "keys": list(PERSONAL_DETAILS), "cards": list(CARD_CHANGES)},
+        {"m": member_id, "keys": list(PERSONAL_DETAILS), "cards": list(PERSONAL_CHANGES)},
     )
     movements = await counted(conn, "UPDATE movement SET comment = '' WHERE member_id = %(m)s AND comment <> ''",
                               {"m": member_id})
+    # The outbox keeps the events not yet delivered or purged: their comments go too (docs/events.md).
+    await conn.execute("UPDATE outbox_event SET payload = jsonb_set(payload, '{comment}', '\"\"')"
+                       " WHERE member_id = %s AND payload->>'comment' <> ''", (member_id,))
     keys = await idempotency.erase_member(conn, member_id)
     return ErasedRows(events, movements, keys)
 
@@ -84,7 +91,11 @@ SELECT jsonb_build_object(
                              WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id), '[]'))
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
-    'history', {_ROWS.format(order="t.event_id", table="member_event")}
+    'custom_fields', {_ROWS.format(order="t.name", table="member_custom_value")},
+    'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
+    'history', {_ROWS.format(order="t.event_id", table="member_event")},
+    'events', {_ROWS.format(order="t.seq", table="outbox_event")},
+    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = m.member_id
 WHERE m.programme_id = %s AND m.member_id = %s

@@ -7,7 +7,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from loyalty_core.model import CategoryRule, DiscountRange, Expiry, Programme, from_json, to_json
+from loyalty_core.model import (
+    CategoryRule, CustomField, DiscountRange, Expiry, Programme, StoreSender, from_json, to_json,
+)
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -19,7 +21,8 @@ _COLUMNS = (
     "compatibility", "refund_returns_spent_points", "hold_ttl_s", "negative_balance_policy",
     "debt_limit_points", "welcome_bonus_points", "welcome_bonus_lifetime_days", "require_confirmation",
     "purchase_counts_when", "discount_ranges", "card_secret_required", "spend_identifications",
-    "created_at", "updated_at", "welcome_bonus_expiry",
+    "expiry_notice_days", "created_at", "updated_at", "welcome_bonus_expiry", "custom_fields", "sms_senders",
+    "default_sms_sender",
 )
 _TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
 _SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + ", revision FROM programme"
@@ -31,11 +34,13 @@ def _params(p: Programme) -> dict[str, Any]:
         v = getattr(p, c)
         if c in _TIMES:
             v = to_dt(v)
-        elif c in ("store_ids", "channels", "spend_identifications"):
+        elif c in ("store_ids", "channels", "spend_identifications", "expiry_notice_days"):
             v = list(v)
         elif c == "category_rules":
             v = Jsonb([{"category": r.category, "cashback_bps": r.cashback_bps, "pay_share_bps": r.pay_share_bps}
                        for r in v])
+        elif c in ("custom_fields", "sms_senders"):
+            v = Jsonb([to_json(item) for item in v])
         elif c == "welcome_bonus_expiry":
             v = None if v is None else Jsonb(to_json(v))
         elif c == "discount_ranges":
@@ -53,9 +58,12 @@ def row_to_programme(row: dict[str, Any]) -> Programme:
     values["store_ids"] = tuple(values["store_ids"])
     values["channels"] = tuple(values["channels"])
     values["spend_identifications"] = tuple(values["spend_identifications"])
+    values["expiry_notice_days"] = tuple(values["expiry_notice_days"])
     values["category_rules"] = tuple(CategoryRule(**r) for r in values["category_rules"])
     values["discount_ranges"] = tuple(DiscountRange(**r) for r in values["discount_ranges"])
     values["welcome_bonus_expiry"] = from_json(Expiry, values["welcome_bonus_expiry"])
+    values["custom_fields"] = tuple(from_json(CustomField, f) for f in values["custom_fields"])
+    values["sms_senders"] = tuple(from_json(StoreSender, s) for s in values["sms_senders"])
     return Programme(**values)
 
 

@@ -40,7 +40,8 @@ ORDER BY 1, 2, 3
 _LOTS = f"""
 WITH alloc AS (
     SELECT m.member_id, a.lot_id, sum(a.points) AS total,
-           coalesce(sum(a.points) FILTER (WHERE m.kind IN ('earned', 'welcome', 'manual_accrual')), 0) AS created
+           coalesce(sum(a.points) FILTER (WHERE m.kind IN ('earned', 'welcome', 'manual_accrual', 'event_bonus')), 0)
+               AS created
     FROM movement m, unnest(m.lot_ids, m.lot_points) AS a(lot_id, points)
     GROUP BY m.member_id, a.lot_id
 )

@@ -29,6 +29,7 @@ DISCOUNT_SOURCE = {
     "personal": checkout_pb2.DISCOUNT_SOURCE_PERSONAL,
     "accumulative": checkout_pb2.DISCOUNT_SOURCE_ACCUMULATIVE,
     "level": checkout_pb2.DISCOUNT_SOURCE_LEVEL,
+    "event": checkout_pb2.DISCOUNT_SOURCE_EVENT,
 }
 
 

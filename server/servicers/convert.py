@@ -12,7 +12,7 @@ from loyalty.v1 import common_pb2, member_pb2, points_pb2
 from loyalty_core import calc
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
-    ANONYMOUS, Balance, BurnOut, Expiry, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
+    ANONYMOUS, Balance, BurnOut, CardPrivileges, Expiry, Forecast, LotRecord, Member, MemberCard, MemberRef, Movement, WriteContext,
 )
 from server.auth import current_caller
 
@@ -129,7 +129,7 @@ def member(m: Member) -> member_pb2.Member:
         has_card_secret=m.has_card_secret, enrol_time=timestamp(m.enrolled_at),
         offboard_time=timestamp(m.offboarded_at), accumulative_discount_bps=m.accumulative_discount_bps,
         level_id=m.level_id or "", level_assign_time=timestamp(m.level_assigned_at),
-        erase_time=timestamp(m.erased_at),
+        erase_time=timestamp(m.erased_at), store_id=m.store_id,
     )
 
 
@@ -143,7 +143,18 @@ def member_card(card: MemberCard) -> member_pb2.Member:
         member_pb2.CategorySpendNeeded(category=c, spend_needed_minor=v)
         for c, v in card.next_level_category_spend_needed.items())
     m.next_level_visits_needed = card.next_level_visits_needed
+    m.custom_fields.extend(member_pb2.CustomFieldValue(name=v.name, value=v.value) for v in card.custom_fields)
     return m
+
+
+def privileges(p: CardPrivileges) -> member_pb2.MemberPrivileges:
+    return member_pb2.MemberPrivileges(
+        may_pay_with_points=p.may_pay_with_points, earns=p.earns, discount_bps=p.discount_bps,
+        discount_source=p.discount_source, cashback_bps=p.cashback_bps, order_pay_share_bps=p.order_pay_share_bps,
+        pay_share_bps=p.pay_share_bps,
+        categories=[member_pb2.CategoryPrivilege(category=c.category, cashback_bps=c.cashback_bps,
+                                                 pay_share_bps=c.pay_share_bps) for c in p.categories],
+    )
 
 
 def burn_outs(items: Sequence[BurnOut]) -> list[member_pb2.BurnOut]:

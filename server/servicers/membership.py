@@ -19,9 +19,9 @@ PRIVILEGE = {membership_pb2.LEVEL_PRIVILEGE_CASHBACK: levels.CASHBACK,
 PRIVILEGE_VALUE = {name: value for value, name in PRIVILEGE.items()}
 TAB = {membership_pb2.HISTORY_TAB_UNSPECIFIED: "all", membership_pb2.HISTORY_TAB_ALL: "all",
        membership_pb2.HISTORY_TAB_ORDERS: "orders", membership_pb2.HISTORY_TAB_PARTICIPATION: "participation",
-       membership_pb2.HISTORY_TAB_MESSAGES: "messages"}
+       membership_pb2.HISTORY_TAB_MESSAGES: "messages", membership_pb2.HISTORY_TAB_POINTS: "points"}
 TAB_VALUE = {"orders": membership_pb2.HISTORY_TAB_ORDERS, "participation": membership_pb2.HISTORY_TAB_PARTICIPATION,
-             "messages": membership_pb2.HISTORY_TAB_MESSAGES}
+             "messages": membership_pb2.HISTORY_TAB_MESSAGES, "points": membership_pb2.HISTORY_TAB_POINTS}
 # Level fields an update mask may name: the proto's names are the domain's.
 LEVEL_PATHS = sorted(cases.LEVEL_MUTABLE_FIELDS)
 
@@ -168,9 +168,10 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     async def ListMemberHistory(self, request: Any, context: aio.ServicerContext) -> Any:
         page = await cases.list_history(self.db, request.programme_id, request.member_id,
                                         enum_value(TAB, request.tab, "tab"),
-                                        request.page_size, request.page_token)
+                                        request.page_size, request.page_token, micros(request, "start_time"),
+                                        micros(request, "end_time"))
         return membership_pb2.ListMemberHistoryResponse(
-            events=[membership_pb2.HistoryEvent(event_id=str(e.event_id), tab=TAB_VALUE[e.tab], kind=e.kind,
+            events=[membership_pb2.HistoryEvent(event_id=e.event_id, tab=TAB_VALUE[e.tab], kind=e.kind,
                                                 create_time=timestamp(e.created_at), actor=e.actor,
                                                 comment=e.comment, details=e.details) for e in page.items],
             next_page_token=page.next_page_token)

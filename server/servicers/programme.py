@@ -11,7 +11,8 @@ from loyalty.v1 import programme_pb2, programme_pb2_grpc
 from loyalty_core import spending
 from loyalty_core.errors import InvalidArgument
 from loyalty_core.model import (
-    PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, DiscountRange, Programme, UpdateProgramme,
+    PROGRAMME_MUTABLE_FIELDS, CategoryRule, CreateProgramme, CustomField, DiscountRange, Programme, StoreSender,
+    UpdateProgramme,
 )
 from loyalty_core.service import programmes
 from server.servicers.convert import enum_value, expiry, expiry_message, micros, timestamp, write_context
@@ -28,6 +29,13 @@ POLICY = {
 COUNTS_WHEN = {
     programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED: "captured",
     programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED: "completed",
+}
+CUSTOM_FIELD_TYPE = {
+    programme_pb2.CUSTOM_FIELD_TYPE_TEXT: "text",
+    programme_pb2.CUSTOM_FIELD_TYPE_INTEGER: "integer",
+    programme_pb2.CUSTOM_FIELD_TYPE_BOOLEAN: "boolean",
+    programme_pb2.CUSTOM_FIELD_TYPE_DATE: "date",
+    programme_pb2.CUSTOM_FIELD_TYPE_CHOICE: "choice",
 }
 SPEND_IDENTIFICATION = {
     programme_pb2.SPEND_IDENTIFICATION_CARD_SECRET: spending.CARD_SECRET,
@@ -72,8 +80,14 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
         card_secret_required=p.card_secret_required,
         spend_identifications=tuple(enum_value(SPEND_IDENTIFICATION, value, f"programme.spend_identifications[{i}]",
                                                unset=None) for i, value in enumerate(p.spend_identifications)),
+        expiry_notice_days=tuple(p.expiry_notice_days),
         programme_id=p.programme_id,
         welcome_bonus_expiry=expiry(p.welcome_bonus_expiry) if p.HasField("welcome_bonus_expiry") else None,
+        custom_fields=tuple(
+            CustomField(f.name, enum_value(CUSTOM_FIELD_TYPE, f.type, f"programme.custom_fields[{i}].type"),
+                        f.required, tuple(f.choices)) for i, f in enumerate(p.custom_fields)),
+        sms_senders=tuple(StoreSender(s.store_id, s.sender_name) for s in p.sms_senders),
+        default_sms_sender=p.default_sms_sender,
     )
 
 
@@ -114,8 +128,14 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
         card_secret_required=p.card_secret_required,
         spend_identifications=[_name(SPEND_IDENTIFICATION, name) for name in p.spend_identifications],
         create_time=timestamp(p.created_at),
-        update_time=timestamp(p.updated_at),
+        update_time=timestamp(p.updated_at), expiry_notice_days=p.expiry_notice_days,
         welcome_bonus_expiry=None if p.welcome_bonus_expiry is None else expiry_message(p.welcome_bonus_expiry),
+        custom_fields=[programme_pb2.CustomFieldDefinition(name=f.name, type=_name(CUSTOM_FIELD_TYPE, f.type),
+                                                           required=f.required, choices=f.choices)
+                       for f in p.custom_fields],
+        sms_senders=[programme_pb2.StoreSmsSender(store_id=s.store_id, sender_name=s.sender_name)
+                     for s in p.sms_senders],
+        default_sms_sender=p.default_sms_sender,
     )
 
 

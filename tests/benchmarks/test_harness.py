@@ -109,6 +109,12 @@ def test_short_run_measures_every_scenario_and_the_ledger_agrees(create_database
     pos_calls = {m for r in results["load"] if r["name"] == "pos_mix" for m in r["methods"]}
     assert {"Quote", "Checkout", "Capture"} <= pos_calls
 
+    for row in results["load"]:
+        # A quote writes nothing, so no event; every other row writes (and publishes) its sales.
+        assert (row["events"]["written"] > 0) == (row["name"] != "quote"), row["name"]
+    delivered = results["outbox"]
+    assert delivered["backlog"] > 0 and delivered["delivered"] > 0 and delivered["events_per_s"] > 0
+
     verify = results["verify"]
     assert verify["disagreements"] == 0, verify["first_disagreements"]
     assert verify["captured_orders"] == verify["acked_captures"] > 0

@@ -21,6 +21,7 @@ from loyalty.v1 import (
     common_pb2,
     member_pb2,
     member_pb2_grpc,
+    membership_pb2_grpc,
     points_pb2,
     points_pb2_grpc,
     programme_pb2,
@@ -48,18 +49,20 @@ def reason(err: grpc.RpcError) -> str:
 
 @dataclass
 class Stubs:
-    """The four services over one channel."""
+    """The five services over one channel."""
 
     channel: grpc.Channel
     programmes: Any = field(init=False)
     members: Any = field(init=False)
     checkout: Any = field(init=False)
     points: Any = field(init=False)
+    membership: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.programmes = programme_pb2_grpc.ProgrammeServiceStub(self.channel)
         self.members = member_pb2_grpc.MemberServiceStub(self.channel)
         self.checkout = checkout_pb2_grpc.CheckoutServiceStub(self.channel)
+        self.membership = membership_pb2_grpc.MembershipServiceStub(self.channel)
         self.points = points_pb2_grpc.PointsServiceStub(self.channel)
 
 

@@ -31,12 +31,12 @@ STEPS = int(os.environ.get("LOYALTY_MODEL_STEPS") or STEPS_DEFAULT)
 # A step takes 20-30 ms here; a long run (./dev model) gets 100 ms a step before the suite's
 # per-test timeout would stop it.
 @pytest.mark.timeout(max(120, STEPS // 10))
-def test_the_server_agrees_with_the_model(channel, channel_with, clock):
+def test_the_server_agrees_with_the_model(channel, channel_with, clock, database_url):
     run_seed = int(os.environ.get("LOYALTY_MODEL_SEED") or random.randrange(2**32))
     print(f"model-based test seed: {run_seed} (replay with LOYALTY_MODEL_SEED={run_seed}"
           f" LOYALTY_MODEL_STEPS={STEPS})")
     ModelMachine.api, ModelMachine.clock, ModelMachine.steps_run = Api(channel), clock, 0
-    ModelMachine.till = Api(channel_with("pos"))
+    ModelMachine.till, ModelMachine.database_url = Api(channel_with("pos")), database_url
     ModelMachine.outcomes.clear()
     test = get_state_machine_test(ModelMachine, settings=settings(
         max_examples=max(1, STEPS // STEPS_PER_PROGRAMME), stateful_step_count=STEPS_PER_PROGRAMME,

@@ -18,7 +18,8 @@ from loyalty.v1 import (
     programme_pb2, programme_pb2_grpc,
 )
 
-TABLES = ("programme", "member", "lot", "hold", "orders", "order_line", "refund", "movement", "idempotency_key")
+TABLES = ("programme", "member", "lot", "hold", "orders", "order_line", "refund", "movement", "idempotency_key",
+          "outbox_event")
 
 
 def new_id() -> str:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from loyalty.v1 import checkout_pb2, common_pb2, membership_pb2, membership_pb2_grpc
+from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.server import ServerThread, make_test_settings
@@ -144,3 +144,25 @@ def test_refund_and_void_round_trips(api: Api, proxy: CountingProxy) -> None:
     # Void: BEGIN, claim, member lock and order together; then its state, the uncount, history,
     # the result and COMMIT.
     assert (counted(proxy, lambda: refund(order_id)), counted(proxy, lambda: void(order_id))) == (4, 2)
+
+
+@pytest.mark.parametrize("with_levels", [True, False])
+def test_get_member_gives_the_whole_card_in_one_round_trip(api: Api, channel: grpc.Channel, proxy: CountingProxy,
+                                                           with_levels: bool) -> None:
+    # With this process's copy of the programme, the member with its lots and the purchases the
+    # levels look at travel together in one pipeline.
+    p = api.programme()
+    levels = membership_pb2_grpc.MembershipServiceStub(channel)
+    for name, priority in (("Bronze", 1), ("Silver", 2)) if with_levels else ():
+        levels.CreateLevel(membership_pb2.CreateLevelRequest(request_id=new_id(), level=membership_pb2.Level(
+            programme_id=p.programme_id, name=name, priority=priority, spend_needed_minor=1_000 * priority,
+            spend_period_days=30, privilege=membership_pb2.LEVEL_PRIVILEGE_CASHBACK)))
+    m = api.enrol(p.programme_id)
+    api.accrue(p.programme_id, m.member_id, 500)
+
+    def get() -> None:
+        api.members.GetMember(member_pb2.GetMemberRequest(programme_id=p.programme_id, member_id=m.member_id))
+
+    get()  # fills this process's programme cache
+    get()  # prepares the statements a read sends when the programme is cached
+    assert counted(proxy, get) == 1

@@ -38,3 +38,19 @@ def test_recalculate_discounts_recounts_a_programme(channel, database_url):
     run = _command(database_url, "recalculate-discounts", "--programme-id", programme)
     assert run.returncode == 0, run.stderr
     assert "recalculated 1 members: 0 changed" in run.stdout
+
+
+def test_expiry_notices_and_the_event_purge_run_from_the_command_line(channel, clock, database_url):
+    stubs = Stubs(channel)
+    programme = create_programme(stubs, expiry_notice_days=[7])
+    member = enrol(stubs, programme)
+    accrue(stubs, programme, member, 25, points_pb2.Expiry(lifetime_days=30))
+    as_of = datetime.fromtimestamp(clock.now_us() / 1e6 + 25 * 86_400, UTC).isoformat()
+    run = _command(database_url, "expiry-notices", "--as-of", as_of)
+    assert run.returncode == 0, run.stderr
+    assert "wrote 1 expiring-points notices" in run.stdout
+    assert "wrote 0 " in _command(database_url, "expiry-notices", "--as-of", as_of).stdout
+    # Years later every event is past its retention, and no webhook holds them back.
+    purge = _command(database_url, "purge-events", "--as-of", "2100-01-01T00:00:00+00:00")
+    assert purge.returncode == 0, purge.stderr
+    assert int(purge.stdout.split()[1]) >= 3  # enrolled, earned and the notice, at least

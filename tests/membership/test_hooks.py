@@ -28,4 +28,4 @@ async def test_an_order_counts_once_however_often_the_hook_is_called(
     await db.run_in_transaction(count_again)
     assert api.member(p.programme_id, m.member_id).purchases_total_minor == 10_000
     counted = api.history(p.programme_id, m.member_id, membership_pb2.HISTORY_TAB_ORDERS).events
-    assert [e.kind for e in counted] == ["purchase_counted"]
+    assert [e.kind for e in counted if e.kind != "order"] == ["purchase_counted"]

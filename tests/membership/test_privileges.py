@@ -76,6 +76,16 @@ def test_a_tie_goes_to_the_personal_discount() -> None:
     assert membership.best_discount(0, 0, 0) == (0, "none")
 
 
+def test_an_event_discount_competes_for_active_members_only_and_loses_ties() -> None:
+    assert membership.best_discount(700, 0, 0, 700) == (700, "personal")
+    assert membership.best_discount(0, 0, 700, 701) == (701, "event")
+    active = membership.privileges(Member(personal_discount_bps=300), Programme(), LADDER, NOW, 1_200)
+    assert (active.discount_bps, active.discount_source) == (1_200, "event")
+    not_confirmed = membership.privileges(Member(status="not_confirmed", personal_discount_bps=300), Programme(),
+                                          LADDER, NOW, 1_200)
+    assert (not_confirmed.discount_bps, not_confirmed.discount_source) == (300, "personal")
+
+
 def test_group_ranges_apply_to_their_group_only_and_general_ranges_to_all() -> None:
     ranges = [Range("", 10_000, 300), Range("vip", 10_000, 900), Range("staff", 0, 1500)]
     assert membership.accumulative_rate(ranges, "vip", 10_000) == 900

@@ -59,7 +59,7 @@ async def test_the_webhook_sender_posts_the_message_as_json(gateway: Gateway) ->
     await sms.WebhookSender(gateway.url, auth_header="Bearer t0ken").send(MESSAGE)
     (headers, body), = gateway.received
     assert body == {"phone": "+15550001111", "text": "Your code: 123456", "purpose": "phone_confirmation",
-                    "programme_id": "p1", "member_id": "m1"}
+                    "programme_id": "p1", "member_id": "m1", "sender": ""}
     assert headers["Authorization"] == "Bearer t0ken" and headers["Content-Type"] == "application/json"
 
 

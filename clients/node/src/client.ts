@@ -8,7 +8,9 @@ import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
+import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
+import { EventBonusServiceDefinition } from "./gen/loyalty/v1/event_bonus";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
 import { PointsServiceDefinition } from "./gen/loyalty/v1/points";
@@ -107,6 +109,8 @@ export const SERVICES = {
   membership: MembershipServiceDefinition,
   checkout: CheckoutServiceDefinition,
   points: PointsServiceDefinition,
+  events: EventServiceDefinition,
+  eventBonus: EventBonusServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -122,6 +126,9 @@ export class LoyaltyClient {
   readonly membership: ServiceClient<(typeof SERVICES)["membership"]>;
   readonly checkout: ServiceClient<(typeof SERVICES)["checkout"]>;
   readonly points: ServiceClient<(typeof SERVICES)["points"]>;
+  /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
+  readonly events: ServiceClient<(typeof SERVICES)["events"]>;
+  readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -145,6 +152,8 @@ export class LoyaltyClient {
     this.membership = this.bind(SERVICES.membership);
     this.checkout = this.bind(SERVICES.checkout);
     this.points = this.bind(SERVICES.points);
+    this.events = this.bind(SERVICES.events);
+    this.eventBonus = this.bind(SERVICES.eventBonus);
     this.health = this.bind(SERVICES.health);
   }
 
@@ -155,7 +164,7 @@ export class LoyaltyClient {
   private bind<S extends ServiceDefinition>(service: S): ServiceClient<S> {
     const methods: Record<string, unknown> = {};
     for (const [key, method] of Object.entries(service.methods)) {
-      if (method.requestStream || method.responseStream) continue; // Health.Watch: not a till's call
+      if (method.requestStream || method.responseStream) continue; // Health.Watch, WatchEvents: streams, not unary calls
       const path = `/${service.fullName}/${method.name}`;
       methods[key] = async (request: object, options: CallOptions = {}) => {
         // Encoded once, before the first attempt: an int64 past its range throws here ("invalid

@@ -5,6 +5,7 @@ export * from "./client";
 export * from "./errors";
 export * as checkout from "./gen/loyalty/v1/checkout";
 export * as common from "./gen/loyalty/v1/common";
+export * as event_bonus from "./gen/loyalty/v1/event_bonus";
 export * as member from "./gen/loyalty/v1/member";
 export * as membership from "./gen/loyalty/v1/membership";
 export * as points from "./gen/loyalty/v1/points";

@@ -13,7 +13,10 @@ from typing import Any, cast
 
 import grpc
 
-from loyalty.v1 import checkout_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc
+from loyalty.v1 import (
+    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
+    programme_pb2_grpc,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ async def call_with_retry_async(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+# The generated stubs' streaming methods, sync and grpc.aio: passed through unwrapped.
+_STREAMS = (grpc.UnaryStreamMultiCallable, grpc.aio.UnaryStreamMultiCallable)
+
+
 class _RetryingStub:
     """Presents the generated stub's methods, each retried under the policy."""
 
@@ -101,6 +108,10 @@ class _RetryingStub:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         rpc = getattr(self._stub, name)
+        if isinstance(rpc, _STREAMS):
+            # A stream (WatchEvents) as generated: no deadline of a unary call, and the caller
+            # resumes it from its last cursor rather than retrying it.
+            return cast(Callable[..., Any], rpc)
 
         def call(request: Any, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
             return call_with_retry(
@@ -116,6 +127,8 @@ class _AsyncRetryingStub(_RetryingStub):
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         rpc = getattr(self._stub, name)
+        if isinstance(rpc, _STREAMS):
+            return cast(Callable[..., Any], rpc)
 
         async def call(request: Any, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
             return await call_with_retry_async(
@@ -134,6 +147,8 @@ SERVICES: dict[str, type] = {
     "membership": membership_pb2_grpc.MembershipServiceStub,
     "checkout": checkout_pb2_grpc.CheckoutServiceStub,
     "points": points_pb2_grpc.PointsServiceStub,
+    "events": events_pb2_grpc.EventServiceStub,
+    "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
 }
 
 
@@ -147,8 +162,9 @@ class _BearerAuth(grpc.AuthMetadataPlugin):
         callback(self._header, None)
 
 
-class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):
-    """The same header on a plaintext channel, where gRPC refuses call credentials."""
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """The same header on a plaintext channel, where gRPC refuses call credentials (unary calls and
+    streams alike)."""
 
     def __init__(self, api_key: str) -> None:
         self._header = ("authorization", f"Bearer {api_key}")
@@ -156,6 +172,8 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         metadata = [*(details.metadata or ()), self._header]
         return continuation(details._replace(metadata=metadata), request)
+
+    intercept_unary_stream = intercept_unary_unary
 
 
 class _AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -165,6 +183,18 @@ class _AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self._header = ("authorization", f"Bearer {api_key}")
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._header]
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+class _AsyncBearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The header on a plaintext grpc.aio channel's streams (WatchEvents): grpc.aio files each
+    interceptor under one kind of call only, so streams have their own."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = ("authorization", f"Bearer {api_key}")
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         metadata = [*(details.metadata or ()), self._header]
         return await continuation(details._replace(metadata=metadata), request)
 
@@ -213,7 +243,7 @@ def open_aio_channel(
     transport = _Transport.of(root_certificates, tls, server_name)
     if transport.secure:
         return grpc.aio.secure_channel(target, _call_credentials(api_key, root_certificates), transport.options)
-    interceptors = [_AsyncBearerInterceptor(api_key)] if api_key else None
+    interceptors = [_AsyncBearerInterceptor(api_key), _AsyncBearerStreamInterceptor(api_key)] if api_key else None
     return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
 
@@ -250,6 +280,8 @@ class LoyaltyClient:
         self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
+        self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -296,6 +328,8 @@ class AsyncLoyaltyClient:
         self.membership = cast(membership_pb2_grpc.MembershipServiceStub, wrap(SERVICES["membership"]))
         self.checkout = cast(checkout_pb2_grpc.CheckoutServiceStub, wrap(SERVICES["checkout"]))
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
+        self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
+        self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
 
     async def close(self) -> None:
         await self.channel.close()

@@ -2,14 +2,16 @@
 
 Each example creates a programme with settings drawn from ``programmes()`` (categories, caps,
 compatibility, completion mode, window, refund policy, welcome bonus, confirmation, ranges and
-levels), then runs random steps: enrolments, status and discount changes, off-boarding, accruals,
-redemptions, quotes, checkouts, captures (all, fewer or no points), cancels, multi-line and
-per-unit refunds, completions, voids, expiry runs, level reviews and manual levels, range changes
+levels, an event type, custom fields), then runs random steps: enrolments, status and discount
+changes, off-boarding, phone changes, custom field updates, accruals, event bonuses, redemptions,
+quotes, checkouts, captures (all, fewer or no points), cancels, multi-line and per-unit refunds,
+completions, voids, expiry runs, level reviews and manual levels, range changes
 and recalculation, requests above the bounds, taken order ids and clock moves. Every answer, and
 every refusal's status and reason, is the rules' answer; after every step the members and orders
 it touched read back as the rules say (balances, burn-outs, forecast, totals, history, member
-card, order, pricing, hold and refunds); at the end every member and order, the forecasts, both
-histories (points and the member's) and VerifyLedger.
+card, GetMember's balance and custom values, order, pricing, hold and refunds); at the end every
+member and order, the forecasts, both histories (points and the member's), the card's points and
+orders tabs, the outbox's points events, ListMembers by custom value and VerifyLedger.
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from loyalty.v1 import (
-    checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc, points_pb2, programme_pb2,
+    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, points_pb2,
+    programme_pb2,
 )
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import Stubs, assert_ledger_clean, programme_settings, reason
 from tests.faults.model.rules import (
-    ACTIVE, DEACTIVATED, NOT_CONFIRMED, US_PER_DAY, US_PER_S, LevelRule, Line, Priced, Programme, Range,
-    Refused, World, points_blocked,
+    ACTIVE, DEACTIVATED, NOT_CONFIRMED, US_PER_DAY, US_PER_S, CustomField, EventType, LevelRule, Line, Priced,
+    Programme, Range, Refused, World, points_blocked,
 )
 
 T = TypeVar("T")
@@ -55,6 +59,15 @@ LADDER = (
 )
 POLICIES = {"take_available": programme_pb2.NEGATIVE_BALANCE_POLICY_TAKE_AVAILABLE,
             "refuse": programme_pb2.NEGATIVE_BALANCE_POLICY_REFUSE, "debt": programme_pb2.NEGATIVE_BALANCE_POLICY_DEBT}
+# The programme's one event type: points only, living less than earned ones, at most once per
+# 10 days per member.
+EVENT_TYPE = EventType("visit", 40, 20, 10)
+CUSTOM_FIELDS = (CustomField("size", "integer"), CustomField("club", "choice", ("north", "south")))
+CUSTOM_FIELD_TYPES = {"integer": programme_pb2.CUSTOM_FIELD_TYPE_INTEGER,
+                      "choice": programme_pb2.CUSTOM_FIELD_TYPE_CHOICE}
+# Values an update sends (an empty one clears the field); the rules say which the field's type takes.
+CUSTOM_VALUES = [("size", "42"), ("size", "-7"), ("size", ""), ("size", "07"), ("size", "4.2"), ("club", "north"),
+                 ("club", "south"), ("club", ""), ("club", "east"), ("club", "North")]
 # The amounts a step sends above their bound: the field the refusal names, and the bound.
 ABOVE_BOUNDS = {
     "accrue": ("points", MAX_AMOUNT),
@@ -91,6 +104,8 @@ def programmes(draw: Any) -> Programme:
         ranges=RANGES,
         ends_at=draw(st.sampled_from([None, 45])),  # days from creation; made absolute there
         levels=draw(st.sampled_from([(), LADDER])),
+        event_type=EVENT_TYPE,
+        custom_fields=CUSTOM_FIELDS,
     )
 
 
@@ -132,7 +147,7 @@ class Api(Stubs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.membership = membership_pb2_grpc.MembershipServiceStub(self.channel)
+        self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.channel)
 
 
 class ModelMachine(RuleBasedStateMachine):
@@ -142,6 +157,8 @@ class ModelMachine(RuleBasedStateMachine):
     # A till's key (pos alone): not a trusted channel, so it may not spend naming the member by id.
     till: Api
     clock: Any
+    # The server's database: the outbox is read there (no RPC gives it).
+    database_url: str
     # Steps run by every machine of this test run (the invariant runs once after each), and how
     # each request came out (method and "ok" or the refusal's reason): what the run reached.
     steps_run = 0
@@ -215,6 +232,8 @@ class ModelMachine(RuleBasedStateMachine):
             if programme.counts_when == "completed" else programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
             discount_ranges=[programme_pb2.DiscountRange(customer_group=r.group, min_purchases_minor=r.from_minor,
                                                          discount_bps=r.bps) for r in programme.ranges],
+            custom_fields=[programme_pb2.CustomFieldDefinition(name=f.name, type=CUSTOM_FIELD_TYPES[f.type],
+                                                               choices=f.choices) for f in programme.custom_fields],
         )
         if programme.welcome_days is not None:
             settings.welcome_bonus_expiry.CopyFrom(points_pb2.Expiry(never=True) if programme.welcome_days == 0
@@ -226,6 +245,14 @@ class ModelMachine(RuleBasedStateMachine):
         for level in programme.levels:
             self.level_ids[level.name] = self.api.membership.CreateLevel(membership_pb2.CreateLevelRequest(
                 request_id=uuid.uuid4().hex, level=self.level_pb(level)), timeout=10).level.level_id
+        event = programme.event_type
+        if event is not None:
+            self.api.events.CreateEventType(event_bonus_pb2.CreateEventTypeRequest(
+                request_id=uuid.uuid4().hex, event_type=event_bonus_pb2.EventType(
+                    programme_id=self.programme_id, code=event.code, name=event.code, points=event.points,
+                    expiry=points_pb2.Expiry(lifetime_days=event.lifetime_days),
+                    frequency=event_bonus_pb2.EVENT_FREQUENCY_EVERY_N_DAYS, frequency_days=event.every_days)),
+                timeout=10)
         self.world = World(programme)
 
     def level_pb(self, level: LevelRule) -> membership_pb2.Level:
@@ -256,7 +283,8 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), change=st.sampled_from(["status", "personal", "offboard", "erase",
-                                                                       "level", "redeem"]), data=st.data())
+                                                                       "level", "redeem", "phone", "custom",
+                                                                       "custom"]), data=st.data())
     def member_changes(self, who: int, change: str, data: st.DataObject) -> None:
         # One rule for the changes a back office makes, so that the till's flow has most steps.
         if change == "status":
@@ -271,6 +299,10 @@ class ModelMachine(RuleBasedStateMachine):
             self.change_level(who, data.draw(st.sampled_from([lv.name for lv in LADDER]), label="level"))
         elif change == "redeem":
             self.redeem(who, data.draw(st.integers(1, 300), label="points"))
+        elif change == "phone":
+            self.change_phone(who)
+        elif change == "custom":
+            self.set_custom_field(who, *data.draw(st.sampled_from(CUSTOM_VALUES), label="custom"))
 
     @precondition(lambda self: self.world.members)
     @rule(job=st.sampled_from(["review", "recalculate", "ranges", "expire_later"]), data=st.data())
@@ -353,6 +385,29 @@ class ModelMachine(RuleBasedStateMachine):
         if answer is not None:
             assert (answer[1].member.phone, answer[1].member.card_number) == ("", "")
 
+    def change_phone(self, who: int) -> None:
+        # The member_edit right; the invariant checks that no points moved.
+        index = self.pick_member(who)
+        self.next_request += 1
+        phone = f"+1999{self.next_request:07d}"  # unique within the programme
+        answer = self.attempt(lambda: self.world.change_phone(index), self.api.members.ChangeMemberPhone,
+                              member_pb2.ChangeMemberPhoneRequest(
+                                  request_id=self.request_id("phone"), programme_id=self.programme_id,
+                                  member_id=self.member_id(index), phone=phone, comment="model"))
+        if answer is not None:
+            assert (answer[1].member.phone, answer[1].member.phone_confirmed) == (phone, False)
+
+    def set_custom_field(self, who: int, name: str, value: str) -> None:
+        index = self.pick_member(who)
+        answer = self.attempt(lambda: self.world.set_custom_field(index, name, value),
+                              self.api.members.UpdateMemberCustomFields, member_pb2.UpdateMemberCustomFieldsRequest(
+                                  request_id=self.request_id("custom"), programme_id=self.programme_id,
+                                  member_id=self.member_id(index),
+                                  custom_fields=[member_pb2.CustomFieldValue(name=name, value=value)],
+                                  update_mask=field_mask_pb2.FieldMask(paths=[name])))
+        if answer is not None:
+            assert {v.name: v.value for v in answer[1].member.custom_fields} == answer[0]
+
     def change_level(self, who: int, level: str) -> None:
         index = self.pick_member(who)
         self.attempt(lambda: self.world.change_level(index, level, self.now), self.api.membership.ChangeMemberLevel,
@@ -387,6 +442,21 @@ class ModelMachine(RuleBasedStateMachine):
         if answer is not None:
             movement = answer[1].movement
             assert (movement.kind, movement.points) == (points_pb2.MOVEMENT_KIND_MANUAL_ACCRUAL, points)
+
+    @precondition(lambda self: self.world.members)
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), occurrence=st.sampled_from("0123"))
+    def record_event(self, who: int, occurrence: str) -> None:
+        index = self.pick_member(who)
+        answer = self.attempt(lambda: self.world.record_event(index, occurrence, self.now), self.api.events.RecordEvent,
+                              event_bonus_pb2.RecordEventRequest(
+                                  request_id=self.request_id("event"), programme_id=self.programme_id,
+                                  member_id=self.member_id(index), event_code=EVENT_TYPE.code,
+                                  occurrence_key=occurrence))
+        if answer is not None:
+            already, resp = answer
+            assert resp.already_granted == already
+            assert (resp.movement.kind, resp.movement.points) == (points_pb2.MOVEMENT_KIND_EVENT_BONUS,
+                                                                  EVENT_TYPE.points)
 
     def redeem(self, who: int, points: int) -> None:
         index = self.pick_member(who)
@@ -677,6 +747,13 @@ class ModelMachine(RuleBasedStateMachine):
                     card.next_level_visits_needed) == (
                 want.level, want.next_level, want.spend_needed, want.category_needed, want.visits_needed), \
                 f"member {index}"
+            # The participation card shows the same figures, and the member's custom values.
+            whole = self.api.members.GetMember(member_pb2.GetMemberRequest(
+                programme_id=self.programme_id, member_id=member_id), timeout=10)
+            assert (whole.balance.active_points, whole.balance.pending_points, whole.balance.held_points,
+                    whole.balance.burning_points) == (got.active_points, got.pending_points, got.held_points,
+                                                      got.burning_points), f"member {index}"
+            assert {v.name: v.value for v in whole.member.custom_fields} == self.world.members[index].custom
 
     def histories_agree(self, indexes: list[int]) -> None:
         """The forecast and both histories (append-only, so read once at the end: any step's
@@ -706,6 +783,46 @@ class ModelMachine(RuleBasedStateMachine):
                                     if e.kind in EVENT_SUBJECTS])
             want_events = by_moment([(at, *rest) for at, *rest in self.world.members[index].events])
             assert got_events == want_events, f"member {index}: events {got_events}, the rules: {want_events}"
+            # The outbox: every movement has its points event, same kind and points, in the member's
+            # order (docs/events.md).
+            assert by_moment(self.points_events(member_id)) == want_moves, f"member {index}: outbox"
+            self.card_tabs_agree(index, want_moves)
+        self.found_by_custom_values()
+
+    def points_events(self, member_id: str) -> list[tuple[int, str, int]]:
+        """(time, movement kind, points) of the member's points events, by sequence number."""
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute(
+                "SELECT (extract(epoch FROM created_at) * 1000000)::bigint, payload->>'movement_kind',"
+                " (payload->>'points')::bigint FROM outbox_event WHERE member_id = %s AND type LIKE 'points.%%'"
+                " AND type <> 'points.expiring_soon' ORDER BY seq", (member_id,)).fetchall()
+        return [(at, kind.upper(), points) for at, kind, points in rows]
+
+    def card_tabs_agree(self, index: int, want_moves: list[tuple[int, list[tuple[Any, ...]]]]) -> None:
+        """The card's points tab holds the member's movements; its orders tab each order with the
+        rules' state and refund state."""
+        def tab(which: int) -> list[membership_pb2.HistoryEvent]:
+            return list(self.api.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
+                programme_id=self.programme_id, member_id=self.member_id(index), tab=which, page_size=500),
+                timeout=10).events)
+
+        points_tab = by_moment([(e.create_time.ToMicroseconds(), e.kind.removeprefix("points_").upper(),
+                                 int(e.details["points"])) for e in reversed(tab(membership_pb2.HISTORY_TAB_POINTS))])
+        assert points_tab == want_moves, f"member {index}: points tab"
+        assert {e.details["order_id"]: (e.details["state"], e.details["refund"])
+                for e in tab(membership_pb2.HISTORY_TAB_ORDERS) if e.kind == "order"} == {
+            order_id: (order.state, order.refund_state())
+            for order_id, order in self.world.orders.items() if order.member == index}, f"member {index}: orders tab"
+
+    def found_by_custom_values(self) -> None:
+        """ListMembers finds by each value exactly the members that hold it."""
+        held = {(name, value) for m in self.world.members for name, value in m.custom.items()}
+        for name, value in sorted(held):
+            found = self.api.members.ListMembers(member_pb2.ListMembersRequest(
+                programme_id=self.programme_id, page_size=500,
+                custom_field=member_pb2.CustomFieldValue(name=name, value=value)), timeout=10).members
+            assert sorted(m.member_id for m in found) == sorted(
+                m.member_id for m in self.world.members if m.custom.get(name) == value), (name, value)
 
     def orders_agree(self, order_ids: list[str]) -> None:
         for order_id in order_ids:

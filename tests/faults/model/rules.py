@@ -10,6 +10,7 @@ compares.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 NEVER = 2**63 - 1
@@ -100,6 +101,35 @@ class LevelRule(Value):
         return self.group in ("", group)
 
 
+@dataclass(frozen=True)
+class EventType(Value):
+    """An event bonus (docs/membership.md "Event bonuses"): points only, living ``lifetime_days``,
+    one grant per occurrence and at most one every ``every_days`` days per member."""
+
+    code: str
+    points: int
+    lifetime_days: int
+    every_days: int
+
+
+@dataclass(frozen=True)
+class CustomField(Value):
+    """A custom field the programme declares: "integer" (canonical: no leading zero, no fraction)
+    or "choice" (one of ``choices``, exactly)."""
+
+    name: str
+    type: str
+    choices: tuple[str, ...] = ()
+
+    def takes(self, value: str) -> bool:
+        """An empty value clears the field."""
+        if not value:
+            return True
+        if self.type == "integer":
+            return re.fullmatch(r"-?(0|[1-9][0-9]*)", value) is not None
+        return value in self.choices
+
+
 @dataclass
 class Programme:
     point_value: int = 1
@@ -127,6 +157,8 @@ class Programme:
     ranges: tuple[Range, ...] = ()
     ends_at: int | None = None
     levels: tuple[LevelRule, ...] = ()
+    event_type: EventType | None = None
+    custom_fields: tuple[CustomField, ...] = ()
 
     def ladder(self, group: str) -> list[LevelRule]:
         return sorted((lv for lv in self.levels if lv.open_to(group)), key=lambda lv: lv.priority)
@@ -194,6 +226,11 @@ class Member:
     earned_total: int = 0
     spent_total: int = 0
     expired_total: int = 0
+    # The event occurrences granted, and when the last grant was.
+    occurrences: set[str] = field(default_factory=set)
+    last_event_at: int | None = None
+    # Custom field values by name (an erasure removes them).
+    custom: dict[str, str] = field(default_factory=dict)
 
     def move(self, now: int, kind: str, points: int) -> None:
         self.history.append((now, kind, points))
@@ -460,6 +497,11 @@ class Order:
     returned: dict[int, int] = field(default_factory=dict)
     refunds: list[RefundAnswer] = field(default_factory=list)
 
+    def refund_state(self) -> str:
+        """What the card's orders tab says of its refunds: none, partial or whole (every unit)."""
+        refunded = sum(self.refunded.values())
+        return "none" if refunded == 0 else "whole" if refunded == sum(x.quantity for x in self.lines) else "partial"
+
     def left_by_category(self) -> dict[str, int]:
         """What of the order's total after discounts its refunds left, per category."""
         left: dict[str, int] = {}
@@ -531,6 +573,7 @@ class World:
             raise refuse("member_has_open_holds")
         member.erased = member.offboarded = True
         member.group = ""
+        member.custom.clear()
         member.event(now, "erased", "", "")
 
     def change_status(self, index: int, status: str, now: int) -> None:
@@ -556,6 +599,23 @@ class World:
                 order.state = "cancelled"
         member.offboarded = True
         member.event(now, "offboarded", "", "")
+
+    def change_phone(self, index: int) -> None:
+        """An edit of the member's data: no points move, the new phone is not confirmed."""
+        self.member_for_write(index)
+
+    def set_custom_field(self, index: int, name: str, value: str) -> dict[str, str]:
+        """A value is checked against its field's type before the member is looked at (a bad one is
+        refused even for an erased member); an empty one clears the field. The member's values after."""
+        declared = next(f for f in self.programme.custom_fields if f.name == name)
+        if not declared.takes(value):
+            raise refuse("value_out_of_range", "INVALID_ARGUMENT")
+        member = self.member_for_write(index)
+        if value:
+            member.custom[name] = value
+        else:
+            member.custom.pop(name, None)
+        return dict(member.custom)
 
     def orders_of(self, index: int) -> list[Order]:
         return [self.orders[o] for o in sorted(self.orders) if self.orders[o].member == index]
@@ -589,6 +649,26 @@ class World:
         member.lots.append(Lot(points, now, lifetime_end(now, days), activation_recorded=True))
         member.earned_total += points
         member.move(now, "MANUAL_ACCRUAL", points)
+
+    def record_event(self, index: int, occurrence: str, now: int) -> bool:
+        """The programme's event type for one occurrence: whether it was granted already (a repeat
+        answers so, whatever the member's status now); else a deactivated member is refused, a new
+        occurrence within the frequency too, and the bonus is a lot active at once."""
+        member = self.member_for_write(index)
+        event = self.programme.event_type
+        assert event is not None
+        if occurrence in member.occurrences:
+            return True
+        if member.status == DEACTIVATED:
+            raise refuse("member_deactivated")
+        if member.last_event_at is not None and now < member.last_event_at + event.every_days * US_PER_DAY:
+            raise refuse("event_frequency_limit_reached")
+        member.occurrences.add(occurrence)
+        member.last_event_at = now
+        member.lots.append(Lot(event.points, now, lifetime_end(now, event.lifetime_days), activation_recorded=True))
+        member.earned_total += event.points
+        member.move(now, "EVENT_BONUS", event.points)
+        return False
 
     def redeem(self, index: int, points: int, now: int) -> None:
         member = self.member_for_write(index)
