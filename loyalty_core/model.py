@@ -400,6 +400,16 @@ class Pricing:
     earned_points: int
     terms: PricingTerms
 
+    @property
+    def discount_bps(self) -> int:
+        """The order discount rate given: none where points replaced the discounts."""
+        return 0 if self.terms.points_instead_of_discounts else self.terms.discount_bps
+
+    @property
+    def discount_source(self) -> str:
+        """The rule that gave ``discount_bps`` ("none" where points replaced the discounts)."""
+        return "none" if self.terms.points_instead_of_discounts else self.terms.discount_source
+
 
 # Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
 POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",

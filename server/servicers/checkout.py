@@ -56,8 +56,8 @@ def pricing(p: Pricing) -> checkout_pb2.Pricing:
         gross_minor=p.gross_minor, line_discount_minor=p.line_discount_minor,
         order_discount_minor=p.order_discount_minor, net_minor=p.net_minor, points_max=p.points_max,
         points_applied=p.points_applied, points_money_minor=p.points_money_minor, money_due_minor=p.money_due_minor,
-        earned_points=p.earned_points, discount_bps=p.terms.discount_bps,
-        discount_source=DISCOUNT_SOURCE[p.terms.discount_source], member_id=p.member_id,
+        earned_points=p.earned_points, discount_bps=p.discount_bps,
+        discount_source=DISCOUNT_SOURCE[p.discount_source], member_id=p.member_id,
     )
 
 
