@@ -136,7 +136,9 @@ async def db_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, A
 
 
 def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, list]:
-    """quote | checkout_capture | pos_mix against the real server, members by phone."""
+    """quote | checkout_capture | post_sale | pos_mix against the real server, members by phone."""
+    from google.protobuf import timestamp_pb2
+
     from loyalty.v1 import checkout_pb2 as pb
     from loyalty.v1 import checkout_pb2_grpc, common_pb2
 
@@ -186,6 +188,15 @@ def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, li
         seq[worker] += 1
         order_id = f"{tag}-{worker}-{seq[worker]}"
         context = common_pb2.WriteContext(store_id=store, terminal_id=f"till-{worker}")
+        if kind == "post_sale":
+            # Sold an hour ago while the till was offline.
+            sale_time = timestamp_pb2.Timestamp()
+            sale_time.FromMicroseconds(time.time_ns() // 1000 - 3_600 * 10**6)
+            await rec.call("PostSale", stub.PostSale(pb.PostSaleRequest(
+                request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member,
+                store_id=store, channel="pos", lines=proto_lines, requested_points=requested, currency_code="USD",
+                context=context, sale_time=sale_time), **opts()))
+            return
         held = await rec.call("Checkout", stub.Checkout(pb.CheckoutRequest(
             request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member, store_id=store,
             channel="pos", lines=proto_lines, requested_points=requested, currency_code="USD", context=context),

@@ -17,10 +17,11 @@ CEILING_TITLES = {
 LOAD_TITLES = {
     "quote": "Quote",
     "checkout_capture": "Checkout + Capture",
+    "post_sale": "PostSale (an offline sale, checkout and capture in one call)",
     "pos_mix": "POS mix (quote, checkout, capture, 5% cancel, 2% refund)",
     "hot_members": "POS mix on 10 hot members",
 }
-CEILING_OF = {"quote": "select", "checkout_capture": "tx", "pos_mix": "select/tx mix",
+CEILING_OF = {"quote": "select", "checkout_capture": "tx", "post_sale": "tx", "pos_mix": "select/tx mix",
               "hot_members": "select/tx_hot mix"}
 
 
@@ -168,7 +169,8 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     ax1.set_title("loyalty-core beside its ceiling (same run, same client, same calls in flight)")
     ceil_p99 = []
     for r in rows:
-        name = {"quote": "select", "checkout_capture": "tx", "pos_mix": "tx", "hot_members": "tx_hot"}[r["name"]]
+        name = {"quote": "select", "checkout_capture": "tx", "post_sale": "tx", "pos_mix": "tx",
+                "hot_members": "tx_hot"}[r["name"]]
         match = [c for c in results["ceilings"]
                  if c["name"] == name and c["workers"] == r["workers"] and c["concurrency"] == r["concurrency"]]
         ceil_p99.append(match[0]["total"]["p99_ms"] or 0 if match else 0)

@@ -136,6 +136,10 @@ for _code, _kind in [
     ("phone_taken", AlreadyExists),
     ("card_number_taken", AlreadyExists),
     ("order_already_checked_out", AlreadyExists),
+    # A posted (offline) sale's time
+    ("sale_time_in_future", InvalidArgument),
+    ("sale_time_too_old", InvalidArgument),
+    ("sale_older_than_point_lifetime", FailedPrecondition),
     ("level_priority_taken", AlreadyExists),
     # Idempotency
     ("idempotency_key_reused_with_different_request", IdempotencyConflict),
@@ -246,6 +250,9 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "event_type_code_taken": ("The programme already has an event type with this code.", "Choose another code, or change the type with UpdateEventType."),
     "phone_taken": ("Another member of the programme has this phone.", "Look the member up by phone instead of enrolling; to move the phone to this member (ChangeMemberPhone), first change the holder's."),
     "card_number_taken": ("Another member of the programme has this card number.", "Use another card, or first change the holder's (ChangeMemberCard)."),
+    "sale_time_in_future": ("A posted sale's sale_time is after the server's time.", "Send the time the till recorded the sale; check the till's clock."),
+    "sale_time_too_old": ("A posted sale was made longer ago than PostSale accepts (max_age_days in the details).", "Post sales within the bound; older history belongs to the import."),
+    "sale_older_than_point_lifetime": ("The points a posted sale earns would have expired already: the sale is older than the programme's activation delay and point lifetime.", "Do not post it as a sale; adjust the member's points by hand if owed."),
     "order_already_checked_out": ("An order with this id was checked out already, with another request_id.", "Use a new order_id, or read the order with GetOrder."),
     "level_priority_taken": ("Another level of the programme has this priority.", "Choose a free priority."),
     "idempotency_key_reused_with_different_request": ("This request_id was used before with a different request.", "Send a new request_id for a new operation; resend the same request unchanged to retry."),

@@ -239,15 +239,18 @@ def counts(member: Member, programme: Programme, order: Order, now: int) -> bool
 
 
 async def count_purchase(conn: Any, programme: Programme, member: Member, order: Order, now: int,
-                         levels: Sequence[Level] | None = None) -> None:
+                         levels: Sequence[Level] | None = None, as_of: int | None = None) -> None:
     """Count a captured (or completed) order: purchase total, accumulative rate, visits and level.
 
     Only what ``counts`` allows is counted; an order counts once however often this is called. The
     amount is what refunds left of the order's total after discounts (what points paid included:
     points are a way to pay). The member's row lock and the order's ``counted`` flag are the
     caller's. ``levels``, the programme's when the caller read them already, lets the member's
-    recent purchases travel with the count (one round trip instead of two).
+    recent purchases travel with the count (one round trip instead of two). The purchase counts at
+    ``now``; the level is judged ``as_of`` (default ``now``; a posted sale's is the posting time, so
+    a sale made before purchases already counted is judged with them).
     """
+    judged_at = now if as_of is None else as_of
     if not counts(member, programme, order, now):
         return
     by_category = amounts_left(order)
@@ -268,13 +271,13 @@ async def count_purchase(conn: Any, programme: Programme, member: Member, order:
         # No level to reach: whether this count was new changes nothing more, so it is not read
         # (a read would wait for the server in the middle of the write's pipeline).
         return
-    purchases_later = await store.send_purchases_since(conn, member.member_id, _since(rungs, now))
+    purchases_later = await store.send_purchases_since(conn, member.member_id, _since(rungs, judged_at))
     if not await counted.get():
         return
     purchases = await purchases_later.get()
-    higher = level_after_purchase(rungs, member.level_id, purchases, now)
+    higher = level_after_purchase(rungs, member.level_id, purchases, judged_at)
     if higher is not None:
-        await assign_level(conn, member, higher, now, reason="qualified", actor=SYSTEM)
+        await assign_level(conn, member, higher, judged_at, reason="qualified", actor=SYSTEM)
 
 
 async def uncount_purchase(conn: Any, programme: Programme, member: Member, counted: Order,

@@ -400,6 +400,16 @@ class Pricing:
     earned_points: int
     terms: PricingTerms
 
+    @property
+    def discount_bps(self) -> int:
+        """The order discount rate given: none where points replaced the discounts."""
+        return 0 if self.terms.points_instead_of_discounts else self.terms.discount_bps
+
+    @property
+    def discount_source(self) -> str:
+        """The rule that gave ``discount_bps`` ("none" where points replaced the discounts)."""
+        return "none" if self.terms.points_instead_of_discounts else self.terms.discount_source
+
 
 # Why points cannot pay for a quoted basket (points_max 0), most fundamental first; "" when they can.
 POINTS_BLOCKED = ("member_deactivated", "member_not_confirmed", "no_points_available", "order_pay_share_zero",
@@ -436,6 +446,14 @@ class Checkout:
     spend_code: str = ""
     # The caller is a trusted channel (docs/trust.md "Who may spend points").
     member_id_trusted: bool = False
+
+
+@dataclass(frozen=True)
+class PostSale(Checkout):
+    """A sale the till completed offline, checked out and captured in one call; ``sale_time`` is
+    when it was made (µs since the epoch; 0 when the caller did not say)."""
+
+    sale_time: int = 0
 
 
 @dataclass(frozen=True)

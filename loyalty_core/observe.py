@@ -115,6 +115,11 @@ def card_locked() -> None:
         observer.card_locked(_programme.get())
 
 
+# The results of webhook_delivery, every one of them exported (at 0) for each live subscription, so
+# that a rate or increase sees the first failure or dead letter (a series born at 1 shows none).
+WEBHOOK_DELIVERY_RESULTS = ("delivered", "refused", "timeout", "unreachable", "dead_letter")
+
+
 def webhook_delivery(subscription_id: str, result: str) -> None:
     """One attempt to deliver an event to a webhook: delivered, refused, timeout, unreachable, or
     dead_letter (given up on after its attempts)."""

@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from loyalty_core import calc
 from loyalty_core.clock import Clock
+from loyalty_core.observe import WEBHOOK_DELIVERY_RESULTS
 from loyalty_core.settings import split_host_port
 from loyalty_core.store import gauges, webhooks
 
@@ -133,8 +134,8 @@ class Metrics:
         self.webhook_deliveries.labels(subscription_id, result).inc()
 
     def watch_ledger(self, url: str, clock: Clock, max_age_s: float) -> None:
-        """Outstanding points, open holds and expiry lag, read from the database at scrape time."""
-        self.registry.register(LedgerCollector(url, clock, max_age_s))
+        """Outstanding points, open holds, expiry lag and the outbox, read from the database at scrape time."""
+        self.registry.register(LedgerCollector(url, clock, max_age_s, self.webhook_deliveries))
 
 
 # Movement kinds (movement.kind) counted as earned, spent, expired or held points. Releases,
@@ -155,10 +156,12 @@ class LedgerCollector:
     """Reads ``loyalty_core.store.gauges`` when scraped, at most once per ``max_age_s``, on a
     connection of its own for the read (scrapes run in the HTTP thread, outside the server's
     event loop; a connection a few times a minute costs less than one kept open per process).
-    A database that cannot be read leaves the gauges out and says so in loyalty_ledger_gauges_up."""
+    A database that cannot be read leaves the gauges out and says so in loyalty_ledger_gauges_up.
+    Each live subscription it reads gets its ``webhook_deliveries`` series, at 0 until used."""
 
-    def __init__(self, url: str, clock: Clock, max_age_s: float) -> None:
+    def __init__(self, url: str, clock: Clock, max_age_s: float, webhook_deliveries: Counter) -> None:
         self.url, self.clock, self.max_age_s = url, clock, max_age_s
+        self.webhook_deliveries = webhook_deliveries
         self._lock = threading.Lock()
         self._reading: gauges.LedgerGauges | None = None
         self._read_at = float("-inf")
@@ -213,6 +216,8 @@ class LedgerCollector:
         for webhook_id, (count, age_s) in sorted(reading.webhooks.items()):
             waiting.add_metric([webhook_id], count)
             oldest_event.add_metric([webhook_id], age_s)
+            for result in WEBHOOK_DELIVERY_RESULTS:
+                self.webhook_deliveries.labels(webhook_id, result)
         yield from (waiting, oldest_event)
 
     def _read(self) -> gauges.LedgerGauges | None:

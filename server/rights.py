@@ -51,6 +51,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/PostSale": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),

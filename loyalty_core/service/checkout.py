@@ -18,7 +18,7 @@ from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgume
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     US_PER_DAY, US_PER_S, Cancel, Cancelled, Capture, Captured, Checkout, Complete, Hold, Member, MemberRef, Order,
-    Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord, Void, Voided,
+    Pricing, Programme, Quote, Quoted, Refund, Refunded, RefundLine, RefundRecord, Void, Voided,
 )
 from loyalty_core.service import checks, rules, spending
 from loyalty_core.service.idempotent import write_key
@@ -112,6 +112,43 @@ async def _read_basket(
     return current.programme, member, await sent.lots.get(), current.levels
 
 
+async def _hold_order(conn: Any, programme: Programme, member: Member, lots: Lots, pricing: Pricing,
+                      rights: membership.Privileges, available: int, req: Checkout, ref: MemberRef,
+                      code: spending.SpendCodeCheck, *, card_secret_checked: bool, now: int,
+                      created_at: int) -> tuple[Order, StoredHold | None]:
+    """Write a priced basket as an order held for payment (created at ``created_at``): the points
+    that pay drawn from the lots usable ``now``, earliest expiry first, after the member's room,
+    the points asked and the spending member's identification are checked."""
+    # What capture may add, at most: the purchase, and points earned on all of it (a capture
+    # that spends fewer points earns on more money; cashback is at most 100%).
+    checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
+                             purchase_minor=pricing.net_minor)
+    requested = req.quote.requested_points
+    if requested > pricing.points_applied:
+        _refuse_points(member, rights, requested, available, pricing.points_max)
+    await spending.authorise(conn, programme, member, ref, code, card_secret_checked=card_secret_checked,
+                             trusted=req.member_id_trusted, points=pricing.points_applied, now=now,
+                             actor=req.context.actor, order_id=req.order_id)
+    hold = None
+    if pricing.points_applied:
+        taken = draw(lots, pricing.points_applied, now)
+        hold = StoredHold(
+            Hold(str(uuid.uuid4()), pricing.points_applied, "open", now + programme.hold_ttl_s * US_PER_S),
+            tuple(lot for lot, _ in taken), tuple(points for _, points in taken),
+        )
+        await ledger.post(conn, member.member_id, now, req.context, [Entry(
+            "held", -pricing.points_applied, held_delta=pricing.points_applied,
+            lots=[(lot, -points) for lot, points in taken], order_id=req.order_id, hold_id=hold.hold.hold_id,
+        )])
+    order = Order(
+        programme_id=programme.programme_id, order_id=req.order_id, member_id=member.member_id, state="held",
+        store_id=req.quote.store_id, channel=req.quote.channel, pricing=pricing,
+        hold=hold.hold if hold else None, refunds=(), created_at=created_at, captured_at=None,
+    )
+    await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme.programme_id)
+    return order, hold
+
+
 async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     """Price the basket for an order and hold the points that pay, drawn earliest expiry first."""
     programme_id = _check_write(req.request_id, req.quote.programme_id, req.order_id, req.context)
@@ -122,54 +159,36 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     now = clock.now_us()
 
     async def work(unit: UnitOfWork[_BasketReads]) -> tuple[Order, str]:
-        conn = unit.conn
         programme, member, lots, levels = await _read_basket(db, unit, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now,
                                                await unit.reads.event_discount_bps.get())
-        # What capture may add, at most: the purchase, and points earned on all of it (a capture
-        # that spends fewer points earns on more money; cashback is at most 100%).
-        checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
-                                 purchase_minor=pricing.net_minor)
-        requested = req.quote.requested_points
-        if requested > pricing.points_applied:
-            _refuse_points(member, rights, requested, available, pricing.points_max)
-        await spending.authorise(conn, programme, member, ref, code, card_secret_checked=verified is not None,
-                                 trusted=req.member_id_trusted, points=pricing.points_applied, now=now,
-                                 actor=req.context.actor, order_id=req.order_id)
-        hold = None
-        if pricing.points_applied:
-            taken = draw(lots, pricing.points_applied, now)
-            hold = StoredHold(
-                Hold(str(uuid.uuid4()), pricing.points_applied, "open", now + programme.hold_ttl_s * US_PER_S),
-                tuple(lot for lot, _ in taken), tuple(points for _, points in taken),
-            )
-            await ledger.post(conn, member.member_id, now, req.context, [Entry(
-                "held", -pricing.points_applied, held_delta=pricing.points_applied,
-                lots=[(lot, -points) for lot, points in taken], order_id=req.order_id, hold_id=hold.hold.hold_id,
-            )])
-        order = Order(
-            programme_id=programme_id, order_id=req.order_id, member_id=member.member_id, state="held",
-            store_id=req.quote.store_id, channel=req.quote.channel, pricing=pricing,
-            hold=hold.hold if hold else None, refunds=(), created_at=now, captured_at=None,
-        )
-        await orders.insert(conn, order, req.context.terminal_id, requested, hold, programme_id)
+        order, _ = await _hold_order(unit.conn, programme, member, lots, pricing, rights, available, req, ref, code,
+                                     card_secret_checked=verified is not None, now=now, created_at=now)
         return order, member.member_id
 
     send_reads = functools.partial(_send_basket_reads, db=db, programme_id=programme_id, ref=ref,
                                    order_id=req.order_id, now=now)
+    return await _new_order(db, programme_id, ref, req.order_id,
+                            lambda: unit_of_work.run(db, write_key("Checkout", programme_id, req, now), request=req,
+                                                     result_type=Order, work=work, send_reads=send_reads))
+
+
+async def _new_order(db: Database, programme_id: str, ref: MemberRef, order_id: str,
+                     write: Callable[[], Awaitable[T]]) -> T:
+    """Run ``write``, which creates the order ``order_id`` for the member ``ref``, among the few
+    calls admitted to wait for that member's lock."""
     # Only a few calls per member wait for its lock (the rest are refused at once), so a member
     # held for long keeps only a few of the pool's connections.
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
         try:
-            return await unit_of_work.run(db, write_key("Checkout", programme_id, req, now), request=req,
-                                          result_type=Order, work=work, send_reads=send_reads)
+            return await write()
         except psycopg.errors.UniqueViolation as err:
             # Two members' checkouts of one order id hold different locks: both may find the id free,
             # and the one that commits second meets the key. Its answer is the same as if it had
             # found the order (the whole transaction, hold included, was rolled back).
             if err.diag.constraint_name != orders.ORDER_ID_KEY:
                 raise
-            raise _order_taken(req.order_id) from None
+            raise _order_taken(order_id) from None
 
 
 def _order_taken(order_id: str) -> AlreadyExists:
@@ -315,6 +334,37 @@ def _earn(member: Member, programme: Programme, order_id: str, earned: int, now:
     return [*entries, Entry("earned", kept, lots=[(NEW_LOT, kept)], order_id=order_id)], lot
 
 
+async def _capture_order(w: _OrderWrite, asked: int | None, context: Any, *, now: int, at: int) -> Captured:
+    """Capture the held order ``w``: spend its held points (``asked``, or all), re-price so earning
+    is on the money part at the member's rates at ``at`` (the sale's time), credit the earned points
+    (debt first) in a lot whose activation and expiry count from ``at``, and count the purchase at
+    ``at`` where the member's status counts it (its level judged ``now``). The movements are the
+    ledger's at ``now``."""
+    _open_hold(w.stored, now)
+    points = _points_to_spend(w.stored, asked)
+    rights = membership.privileges(w.member, w.programme, w.levels, at)
+    pricing = reprice(w.order.pricing, points, w.programme, rights)
+    spent, closing = _spend(w.stored, points)
+    earning, new_lot = _earn(w.member, w.programme, w.order.order_id, pricing.earned_points, at)
+    await ledger.post(w.conn, w.member.member_id, now, context, spent + earning, new_lot)
+    hold = w.order.hold
+    captured = dataclasses.replace(
+        w.order, state="captured", pricing=pricing, captured_at=at, spent_points=points,
+        earned_points=pricing.earned_points,
+        hold=dataclasses.replace(hold, state="captured" if points else "released", points=points or hold.points)
+        if hold else None,
+    )
+    counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
+                                                                                   captured, at)
+    await orders.capture(w.conn, captured, counted, now, closing)
+    if pricing.terms.discount_source == membership.SOURCE_EVENT:
+        await event_bonus.use_next_order_discount(w.conn, w.member.member_id, w.order.order_id,
+                                                  pricing.terms.discount_bps, w.order.created_at, at)
+    if counted:
+        await membership.count_purchase(w.conn, w.programme, w.member, captured, at, w.levels, as_of=now)
+    return Captured(captured, points, pricing.earned_points)
+
+
 async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     """Spend the held points (all or fewer; the rest goes back), re-price so earning is on the money
     part at the member's rates now, credit the earned points (debt first), record the order's lines
@@ -327,29 +377,7 @@ async def capture(db: Database, clock: Clock, req: Capture) -> Captured:
     now = clock.now_us()
 
     async def steps(w: _OrderWrite) -> Captured:
-        _open_hold(w.stored, now)
-        points = _points_to_spend(w.stored, req.points)
-        rights = membership.privileges(w.member, w.programme, w.levels, now)
-        pricing = reprice(w.order.pricing, points, w.programme, rights)
-        spending, closing = _spend(w.stored, points)
-        earning, new_lot = _earn(w.member, w.programme, w.order.order_id, pricing.earned_points, now)
-        await ledger.post(w.conn, w.member.member_id, now, req.context, spending + earning, new_lot)
-        hold = w.order.hold
-        captured = dataclasses.replace(
-            w.order, state="captured", pricing=pricing, captured_at=now, spent_points=points,
-            earned_points=pricing.earned_points,
-            hold=dataclasses.replace(hold, state="captured" if points else "released", points=points or hold.points)
-            if hold else None,
-        )
-        counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
-                                                                                       captured, now)
-        await orders.capture(w.conn, captured, counted, now, closing)
-        if pricing.terms.discount_source == membership.SOURCE_EVENT:
-            await event_bonus.use_next_order_discount(w.conn, w.member.member_id, w.order.order_id,
-                                                      pricing.terms.discount_bps, w.order.created_at, now)
-        if counted:
-            await membership.count_purchase(w.conn, w.programme, w.member, captured, now, w.levels)
-        return Captured(captured, points, pricing.earned_points)
+        return await _capture_order(w, req.points, req.context, now=now, at=now)
 
     return await _write_order(db, method="Capture", programme_id=programme_id, request=req, result_type=Captured,
                               now=now, steps=steps)

@@ -272,8 +272,10 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:
 
     async def effect(conn: Any) -> tuple[MemberCard, str]:
         ref = MemberRef(member_id=member_id)
-        checks.member_not_erased(checks.found_member(await store.find(conn, programme_id, ref, lock=True),
-                                                     "with this id"))
+        # Like every write to a member who left (docs/ledger.md); a second off-boarding would say
+        # twice in history that the member left.
+        checks.member_in_programme(checks.found_member(await store.find(conn, programme_id, ref, lock=True),
+                                                       "with this id"))
         # No hold may outlive the membership: its points go back, and unpaid orders are cancelled
         # (a capture or refund after this is refused, member_offboarded).
         await orders.release_holds(conn, member_id, await orders.open_holds(conn, member_id), now, req.context,

@@ -143,17 +143,18 @@ def price(
 
 def quote_for(
     programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int,
-    event_discount_bps: int = 0,
+    event_discount_bps: int = 0, lots_at: int | None = None,
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
     ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
-    member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``)."""
+    member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``); ``lots_at`` when
+    the lots pay, when not ``now`` (a posted sale is priced at its time, paid from the lots now)."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)
     rights = membership.privileges(member, programme, levels, now, event_discount_bps)
-    available = available_points(lots, now) if rights.may_pay_with_points else 0
+    available = available_points(lots, now if lots_at is None else lots_at) if rights.may_pay_with_points else 0
     terms = terms_for(programme, lines, rights, quote.requested_points > 0)
     pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
     if terms.points_instead_of_discounts and not pricing.points_applied:

@@ -190,11 +190,14 @@ async def close_hold(conn: Any, member_id: str, closing: HoldClosing, now: int) 
 
 async def capture(conn: Any, order: Order, counted: bool, now: int, closing: HoldClosing | None) -> None:
     """The order as paid, in one statement: its re-priced figures, the lot its points were credited
-    to (when any), one row per line for refunds, and its hold closed (when it has one)."""
+    to (when any), one row per line for refunds, and its hold closed (when it has one). The order
+    says when it was captured (a posted sale: when it was sold); the hold closes, and the event is
+    published, ``now``."""
     lines = order.pricing.lines
     params = {
         "pricing": Jsonb(to_json(order.pricing)), "spent": order.spent_points, "earned": order.earned_points,
         "member": order.member_id, "order": order.order_id, "counted": counted, "now": to_dt(now),
+        "captured_at": to_dt(order.captured_at if order.captured_at is not None else now),
         "programme": order.programme_id, "line_nos": list(range(1, len(lines) + 1)),
         "line_ids": [x.line_id for x in lines], "skus": [x.sku for x in lines],
         "categories": [x.category for x in lines], "quantities": [x.quantity for x in lines],
@@ -218,7 +221,7 @@ async def capture(conn: Any, order: Order, counted: bool, now: int, closing: Hol
         "   %(dues)s::bigint[], %(points_)s::bigint[], %(earneds)s::bigint[]) AS l)"
         " UPDATE orders SET state = 'captured', pricing = %(pricing)s, spent_points = %(spent)s,"
         " earned_points = %(earned)s, earned_lot_id = (SELECT lot_id FROM lot WHERE member_id = %(member)s"
-        " AND order_id = %(order)s AND source = 'earned'), counted = %(counted)s, captured_at = %(now)s"
+        " AND order_id = %(order)s AND source = 'earned'), counted = %(counted)s, captured_at = %(captured_at)s"
         " WHERE programme_id = %(programme)s AND order_id = %(order)s",
         params,
     )

@@ -8,11 +8,11 @@ from grpc import aio
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
 from loyalty_core.model import (
-    POINTS_BLOCKED, BasketLine, Cancel, Capture, Checkout, Complete, Order, Pricing, Quote, Refund, RefundLine, RefundRecord,
-    Void,
+    POINTS_BLOCKED, BasketLine, Cancel, Capture, Captured, Checkout, Complete, Order, PostSale, Pricing, Quote, Refund,
+    RefundLine, RefundRecord, Void,
 )
-from loyalty_core.service import checkout
-from server.servicers.convert import member_id_trusted, member_ref, timestamp, write_context
+from loyalty_core.service import checkout, offline
+from server.servicers.convert import member_id_trusted, member_ref, micros, timestamp, write_context
 
 ORDER_STATE = {
     "held": checkout_pb2.ORDER_STATE_HELD,
@@ -34,7 +34,7 @@ DISCOUNT_SOURCE = {
 
 
 def quote_of(request: Any) -> Quote:
-    """QuoteRequest and CheckoutRequest share these fields."""
+    """QuoteRequest, CheckoutRequest and PostSaleRequest share these fields."""
     return Quote(
         programme_id=request.programme_id, member=member_ref(request.member),
         lines=tuple(BasketLine(x.line_id, x.sku, x.category, x.quantity, x.unit_price_minor, x.line_discount_minor)
@@ -56,8 +56,8 @@ def pricing(p: Pricing) -> checkout_pb2.Pricing:
         gross_minor=p.gross_minor, line_discount_minor=p.line_discount_minor,
         order_discount_minor=p.order_discount_minor, net_minor=p.net_minor, points_max=p.points_max,
         points_applied=p.points_applied, points_money_minor=p.points_money_minor, money_due_minor=p.money_due_minor,
-        earned_points=p.earned_points, discount_bps=p.terms.discount_bps,
-        discount_source=DISCOUNT_SOURCE[p.terms.discount_source], member_id=p.member_id,
+        earned_points=p.earned_points, discount_bps=p.discount_bps,
+        discount_source=DISCOUNT_SOURCE[p.discount_source], member_id=p.member_id,
     )
 
 
@@ -80,6 +80,11 @@ def order(o: Order) -> checkout_pb2.Order:
     )
 
 
+def captured(done: Captured) -> dict[str, Any]:
+    """The fields CaptureResponse and PostSaleResponse share."""
+    return {"order": order(done.order), "spent_points": done.spent_points, "earned_points": done.earned_points}
+
+
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, deps: Any) -> None:
         self.db, self.clock = deps.db, deps.clock
@@ -99,9 +104,13 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         req = Capture(request.request_id, request.programme_id, request.order_id,
                       request.points if request.HasField("points") else None,
                       write_context(request.context, context, request.request_id))
-        done = await checkout.capture(self.db, self.clock, req)
-        return checkout_pb2.CaptureResponse(order=order(done.order), spent_points=done.spent_points,
-                                            earned_points=done.earned_points)
+        return checkout_pb2.CaptureResponse(**captured(await checkout.capture(self.db, self.clock, req)))
+
+    async def PostSale(self, request: Any, context: aio.ServicerContext) -> Any:
+        req = PostSale(request.request_id, request.order_id, quote_of(request),
+                       write_context(request.context, context, request.request_id), request.spend_code,
+                       member_id_trusted(), micros(request, "sale_time") or 0)
+        return checkout_pb2.PostSaleResponse(**captured(await offline.post_sale(self.db, self.clock, req)))
 
     async def Cancel(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Cancel(request.request_id, request.programme_id, request.order_id,

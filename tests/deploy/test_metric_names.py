@@ -16,10 +16,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from loyalty.v1 import checkout_pb2, common_pb2
+from loyalty.v1 import checkout_pb2, common_pb2, events_pb2, events_pb2_grpc
+from tests.events.conftest import MASTER_KEY, Receiver
 from tests.faults.helpers import Stubs, accrue, basket, capture_request, checkout_request, create_programme, enrol
 from tests.fixtures.keys import ALL_RIGHTS, BearerKey, create_key
 from tests.fixtures.server import ServerProcess, wait_for
+from tests.grpc.conftest import new_id
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "loyalty-core.rules.yml"
@@ -75,16 +77,23 @@ def scrape(port: int) -> set[str]:
 
 @pytest.fixture
 def exercised_server(create_database):
-    """A server process after a till's calls: a programme, a member with points, a quote, a checkout
-    and its capture, and the capture retried (an idempotent replay)."""
+    """A server process after a till's calls: a programme with a webhook subscribed to it (the
+    outbox's metrics are per subscription), a member with points, a quote, a checkout and its
+    capture, and the capture retried (an idempotent replay)."""
     url = create_database(migrated=True)
     _name, key = create_key(url, ALL_RIGHTS)
-    server = ServerProcess({"LOYALTY_DATABASE_URL": url, "LOYALTY_LEDGER_GAUGES_MAX_AGE_S": "0"}).start()
+    receiver = Receiver().start()
+    server = ServerProcess({"LOYALTY_DATABASE_URL": url, "LOYALTY_LEDGER_GAUGES_MAX_AGE_S": "0",
+                            "LOYALTY_WEBHOOK_MASTER_KEY": MASTER_KEY}).start()
     try:
         server.wait_serving()
         with grpc.insecure_channel(server.address) as ch:
-            stubs = Stubs(grpc.intercept_channel(ch, BearerKey(key)))
+            channel = grpc.intercept_channel(ch, BearerKey(key))
+            stubs = Stubs(channel)
             programme_id = create_programme(stubs)
+            receiver.secret = events_pb2_grpc.EventServiceStub(channel).CreateWebhook(events_pb2.CreateWebhookRequest(
+                request_id=new_id(), webhook=events_pb2.Webhook(programme_id=programme_id, url=receiver.url)),
+                timeout=10).signing_secret
             member_id = enrol(stubs, programme_id)
             accrue(stubs, programme_id, member_id, 500)
             stubs.checkout.Quote(checkout_pb2.QuoteRequest(
@@ -97,6 +106,7 @@ def exercised_server(create_database):
                 stubs.checkout.Capture(capture_request(programme_id, order_id), timeout=10)
         yield server
     finally:
+        receiver.stop()
         assert server.terminate() == 0
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from loyalty.v1 import events_pb2
 from loyalty_core import webhooks
+from loyalty_core.observe import WEBHOOK_DELIVERY_RESULTS
 from loyalty_core.clock import ManualClock
 from loyalty_core.service.jobs import delivery_rules
 from tests.events.conftest import MASTER_KEY, EventsApi, Receiver, all_final, parsed
@@ -121,6 +122,15 @@ async def test_a_failing_endpoint_is_retried_with_backoff_then_dead_lettered_and
     listed = api.events.ListWebhooks(events_pb2.ListWebhooksRequest(programme_id=p.programme_id)).webhooks[0]
     assert listed.dead_letters == 0
     assert receiver.bad_signatures == 0
+
+
+def test_a_live_subscription_exports_every_delivery_result_at_zero(api: EventsApi, grpc_server, receiver):
+    """So that a rate or increase sees its first failure and first dead letter."""
+    hook = _subscribe(api, receiver, api.programme().programme_id)
+    list(grpc_server.registry.collect())  # the scrape that reads the subscription makes its series
+    assert {result: grpc_server.registry.get_sample_value(
+        "loyalty_webhook_deliveries_total", {"webhook_id": hook.webhook_id, "result": result})
+        for result in WEBHOOK_DELIVERY_RESULTS} == dict.fromkeys(WEBHOOK_DELIVERY_RESULTS, 0)
 
 
 async def test_a_slow_endpoint_delays_no_other_subscription(db, api: EventsApi, grpc_server, clock, receiver):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc
 from tests.fixtures.clock import ManualClock
@@ -76,8 +77,9 @@ def counted(proxy: CountingProxy, call: object) -> int:
 
 
 @pytest.mark.parametrize("with_levels,expected", [(True, (1, 2, 3)), (False, (1, 2, 2))])
-def test_quote_checkout_and_capture_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy,
-                                                with_levels: bool, expected: tuple[int, int, int]) -> None:
+def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy,
+                                                          clock: ManualClock, with_levels: bool,
+                                                          expected: tuple[int, int, int]) -> None:
     p = api.programme(order_pay_share_bps=5_000)
     # With levels the capture's purchase count re-evaluates the member's level too (its longest
     # path); without, nothing after the count needs its answer.
@@ -113,6 +115,18 @@ def test_quote_checkout_and_capture_round_trips(api: Api, channel: grpc.Channel,
     checkout()
     capture()
     assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == expected
+
+    def post_sale() -> None:
+        sale_time = timestamp_pb2.Timestamp()
+        sale_time.FromMicroseconds(clock.now_us() - 86_400 * 10**6)
+        api.checkout.PostSale(checkout_pb2.PostSaleRequest(
+            request_id=new_id(), programme_id=p.programme_id, order_id=new_id(), member=ref, lines=lines,
+            requested_points=10, sale_time=sale_time))
+
+    post_sale()
+    # A posted sale is the checkout and the capture in one transaction: the checkout's reads with
+    # BEGIN and the claim, then the capture's writes and COMMIT (and the level's read with levels).
+    assert counted(proxy, post_sale) == expected[2]
 
 
 
