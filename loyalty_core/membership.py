@@ -324,18 +324,22 @@ async def start_on_ladder(conn: Any, member: Member, now: int, *, actor: str) ->
 
 async def member_card(conn: Any, member: Member, now: int) -> MemberCard:
     """The member card's level part: the level's name, the next level and what it still needs."""
-    rungs = ladder([s.level for s in await store.levels_of(conn, member.programme_id)], member.customer_group)
-    if not rungs:
-        return MemberCard(member)
-    return card_of(member, rungs, await recent_purchases(conn, member.member_id, rungs, now), now)
+    levels = [s.level for s in await store.levels_of(conn, member.programme_id)]
+    rungs = ladder(levels, member.customer_group)
+    purchases = await recent_purchases(conn, member.member_id, rungs, now) if rungs else ()
+    return card_of(member, levels, purchases, now)
 
 
-def card_of(member: Member, rungs: Sequence[Level], purchases: Sequence[Purchase], now: int) -> MemberCard:
-    """``member_card`` from the member's ladder and recent purchases, read by the caller."""
+def card_of(member: Member, levels: Sequence[Level], purchases: Sequence[Purchase], now: int) -> MemberCard:
+    """``member_card`` from the programme's levels and the member's recent purchases, read by the caller.
+
+    The level the member holds is named even where their ladder no longer shows it: an erased member's
+    customer group went with their personal data, their level stays (docs/trust.md)."""
+    name = next((lv.name for lv in levels if lv.level_id == member.level_id), "")
+    rungs = ladder(levels, member.customer_group)
     if not rungs:
-        return MemberCard(member)
+        return MemberCard(member, name)
     ahead = progress(rungs, member.level_id, purchases, now)
-    name = next((lv.name for lv in rungs if lv.level_id == member.level_id), "")
     return MemberCard(member, name, "" if ahead.next_level is None else ahead.next_level.name,
                       ahead.next_level_spend_needed_minor, dict(ahead.next_level_category_spend_needed),
                       ahead.next_level_visits_needed)

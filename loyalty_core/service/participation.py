@@ -6,7 +6,7 @@ import dataclasses
 
 from loyalty_core import custom_fields, membership
 from loyalty_core.clock import Clock
-from loyalty_core.levels import US_PER_DAY, ladder, longest_period_days
+from loyalty_core.levels import US_PER_DAY, longest_period_days
 from loyalty_core.model import CardPrivileges, CategoryPrivilege, MemberRef, ParticipationCard, Programme
 from loyalty_core.service import checks, rules
 from loyalty_core.service.lots import balance_of
@@ -44,8 +44,7 @@ async def get(db: Database, clock: Clock, programme_id: str, member_id: str) -> 
         account = await ledger.member_lots_and_purchases(
             conn, programme_id, MemberRef(member_id=member_id), now, since, with_custom_values=True)
     member = checks.found_member(account.member, "with this id")
-    rungs = ladder(current.levels, member.customer_group)
     privileges = membership.privileges(member, current.programme, current.levels, now, account.event_discount_bps)
-    card = dataclasses.replace(membership.card_of(member, rungs, account.purchases, now),
+    card = dataclasses.replace(membership.card_of(member, current.levels, account.purchases, now),
                                custom_fields=custom_fields.shown(current.programme.custom_fields, account.custom_values))
     return ParticipationCard(card, balance_of(member, account.lots, now), shown_privileges(current.programme, privileges))

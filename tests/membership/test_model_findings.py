@@ -3,6 +3,8 @@ list: each finding as its own named test."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -48,3 +50,17 @@ def test_a_second_offboarding_is_refused_like_every_other_write(api: Members) ->
     history = api.membership.ListMemberHistory(membership_pb2.ListMemberHistoryRequest(
         programme_id=p.programme_id, member_id=m.member_id)).events
     assert [e.kind for e in history].count("offboarded") == 1
+
+
+def test_an_erased_member_keeps_the_name_of_a_level_only_their_group_saw(api: Members, channel_with: Any) -> None:
+    # Erasure takes the customer group with the personal data but leaves the level (docs/trust.md):
+    # the card still names the level the member holds, though their ladder no longer shows it.
+    p = api.programme()
+    api.level(p.programme_id, "Everyone", 1)
+    api.level(p.programme_id, "Club", 2, customer_group="vip")
+    m = api.enrol(p.programme_id, customer_group="vip")
+    assert api.member(p.programme_id, m.member_id).level_name == "Club"
+    Members(channel_with("privacy")).members.EraseMember(member_pb2.EraseMemberRequest(
+        request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id))
+    erased = api.member(p.programme_id, m.member_id)
+    assert (erased.customer_group, erased.level_name) == ("", "Club")
