@@ -296,7 +296,7 @@ async def uncount_purchase(conn: Any, programme: Programme, member: Member, coun
     await store.reduce_purchase(conn, member.member_id, counted.order_id, amount, left, now)
     await store.set_totals(conn, member.member_id, total, rate.bps, rate.from_minor)
     if amount == 0:
-        await orders.set_counted(conn, programme.programme_id, counted.order_id, False)
+        await orders.set_counted(conn, member.member_id, programme.programme_id, counted.order_id, False)
     await store.add_event(conn, member.member_id, "orders", "purchase_uncounted" if amount == 0 else "purchase_reduced",
                           now, actor=SYSTEM, details={"order_id": counted.order_id, "amount_minor": amount,
                                                       "dropped_minor": dropped, "purchases_total_minor": total})

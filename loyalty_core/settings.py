@@ -47,6 +47,9 @@ class Settings:
     health_probe_interval_s: float = 0.5
     # Apply migrations at start-up (under an advisory lock); off: `loyalty-core migrate` does it.
     migrate_on_start: bool = True
+    # Citus (docs/scale-out.md): "auto" distributes the tables a migration creates when the database
+    # has the citus extension, "on" requires it, "off" never distributes.
+    database_distribution: str = "auto"
     # SMS gateway for one-time codes: JSON is POSTed to this URL. Unset: sending a code is
     # refused, unless sms_log_codes_dev.
     sms_webhook_url: str | None = None

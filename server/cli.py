@@ -46,7 +46,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from loyalty_core.store import migrate
 
     with _database_url(settings) as url:
-        applied = asyncio.run(migrate.migrate(url))
+        applied = asyncio.run(migrate.migrate(url, distribution=settings.database_distribution))
     log.info("migrations applied: %s", applied or "none pending", extra={"event": "migrated", "applied": applied})
     return 0
 
@@ -317,7 +317,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from loyalty_core.store import keys, migrate
 
     async def run(url: str) -> int:
-        await migrate.migrate(url)
+        await migrate.migrate(url, distribution=settings.database_distribution)
         async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
             now_us = SystemClock().now_us()
             if args.keys_command == "create":

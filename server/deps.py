@@ -38,5 +38,6 @@ class Deps:
             interval_s=self.settings.health_probe_interval_s,
             migrate_on_start=self.settings.migrate_on_start,
             migrations_url=self.db.url,
+            distribution=self.settings.database_distribution,
         )
         self.health.on_change.append(lambda ok: self.metrics.db_up.set(1 if ok else 0))

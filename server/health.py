@@ -25,11 +25,13 @@ class Health:
     UNAVAILABLE while the database is away.
     """
 
-    def __init__(self, db: Database, *, interval_s: float, migrate_on_start: bool, migrations_url: str) -> None:
+    def __init__(self, db: Database, *, interval_s: float, migrate_on_start: bool, migrations_url: str,
+                 distribution: str = "auto") -> None:
         self.db = db
         self.interval_s = interval_s
         self.migrate_on_start = migrate_on_start
         self.migrations_url = migrations_url
+        self.distribution = distribution
         self.servicer = health.aio.HealthServicer()
         self.services: list[str] = [""]
         self.ready = False
@@ -61,7 +63,7 @@ class Health:
         try:
             if not self._migrated:
                 if self.migrate_on_start:
-                    await migrate.migrate(self.migrations_url)
+                    await migrate.migrate(self.migrations_url, distribution=self.distribution)
                 async with self.db.connection() as conn:
                     self._migrated = await migrate.is_current(conn)
                 if not self._migrated:

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 pytest_plugins = [
+    "tests.fixtures.citus",
     "tests.fixtures.clock",
     "tests.fixtures.database",
     "tests.fixtures.keys",

@@ -398,7 +398,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
             await ledger.post(w.conn, order.member_id, now, req.context,
                               [_release_entry(w.stored, released, list(hold.lot_points))])
             await orders.close_hold(w.conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
-        await orders.set_state(w.conn, programme_id, order.order_id, "cancelled", now)
+        await orders.set_state(w.conn, order.member_id, programme_id, order.order_id, "cancelled", now)
         cancelled = dataclasses.replace(
             order, state="cancelled", hold=dataclasses.replace(hold.hold, state="released") if hold else None
         )
@@ -493,7 +493,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
     async def steps(w: _OrderWrite) -> Refunded:
         order = w.order
         _paid(order, "refunded")
-        wanted = _refund_units(req, await orders.lines(w.conn, programme_id, order.order_id))
+        wanted = _refund_units(req, await orders.lines(w.conn, order.member_id, programme_id, order.order_id))
 
         def share(value: str) -> int:
             # calc.prorate keeps a running cap: repeated partial refunds never exceed the line's value.
@@ -538,10 +538,10 @@ async def complete(db: Database, clock: Clock, req: Complete) -> Order:
         if order.state != "captured":
             _paid(order, "completed")
             raise FailedPrecondition("order_not_captured", "the order was completed before")
-        await orders.set_state(w.conn, programme_id, order.order_id, "completed", now)
+        await orders.set_state(w.conn, order.member_id, programme_id, order.order_id, "completed", now)
         if (not w.stored.counted and w.programme.purchase_counts_when == "completed"
                 and membership.counts(w.member, w.programme, order, now)):
-            await orders.set_counted(w.conn, programme_id, order.order_id, True)
+            await orders.set_counted(w.conn, order.member_id, programme_id, order.order_id, True)
             await membership.count_purchase(w.conn, w.programme, w.member, order, now, w.levels)
         return dataclasses.replace(order, state="completed")
 

@@ -78,7 +78,7 @@ async def change_phone(db: Database, clock: Clock, req: ChangePhone) -> MemberCa
 
     async def change(conn: Any, member: Member, now: int) -> MemberCard:
         if member.phone != req.phone:
-            await unique_phone_and_card(conn, store.set_phone(conn, member.member_id, req.phone))
+            await unique_phone_and_card(conn, store.set_phone(conn, member.member_id, member.programme_id, req.phone))
             await _changed(conn, member, now, req, "phone", member.phone or "", req.phone)
         return await membership.member_card(conn, await _reread(conn, member), now)
 
@@ -102,7 +102,7 @@ async def change_card(db: Database, clock: Clock, req: ChangeCard) -> MemberCard
                                      field="card_secret")
         # The same number without a secret is no change; with one, it is the card's new secret.
         if member.card_number != req.card_number or secret_hash is not None:
-            await unique_phone_and_card(conn, membership_store.set_card(conn, member.member_id, req.card_number, secret_hash))
+            await unique_phone_and_card(conn, membership_store.set_card(conn, member.member_id, member.programme_id, req.card_number, secret_hash))
             await _changed(conn, member, now, req, "card_number", member.card_number or "", req.card_number,
                            with_secret=secret_hash is not None)
         return await membership.member_card(conn, await _reread(conn, member), now)

@@ -383,7 +383,7 @@ async def _issue_card(db: Database, clock: Clock, method: str, req: CardChange, 
             number = cards.generate_card_number() if new_number else None
             try:
                 async with savepoint(conn):  # a savepoint: a taken number must not end the transaction
-                    await store.set_card(conn, member.member_id, number, secret_hash)
+                    await store.set_card(conn, member.member_id, member.programme_id, number, secret_hash)
                 break
             except psycopg.errors.UniqueViolation:
                 continue

@@ -20,7 +20,8 @@ MANUAL_MOVEMENT_SQL = "(kind = 'manual_accrual' OR (kind = 'spent' AND order_id 
 # An order's refund state from its lines: none, partial or whole (every unit refunded).
 _REFUND_SQL = """(SELECT CASE WHEN coalesce(sum(ol.refunded_quantity), 0) = 0 THEN 'none'
         WHEN sum(ol.refunded_quantity) = sum(ol.quantity) THEN 'whole' ELSE 'partial' END
-    FROM order_line ol WHERE ol.programme_id = o.programme_id AND ol.order_id = o.order_id)"""
+    FROM order_line ol WHERE ol.member_id = o.member_id AND ol.programme_id = o.programme_id
+     AND ol.order_id = o.order_id)"""
 
 _SOURCES = {
     EVENTS: """SELECT created_at AS at, 2 AS rank, event_id AS num, '' AS txt, tab, kind, details, comment, actor
@@ -38,7 +39,8 @@ _SOURCES = {
                                'net_minor', o.pricing->>'net_minor', 'spent_points', o.spent_points::text,
                                'earned_points', o.earned_points::text,
                                'refunded_money_minor', (SELECT coalesce(sum(r.money_minor), 0)::text FROM refund r
-                                   WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id))
+                                   WHERE r.member_id = o.member_id AND r.programme_id = o.programme_id
+                                     AND r.order_id = o.order_id))
                 AS details, '' AS comment, '' AS actor
         FROM orders o WHERE o.member_id = %(m)s""",
 }

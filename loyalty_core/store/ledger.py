@@ -232,10 +232,9 @@ async def pending_activations(conn: Any, member_id: str, as_of: int) -> list[Pen
 
 async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:
     """:func:`lots` of the member ``ref`` names, to send right after the query that locks the member."""
-    condition, value = ref_condition(ref)
+    condition, values = ref_condition(programme_id, ref)
     cur = await conn.execute(
-        _LOTS + f"(SELECT member_id FROM member WHERE programme_id = %s AND {condition}) ORDER BY lot_id",
-        (programme_id, value),
+        _LOTS + f"(SELECT member_id FROM member WHERE {condition}) ORDER BY lot_id", values,
     )
     return Later(cur, _lots)
 
@@ -278,7 +277,7 @@ async def member_lots_and_purchases(
     """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
     after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read) and,
     ``with_custom_values``, their custom field values by name (else none read)."""
-    condition, value = ref_condition(ref)
+    condition, member_values = ref_condition(programme_id, ref)
     with_purchases = purchases_since_us != NO_PURCHASES
     purchases = (
         ", p.purchases AS purchase__rows" if with_purchases else "",
@@ -294,11 +293,11 @@ async def member_lots_and_purchases(
         f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at,"
         f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps{purchases[0]}"
         f"{_CUSTOM_VALUES if with_custom_values else ''}"
-        f" FROM ({SELECT_MEMBER} WHERE programme_id = %s AND {condition}) m, LATERAL ("
+        f" FROM ({SELECT_MEMBER} WHERE {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
         f"   FROM ({_LOTS}m.member_id::uuid) l) a{purchases[1]}",
-        (to_dt(now), programme_id, value, *((since, since) if with_purchases else ())),
+        (to_dt(now), *member_values, *((since, since) if with_purchases else ())),
     )
     row = await cur.fetchone()
     if row is None:

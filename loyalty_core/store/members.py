@@ -18,8 +18,13 @@ _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, sta
 
 SELECT_MEMBER = _SELECT
 
-# The unique constraints PostgreSQL names by default, and the rule each one enforces.
-UNIQUE_RULES = {"member_programme_id_phone_key": "phone_taken", "member_programme_id_card_number_key": "card_number_taken"}
+# The keys of the phone and card look-ups (migration 0023), and the rule each one enforces.
+UNIQUE_RULES = {"member_phone_taken": "phone_taken", "member_card_taken": "card_number_taken"}
+
+# A member's phone and card claimed in their look-ups: the key of each is the programme's unique value.
+_CLAIM_PHONE = "INSERT INTO member_phone (phone, programme_id, member_id) SELECT %s, %s, %s WHERE %s::text IS NOT NULL"
+_CLAIM_CARD = ("INSERT INTO member_card (card_number, programme_id, member_id) SELECT %s, %s, %s"
+               " WHERE %s::text IS NOT NULL")
 
 
 def row_to_member(row: dict[str, Any]) -> Member:
@@ -34,7 +39,10 @@ async def insert(
     conn: Any, member_id: str, programme_id: str, phone: str | None, card_number: str | None,
     card_secret_hash: str | None, status: str, customer_group: str, now: int, store_id: str = "",
 ) -> None:
-    """Insert; a taken phone or card raises psycopg's UniqueViolation (see ``UNIQUE_RULES``)."""
+    """Insert, with the phone's and card's look-ups; a taken phone or card raises psycopg's
+    UniqueViolation (see ``UNIQUE_RULES``)."""
+    await conn.execute(_CLAIM_PHONE, (phone, programme_id, member_id, phone))
+    await claim_card(conn, member_id, programme_id, card_number)
     await conn.execute(
         "INSERT INTO member (member_id, programme_id, phone, card_number, card_secret_hash, status,"
         " customer_group, enrolled_at, store_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -43,22 +51,24 @@ async def insert(
     )
 
 
-def ref_condition(ref: MemberRef) -> tuple[str, str]:
-    """The SQL condition (after ``programme_id = %s AND``) naming ``ref``'s member, and its value."""
+def ref_condition(programme_id: str, ref: MemberRef) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition on ``member`` naming ``ref``'s member of the programme, and its values. A phone
+    or card names the member its look-up row holds (migration 0023): not correlated, so PostgreSQL
+    reads the look-up once and the member by its key."""
     if ref.member_id:
-        return "member_id = %s", ref.member_id
-    if ref.phone:
-        return "phone = %s", ref.phone
-    return "card_number = %s", ref.card_number
+        return "programme_id = %s AND member_id = %s", (programme_id, ref.member_id)
+    table, column, value = ("member_phone", "phone", ref.phone) if ref.phone else (
+        "member_card", "card_number", ref.card_number)
+    return (f"programme_id = %s AND member_id = (SELECT member_id FROM {table} WHERE {column} = %s"
+            " AND programme_id = %s)", (programme_id, value, programme_id))
 
 
 async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
     """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
     which every write to the member's points holds until it commits."""
-    condition, value = ref_condition(ref)
+    condition, values = ref_condition(programme_id, ref)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"{_SELECT} WHERE programme_id = %s AND {condition}" + (" FOR UPDATE" if lock else ""),
-                      (programme_id, value))
+    await cur.execute(f"{_SELECT} WHERE {condition}" + (" FOR UPDATE" if lock else ""), values)
     row = await cur.fetchone()
     return None if row is None else row_to_member(row)
 
@@ -82,9 +92,9 @@ async def _locked(cur: Any) -> tuple[Member | None, int | None]:
 async def send_lock(conn: Any, programme_id: str, ref: MemberRef) -> Later[tuple[Member | None, int | None]]:
     """Lock the member ``ref`` names (FOR UPDATE, which every write to the member's points holds
     until it commits); read with its programme's revision."""
-    condition, value = ref_condition(ref)
+    condition, values = ref_condition(programme_id, ref)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"{_SELECT_LOCKED} WHERE programme_id = %s AND {condition} FOR UPDATE", (programme_id, value))
+    await cur.execute(f"{_SELECT_LOCKED} WHERE {condition} FOR UPDATE", values)
     return Later(cur, _locked)
 
 
@@ -93,9 +103,9 @@ async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Lat
     programme's revision."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"{_SELECT_LOCKED} WHERE member_id = (SELECT member_id FROM orders WHERE programme_id = %s"
-        " AND order_id = %s) FOR UPDATE",
-        (programme_id, order_id),
+        f"{_SELECT_LOCKED} WHERE member_id = (SELECT member_id FROM order_key WHERE order_id = %s"
+        " AND programme_id = %s) FOR UPDATE",
+        (order_id, programme_id),
     )
     return Later(cur, _locked)
 
@@ -105,8 +115,9 @@ async def card_of(conn: Any, programme_id: str, card_number: str) -> tuple[str, 
     secret; read without any lock, so a write holding the member does not make it wait."""
     cur = await conn.execute(
         "SELECT m.member_id::text, m.card_secret_hash, p.card_secret_required FROM member m"
-        " JOIN programme p USING (programme_id) WHERE m.programme_id = %s AND m.card_number = %s",
-        (programme_id, card_number),
+        " JOIN programme p USING (programme_id) WHERE m.programme_id = %s AND m.member_id ="
+        " (SELECT member_id FROM member_card WHERE card_number = %s AND programme_id = %s)",
+        (programme_id, card_number, programme_id),
     )
     return await cur.fetchone()
 
@@ -169,10 +180,26 @@ async def lock(conn: Any, member_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
-async def set_phone(conn: Any, member_id: str, phone: str) -> None:
+async def release_phone(conn: Any, member_id: str) -> None:
+    """The member's phone look-up goes (a new phone, an erasure): the phone is free for another member."""
+    await conn.execute("DELETE FROM member_phone WHERE member_id = %s", (member_id,))
+
+
+async def release_card(conn: Any, member_id: str) -> None:
+    await conn.execute("DELETE FROM member_card WHERE member_id = %s", (member_id,))
+
+
+async def claim_card(conn: Any, member_id: str, programme_id: str, card_number: str | None) -> None:
+    """The card's look-up row (none for no card); a number taken raises UniqueViolation ``member_card_taken``."""
+    await conn.execute(_CLAIM_CARD, (card_number, programme_id, member_id, card_number))
+
+
+async def set_phone(conn: Any, member_id: str, programme_id: str, phone: str) -> None:
     """A new phone, not confirmed; a taken one raises psycopg's UniqueViolation (see ``UNIQUE_RULES``).
     The codes sent to the old phone go with it (a confirmation or spend code the old phone received
     must not confirm or spend for the new one)."""
+    await release_phone(conn, member_id)
+    await conn.execute(_CLAIM_PHONE, (phone, programme_id, member_id, phone))
     await conn.execute("UPDATE member SET phone = %s, phone_confirmed = false WHERE member_id = %s", (phone, member_id))
     await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from loyalty_core.events import history_event
 from loyalty_core.levels import Level, LevelCategoryRule, Purchase
-from loyalty_core.store import outbox
+from loyalty_core.store import members, outbox
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 
@@ -95,7 +95,8 @@ async def count_levels(conn: Any, programme_id: str) -> int:
 
 async def save_level(conn: Any, level: Level, now: int) -> None:
     """Insert a new level, or overwrite every mutable column of an existing one (its creation time
-    stays); a taken priority raises psycopg's UniqueViolation."""
+    stays), and raise the programme's revision; a taken priority raises psycopg's UniqueViolation."""
+    await conn.execute("UPDATE programme SET revision = revision + 1 WHERE programme_id = %s", (level.programme_id,))
     await conn.execute(
         "INSERT INTO level (name, priority, customer_group, spend_needed_minor, category_spend_needed,"
         " spend_period_days, visits_needed, visit_period_days, privilege, cashback_bps, category_rules,"
@@ -141,9 +142,12 @@ async def set_totals(conn: Any, member_id: str, purchases_total_minor: int, accu
     )
 
 
-async def set_card(conn: Any, member_id: str, card_number: str | None, secret_hash: str) -> None:
+async def set_card(conn: Any, member_id: str, programme_id: str, card_number: str | None, secret_hash: str) -> None:
     """A new card number (None keeps the number) and its secret's hash; a taken number raises
     psycopg's UniqueViolation. The old secret's wrong guesses and lock go with it."""
+    if card_number is not None:
+        await members.release_card(conn, member_id)
+        await members.claim_card(conn, member_id, programme_id, card_number)
     await conn.execute(
         "UPDATE member SET card_number = coalesce(%s, card_number), card_secret_hash = %s WHERE member_id = %s",
         (card_number, secret_hash, member_id),

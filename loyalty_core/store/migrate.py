@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from loyalty_core.store import distribute
+
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "schema_migrations"
@@ -74,13 +76,16 @@ async def pending(conn: psycopg.AsyncConnection[Any], migrations: list[Migration
     return [m for m in migrations if m.version not in done]
 
 
-async def migrate(url: str, migrations: list[Migration] | None = None, *, connect_timeout_s: int = 10) -> list[int]:
+async def migrate(url: str, migrations: list[Migration] | None = None, *, connect_timeout_s: int = 10,
+                  distribution: str = "auto") -> list[int]:
     """Apply what is pending; return the versions this call applied (empty when another did).
 
     All of it runs in one transaction holding ``pg_advisory_xact_lock(LOCK_KEY)``: a second process
     starting at the same moment waits for the lock, then finds everything applied. A failure rolls
     everything back, so the database is never left half-migrated. (CREATE INDEX CONCURRENTLY and
-    the like cannot run in a transaction and so cannot be migrations here.)
+    the like cannot run in a transaction and so cannot be migrations here.) On Citus
+    (``distribution``: the setting ``database_distribution``) the same transaction then distributes
+    the tables it created (``store.distribute``).
     """
     migrations = discover() if migrations is None else migrations
     applied: list[int] = []
@@ -112,6 +117,8 @@ async def migrate(url: str, migrations: list[Migration] | None = None, *, connec
                     (m.version, m.name, m.checksum),
                 )
                 applied.append(m.version)
+            if applied and await distribute.wanted(conn, distribution):
+                await distribute.distribute(conn, local={VERSION_TABLE})
             unknown = sorted(set(done) - {m.version for m in migrations})
             if unknown:
                 # A newer release migrated this database; running old code on it is not safe.

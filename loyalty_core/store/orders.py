@@ -57,9 +57,11 @@ SELECT o.programme_id::text, o.order_id, o.member_id::text, o.state, o.store_id,
                 'shortfall_points', r.shortfall_points, 'debt_points', r.debt_points,
                 'created_at', (extract(epoch FROM r.created_at) * 1000000)::bigint)
                ORDER BY r.created_at, r.refund_id), '[]')
-          FROM refund r WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id) AS refunds
+          FROM refund r WHERE r.member_id = o.member_id AND r.programme_id = o.programme_id
+           AND r.order_id = o.order_id) AS refunds
 FROM orders o LEFT JOIN hold h ON h.member_id = o.member_id AND h.hold_id = o.hold_id
-WHERE o.programme_id = %s AND o.order_id = %s
+WHERE o.member_id = (SELECT member_id FROM order_key WHERE order_id = %(order)s AND programme_id = %(programme)s)
+  AND o.programme_id = %(programme)s AND o.order_id = %(order)s
 """
 
 
@@ -95,7 +97,7 @@ async def _one(cur: Any) -> StoredOrder | None:
 
 async def send_get(conn: Any, programme_id: str, order_id: str) -> Later[StoredOrder | None]:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_SELECT, (programme_id, order_id))
+    await cur.execute(_SELECT, {"programme": programme_id, "order": order_id})
     return Later(cur, _one)
 
 
@@ -132,12 +134,14 @@ async def _found(cur: Any) -> bool:
 
 
 async def send_exists(conn: Any, programme_id: str, order_id: str) -> Later[bool]:
-    cur = await conn.execute("SELECT true FROM orders WHERE programme_id = %s AND order_id = %s", (programme_id, order_id))
+    cur = await conn.execute("SELECT true FROM order_key WHERE order_id = %s AND programme_id = %s",
+                             (order_id, programme_id))
     return Later(cur, _found)
 
 
-# The constraint an order id taken by a checkout that committed meanwhile violates (``insert``).
-ORDER_ID_KEY = "orders_pkey"
+# The key of the order id look-up (migration 0023) that an order id taken by a checkout that
+# committed meanwhile violates (``insert``).
+ORDER_ID_KEY = "order_id_taken"
 
 
 async def insert(
@@ -146,6 +150,8 @@ async def insert(
     """The order at checkout, with its hold when points are held: one statement. An order id that
     another checkout took after this one's ``send_exists`` raises psycopg's UniqueViolation on
     ``ORDER_ID_KEY`` (in pipeline mode, at the write's next sync)."""
+    await conn.execute("INSERT INTO order_key (order_id, programme_id, member_id) VALUES (%s, %s, %s)",
+                       (order.order_id, programme_id, order.member_id))
     await conn.execute(
         "WITH h AS (INSERT INTO hold (member_id, hold_id, programme_id, order_id, points, state, lot_ids, lot_points,"
         "   created_at, expires_at) SELECT %(member)s, %(hold)s, %(programme)s, %(order)s, %(points)s, 'open',"
@@ -222,17 +228,17 @@ async def capture(conn: Any, order: Order, counted: bool, now: int, closing: Hol
         " UPDATE orders SET state = 'captured', pricing = %(pricing)s, spent_points = %(spent)s,"
         " earned_points = %(earned)s, earned_lot_id = (SELECT lot_id FROM lot WHERE member_id = %(member)s"
         " AND order_id = %(order)s AND source = 'earned'), counted = %(counted)s, captured_at = %(captured_at)s"
-        " WHERE programme_id = %(programme)s AND order_id = %(order)s",
+        " WHERE member_id = %(member)s AND programme_id = %(programme)s AND order_id = %(order)s",
         params,
     )
 
 
-async def set_state(conn: Any, programme_id: str, order_id: str, state: str, now: int) -> None:
+async def set_state(conn: Any, member_id: str, programme_id: str, order_id: str, state: str, now: int) -> None:
     """Cancel (before capture) or complete (after) an order."""
     column = {"cancelled": "cancelled_at", "completed": "completed_at"}[state]
     await conn.execute(
-        f"UPDATE orders SET state = %s, {column} = %s WHERE programme_id = %s AND order_id = %s",
-        (state, to_dt(now), programme_id, order_id),
+        f"UPDATE orders SET state = %s, {column} = %s WHERE member_id = %s AND programme_id = %s AND order_id = %s",
+        (state, to_dt(now), member_id, programme_id, order_id),
     )
 
 
@@ -240,7 +246,7 @@ async def void(conn: Any, member_id: str, programme_id: str, order_id: str, now:
     """Void a paid order, with its order.voided event in the same statement."""
     await conn.execute(
         f"WITH {outbox.CTE} UPDATE orders SET state = 'voided', voided_at = %(at)s"
-        " WHERE programme_id = %(programme)s AND order_id = %(order)s",
+        " WHERE member_id = %(outbox_member)s AND programme_id = %(programme)s AND order_id = %(order)s",
         {"at": to_dt(now), "programme": programme_id, "order": order_id,
          **outbox.params(member_id, now, [NewEvent("order.voided", {"order_id": order_id})])},
     )
@@ -278,7 +284,7 @@ async def release_holds(conn: Any, member_id: str, holds: Sequence[OpenHold], no
                      order_id=h.order_id, hold_id=h.hold_id) for h in holds])
     for h in holds:
         await close_hold(conn, member_id, HoldClosing(h.hold_id, closed_as), now)
-        await set_state(conn, h.programme_id, h.order_id, "cancelled", now)
+        await set_state(conn, member_id, h.programme_id, h.order_id, "cancelled", now)
 
 
 async def cancel_unpaid(conn: Any, member_id: str, now: int) -> None:
@@ -287,17 +293,18 @@ async def cancel_unpaid(conn: Any, member_id: str, now: int) -> None:
                        (to_dt(now), member_id))
 
 
-async def set_counted(conn: Any, programme_id: str, order_id: str, counted: bool) -> None:
+async def set_counted(conn: Any, member_id: str, programme_id: str, order_id: str, counted: bool) -> None:
     await conn.execute(
-        "UPDATE orders SET counted = %s WHERE programme_id = %s AND order_id = %s", (counted, programme_id, order_id)
+        "UPDATE orders SET counted = %s WHERE member_id = %s AND programme_id = %s AND order_id = %s",
+        (counted, member_id, programme_id, order_id),
     )
 
 
-async def lines(conn: Any, programme_id: str, order_id: str) -> list[StoredLine]:
+async def lines(conn: Any, member_id: str, programme_id: str, order_id: str) -> list[StoredLine]:
     cur = await conn.execute(
         "SELECT line_no, line_id, quantity, net_minor, money_due_minor, points, earned_points, refunded_quantity"
-        " FROM order_line WHERE programme_id = %s AND order_id = %s ORDER BY line_no",
-        (programme_id, order_id),
+        " FROM order_line WHERE member_id = %s AND programme_id = %s AND order_id = %s ORDER BY line_no",
+        (member_id, programme_id, order_id),
     )
     return [StoredLine(*r) for r in await cur.fetchall()]
 
@@ -340,6 +347,6 @@ async def insert_refund(
     await conn.execute(
         "UPDATE order_line l SET refunded_quantity = l.refunded_quantity + u.quantity"
         " FROM unnest(%s::int[], %s::bigint[]) AS u(line_no, quantity)"
-        " WHERE l.programme_id = %s AND l.order_id = %s AND l.line_no = u.line_no",
-        (list(line_nos), [x.quantity for x in record.lines], programme_id, order_id),
+        " WHERE l.member_id = %s AND l.programme_id = %s AND l.order_id = %s AND l.line_no = u.line_no",
+        (list(line_nos), [x.quantity for x in record.lines], member_id, programme_id, order_id),
     )

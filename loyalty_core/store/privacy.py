@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from loyalty_core.store import idempotency
+from loyalty_core.store import idempotency, members
 from loyalty_core.store.convert import to_dt
 
 # History details that hold personal data, whatever the event: a phone, a message's text, a card.
@@ -38,6 +38,8 @@ async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
         " erased_at = %(now)s, offboarded_at = coalesce(offboarded_at, %(now)s) WHERE member_id = %(m)s",
         {"now": to_dt(now), "m": member_id},
     )
+    await members.release_phone(conn, member_id)
+    await members.release_card(conn, member_id)
     await conn.execute("DELETE FROM phone_confirmation WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM spend_code WHERE member_id = %s", (member_id,))
     await conn.execute("DELETE FROM card_lock WHERE member_id = %s", (member_id,))
@@ -86,9 +88,11 @@ SELECT jsonb_build_object(
     'movements', {_ROWS.format(order="t.movement_id", table="movement")},
     'orders', coalesce((SELECT jsonb_agg(to_jsonb(o) || jsonb_build_object(
         'lines', coalesce((SELECT jsonb_agg(to_jsonb(ol) ORDER BY ol.line_no) FROM order_line ol
-                           WHERE ol.programme_id = o.programme_id AND ol.order_id = o.order_id), '[]'),
+                           WHERE ol.member_id = o.member_id AND ol.programme_id = o.programme_id
+                             AND ol.order_id = o.order_id), '[]'),
         'refunds', coalesce((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.created_at, r.refund_id) FROM refund r
-                             WHERE r.programme_id = o.programme_id AND r.order_id = o.order_id), '[]'))
+                             WHERE r.member_id = o.member_id AND r.programme_id = o.programme_id
+                               AND r.order_id = o.order_id), '[]'))
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
     'custom_fields', {_ROWS.format(order="t.name", table="member_custom_value")},

@@ -77,8 +77,10 @@ async def insert(conn: Any, programme: Programme) -> None:
 
 
 async def update(conn: Any, programme: Programme) -> None:
+    """Overwrite the programme, raising its revision (reference tables carry no trigger to do it)."""
     await conn.execute(
-        "UPDATE programme SET " + ", ".join(f"{c} = %({c})s" for c in _COLUMNS if c != "created_at")
+        "UPDATE programme SET revision = revision + 1, "
+        + ", ".join(f"{c} = %({c})s" for c in _COLUMNS if c != "created_at")
         + " WHERE programme_id = %(programme_id)s",
         _params(programme),
     )
