@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -34,6 +35,24 @@ _SERVER_GONE = ("08", "57P01", "57P02", "57P03")
 # How long the health check waits for a pooled connection before it asks on one of its own: an
 # empty pool may mean a dead server, whose refusal a direct connection learns at once.
 _CHECK_POOL_WAIT_S = 0.2
+
+
+# Whether each connection's database runs Citus (distribute.is_citus), asked once per connection.
+_ON_CITUS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+async def on_citus(conn: Any) -> bool:
+    """Whether ``conn``'s database is distributed by Citus: the pool asks when it opens a
+    connection, any other connection on its first question (a round trip, once)."""
+    found = _ON_CITUS.get(conn)
+    if found is None:
+        cur = await conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'")
+        found = _ON_CITUS[conn] = await cur.fetchone() is not None
+    return found
+
+
+async def _ask_citus(conn: Any) -> None:
+    await on_citus(conn)
 
 
 class Database:
@@ -78,6 +97,7 @@ class Database:
             reconnect_timeout=pool_reconnect_timeout_s,
             name=name,
             open=False,
+            configure=_ask_citus,
             # prepare_threshold=0: every statement is prepared on first use and reused by the
             # connection; psycopg sends Parse with the first Execute, so no extra round trip.
             # autocommit: a read outside a transaction needs no BEGIN/COMMIT, and a transaction

@@ -118,7 +118,7 @@ async def _one_int(cur: Any) -> int:
 
 async def send_best_discount(conn: Any, programme_id: str, ref: MemberRef, now: int) -> Later[int]:
     """:data:`BEST_DISCOUNT` of the member ``ref`` names, to send right after the query that locks the member."""
-    condition, values = ref_condition(programme_id, ref)
+    condition, values = await ref_condition(conn, programme_id, ref)
     cur = await conn.execute(BEST_DISCOUNT + f"(SELECT member_id FROM member WHERE {condition})", (to_dt(now), *values))
     return Later(cur, _one_int)
 

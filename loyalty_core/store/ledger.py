@@ -18,7 +18,7 @@ from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
 from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
-from loyalty_core.store.members import SELECT_MEMBER, ref_condition, row_to_member
+from loyalty_core.store.members import SELECT_MEMBER, key_condition, member_key, ref_condition, row_to_member
 
 # In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
 NEW_LOT = 0
@@ -232,7 +232,7 @@ async def pending_activations(conn: Any, member_id: str, as_of: int) -> list[Pen
 
 async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:
     """:func:`lots` of the member ``ref`` names, to send right after the query that locks the member."""
-    condition, values = ref_condition(programme_id, ref)
+    condition, values = await ref_condition(conn, programme_id, ref)
     cur = await conn.execute(
         _LOTS + f"(SELECT member_id FROM member WHERE {condition}) ORDER BY lot_id", values,
     )
@@ -266,8 +266,8 @@ class MemberAccount:
 
 
 # The member's custom field values by name, as one more column of member_lots_and_purchases.
-_CUSTOM_VALUES = (", (SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM member_custom_value"
-                  " WHERE member_id = m.member_id::uuid) AS custom__values")
+_CUSTOM_VALUES = (", (SELECT coalesce(jsonb_object_agg(name, value), '{{}}') FROM member_custom_value"
+                  " WHERE member_id = {member}) AS custom__values")
 
 
 async def member_lots_and_purchases(
@@ -277,13 +277,17 @@ async def member_lots_and_purchases(
     """``member_and_lots`` and, in the same statement, the member's purchases that count now counted
     after ``purchases_since_us`` (None: all of them; ``NO_PURCHASES``: none asked for, none read) and,
     ``with_custom_values``, their custom field values by name (else none read)."""
-    condition, member_values = ref_condition(programme_id, ref)
+    # The member's key in every table's condition, not m.member_id: Citus then routes the whole
+    # statement to the member's shard.
+    key = await member_key(conn, programme_id, ref)
+    member, member_values = key
+    condition, condition_values = key_condition(programme_id, ref, key)
     with_purchases = purchases_since_us != NO_PURCHASES
     purchases = (
         ", p.purchases AS purchase__rows" if with_purchases else "",
         ", LATERAL (SELECT coalesce(jsonb_agg(jsonb_build_array("
         f"{_us('counted_at')}, amount_minor, by_category) ORDER BY counted_at), '[]') AS purchases FROM purchase"
-        " WHERE member_id = m.member_id::uuid AND uncounted_at IS NULL"
+        f" WHERE member_id = {member} AND uncounted_at IS NULL"
         " AND (%s::timestamptz IS NULL OR counted_at > %s::timestamptz)) p" if with_purchases else "",
     )
     since = to_dt(purchases_since_us) if with_purchases else None
@@ -291,13 +295,14 @@ async def member_lots_and_purchases(
     await cur.execute(
         f"SELECT m.*, coalesce(a.ids, '{{}}') AS lot__ids, coalesce(a.remaining, '{{}}') AS lot__remaining,"
         f" coalesce(a.activates, '{{}}') AS lot__activates_at, coalesce(a.expires, '{{}}') AS lot__expires_at,"
-        f" ({BEST_DISCOUNT}m.member_id::uuid) AS event__discount_bps{purchases[0]}"
-        f"{_CUSTOM_VALUES if with_custom_values else ''}"
+        f" ({BEST_DISCOUNT}{member}) AS event__discount_bps{purchases[0]}"
+        f"{_CUSTOM_VALUES.format(member=member) if with_custom_values else ''}"
         f" FROM ({SELECT_MEMBER} WHERE {condition}) m, LATERAL ("
         "   SELECT array_agg(l.lot_id ORDER BY l.lot_id) AS ids, array_agg(l.remaining ORDER BY l.lot_id) AS remaining,"
         "   array_agg(l.activates_us ORDER BY l.lot_id) AS activates, array_agg(l.expires_us ORDER BY l.lot_id) AS expires"
-        f"   FROM ({_LOTS}m.member_id::uuid) l) a{purchases[1]}",
-        (to_dt(now), *member_values, *((since, since) if with_purchases else ())),
+        f"   FROM ({_LOTS}{member}) l) a{purchases[1]}",
+        (to_dt(now), *member_values, *(member_values if with_custom_values else ()), *condition_values,
+         *member_values, *((*member_values, since, since) if with_purchases else ())),
     )
     row = await cur.fetchone()
     if row is None:

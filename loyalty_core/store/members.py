@@ -8,6 +8,7 @@ from psycopg.rows import dict_row
 
 from loyalty_core.model import Member, MemberFilter, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.db import on_citus
 from loyalty_core.store.later import Later
 
 _SELECT = """SELECT member_id::text, programme_id::text, phone, card_number, status, phone_confirmed,
@@ -51,22 +52,53 @@ async def insert(
     )
 
 
-def ref_condition(programme_id: str, ref: MemberRef) -> tuple[str, tuple[str, ...]]:
-    """The SQL condition on ``member`` naming ``ref``'s member of the programme, and its values. A phone
-    or card names the member its look-up row holds (migration 0023): not correlated, so PostgreSQL
-    reads the look-up once and the member by its key."""
+# The member id no member has: what a look-up that found nothing routes to.
+NO_MEMBER = "00000000-0000-0000-0000-000000000000"
+
+
+def _lookup(ref: MemberRef) -> tuple[str, str, str]:
+    """The look-up table (migration 0023) of a phone or card ref, its column and value."""
+    if ref.phone:
+        return "member_phone", "phone", ref.phone
+    return "member_card", "card_number", ref.card_number
+
+
+async def member_key(conn: Any, programme_id: str, ref: MemberRef) -> tuple[str, tuple[str, ...]]:
+    """SQL naming the id of ``ref``'s member of the programme, and its values. A phone or card names
+    the member its look-up row holds: on one PostgreSQL in a subquery (not correlated, so the look-up
+    is read once and the member by its key, no round trip of its own); on Citus the look-up is read
+    first (a round trip), so that the statements name the member's id and run on its shard alone."""
     if ref.member_id:
-        return "programme_id = %s AND member_id = %s", (programme_id, ref.member_id)
-    table, column, value = ("member_phone", "phone", ref.phone) if ref.phone else (
-        "member_card", "card_number", ref.card_number)
-    return (f"programme_id = %s AND member_id = (SELECT member_id FROM {table} WHERE {column} = %s"
-            " AND programme_id = %s)", (programme_id, value, programme_id))
+        return "%s::uuid", (ref.member_id,)
+    table, column, value = _lookup(ref)
+    if await on_citus(conn):
+        cur = await conn.execute(f"SELECT member_id::text FROM {table} WHERE {column} = %s AND programme_id = %s",
+                                 (value, programme_id))
+        row = await cur.fetchone()
+        return "%s::uuid", (row[0] if row else NO_MEMBER,)
+    return f"(SELECT member_id FROM {table} WHERE {column} = %s AND programme_id = %s)", (value, programme_id)
+
+
+def key_condition(programme_id: str, ref: MemberRef, key: tuple[str, tuple[str, ...]]) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition on ``member`` naming ``ref``'s member by its ``member_key``, and its values; a
+    phone or card is checked on the member row too (on Citus the look-up was read a statement before)."""
+    sql, values = key
+    condition, values = f"programme_id = %s AND member_id = {sql}", (programme_id, *values)
+    if not ref.member_id:
+        _, column, value = _lookup(ref)
+        condition, values = f"{condition} AND {column} = %s", (*values, value)
+    return condition, values
+
+
+async def ref_condition(conn: Any, programme_id: str, ref: MemberRef) -> tuple[str, tuple[str, ...]]:
+    """``key_condition`` of the ``member_key`` of ``ref``."""
+    return key_condition(programme_id, ref, await member_key(conn, programme_id, ref))
 
 
 async def find(conn: Any, programme_id: str, ref: MemberRef, *, lock: bool = False) -> Member | None:
     """The member ``ref`` names in the programme; ``lock`` takes the member's row lock (FOR UPDATE),
     which every write to the member's points holds until it commits."""
-    condition, values = ref_condition(programme_id, ref)
+    condition, values = await ref_condition(conn, programme_id, ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"{_SELECT} WHERE {condition}" + (" FOR UPDATE" if lock else ""), values)
     row = await cur.fetchone()
@@ -92,7 +124,7 @@ async def _locked(cur: Any) -> tuple[Member | None, int | None]:
 async def send_lock(conn: Any, programme_id: str, ref: MemberRef) -> Later[tuple[Member | None, int | None]]:
     """Lock the member ``ref`` names (FOR UPDATE, which every write to the member's points holds
     until it commits); read with its programme's revision."""
-    condition, values = ref_condition(programme_id, ref)
+    condition, values = await ref_condition(conn, programme_id, ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"{_SELECT_LOCKED} WHERE {condition} FOR UPDATE", values)
     return Later(cur, _locked)
@@ -101,13 +133,21 @@ async def send_lock(conn: Any, programme_id: str, ref: MemberRef) -> Later[tuple
 async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Later[tuple[Member | None, int | None]]:
     """Lock the member an order belongs to (every write to an order holds its lock); read with its
     programme's revision."""
+    member, values = await order_member(conn, programme_id, order_id)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        f"{_SELECT_LOCKED} WHERE member_id = (SELECT member_id FROM order_key WHERE order_id = %s"
-        " AND programme_id = %s) FOR UPDATE",
-        (order_id, programme_id),
-    )
+    await cur.execute(f"{_SELECT_LOCKED} WHERE member_id = {member} FOR UPDATE", values)
     return Later(cur, _locked)
+
+
+async def order_member(conn: Any, programme_id: str, order_id: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL of the member id an order's look-up row (migration 0023) holds, and its values: a
+    subquery on one PostgreSQL; on Citus the id itself, read first (see ``ref_condition``)."""
+    if await on_citus(conn):
+        cur = await conn.execute("SELECT member_id::text FROM order_key WHERE order_id = %s AND programme_id = %s",
+                                 (order_id, programme_id))
+        row = await cur.fetchone()
+        return "%s::uuid", (row[0] if row else NO_MEMBER,)
+    return "(SELECT member_id FROM order_key WHERE order_id = %s AND programme_id = %s)", (order_id, programme_id)
 
 
 async def card_of(conn: Any, programme_id: str, card_number: str) -> tuple[str, str | None, bool] | None:

@@ -57,12 +57,13 @@ SELECT o.programme_id::text, o.order_id, o.member_id::text, o.state, o.store_id,
                 'shortfall_points', r.shortfall_points, 'debt_points', r.debt_points,
                 'created_at', (extract(epoch FROM r.created_at) * 1000000)::bigint)
                ORDER BY r.created_at, r.refund_id), '[]')
-          FROM refund r WHERE r.member_id = o.member_id AND r.programme_id = o.programme_id
+          FROM refund r WHERE r.member_id = {member} AND r.programme_id = o.programme_id
            AND r.order_id = o.order_id) AS refunds
-FROM orders o LEFT JOIN hold h ON h.member_id = o.member_id AND h.hold_id = o.hold_id
-WHERE o.member_id = (SELECT member_id FROM order_key WHERE order_id = %(order)s AND programme_id = %(programme)s)
-  AND o.programme_id = %(programme)s AND o.order_id = %(order)s
+FROM orders o LEFT JOIN hold h ON h.member_id = {member} AND h.hold_id = o.hold_id
+WHERE o.member_id = {member} AND o.programme_id = %s AND o.order_id = %s
 """
+# {member}: the order's member, named in each table's condition so that Citus routes the statement
+# to the member's shard (members.order_member).
 
 
 def _stored(row: dict[str, Any]) -> StoredOrder:
@@ -97,7 +98,8 @@ async def _one(cur: Any) -> StoredOrder | None:
 
 async def send_get(conn: Any, programme_id: str, order_id: str) -> Later[StoredOrder | None]:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_SELECT, {"programme": programme_id, "order": order_id})
+    member, values = await members.order_member(conn, programme_id, order_id)
+    await cur.execute(_SELECT.format(member=member), (*values, *values, *values, programme_id, order_id))
     return Later(cur, _one)
 
 

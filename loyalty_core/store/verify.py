@@ -8,6 +8,8 @@ from loyalty_core.model import Disagreement
 from loyalty_core.store.ledger import TOTALS_SQL
 
 _SCOPE = "(%(p)s::uuid IS NULL OR mem.programme_id = %(p)s::uuid)"
+# The details are built with || on ::text, not format(): Citus runs these queries on every shard at
+# once only when the functions in their VALUES lists are immutable (format() is only stable).
 
 _MEMBERS = f"""
 WITH mv AS (
@@ -26,12 +28,12 @@ LEFT JOIN lt ON lt.member_id = mem.member_id
 LEFT JOIN hd ON hd.member_id = mem.member_id
 CROSS JOIN LATERAL (VALUES
     ('balance_equals_sum_of_lots', coalesce(mv.points, 0) = coalesce(lt.remaining, 0),
-     format('movements sum to %%s points, lots hold %%s', coalesce(mv.points, 0), coalesce(lt.remaining, 0))),
+     ('movements sum to ' || (coalesce(mv.points, 0))::text || ' points, lots hold ' || (coalesce(lt.remaining, 0))::text)),
     ('held_equals_open_holds', mem.held_points = coalesce(hd.points, 0),
-     format('member holds %%s points, open holds %%s', mem.held_points, coalesce(hd.points, 0))),
+     ('member holds ' || (mem.held_points)::text || ' points, open holds ' || (coalesce(hd.points, 0))::text)),
     {",".join(f'''
     ('{name}_equals_movements', mem.{name} = coalesce(mv.{name}, 0),
-     format('member says %%s, movements %%s', mem.{name}, coalesce(mv.{name}, 0)))''' for name in TOTALS_SQL)}
+     ('member says ' || (mem.{name})::text || ', movements ' || (coalesce(mv.{name}, 0))::text))''' for name in TOTALS_SQL)}
 ) AS c(invariant, ok, detail)
 WHERE NOT c.ok AND {_SCOPE}
 ORDER BY 1, 2, 3
@@ -51,10 +53,10 @@ JOIN member mem ON mem.member_id = l.member_id
 LEFT JOIN alloc a ON a.member_id = l.member_id AND a.lot_id = l.lot_id
 CROSS JOIN LATERAL (VALUES
     ('lot_remaining_equals_allocations', coalesce(a.total, 0) = l.remaining,
-     format('remaining %%s, allocations sum to %%s', l.remaining, coalesce(a.total, 0))),
+     ('remaining ' || (l.remaining)::text || ', allocations sum to ' || (coalesce(a.total, 0))::text)),
     ('lot_amount_equals_its_credit', coalesce(a.created, 0) = l.amount,
-     format('amount %%s, credited %%s', l.amount, coalesce(a.created, 0))),
-    ('lot_remaining_not_negative', l.remaining >= 0, format('remaining %%s', l.remaining))
+     ('amount ' || (l.amount)::text || ', credited ' || (coalesce(a.created, 0))::text)),
+    ('lot_remaining_not_negative', l.remaining >= 0, ('remaining ' || (l.remaining)::text))
 ) AS c(invariant, ok, detail)
 WHERE NOT c.ok AND {_SCOPE}
 UNION ALL
