@@ -27,7 +27,7 @@ from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
 from loyalty_core.store import event_bonus, ledger, members, orders, unit_of_work
 from loyalty_core.store import membership as history
-from loyalty_core.store.db import Database
+from loyalty_core.store.db import Database, violated_constraint
 from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
@@ -186,7 +186,7 @@ async def _new_order(db: Database, programme_id: str, ref: MemberRef, order_id: 
             # Two members' checkouts of one order id hold different locks: both may find the id free,
             # and the one that commits second meets the key. Its answer is the same as if it had
             # found the order (the whole transaction, hold included, was rolled back).
-            if err.diag.constraint_name != orders.ORDER_ID_KEY:
+            if violated_constraint(err) != orders.ORDER_ID_KEY:
                 raise
             raise _order_taken(order_id) from None
 

@@ -23,7 +23,7 @@ from loyalty_core.service.pricing import check_programme_running
 from loyalty_core.store import ledger, members as store, orders, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.convert import MAX_US
-from loyalty_core.store.db import Database, savepoint
+from loyalty_core.store.db import Database, savepoint, violated_constraint
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -133,7 +133,7 @@ async def unique_phone_and_card(conn: Any, write: Awaitable[None]) -> None:
         async with savepoint(conn):
             await write
     except psycopg.errors.UniqueViolation as err:
-        rule = store.UNIQUE_RULES.get(err.diag.constraint_name or "", "phone_taken")
+        rule = store.UNIQUE_RULES.get(violated_constraint(err), "phone_taken")
         name = rule.removesuffix("_taken")
         raise AlreadyExists(rule, f"another member of the programme has this {name}", field=name) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,15 @@ async def on_citus(conn: Any) -> bool:
         cur = await conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'")
         found = _ON_CITUS[conn] = await cur.fetchone() is not None
     return found
+
+
+def violated_constraint(err: psycopg.Error) -> str:
+    """The name of the constraint ``err`` names. Citus passes on a worker's error without the field,
+    naming in its message the shard's copy, ``"<name>_<shard id>"``."""
+    if err.diag.constraint_name:
+        return err.diag.constraint_name
+    found = re.search(r'constraint "(\w+?)_\d+"', err.diag.message_primary or "")
+    return found.group(1) if found else ""
 
 
 async def _ask_citus(conn: Any) -> None:

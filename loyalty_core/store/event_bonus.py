@@ -11,7 +11,7 @@ from loyalty_core.event_bonus import EventType, EventTypeRecord, Grant
 from loyalty_core.model import Expiry, MemberRef, from_json, to_json
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
-from loyalty_core.store.members import ref_condition
+from loyalty_core.store.members import key_condition, member_key
 
 _TYPE_COLUMNS = ("name", "points", "expiry", "discount_bps", "discount_days", "frequency", "frequency_days",
                  "active_from", "active_until")
@@ -118,8 +118,11 @@ async def _one_int(cur: Any) -> int:
 
 async def send_best_discount(conn: Any, programme_id: str, ref: MemberRef, now: int) -> Later[int]:
     """:data:`BEST_DISCOUNT` of the member ``ref`` names, to send right after the query that locks the member."""
-    condition, values = await ref_condition(conn, programme_id, ref)
-    cur = await conn.execute(BEST_DISCOUNT + f"(SELECT member_id FROM member WHERE {condition})", (to_dt(now), *values))
+    key = await member_key(conn, programme_id, ref)
+    condition, values = key_condition(programme_id, ref, key)
+    # The key itself beside the subquery: Citus routes the statement to the member's shard.
+    cur = await conn.execute(BEST_DISCOUNT + f"{key[0]} AND member_id IN (SELECT member_id FROM member WHERE {condition})",
+                             (to_dt(now), *key[1], *values))
     return Later(cur, _one_int)
 
 

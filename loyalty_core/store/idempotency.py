@@ -8,6 +8,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from loyalty_core.store.convert import to_dt
+from loyalty_core.store.db import on_citus
 from loyalty_core.store.later import Later
 
 
@@ -100,11 +101,14 @@ async def erase_member(conn: Any, member_id: str) -> int:
 
 async def purge_batch(conn: Any, before: int, limit: int) -> int:
     """Delete up to ``limit`` keys created before ``before``, oldest first; how many went. Rows some
-    transaction holds are skipped (a later batch takes them)."""
+    transaction holds are skipped (a later batch takes them). On Citus, whose keys are spread over
+    shards by request id, the oldest keys are found on every shard at once and deleted there; a held
+    one is waited for (SKIP LOCKED needs the rows on one shard), which for a key older than the
+    retention is a retry of it at most."""
+    skip_locked = "" if await on_citus(conn) else " FOR UPDATE SKIP LOCKED"
     cur = await conn.execute(
-        "DELETE FROM idempotency_key k USING (SELECT scope, request_id FROM idempotency_key"
-        " WHERE created_at < %s ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED) old"
-        " WHERE k.scope = old.scope AND k.request_id = old.request_id",
+        "DELETE FROM idempotency_key k WHERE (k.scope, k.request_id) IN (SELECT scope, request_id FROM idempotency_key"
+        f" WHERE created_at < %s ORDER BY created_at LIMIT %s{skip_locked})",
         (to_dt(before), limit),
     )
     return int(cur.rowcount)

@@ -18,7 +18,7 @@ from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt
 from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
-from loyalty_core.store.members import SELECT_MEMBER, key_condition, member_key, ref_condition, row_to_member
+from loyalty_core.store.members import SELECT_MEMBER, key_condition, member_key, row_to_member
 
 # In an Entry's allocations, the lot that the same post creates (identity ids start at 1).
 NEW_LOT = 0
@@ -232,9 +232,12 @@ async def pending_activations(conn: Any, member_id: str, as_of: int) -> list[Pen
 
 async def send_lots_of(conn: Any, programme_id: str, ref: MemberRef) -> Later[Lots]:
     """:func:`lots` of the member ``ref`` names, to send right after the query that locks the member."""
-    condition, values = await ref_condition(conn, programme_id, ref)
+    key = await member_key(conn, programme_id, ref)
+    condition, values = key_condition(programme_id, ref, key)
+    # The key itself beside the subquery: Citus routes the statement to the member's shard.
     cur = await conn.execute(
-        _LOTS + f"(SELECT member_id FROM member WHERE {condition}) ORDER BY lot_id", values,
+        _LOTS + f"{key[0]} AND member_id IN (SELECT member_id FROM member WHERE {condition}) ORDER BY lot_id",
+        (*key[1], *values),
     )
     return Later(cur, _lots)
 

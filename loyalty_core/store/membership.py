@@ -191,20 +191,21 @@ async def send_count_purchase(conn: Any, member_id: str, programme_id: str, orde
                               accumulative_from_minor: int, now: int, *, actor: str,
                               details: Mapping[str, object]) -> Later[bool]:
     """Record the purchase, set the member's totals and add its history entry, in one statement;
-    False (and nothing written) when the order was counted before."""
+    False (and nothing written) when the order was counted before. Each part names the member's id
+    (so that Citus runs the statement on the member's shard alone)."""
     cur = await conn.execute(
         "WITH p AS (INSERT INTO purchase (member_id, programme_id, order_id, amount_minor, by_category,"
-        "   accumulative_before_bps, counted_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        "   accumulative_before_bps, counted_at) VALUES (%s::uuid, %s, %s, %s, %s, %s, %s)"
         "   ON CONFLICT (member_id, order_id) DO NOTHING RETURNING member_id),"
         " m AS (UPDATE member SET purchases_total_minor = %s, accumulative_discount_bps = %s,"
         "   accumulative_from_minor = %s"
-        "   WHERE member_id IN (SELECT member_id FROM p) RETURNING member_id),"
+        "   WHERE member_id = %s::uuid AND member_id IN (SELECT member_id FROM p) RETURNING member_id),"
         " e AS (INSERT INTO member_event (member_id, tab, kind, details, actor, created_at)"
-        "   SELECT member_id, 'orders', 'purchase_counted', %s, %s, %s FROM m)"
+        "   SELECT %s::uuid, 'orders', 'purchase_counted', %s, %s, %s FROM m)"
         " SELECT count(*) FROM p",
         (member_id, programme_id, order_id, amount_minor, Jsonb(dict(by_category)), accumulative_before_bps,
-         to_dt(now), purchases_total_minor, accumulative_discount_bps, accumulative_from_minor, _details(details), actor,
-         to_dt(now)),
+         to_dt(now), purchases_total_minor, accumulative_discount_bps, accumulative_from_minor, member_id, member_id,
+         _details(details), actor, to_dt(now)),
     )
     return Later(cur, _one_row_inserted)
 
