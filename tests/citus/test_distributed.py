@@ -100,3 +100,31 @@ def test_every_write_about_a_member_runs_on_that_members_shard(citus_api: Api, d
         # Besides the member's shard: the idempotency key's, and the order id's or phone's look-up.
         assert others <= {"idempotency_key", "order_key", "member_phone"}, name
     assert not api.verify().disagreements
+
+
+def test_a_members_shards_move_to_the_other_worker_together_and_the_member_is_served_there(
+        citus_api: Api, database_url):
+    api = citus_api
+    p = api.programme()
+    member_id = api.enrol(p.programme_id).member_id
+    api.accrue(p.programme_id, member_id, 70)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        shard, source = conn.execute(
+            "SELECT s.shardid, n.nodeid FROM pg_dist_shard s JOIN pg_dist_placement pl USING (shardid)"
+            " JOIN pg_dist_node n USING (groupid)"
+            " WHERE s.shardid = get_shard_id_for_distribution_column('member', %s::uuid)", (member_id,)).fetchone()
+        (target,) = conn.execute(
+            "SELECT nodeid FROM pg_dist_node WHERE nodeid <> %s AND shouldhaveshards AND groupid <> 0"
+            " ORDER BY nodeid LIMIT 1", (source,)).fetchone()
+        # block_writes: these test workers have no logical replication (wal_level = replica).
+        conn.execute("SELECT citus_move_shard_placement(%s, %s, %s, 'block_writes')", (shard, source, target))
+        moved = conn.execute(
+            "SELECT p.logicalrelid::text, n.nodeid FROM pg_dist_shard s JOIN pg_dist_partition p USING (logicalrelid)"
+            " JOIN pg_dist_placement pl USING (shardid) JOIN pg_dist_node n USING (groupid)"
+            " WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'member'::regclass)"
+            " AND s.shardminvalue = (SELECT shardminvalue FROM pg_dist_shard WHERE shardid = %s)", (shard,)).fetchall()
+    assert {node for _, node in moved} == {target}  # the member's rows of every table moved as one
+    assert {"member", "lot", "movement", "orders"} <= {table for table, _ in moved}
+    api.accrue(p.programme_id, member_id, 5)
+    assert api.balance(p.programme_id, member_id).active_points == 75
+    assert not api.verify().disagreements
