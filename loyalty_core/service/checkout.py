@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import psycopg.errors
 
 from loyalty_core import calc, membership
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
@@ -27,7 +26,7 @@ from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
 from loyalty_core.store import event_bonus, ledger, members, orders, unit_of_work
 from loyalty_core.store import membership as history
-from loyalty_core.store.db import Database, violated_constraint
+from loyalty_core.store.db import UNIQUE_VIOLATIONS, Database, violated_constraint
 from loyalty_core.store.later import Later
 from loyalty_core.store.ledger import NEW_LOT, Entry, Lots, NewLot
 from loyalty_core.store.orders import StoredHold, StoredOrder
@@ -182,7 +181,7 @@ async def _new_order(db: Database, programme_id: str, ref: MemberRef, order_id: 
     with db.member_calls.admitted(programme_id, ref.member_id or ref.phone or ref.card_number):
         try:
             return await write()
-        except psycopg.errors.UniqueViolation as err:
+        except UNIQUE_VIOLATIONS as err:
             # Two members' checkouts of one order id hold different locks: both may find the id free,
             # and the one that commits second meets the key. Its answer is the same as if it had
             # found the order (the whole transaction, hold included, was rolled back).

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-import psycopg.errors
 
 from loyalty_core import calc, cards, membership, observe
 from loyalty_core.clock import Clock
@@ -23,7 +22,7 @@ from loyalty_core.service.pricing import check_programme_running
 from loyalty_core.store import ledger, members as store, orders, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.convert import MAX_US
-from loyalty_core.store.db import Database, savepoint, violated_constraint
+from loyalty_core.store.db import UNIQUE_VIOLATIONS, Database, savepoint, violated_constraint
 from loyalty_core.store.ledger import NEW_LOT, Entry, NewLot
 
 PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -132,8 +131,11 @@ async def unique_phone_and_card(conn: Any, write: Awaitable[None]) -> None:
     try:
         async with savepoint(conn):
             await write
-    except psycopg.errors.UniqueViolation as err:
-        rule = store.UNIQUE_RULES.get(violated_constraint(err), "phone_taken")
+    except UNIQUE_VIOLATIONS as err:
+        constraint = violated_constraint(err)
+        if constraint is None:
+            raise
+        rule = store.UNIQUE_RULES.get(constraint, "phone_taken")
         name = rule.removesuffix("_taken")
         raise AlreadyExists(rule, f"another member of the programme has this {name}", field=name) from None
 

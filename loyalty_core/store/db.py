@@ -52,13 +52,20 @@ async def on_citus(conn: Any) -> bool:
     return found
 
 
-def violated_constraint(err: psycopg.Error) -> str:
-    """The name of the constraint ``err`` names. Citus passes on a worker's error without the field,
-    naming in its message the shard's copy, ``"<name>_<shard id>"``."""
-    if err.diag.constraint_name:
+# What a unique violation may arrive as: a worker's, which Citus passes on from inside a savepoint as
+# an internal error with the worker's message.
+UNIQUE_VIOLATIONS = (psycopg.errors.UniqueViolation, psycopg.errors.InternalError_)
+_SHARD_UNIQUE_VIOLATION = re.compile(r'^duplicate key value violates unique constraint "(\w+?)_\d+"')
+
+
+def violated_constraint(err: psycopg.Error) -> str | None:
+    """The name of the unique constraint ``err`` says was violated, None when it is no unique
+    violation. Citus passes on a worker's error without the constraint's field, naming in its message
+    the shard's copy, ``"<name>_<shard id>"``."""
+    if isinstance(err, psycopg.errors.UniqueViolation) and err.diag.constraint_name:
         return err.diag.constraint_name
-    found = re.search(r'constraint "(\w+?)_\d+"', err.diag.message_primary or "")
-    return found.group(1) if found else ""
+    found = _SHARD_UNIQUE_VIOLATION.match(err.diag.message_primary or "")
+    return found.group(1) if found else None
 
 
 async def _ask_citus(conn: Any) -> None:

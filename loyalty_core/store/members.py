@@ -130,12 +130,12 @@ async def send_lock(conn: Any, programme_id: str, ref: MemberRef) -> Later[tuple
     return Later(cur, _locked)
 
 
-async def send_lock_of_order(conn: Any, programme_id: str, order_id: str) -> Later[tuple[Member | None, int | None]]:
+async def send_lock_of_order(conn: Any, member: tuple[str, tuple[str, ...]]) -> Later[tuple[Member | None, int | None]]:
     """Lock the member an order belongs to (every write to an order holds its lock); read with its
     programme's revision."""
-    member, values = await order_member(conn, programme_id, order_id)
+    sql, values = member
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"{_SELECT_LOCKED} WHERE member_id = {member} FOR UPDATE", values)
+    await cur.execute(f"{_SELECT_LOCKED} WHERE member_id = {sql} FOR UPDATE", values)
     return Later(cur, _locked)
 
 

@@ -96,10 +96,12 @@ async def _one(cur: Any) -> StoredOrder | None:
     return None if row is None else _stored(row)
 
 
-async def send_get(conn: Any, programme_id: str, order_id: str) -> Later[StoredOrder | None]:
+async def send_get(conn: Any, programme_id: str, order_id: str,
+                   member: tuple[str, tuple[str, ...]] | None = None) -> Later[StoredOrder | None]:
+    """The order; ``member``: its ``members.order_member`` when the caller has it."""
+    sql, values = member or await members.order_member(conn, programme_id, order_id)
     cur = conn.cursor(row_factory=dict_row)
-    member, values = await members.order_member(conn, programme_id, order_id)
-    await cur.execute(_SELECT.format(member=member), (*values, *values, *values, programme_id, order_id))
+    await cur.execute(_SELECT.format(member=sql), (*values, *values, *values, programme_id, order_id))
     return Later(cur, _one)
 
 
@@ -127,8 +129,8 @@ class OrderReads:
 
 
 async def send_order_reads(conn: Any, programme_id: str, order_id: str) -> OrderReads:
-    return OrderReads(await members.send_lock_of_order(conn, programme_id, order_id),
-                      await send_get(conn, programme_id, order_id))
+    member = await members.order_member(conn, programme_id, order_id)  # one look-up for both
+    return OrderReads(await members.send_lock_of_order(conn, member), await send_get(conn, programme_id, order_id, member))
 
 
 async def _found(cur: Any) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc
+from tests.fixtures import citus
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.server import ServerThread, make_test_settings
@@ -76,6 +77,11 @@ def counted(proxy: CountingProxy, call: object) -> int:
     return proxy.turns - before
 
 
+# On Citus a write that names an order reads the order id's look-up first, so that its statements
+# name the member's id and run on the member's shard (docs/scale-out.md): one round trip more.
+ORDER_LOOKUP = 1 if citus.CITUS_MODE else 0
+
+
 @pytest.mark.parametrize("with_levels,expected", [(True, (1, 2, 3)), (False, (1, 2, 2))])
 def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy,
                                                           clock: ManualClock, with_levels: bool,
@@ -114,7 +120,8 @@ def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grp
     quote()  # prepares the statement a quote sends when the programme is cached
     checkout()
     capture()
-    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == expected
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (
+        *expected[:2], expected[2] + ORDER_LOOKUP)
 
     def post_sale() -> None:
         sale_time = timestamp_pb2.Timestamp()
@@ -157,7 +164,8 @@ def test_refund_and_void_round_trips(api: Api, proxy: CountingProxy) -> None:
     # the result and COMMIT.
     # Void: BEGIN, claim, member lock and order together; then its state, the uncount, history,
     # the result and COMMIT.
-    assert (counted(proxy, lambda: refund(order_id)), counted(proxy, lambda: void(order_id))) == (4, 2)
+    assert (counted(proxy, lambda: refund(order_id)), counted(proxy, lambda: void(order_id))) == (
+        4 + ORDER_LOOKUP, 2 + ORDER_LOOKUP)
 
 
 def test_member_writes_send_the_member_lock_with_the_claim(api: Api, channel: grpc.Channel,
