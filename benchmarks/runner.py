@@ -69,6 +69,7 @@ class Config:
     ceilings_only: bool
     scenarios: tuple[str, ...]
     skip_micro: bool
+    skip_outbox: bool
     profile: bool
     api_key: str | None
 
@@ -103,6 +104,8 @@ def parse_args(argv: list[str] | None) -> Config:
                    help="rows of each round to run, comma-separated, in the round's order (default: all of "
                         f"{','.join(ROUND)}); a load row is held against its ceiling only when that ran too")
     p.add_argument("--skip-micro", action="store_true", help="skip the Cython-vs-Python micro-benchmarks")
+    p.add_argument("--skip-outbox", action="store_true",
+                   help="skip the webhook delivery of the outbox's backlog (not run on Citus: docs/scale-out.md)")
     p.add_argument("--profile", action="store_true", help="py-spy the server during one POS-mix run, report top costs")
     p.add_argument("--api-key", default=os.environ.get("LOYALTY_BENCH_API_KEY"),
                    help="API key for the real server; "
@@ -127,7 +130,7 @@ def parse_args(argv: list[str] | None) -> Config:
         pool_size=a.pool_size, channels=a.channels, out_dir=a.out_dir, database_url=a.database_url,
         postgres_url=a.postgres_url, keep_database=a.keep_database, ceilings_only=a.ceilings_only,
         scenarios=scenarios,
-        skip_micro=a.skip_micro, profile=a.profile, api_key=a.api_key)
+        skip_micro=a.skip_micro, skip_outbox=a.skip_outbox, profile=a.profile, api_key=a.api_key)
 
 
 def log(msg: str) -> None:
@@ -232,12 +235,13 @@ def measure_all(cfg: Config, url: str, stub_dir: str, sizes: tuple[int, int], re
 
                 if cfg.profile:
                     results["profile"] = profile(cfg, server, target)
-                from benchmarks import outbox
+                if not cfg.skip_outbox:
+                    from benchmarks import outbox
 
-                results["outbox"] = outbox.delivery(url, target.programme_id, max(2 * cfg.duration_s, 2.0))
-                o = results["outbox"]
-                log(f"outbox: one webhook delivered {o['delivered']} of {o['backlog']} events in {o['seconds']:.1f}s "
-                    f"({o['events_per_s']:.0f}/s)")
+                    results["outbox"] = outbox.delivery(url, target.programme_id, max(2 * cfg.duration_s, 2.0))
+                    o = results["outbox"]
+                    log(f"outbox: one webhook delivered {o['delivered']} of {o['backlog']} events in "
+                        f"{o['seconds']:.1f}s ({o['events_per_s']:.0f}/s)")
                 results["verify"] = load.verify(target.url, server.target, target.api_key, target.programme_id,
                                                 target.acked_captures)
                 v = results["verify"]

@@ -8,8 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import psycopg.errors
-
 from loyalty_core import cards, levels, membership, sms
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -24,7 +22,7 @@ from loyalty_core.store import card_history, unit_of_work
 from loyalty_core.store import members as member_store
 from loyalty_core.store import membership as store
 from loyalty_core.store.convert import MAX_US
-from loyalty_core.store.db import Database, savepoint
+from loyalty_core.store.db import UNIQUE_VIOLATIONS, Database, savepoint, violated_constraint
 from loyalty_core.store.later import Later
 from loyalty_core.store.unit_of_work import UnitOfWork
 
@@ -385,7 +383,9 @@ async def _issue_card(db: Database, clock: Clock, method: str, req: CardChange, 
                 async with savepoint(conn):  # a savepoint: a taken number must not end the transaction
                     await store.set_card(conn, member.member_id, member.programme_id, number, secret_hash)
                 break
-            except psycopg.errors.UniqueViolation:
+            except UNIQUE_VIOLATIONS as err:
+                if violated_constraint(err) is None:
+                    raise
                 continue
         else:
             raise AlreadyExists("card_number_taken", "no free virtual card number was found; try again")
@@ -476,7 +476,9 @@ async def _save_level(conn: Any, level: Level, now: int) -> None:
     try:
         async with savepoint(conn):  # a savepoint: a taken priority must not poison the key's transaction
             await store.save_level(conn, level, now)
-    except psycopg.errors.UniqueViolation:
+    except UNIQUE_VIOLATIONS as err:
+        if violated_constraint(err) is None:
+            raise
         raise AlreadyExists("level_priority_taken", "another level of the programme has this priority",
                             field="priority") from None
 
