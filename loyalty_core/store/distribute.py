@@ -52,8 +52,8 @@ async def wanted(conn: Any, mode: str) -> bool:
 
 
 async def _undistributed(conn: Any, local: set[str]) -> list[tuple[str, bool]]:
-    """(table, has member_id in its primary key) for the schema's tables Citus does not know yet,
-    each after the tables it references."""
+    """(table, has member_id in its primary key) for the schema's tables Citus has not distributed
+    yet, each after the tables it references."""
     cur = await conn.execute(
         """SELECT c.relname,
                   EXISTS (SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
@@ -65,7 +65,10 @@ async def _undistributed(conn: Any, local: set[str]) -> list[tuple[str, bool]]:
            FROM pg_class c
            WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
              AND NOT c.relispartition
-             AND NOT EXISTS (SELECT FROM pg_dist_partition d WHERE d.logicalrelid = c.oid)
+             -- A table created with a key to a reference table is a Citus local table already
+             -- (partmethod n, repmodel s): still to be distributed.
+             AND NOT EXISTS (SELECT FROM pg_dist_partition d WHERE d.logicalrelid = c.oid
+                             AND NOT (d.partmethod = 'n' AND d.repmodel = 's'))
            ORDER BY c.relname""",
         (MEMBER_COLUMN,),
     )

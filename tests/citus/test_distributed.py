@@ -5,13 +5,14 @@ commands it sent to the workers shows it). The whole gRPC suite runs there with 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from loyalty.v1 import checkout_pb2, common_pb2, member_pb2
-from loyalty_core.store import distribute
+from loyalty_core.store import distribute, migrate
 from tests.citus.conftest import RemoteCommands, Shard
 from tests.grpc.conftest import Api, new_id
 
@@ -128,3 +129,23 @@ def test_a_members_shards_move_to_the_other_worker_together_and_the_member_is_se
     api.accrue(p.programme_id, member_id, 5)
     assert api.balance(p.programme_id, member_id).active_points == 75
     assert not api.verify().disagreements
+
+
+def test_a_table_a_later_migration_adds_is_distributed_when_it_runs(citus_cluster):
+    """On a database distributed already, a new member-owned table (with its key to the member) and a
+    new shared table (with its key to the programme) are distributed by the same rules."""
+    name = f"loyalty_citus_{new_id()[:8]}"
+    url = citus_cluster.create_database(name)
+    try:
+        asyncio.run(migrate.migrate(url, distribution="on"))
+        later = [*migrate.discover(), migrate.Migration(9999, "later", """
+            CREATE TABLE later_shared (programme_id uuid NOT NULL REFERENCES programme, code text NOT NULL,
+                                       PRIMARY KEY (programme_id, code));
+            CREATE TABLE later_owned (member_id uuid NOT NULL REFERENCES member, n integer NOT NULL,
+                                      PRIMARY KEY (member_id, n));""")]
+        asyncio.run(migrate.migrate(url, later, distribution="on"))
+        tables = _tables(url)
+        assert tables["later_shared"][0] == "n" and tables["later_shared"][2] == tables["programme"][2]
+        assert tables["later_owned"][1:] == ("member_id", tables["member"][2])
+    finally:
+        citus_cluster.drop_database(name)
