@@ -117,7 +117,8 @@ async def migrate(url: str, migrations: list[Migration] | None = None, *, connec
                     (m.version, m.name, m.checksum),
                 )
                 applied.append(m.version)
-            if applied and await distribute.wanted(conn, distribution):
+            # Asked even when nothing was pending: "on" refuses a database without Citus every time.
+            if await distribute.wanted(conn, distribution) and applied:
                 await distribute.distribute(conn, local={VERSION_TABLE})
             unknown = sorted(set(done) - {m.version for m in migrations})
             if unknown:

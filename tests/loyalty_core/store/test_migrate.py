@@ -6,7 +6,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loyalty_core.store import migrate
+from loyalty_core.store import distribute, migrate
+from tests.fixtures import citus
 
 
 def write(folder: Path, files: dict[str, str]) -> list[migrate.Migration]:
@@ -73,3 +74,17 @@ def test_the_session_database_is_migrated(database_url: str):
     with psycopg.connect(database_url) as conn:
         versions = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     assert versions == {m.version for m in migrate.discover()}
+
+
+async def test_distribution_on_refuses_a_database_without_citus_and_off_never_distributes(create_database):
+    if citus.CITUS_MODE:
+        url = create_database()
+        await migrate.migrate(url, distribution="off")
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            cur = await conn.execute("SELECT count(*) FROM pg_dist_partition")
+            assert (await cur.fetchone())[0] == 0
+        return
+    with pytest.raises(distribute.DistributionError, match="no citus extension"):
+        await migrate.migrate(create_database(), distribution="on")
+    with pytest.raises(distribute.DistributionError, match="must be one of"):
+        await migrate.migrate(create_database(), distribution="yes")
