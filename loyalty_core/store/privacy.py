@@ -68,8 +68,10 @@ async def counted(conn: Any, statement: str, params: dict[str, Any]) -> int:
 
 # Everything held about one member, as one JSON document (docs/trust.md "Members' data"): every row of
 # every member-owned table but the idempotency keys, secrets' hashes left out. Times are ISO 8601.
+# Every table's condition names the member's id itself (%(m)s), not m.member_id: Citus then runs the
+# whole statement on the member's shard.
 _ROWS = ("coalesce((SELECT jsonb_agg(to_jsonb(t) ORDER BY {order}) FROM {table} t"
-         " WHERE t.member_id = m.member_id), '[]')")
+         " WHERE t.member_id = %(m)s), '[]')")
 _EXPORT = f"""
 SELECT jsonb_build_object(
     'member', to_jsonb(m) - 'card_secret_hash',
@@ -81,19 +83,19 @@ SELECT jsonb_build_object(
         'personal_discount_bps', m.personal_discount_bps, 'accumulative_discount_bps', m.accumulative_discount_bps,
         'purchases_total_minor', m.purchases_total_minor),
     'phone_confirmation', (SELECT to_jsonb(pc) - 'code_hash' FROM phone_confirmation pc
-                           WHERE pc.member_id = m.member_id),
-    'spend_code', (SELECT to_jsonb(sc) - 'code_hash' FROM spend_code sc WHERE sc.member_id = m.member_id),
+                           WHERE pc.member_id = %(m)s),
+    'spend_code', (SELECT to_jsonb(sc) - 'code_hash' FROM spend_code sc WHERE sc.member_id = %(m)s),
     'lots', {_ROWS.format(order="t.lot_id", table="lot")},
     'holds', {_ROWS.format(order="t.created_at, t.hold_id", table="hold")},
     'movements', {_ROWS.format(order="t.movement_id", table="movement")},
     'orders', coalesce((SELECT jsonb_agg(to_jsonb(o) || jsonb_build_object(
         'lines', coalesce((SELECT jsonb_agg(to_jsonb(ol) ORDER BY ol.line_no) FROM order_line ol
-                           WHERE ol.member_id = o.member_id AND ol.programme_id = o.programme_id
+                           WHERE ol.member_id = %(m)s AND ol.programme_id = o.programme_id
                              AND ol.order_id = o.order_id), '[]'),
         'refunds', coalesce((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.created_at, r.refund_id) FROM refund r
-                             WHERE r.member_id = o.member_id AND r.programme_id = o.programme_id
+                             WHERE r.member_id = %(m)s AND r.programme_id = o.programme_id
                                AND r.order_id = o.order_id), '[]'))
-        ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = m.member_id), '[]'),
+        ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = %(m)s), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
     'custom_fields', {_ROWS.format(order="t.name", table="member_custom_value")},
     'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
@@ -101,14 +103,14 @@ SELECT jsonb_build_object(
     'events', {_ROWS.format(order="t.seq", table="outbox_event")},
     'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
 )
-FROM member m LEFT JOIN card_lock cl ON cl.member_id = m.member_id
-WHERE m.programme_id = %s AND m.member_id = %s
+FROM member m LEFT JOIN card_lock cl ON cl.member_id = %(m)s
+WHERE m.programme_id = %(p)s AND m.member_id = %(m)s
 """
 
 
 async def export(conn: Any, programme_id: str, member_id: str) -> dict[str, Any] | None:
     """The member's document, None when the programme has no such member."""
-    cur = await conn.execute(_EXPORT, (programme_id, member_id))
+    cur = await conn.execute(_EXPORT, {"p": programme_id, "m": member_id})
     row = await cur.fetchone()
     return None if row is None else row[0]
 
