@@ -130,12 +130,15 @@ async def use_next_order_discount(conn: Any, member_id: str, order_id: str, bps:
                                   now: int) -> None:
     """A captured order priced with an event discount of ``bps`` uses up the member's oldest unused
     next-order discount of that rate granted by its checkout, unless a window discount of that rate
-    or more was running then (the window priced it; a window discount is never used up)."""
+    or more was running then (the window priced it; a window discount is never used up). The grant
+    is joined by the member's id and its key, not compared as a row with a subquery, which Citus
+    cannot send to a shard."""
     await conn.execute(
-        "UPDATE event_grant SET discount_used_at = %(now)s, discount_order_id = %(order)s"
-        " WHERE (member_id, event_code, occurrence_key) = (SELECT member_id, event_code, occurrence_key"
+        "WITH oldest AS (SELECT event_code, occurrence_key"
         "   FROM event_grant WHERE member_id = %(m)s AND discount_bps = %(bps)s AND discount_ends_at IS NULL"
         "   AND discount_used_at IS NULL AND granted_at <= %(at)s ORDER BY granted_at LIMIT 1)"
+        " UPDATE event_grant g SET discount_used_at = %(now)s, discount_order_id = %(order)s FROM oldest o"
+        " WHERE g.member_id = %(m)s AND g.event_code = o.event_code AND g.occurrence_key = o.occurrence_key"
         " AND NOT EXISTS (SELECT FROM event_grant w WHERE w.member_id = %(m)s AND w.discount_bps >= %(bps)s"
         "   AND w.granted_at <= %(at)s AND w.discount_ends_at > %(at)s)",
         {"now": to_dt(now), "order": order_id, "m": member_id, "bps": bps, "at": to_dt(checked_out_at)},
