@@ -52,6 +52,7 @@ RULES: dict[str, Rule] = {
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/PostSale": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/PostSales": _rule(*_SALE, programme_field="sale.programme_id"),
     "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),

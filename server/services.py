@@ -54,8 +54,9 @@ class ServiceStub:
     method_names: tuple[str, ...]
     # name -> (request class, response class)
     message_classes: dict[str, tuple[type[Message], type[Message]]]
-    # The methods that answer with a stream (none of ours streams requests).
+    # The methods that answer with a stream, and those of them that take one (bidirectional).
     server_streaming: frozenset[str] = frozenset()
+    client_streaming: frozenset[str] = frozenset()
 
 
 def proto_modules() -> list[ModuleType]:
@@ -80,6 +81,7 @@ def declared_services() -> list[ServiceStub]:
                 {name: (GetMessageClass(m.input_type), GetMessageClass(m.output_type))
                  for name, m in descriptor.methods_by_name.items()},
                 frozenset(name for name, m in descriptor.methods_by_name.items() if m.server_streaming),
+                frozenset(name for name, m in descriptor.methods_by_name.items() if m.client_streaming),
             ))
     return found
 
@@ -95,8 +97,13 @@ def lenient_parser(request_cls: type[Message]) -> Callable[[bytes], Any]:
 
 
 def _handler(guard: Guard, method: str, behavior: Any, request_cls: type[Message], response_cls: type[Message], *,
-             streaming: bool) -> grpc.RpcMethodHandler:
-    """The method's handler, guarded: unary-unary, or unary-stream for a method that streams its answer."""
+             streaming: bool, bidi: bool) -> grpc.RpcMethodHandler:
+    """The method's handler, guarded: unary-unary, unary-stream for a method that streams its answer,
+    stream-stream for one that streams both ways (none of ours takes a stream for one answer)."""
+    if bidi:
+        return grpc.stream_stream_rpc_method_handler(guard.wrap_bidi(method, behavior),
+                                                     request_deserializer=lenient_parser(request_cls),
+                                                     response_serializer=response_cls.SerializeToString)
     if streaming:
         return grpc.unary_stream_rpc_method_handler(guard.wrap_stream(method, behavior),
                                                     request_deserializer=lenient_parser(request_cls),
@@ -117,7 +124,7 @@ def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
         # does not parse reaches the guard (as UNDECODABLE) instead of grpc's own UNKNOWN + traceback.
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(stub.full_name, {
             name: _handler(guard, f"/{stub.full_name}/{name}", getattr(servicer, name), request_cls, response_cls,
-                           streaming=name in stub.server_streaming)
+                           streaming=name in stub.server_streaming, bidi=name in stub.client_streaming)
             for name, (request_cls, response_cls) in stub.message_classes.items()
         }),))
         names.append(stub.full_name)

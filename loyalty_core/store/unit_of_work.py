@@ -101,6 +101,33 @@ async def no_reads(conn: Any) -> None:
     return None
 
 
+async def _claim_and_work(conn: Any, key: Key, result_type: type[T],
+                          work: Callable[[UnitOfWork[R]], Awaitable[tuple[T, str | None]]],
+                          send_reads: Callable[[Any], Awaitable[R]]) -> T:
+    """One write's steps in the transaction on ``conn``: the claim with the declared reads (one
+    round trip), the stored answer on a replay, else the work and its result stored under the key."""
+    claim = await idempotency.send_claim(conn, key.scope, key.request_id, key.method, key.fingerprint, key.now)
+    reads = await send_reads(conn)
+    earlier = await claim.get()
+    if earlier is not None:
+        return _replay(earlier, key, result_type)
+    result, member_id = await work(UnitOfWork(conn, reads))
+    await idempotency.finish(conn, key.scope, key.request_id, to_json(result), member_id)
+    return result
+
+
+async def _keep_refusal(conn: Any, key: Key, request: Any, refusal: errors.FailedPrecondition,
+                        result_type: type[T]) -> T:
+    """Store ``refusal`` under the key (so a retry stays refused) and raise it; when another request
+    with the key finished first (it met a different state), its answer stands."""
+    member_id = await _member_named(conn, key.scope, request)
+    earlier = await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint,
+                                       _refusal_json(refusal), member_id, key.now)
+    if earlier is None:
+        raise refusal
+    return _replay(earlier, key, result_type)
+
+
 async def run(
     db: Database,
     key: Key,
@@ -119,28 +146,51 @@ async def run(
     stays refused; malformed requests and NotFound are not stored. A serialization failure re-runs
     the whole attempt (``Database.run_in_pipeline``), reads included."""
 
-    async def attempt(conn: Any) -> T:
-        claim = await idempotency.send_claim(conn, key.scope, key.request_id, key.method, key.fingerprint, key.now)
-        reads = await send_reads(conn)
-        earlier = await claim.get()
-        if earlier is not None:
-            return _replay(earlier, key, result_type)
-        result, member_id = await work(UnitOfWork(conn, reads))
-        await idempotency.finish(conn, key.scope, key.request_id, to_json(result), member_id)
-        return result
-
     try:
-        return await db.run_in_pipeline(attempt)
+        return await db.run_in_pipeline(_claim_and_work, key, result_type, work, send_reads)
     except errors.FailedPrecondition as refusal:
-        kept = _refusal_json(refusal)
+        return await db.run_in_transaction(_keep_refusal, key, request, refusal, result_type)
 
-        async def keep(conn: Any) -> idempotency.StoredOutcome | None:
-            member_id = await _member_named(conn, key.scope, request)
-            return await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint, kept,
-                                            member_id, key.now)
 
-        earlier = await db.run_in_transaction(keep)
-        if earlier is None:
-            raise
-        # Another request with this key finished first (it met a different state): its answer stands.
-        return _replay(earlier, key, result_type)
+@dataclasses.dataclass(frozen=True)
+class Write(Generic[T, R]):
+    """One write of a batch (``run_many``): what ``run`` takes for it."""
+
+    key: Key
+    request: Any
+    result_type: type[T]
+    work: Callable[[UnitOfWork[R]], Awaitable[tuple[T, str | None]]]
+    send_reads: Callable[[Any], Awaitable[R]]
+
+
+async def run_many(db: Database, writes: list[Write[Any, Any]]) -> list[Any]:
+    """Each of ``writes`` as ``run`` would do it, all in one transaction: per write its result or
+    the domain error that refused it (a LoyaltyError, returned, not raised), in order.
+
+    Each write runs inside a savepoint, sent in the pipeline with its claim (no round trip of its
+    own): a refusal rolls back that write alone, its refusal stored as ``run`` stores it, and the
+    next write goes on. The writes see each other's effects in order, so writes about one member
+    apply in the order given. A serialization failure or deadlock re-runs the whole batch; any other
+    database error ends it (the caller decides what to do with its writes)."""
+
+    async def attempt(conn: Any) -> list[Any]:
+        outcomes: list[Any] = []
+        for w in writes:
+            await conn.execute("SAVEPOINT unit_of_work")
+            try:
+                outcomes.append(await _claim_and_work(conn, w.key, w.result_type, w.work, w.send_reads))
+                await conn.execute("RELEASE SAVEPOINT unit_of_work")
+                continue
+            except errors.FailedPrecondition as refusal:
+                await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
+                try:
+                    outcomes.append(await _keep_refusal(conn, w.key, w.request, refusal, w.result_type))
+                except errors.LoyaltyError as kept:
+                    outcomes.append(kept)
+            except errors.LoyaltyError as err:
+                await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
+                outcomes.append(err)
+            await conn.execute("RELEASE SAVEPOINT unit_of_work")
+        return outcomes
+
+    return await db.run_in_pipeline(attempt)
