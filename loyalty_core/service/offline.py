@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import psycopg.errors
 
 from loyalty_core.clock import Clock
-from loyalty_core.errors import FailedPrecondition, InvalidArgument, LoyaltyError
+from loyalty_core.errors import FailedPrecondition, InvalidArgument, LoyaltyError, Unavailable
 from loyalty_core.model import US_PER_DAY, Captured, MemberRef, PostSale
 from loyalty_core.service import checks, spending
 from loyalty_core.service.checkout import (
@@ -23,15 +23,17 @@ from loyalty_core.service.lots import lifetime_end
 from loyalty_core.service.members import verify_card
 from loyalty_core.service.pricing import quote_for
 from loyalty_core.store import unit_of_work
-from loyalty_core.store.db import Database
+from loyalty_core.store.db import MEMBER_BUSY, Database
 from loyalty_core.store.orders import StoredOrder
 from loyalty_core.store.unit_of_work import UnitOfWork
 
 # How late a sale may be posted: a till offline for longer is a back-office import, not a backlog.
 MAX_SALE_AGE_DAYS = 30
 # How many posted sales share a transaction: enough that BEGIN, COMMIT and its flush cost little
-# per sale, few enough that the members a batch locks wait for it for tens of milliseconds only.
-MAX_SALES_PER_TRANSACTION = 100
+# per sale, few enough that the members a batch locks wait for it for tens of milliseconds only,
+# and under the 64 subtransactions (a savepoint each) PostgreSQL caches per backend: past them,
+# every other transaction's snapshot looks subtransactions up in pg_subtrans.
+MAX_SALES_PER_TRANSACTION = 50
 
 
 def _check_sale_time(sale_time: int, now: int) -> None:
@@ -97,6 +99,10 @@ async def post_sale(db: Database, clock: Clock, req: PostSale) -> Captured:
                                                      send_reads=w.send_reads))
 
 
+def _member_key(ref: MemberRef) -> tuple[str, str]:
+    return ("id", ref.member_id) if ref.member_id else ("phone", ref.phone) if ref.phone else ("card", ref.card_number)
+
+
 async def _posted_alone(db: Database, clock: Clock, req: PostSale) -> Captured | LoyaltyError:
     try:
         return await post_sale(db, clock, req)
@@ -107,11 +113,13 @@ async def _posted_alone(db: Database, clock: Clock, req: PostSale) -> Captured |
 async def post_sales(db: Database, clock: Clock, reqs: Sequence[PostSale]) -> list[Captured | LoyaltyError]:
     """Post a backlog of offline sales (at most MAX_SALES_PER_TRANSACTION), each as ``post_sale``
     would, in one transaction: per sale, in order, what it captured or the domain error that refused
-    it. Sales of one member are applied in the order given.
+    it. Sales of one member are applied in the order given; sales of different members in the order
+of their member (docs/ledger.md "Posted sales").
 
     When the batch meets a database error no sale's rules foresee (two tills racing for one order id
-    meet the order id's unique key), it is rolled back whole and each of its sales is posted in a
-    transaction of its own, where the error is that sale's alone (docs/ledger.md "Posted sales")."""
+    meet the order id's unique key) or waits too long for a member another call holds, it is rolled
+    back whole and each of its sales is posted in a transaction of its own, where the error is that
+    sale's alone (docs/ledger.md "Posted sales")."""
     if len(reqs) > MAX_SALES_PER_TRANSACTION:
         raise ValueError(f"at most {MAX_SALES_PER_TRANSACTION} sales per call")
     outcomes: list[Captured | LoyaltyError | None] = [None] * len(reqs)
@@ -121,9 +129,14 @@ async def post_sales(db: Database, clock: Clock, reqs: Sequence[PostSale]) -> li
             ready.append((i, await _sale_write(db, clock, req)))
         except LoyaltyError as err:
             outcomes[i] = err
+    # Run by member (stable: one member's sales keep their order), so that two batches lock the
+    # members they share in the same order and do not deadlock.
+    ready.sort(key=lambda item: (item[1].programme_id, _member_key(item[1].ref)))
     try:
         done = await unit_of_work.run_many(db, [sale.write for _, sale in ready])
-    except psycopg.errors.IntegrityError:
+    except (psycopg.errors.IntegrityError, Unavailable) as err:
+        if isinstance(err, Unavailable) and err.code != MEMBER_BUSY:
+            raise
         done = [await _posted_alone(db, clock, reqs[i]) for i, _ in ready]
     for (i, _), outcome in zip(ready, done):
         outcomes[i] = outcome
