@@ -47,6 +47,8 @@ _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
+    # Moving members from a previous system: a migration's own right, in no everyday key.
+    "/loyalty.v1.MemberImportService/ImportMembers": _rule("member_import"),
     # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),

@@ -116,16 +116,13 @@ async def _claim_and_work(conn: Any, key: Key, result_type: type[T],
     return result
 
 
-async def _keep_refusal(conn: Any, key: Key, request: Any, refusal: errors.FailedPrecondition,
-                        result_type: type[T]) -> T:
-    """Store ``refusal`` under the key (so a retry stays refused) and raise it; when another request
-    with the key finished first (it met a different state), its answer stands."""
+async def _keep_refusal(conn: Any, key: Key, request: Any,
+                        refusal: errors.FailedPrecondition) -> idempotency.StoredOutcome | None:
+    """Store ``refusal`` under the key, so that a retry stays refused; None when stored, else what
+    another request with the key left first (it met a different state: its answer stands)."""
     member_id = await _member_named(conn, key.scope, request)
-    earlier = await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint,
-                                       _refusal_json(refusal), member_id, key.now)
-    if earlier is None:
-        raise refusal
-    return _replay(earlier, key, result_type)
+    return await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint,
+                                    _refusal_json(refusal), member_id, key.now)
 
 
 async def run(
@@ -149,7 +146,10 @@ async def run(
     try:
         return await db.run_in_pipeline(_claim_and_work, key, result_type, work, send_reads)
     except errors.FailedPrecondition as refusal:
-        return await db.run_in_transaction(_keep_refusal, key, request, refusal, result_type)
+        earlier = await db.run_in_transaction(_keep_refusal, key, request, refusal)
+        if earlier is None:
+            raise
+        return _replay(earlier, key, result_type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,10 +183,11 @@ async def run_many(db: Database, writes: list[Write[Any, Any]]) -> list[Any]:
                 continue
             except errors.FailedPrecondition as refusal:
                 await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
+                earlier = await _keep_refusal(conn, w.key, w.request, refusal)
                 try:
-                    outcomes.append(await _keep_refusal(conn, w.key, w.request, refusal, w.result_type))
-                except errors.LoyaltyError as kept:
-                    outcomes.append(kept)
+                    outcomes.append(refusal if earlier is None else _replay(earlier, w.key, w.result_type))
+                except errors.LoyaltyError as replayed:
+                    outcomes.append(replayed)
             except errors.LoyaltyError as err:
                 await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
                 outcomes.append(err)

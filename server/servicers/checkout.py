@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,8 +14,8 @@ from loyalty_core.model import (
     RefundLine, RefundRecord, Void,
 )
 from loyalty_core.service import checkout, offline
-from server import status
 from server.servicers.convert import member_id_trusted, member_ref, micros, timestamp, write_context
+from server.servicers.streams import batches, item_refusal
 
 ORDER_STATE = {
     "held": checkout_pb2.ORDER_STATE_HELD,
@@ -96,48 +95,6 @@ def post_sale_of(request: Any, context: aio.ServicerContext) -> PostSale:
                     member_id_trusted(), micros(request, "sale_time") or 0)
 
 
-def sale_refusal(err: LoyaltyError, field_prefix: str) -> checkout_pb2.SaleRefusal:
-    """What PostSale's status would say of ``err``, for one sale of a stream (its field under
-    ``field_prefix`` where the domain named it within the sale)."""
-    field = err.field if not err.field or err.field.startswith(field_prefix) else field_prefix + err.field
-    return checkout_pb2.SaleRefusal(code=status.STATUS_BY_KIND[err.kind].value[0], reason=err.code,
-                                    message=err.message, field=field or "",
-                                    metadata={k: str(v) for k, v in err.details.items()})
-
-
-_STREAM_END = object()
-
-
-async def _batches(requests: AsyncIterator[Any], most: int) -> AsyncIterator[list[Any]]:
-    """The stream's requests in batches of what has arrived (at least one, at most ``most``): a
-    trickle goes out one at a time at once, a flood in full batches. A reader task keeps taking
-    requests off the stream while a batch runs, up to two batches ahead (the flow control)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * most)
-
-    async def read() -> None:
-        try:
-            async for request in requests:
-                await queue.put(request)
-        finally:
-            await queue.put(_STREAM_END)
-
-    reader = asyncio.create_task(read())
-    try:
-        ended = False
-        while not ended:
-            batch = [await queue.get()]
-            while len(batch) < most and not queue.empty():
-                batch.append(queue.get_nowait())
-            if batch[-1] is _STREAM_END:
-                ended = True
-                batch.pop()
-            if batch:
-                yield batch
-        await reader  # a read that failed (the client's stream broke) ends the call with its error
-    finally:
-        reader.cancel()
-
-
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, deps: Any) -> None:
         self.db, self.clock = deps.db, deps.clock
@@ -167,7 +124,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         """Each batch of the sales that arrived, posted in one transaction, answered in order; a sale
         the guard refused (limits, programme) answered with its refusal in its place."""
         index = 0
-        async for batch in _batches(requests, offline.MAX_SALES_PER_TRANSACTION):
+        async for batch in batches(requests, offline.MAX_SALES_PER_TRANSACTION):
             admitted = [r for r in batch if not isinstance(r, LoyaltyError)]
             posted = iter(await offline.post_sales(self.db, self.clock,
                                                    [post_sale_of(r.sale, context) for r in admitted]))
@@ -176,7 +133,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 answer = checkout_pb2.PostSalesResponse(
                     index=index, request_id="" if isinstance(request, LoyaltyError) else request.sale.request_id)
                 if isinstance(outcome, LoyaltyError):
-                    answer.refusal.CopyFrom(sale_refusal(outcome, "sale."))
+                    answer.refusal.CopyFrom(item_refusal(outcome, "sale."))
                 else:
                     answer.posted.CopyFrom(checkout_pb2.PostSaleResponse(**captured(outcome)))
                 index += 1
