@@ -41,9 +41,10 @@ class Recorder:
     acks: dict[str, int] = field(default_factory=dict)
     error_samples: dict[str, list[str]] = field(default_factory=dict)
 
-    async def call(self, method: str, coro: Awaitable[Any]) -> Any | None:
-        """Await one call, record it, return its response or None when it failed."""
-        t0 = time.perf_counter()
+    async def call(self, method: str, coro: Awaitable[Any], started: float | None = None) -> Any | None:
+        """Await one call, record it (its latency from ``started``, default now), return its response
+        or None when it failed."""
+        t0 = time.perf_counter() if started is None else started
         try:
             response = await coro
         except Exception as err:  # the status code is the result here, whatever it is
@@ -270,10 +271,50 @@ def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, li
     return iteration, channels
 
 
+async def open_loop_quotes(plan: dict[str, Any], rec: Recorder, end: float) -> None:
+    """Quotes offered at ``plan["rate_per_s"]`` whatever the answers do (open loop): each is sent at
+    its own time and its latency counts from that time, so a server that falls behind shows it in
+    the latency rather than in a slower offer (what a till feels)."""
+    from loyalty.v1 import checkout_pb2 as pb
+    from loyalty.v1 import checkout_pb2_grpc, common_pb2
+
+    channels = _channels(plan)
+    stubs = [checkout_pb2_grpc.CheckoutServiceStub(ch) for ch in channels]
+    metadata = (("authorization", f"Bearer {plan['api_key']}"),) if plan.get("api_key") else None
+    stores = baskets.PROGRAMME_RULES["stores"]
+    rng = random.Random(f"{plan.get('seed', 1)}-open")
+    interval = 1.0 / float(plan["rate_per_s"])
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def one(n: int, due: float) -> None:
+        member = common_pb2.MemberRef(phone=baskets.phone(rng.randrange(int(plan["members"]))))
+        call = stubs[n % len(stubs)].Quote(pb.QuoteRequest(
+            programme_id=plan["programme_id"], member=member, store_id=stores[n % len(stores)], channel="pos",
+            lines=baskets.to_proto(pb, baskets.basket(rng)), currency_code="USD"),
+            timeout=CALL_TIMEOUT_S, metadata=metadata)
+        await rec.call("Quote", call, started=due)
+
+    start = time.perf_counter()
+    for n in range(MAX_ITERATIONS_PER_WORKER):
+        due = start + n * interval
+        if due >= end:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(n, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    await asyncio.gather(*(ch.close() for ch in channels))
+
+
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     rec = Recorder()
     scenario = plan["scenario"]
     closer: Callable[[], Awaitable[None]]
+    if scenario == "quote_open":
+        return await _run_open_loop(plan, rec)
     if scenario.startswith("ceiling:"):
         iteration, channels = ceiling_scenario(plan, rec)
         closer = lambda: asyncio.gather(*(ch.close() for ch in channels))  # noqa: E731
@@ -306,6 +347,10 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     await asyncio.gather(*(worker(i) for i in range(int(plan["concurrency"]))))
     await measure
     await closer()
+    return _result(rec, scenario)
+
+
+def _result(rec: Recorder, scenario: str) -> dict[str, Any]:
     methods = {name: {"lat_us": rec.lat_us.get(name, []), "errors": rec.errors.get(name, {})}
                for name in sorted(set(rec.lat_us) | set(rec.errors))}
     elapsed = rec.stop_at - rec.measure_start if rec.measuring else 0.0
@@ -313,6 +358,21 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     window = [rec.measure_start_wall, rec.measure_start_wall + elapsed] if rec.measuring else None
     return {"scenario": scenario, "elapsed_s": elapsed, "window": window, "methods": methods, "acks": rec.acks,
             "error_samples": rec.error_samples}
+
+
+async def _run_open_loop(plan: dict[str, Any], rec: Recorder) -> dict[str, Any]:
+    warmup_s, duration_s = float(plan["warmup_s"]), float(plan["duration_s"])
+    start = time.perf_counter()
+    rec.stop_at = start + warmup_s + duration_s
+
+    async def start_measuring() -> None:
+        await asyncio.sleep(warmup_s)
+        rec.measure_start, rec.measure_start_wall, rec.measuring = time.perf_counter(), time.time(), True
+
+    measure = asyncio.create_task(start_measuring())
+    await open_loop_quotes(plan, rec, rec.stop_at)
+    await measure
+    return _result(rec, plan["scenario"])
 
 
 def main(argv: list[str] | None = None) -> int:
