@@ -163,6 +163,22 @@ class Write(Generic[T, R]):
     send_reads: Callable[[Any], Awaitable[R]]
 
 
+async def _roll_back_to_savepoint(conn: Any) -> None:
+    """Undo the write since its savepoint, in pipeline mode. psycopg forgets every statement it
+    prepared when it reads a ROLLBACK's answer and deallocates them on the server at the end of the
+    next execute; read at a sync or a fetch, a statement prepared by that next execute would be
+    deallocated too while psycopg still counts it prepared. So the answer is read at a sync of its
+    own, then an unprepared statement's execute sends the deallocation before anything is prepared
+    again (a round trip, on a refused write only)."""
+    await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    async with conn.pipeline() as pipeline:
+        await pipeline.sync()
+    await conn.execute("SELECT 1", prepare=False)
+
+
+_SAVEPOINT = "unit_of_work"
+
+
 async def run_many(db: Database, writes: list[Write[Any, Any]]) -> list[Any]:
     """Each of ``writes`` as ``run`` would do it, all in one transaction: per write its result or
     the domain error that refused it (a LoyaltyError, returned, not raised), in order.
@@ -176,22 +192,22 @@ async def run_many(db: Database, writes: list[Write[Any, Any]]) -> list[Any]:
     async def attempt(conn: Any) -> list[Any]:
         outcomes: list[Any] = []
         for w in writes:
-            await conn.execute("SAVEPOINT unit_of_work")
+            await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
             try:
                 outcomes.append(await _claim_and_work(conn, w.key, w.result_type, w.work, w.send_reads))
-                await conn.execute("RELEASE SAVEPOINT unit_of_work")
+                await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
                 continue
             except errors.FailedPrecondition as refusal:
-                await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
+                await _roll_back_to_savepoint(conn)
                 earlier = await _keep_refusal(conn, w.key, w.request, refusal)
                 try:
                     outcomes.append(refusal if earlier is None else _replay(earlier, w.key, w.result_type))
                 except errors.LoyaltyError as replayed:
                     outcomes.append(replayed)
             except errors.LoyaltyError as err:
-                await conn.execute("ROLLBACK TO SAVEPOINT unit_of_work")
+                await _roll_back_to_savepoint(conn)
                 outcomes.append(err)
-            await conn.execute("RELEASE SAVEPOINT unit_of_work")
+            await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         return outcomes
 
     return await db.run_in_pipeline(attempt)
