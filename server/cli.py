@@ -67,14 +67,15 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return _on_database(settings, work)
 
 
-def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
-    """``work(db)`` on a one-connection Database (LOYALTY_DATABASE_URL, or the embedded one); its exit
-    code, 2 when a rule refused it (say a later --as-of: the message says why, no traceback)."""
+def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]], connections: int = 1) -> int:
+    """``work(db)`` on a Database of ``connections`` connections (LOYALTY_DATABASE_URL, or the embedded
+    one); its exit code, 2 when a rule refused it (say a later --as-of: the message says why, no
+    traceback)."""
     from loyalty_core import errors
     from loyalty_core.store.db import Database
 
     async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+        async with Database(url, pool_min_size=connections, pool_max_size=connections) as db:
             return await work(db)
 
     with _database_url(settings) as url:
@@ -229,6 +230,18 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         progress.add(len(batch), bad)
 
     async def work(db: Database) -> int:
+        # Up to --jobs batches at once, each in its own transaction on its own connection: while
+        # one waits for PostgreSQL, the next is read and checked.
+        running: set[asyncio.Task[None]] = set()
+
+        async def submit(rows: list[ImportRow]) -> None:
+            if len(running) >= args.jobs:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                    task.result()  # a batch that failed ends the import with its error
+            running.add(asyncio.create_task(run_batch(db, rows)))
+
         batch: list[ImportRow] = []
         with open(args.file, encoding="utf-8", newline="") as f:
             for line, member in import_source.rows(f, args.format):
@@ -238,14 +251,16 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                     continue
                 batch.append(ImportRow(args.programme_id, line, member))
                 if len(batch) == args.batch_size:
-                    await run_batch(db, batch)
+                    await submit(batch)
                     batch = []
             if batch:
-                await run_batch(db, batch)
+                await submit(batch)
+        for task in running:
+            await task
         progress.finish()
         return 1 if refused else 0
 
-    return _on_database(settings, work)
+    return _on_database(settings, work, connections=args.jobs)
 
 
 def _import_args(parser: argparse.ArgumentParser) -> None:
@@ -256,6 +271,8 @@ def _import_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=import_source.FORMATS, default="jsonl")
     parser.add_argument("--batch-size", type=_batch_size, default=1000,
                         help="rows per transaction (1..1000)")
+    parser.add_argument("--jobs", type=int, choices=range(1, 9), default=2, metavar="1..8",
+                        help="batches in flight at once, one connection each (default 2)")
 
 
 def _batch_size(text: str) -> int:

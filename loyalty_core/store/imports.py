@@ -74,9 +74,11 @@ WITH lots AS (
     FROM import_lot ORDER BY seq
     RETURNING member_id, lot_id, amount
 )
+-- One movement per member credits all its opening lots (each lot's allocation is its amount).
 INSERT INTO movement (member_id, kind, points, lot_ids, lot_points, created_at, actor, reason_code, comment)
-SELECT member_id, '{OPENING_BALANCE_KIND}', amount, ARRAY[lot_id], ARRAY[amount], %(now)s, %(actor)s,
-       '{OPENING_BALANCE_REASON}', 'opening balance' FROM lots ORDER BY lot_id
+SELECT member_id, '{OPENING_BALANCE_KIND}', sum(amount), array_agg(lot_id ORDER BY lot_id),
+       array_agg(amount ORDER BY lot_id), %(now)s, %(actor)s, '{OPENING_BALANCE_REASON}', 'opening balance'
+FROM lots GROUP BY member_id ORDER BY min(lot_id)
 """
 
 
