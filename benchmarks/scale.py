@@ -43,7 +43,9 @@ def write_rows(path: Path, first: int, last: int) -> None:
     (baskets.phone), each with LOTS_PER_MEMBER lots usable now (so quotes can pay) and past purchases."""
     now = datetime.now(UTC)
     activate = _iso(now - timedelta(days=30))
-    lots = [{"points": 500 + 100 * k, "activate_time": activate, "expire_time": _iso(now + timedelta(days=200 + 100 * k))}
+    # Enough points that no checkout asks for more than a member holds (its asks stay under 2,000).
+    lots = [{"points": 2_000 + 1_000 * k, "activate_time": activate,
+             "expire_time": _iso(now + timedelta(days=200 + 100 * k))}
             for k in range(LOTS_PER_MEMBER)]
     with path.open("w") as f:
         for n in range(first, last):

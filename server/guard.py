@@ -108,33 +108,12 @@ class Guard:
         guard = self
 
         async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            t0 = time.perf_counter()
-            stats.begin()
-            try:
+            async def start() -> tuple[Any, str, AsyncIterator[Any]]:
                 caller = await guard._admit(method, rule, request, context)
-                programme = programme_label(request, rule.programme_field)
-                responses = behavior(request, context).__aiter__()
-                while True:
-                    # The caller and the observer are published around each step, not across a
-                    # yield: gRPC may resume (or cancel) the stream from another task's context.
-                    with publish_caller(caller), observe.observed_by(guard.metrics, programme):
-                        try:
-                            response = await responses.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
-                raise
-            except aio.AbortError:
-                stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
-                refusal, error = _refusal(method, exc)
-            else:
-                stats.end(_code_of(context), None, t0, request)
-                return
-            await _abort(context, refusal, error, stats, t0, request)
+                return caller, programme_label(request, rule.programme_field), behavior(request, context).__aiter__()
+
+            async for response in guard._stream(stats, context, request, start):
+                yield response
 
         guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
         return guarded
@@ -145,15 +124,14 @@ class Guard:
         checked once, before the first request is read; each request's limits and programme checked
         as it arrives. ``behavior`` reads a stream whose items are the requests, or, for a request
         that failed those checks, the LoyaltyError that refused it (the servicer answers it in its
-        place: one bad request does not end the stream)."""
+        place: one bad request does not end the stream). Its metrics and log line name no programme
+        or member: a stream's requests may name many."""
         stats = _MethodStats(self.metrics, method, "bidi_stream")
         rule = rights.rule_for(method)
         guard = self
 
         async def guarded(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
-            t0 = time.perf_counter()
-            stats.begin()
-            try:
+            async def start() -> tuple[Any, str, AsyncIterator[Any]]:
                 caller = await guard._admit(method, rule, None, context)
                 assert rule is not None  # _admit refused a method without one
 
@@ -169,29 +147,43 @@ class Guard:
                         else:
                             yield request
 
-                responses = behavior(admitted(), context).__aiter__()
-                while True:
-                    with publish_caller(caller), observe.observed_by(guard.metrics):
-                        try:
-                            response = await responses.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                stats.end(grpc.StatusCode.CANCELLED, None, t0, None)
-                raise
-            except aio.AbortError:
-                stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, None)
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
-                refusal, error = _refusal(method, exc)
-            else:
-                stats.end(_code_of(context), None, t0, None)
-                return
-            await _abort(context, refusal, error, stats, t0, None)
+                return caller, "", behavior(admitted(), context).__aiter__()
+
+            async for response in guard._stream(stats, context, None, start):
+                yield response
 
         guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
         return guarded
+
+    async def _stream(self, stats: _MethodStats, context: aio.ServicerContext, request: Any,
+                      start: Callable[[], Awaitable[tuple[Any, str, AsyncIterator[Any]]]]) -> AsyncIterator[Any]:
+        """A streaming call's responses, from ``start`` (the checks, then the caller, the programme's
+        label and the servicer's responses), ended with the status, metrics and log line of ``wrap``."""
+        t0 = time.perf_counter()
+        stats.begin()
+        try:
+            caller, programme, responses = await start()
+            while True:
+                # The caller and the observer are published around each step, not across a
+                # yield: gRPC may resume (or cancel) the stream from another task's context.
+                with publish_caller(caller), observe.observed_by(self.metrics, programme):
+                    try:
+                        response = await responses.__anext__()
+                    except StopAsyncIteration:
+                        break
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
+            raise
+        except aio.AbortError:
+            stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
+            refusal, error = _refusal(stats.method, exc)
+        else:
+            stats.end(_code_of(context), None, t0, request)
+            return
+        await _abort(context, refusal, error, stats, t0, request)
 
     async def _admit(self, method: str, rule: rights.Rule | None, request: Any,
                      context: aio.ServicerContext) -> Any:
