@@ -13,7 +13,7 @@ import psycopg.errors
 from loyalty_core.clock import Clock
 from loyalty_core.errors import FailedPrecondition, InvalidArgument, LoyaltyError, Unavailable
 from loyalty_core.model import US_PER_DAY, Captured, MemberRef, PostSale
-from loyalty_core.service import checks, spending
+from loyalty_core.service import spending
 from loyalty_core.service.checkout import (
     _BasketReads, _capture_order, _check_quote, _check_write, _hold_order, _new_order, _OrderWrite, _read_basket,
     _send_basket_reads,
