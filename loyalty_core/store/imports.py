@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loyalty_core.events import EVENT_TYPES, NewEvent, history_event, movement_event
 from loyalty_core.store.convert import to_dt
 
 # The ledger's record of an opening balance: a manual accrual (docs/membership.md "Importing members").
 OPENING_BALANCE_KIND = "manual_accrual"
 OPENING_BALANCE_REASON = "import"
+OPENING_BALANCE_COMMENT = "opening balance"
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,41 @@ WITH lots AS (
 -- One movement per member credits all its opening lots (each lot's allocation is its amount).
 INSERT INTO movement (member_id, kind, points, lot_ids, lot_points, created_at, actor, reason_code, comment)
 SELECT member_id, '{OPENING_BALANCE_KIND}', sum(amount), array_agg(lot_id ORDER BY lot_id),
-       array_agg(amount ORDER BY lot_id), %(now)s, %(actor)s, '{OPENING_BALANCE_REASON}', 'opening balance'
+       array_agg(amount ORDER BY lot_id), %(now)s, %(actor)s, '{OPENING_BALANCE_REASON}', '{OPENING_BALANCE_COMMENT}'
 FROM lots GROUP BY member_id ORDER BY min(lot_id)
 """
 
 
+# The members' events, as a change's own statement writes them (store/outbox.py's CTE): each new
+# member's outbox counter and its events in sequence order, stamped with this transaction's id.
+_EVENTS = """
+WITH counters AS (
+    INSERT INTO outbox_member (member_id, last_seq, last_tx)
+    SELECT member_id, max(seq), pg_current_xact_id() FROM import_event GROUP BY member_id
+    RETURNING member_id
+)
+INSERT INTO outbox_event (member_id, seq, programme_id, event_id, type, payload_version, payload, created_at, tx)
+SELECT member_id, seq, %(programme)s, gen_random_uuid(), type, payload_version, payload, %(now)s, pg_current_xact_id()
+FROM import_event ORDER BY member_id, seq
+"""
+
+
+def events_of(m: NewMember) -> list[NewEvent]:
+    """What an imported member publishes: its enrolment (no welcome bonus), then its opening balance."""
+    joined = history_event("enrolled", {"status": m.status, "welcome_bonus_points": 0}, "")
+    assert joined is not None
+    balance = sum(points for points, _, _ in m.lots)
+    return [joined] + ([movement_event(OPENING_BALANCE_KIND, balance, order_id=None, hold_id=None, refund_id=None,
+                                       comment=OPENING_BALANCE_COMMENT)] if balance else [])
+
+
+async def _temp(conn: Any, table: str, columns: str) -> None:
+    await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS")
+
+
 async def write(conn: Any, programme_id: str, members: Sequence[NewMember], now: int, actor: str) -> None:
-    """Write the members, their import records, history, custom values, past purchases and
-    opening balances (each lot with the movement that credits it) in the transaction on ``conn``."""
+    """Write the members, their import records, history, events, custom values, past purchases and
+    opening balances (the lots with the movement that credits them) in the transaction on ``conn``."""
     at = to_dt(now)
     await _copy(conn, "COPY member (member_id, programme_id, phone, card_number, status, phone_confirmed,"
                 " customer_group, accumulative_discount_bps, purchases_total_minor, earned_total_points, enrolled_at,"
@@ -103,9 +132,15 @@ async def write(conn: Any, programme_id: str, members: Sequence[NewMember], now:
                 " accumulative_before_bps, counted_at) FROM STDIN",
                 ((m.member_id, programme_id, order_id, amount, json.dumps(parts), 0, to_dt(when))
                  for m in members for order_id, when, amount, parts in m.purchases))
+    if members:
+        await _temp(conn, "import_event", "member_id uuid, seq bigint, type text, payload_version int, payload jsonb")
+        await _copy(conn, "COPY import_event (member_id, seq, type, payload_version, payload) FROM STDIN",
+                    ((m.member_id, seq, e.type, EVENT_TYPES[e.type], json.dumps(dict(e.payload)))
+                     for m in members for seq, e in enumerate(events_of(m), start=1)))
+        await conn.execute(_EVENTS, {"programme": programme_id, "now": at})
     if any(m.lots for m in members):
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_lot (seq bigint, member_id uuid, points bigint,"
-                           " activates_at timestamptz, expires_at timestamptz) ON COMMIT DELETE ROWS")
+        await _temp(conn, "import_lot", "seq bigint, member_id uuid, points bigint, activates_at timestamptz,"
+                    " expires_at timestamptz")
         await _copy(conn, "COPY import_lot (seq, member_id, points, activates_at, expires_at) FROM STDIN",
                     ((i, m.member_id, points, to_dt(starts), None if ends is None else to_dt(ends))
                      for i, (m, (points, starts, ends)) in enumerate((m, lot) for m in members for lot in m.lots)))

@@ -65,7 +65,7 @@ def importer(channel_with: Callable[..., grpc.Channel]) -> Importer:
 
 
 def test_rows_become_members_with_their_lots_purchases_and_level_and_a_bad_row_is_refused_alone(
-        api: Members, importer: Importer, clock: Any) -> None:
+        api: Members, importer: Importer, clock: Any, database_url: str) -> None:
     p = api.programme()
     api.level(p.programme_id, "Bronze", 1)
     api.level(p.programme_id, "Silver", 2, spend_needed_minor=50_000, spend_period_days=365)
@@ -94,6 +94,10 @@ def test_rows_become_members_with_their_lots_purchases_and_level_and_a_bad_row_i
     card = api.member(p.programme_id, first)
     assert card.purchases_total_minor == 250_000
     assert card.level_name == "Silver"  # the imported purchase reaches Silver's spend within its period
+    # What the member publishes: its enrolment, then its opening balance in one movement.
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT seq, type, payload->>'points' FROM outbox_event WHERE member_id = %s ORDER BY seq",
+                            (first,)).fetchall() == [(1, "member.enrolled", None), (2, "points.earned", "180")]
     third = api.member(p.programme_id, answers[2].imported.member_id)
     assert (third.level_name, third.status) == ("Gold", member_pb2.MEMBER_STATUS_DEACTIVATED)
 
