@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from loyalty.v1 import (
-    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, points_pb2,
-    programme_pb2,
+    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_import_pb2, member_import_pb2_grpc,
+    member_pb2, membership_pb2, points_pb2, programme_pb2,
 )
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import Stubs, assert_ledger_clean, programme_settings, reason
@@ -154,6 +154,7 @@ class Api(Stubs):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.channel)
+        self.member_import = member_import_pb2_grpc.MemberImportServiceStub(self.channel)
 
 
 class ModelMachine(RuleBasedStateMachine):
@@ -357,6 +358,26 @@ class ModelMachine(RuleBasedStateMachine):
         if confirmed and self.world.members[index].status == NOT_CONFIRMED:
             # The cashier confirmed the member (by hand here: codes are tested in tests/membership).
             self.change_status(index, ACTIVE)
+
+    @precondition(lambda self: len(self.world.members) < MAX_MEMBERS)
+    @rule(status=st.sampled_from([ACTIVE, NOT_CONFIRMED, DEACTIVATED]),
+          lots=st.lists(st.tuples(st.integers(1, 5_000), st.one_of(st.none(), st.integers(1, 60))), max_size=3))
+    def import_member(self, status: str, lots: list[tuple[int, int | None]]) -> None:
+        """A member of a previous system with opening lots, sent twice on one ImportMembers stream:
+        the second row replays the first."""
+        row = member_import_pb2.ImportMembersRequest(
+            programme_id=self.programme_id, line=1, member=member_import_pb2.ImportedMember(
+                external_id=self.request_id("import"), card_number=f"IMP{uuid.uuid4().hex[:16]}",
+                status=STATUSES[status],
+                lots=[member_import_pb2.ImportedLot(points=points, expire_time=None if days is None else timestamp(
+                    self.now + days * US_PER_DAY)) for points, days in lots]))
+        index = self.world.import_member(status, lots, self.now)
+        self.outcomes["ImportMembers ok"] += 1
+        first, again = self.api.member_import.ImportMembers(iter([row, row]), timeout=30)
+        assert (first.WhichOneof("outcome"), again.WhichOneof("outcome")) == ("imported", "imported"), (first, again)
+        assert (again.imported.member_id, again.imported.replayed) == (first.imported.member_id, True)
+        self.world.members[index].member_id = first.imported.member_id
+        self.touched_members.add(index)
 
     def change_status(self, who: int, status: str) -> None:
         # Between any two steps, so between a checkout and its capture too.
