@@ -143,6 +143,11 @@ for _code, _kind in [
     ("level_priority_taken", AlreadyExists),
     # Idempotency
     ("idempotency_key_reused_with_different_request", IdempotencyConflict),
+    # Importing members (docs/membership.md "Importing members")
+    ("external_id_reused_with_different_row", IdempotencyConflict),
+    ("external_id_repeated_in_batch", InvalidArgument),
+    ("purchases_total_below_purchases", InvalidArgument),
+    ("level_not_on_members_ladder", InvalidArgument),
     # State rules
     ("points_must_not_exceed_balance", FailedPrecondition),
     ("points_must_not_exceed_payable_limit", FailedPrecondition),
@@ -255,6 +260,10 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "sale_older_than_point_lifetime": ("The points a posted sale earns would have expired already: the sale is older than the programme's activation delay and point lifetime.", "Do not post it as a sale; adjust the member's points by hand if owed."),
     "order_already_checked_out": ("An order with this id was checked out already, with another request_id.", "Use a new order_id, or read the order with GetOrder."),
     "level_priority_taken": ("Another level of the programme has this priority.", "Choose a free priority."),
+    "external_id_reused_with_different_row": ("A row with this external_id was imported before with other data.", "The member exists already (member_id in the details): change it with the member edit calls, or give the row a new external_id if it is another member."),
+    "external_id_repeated_in_batch": ("Two different rows of one import batch carry this external_id.", "Give each member of the previous system its own external_id; send a corrected row again."),
+    "purchases_total_below_purchases": ("An imported member's purchases_total_minor is below the sum of the purchases listed with it.", "Send the all-time total (at least the listed purchases), or 0 to take their sum."),
+    "level_not_on_members_ladder": ("The level named is not one of the programme's levels open to the member's customer group.", "Name a level of the programme (ListLevels) open to the group, or none to let the purchases decide."),
     "idempotency_key_reused_with_different_request": ("This request_id was used before with a different request.", "Send a new request_id for a new operation; resend the same request unchanged to retry."),
     "points_must_not_exceed_balance": ("The member has fewer available points than asked.", "Ask for at most the balance (GetBalance, or points_max of a quote)."),
     "points_must_not_exceed_payable_limit": ("The points asked are more than this order may take.", "Ask for at most the quote's points_max."),

@@ -799,3 +799,58 @@ def _field_decoder(tp: Any) -> _Codec | None:
 
 def _or_none(codec: _Codec) -> _Codec:
     return lambda v: None if v is None else codec(v)
+
+
+@dataclass(frozen=True)
+class ImportedLot:
+    """An opening balance as one lot: its points, activation (None: at the import) and expiry (None: never)."""
+
+    points: int
+    activates_at: int | None = None
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedPurchase:
+    """A past purchase from the previous system: its order id there, time, amount and parts by category."""
+
+    order_id: str
+    at: int
+    amount_minor: int
+    by_category: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportedMember:
+    """One member of the previous system (docs/membership.md "Importing members"); status "" is
+    enrolment's, level_name "" the one the purchases reach, purchases_total_minor 0 their sum,
+    enrolled_at 0 the import's time."""
+
+    external_id: str
+    phone: str = ""
+    card_number: str = ""
+    status: str = ""
+    customer_group: str = ""
+    level_name: str = ""
+    purchases_total_minor: int = 0
+    custom_fields: tuple[CustomValue, ...] = ()
+    lots: tuple[ImportedLot, ...] = ()
+    purchases: tuple[ImportedPurchase, ...] = ()
+    enrolled_at: int = 0
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One row of an import: its programme, where it is in its source (0 for nowhere) and the member."""
+
+    programme_id: str
+    line: int
+    member: ImportedMember
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A row imported: its member, and whether an earlier import made it (nothing written now)."""
+
+    member_id: str
+    replayed: bool = False

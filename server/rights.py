@@ -47,11 +47,14 @@ _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
+    # Moving members from a previous system: a migration's own right, in no everyday key.
+    "/loyalty.v1.MemberImportService/ImportMembers": _rule("member_import"),
     # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/PostSale": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/PostSales": _rule(*_SALE, programme_field="sale.programme_id"),
     "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),

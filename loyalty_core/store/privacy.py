@@ -95,7 +95,9 @@ SELECT jsonb_build_object(
     'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
     'history', {_ROWS.format(order="t.event_id", table="member_event")},
     'events', {_ROWS.format(order="t.seq", table="outbox_event")},
-    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
+    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")},
+    'imported_as', coalesce((SELECT jsonb_agg(to_jsonb(t) - 'fingerprint' ORDER BY t.external_id)
+                             FROM member_import t WHERE t.member_id = m.member_id), '[]')
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = m.member_id
 WHERE m.programme_id = %s AND m.member_id = %s

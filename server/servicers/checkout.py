@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
 
 from loyalty.v1 import checkout_pb2, checkout_pb2_grpc
+from loyalty_core.errors import LoyaltyError
 from loyalty_core.model import (
     POINTS_BLOCKED, BasketLine, Cancel, Capture, Captured, Checkout, Complete, Order, PostSale, Pricing, Quote, Refund,
     RefundLine, RefundRecord, Void,
 )
 from loyalty_core.service import checkout, offline
 from server.servicers.convert import member_id_trusted, member_ref, micros, timestamp, write_context
+from server.servicers.streams import batches, item_refusal
 
 ORDER_STATE = {
     "held": checkout_pb2.ORDER_STATE_HELD,
@@ -85,6 +88,13 @@ def captured(done: Captured) -> dict[str, Any]:
     return {"order": order(done.order), "spent_points": done.spent_points, "earned_points": done.earned_points}
 
 
+def post_sale_of(request: Any, context: aio.ServicerContext) -> PostSale:
+    """PostSaleRequest (alone, or as a PostSales stream's sale) as the domain's request."""
+    return PostSale(request.request_id, request.order_id, quote_of(request),
+                    write_context(request.context, context, request.request_id), request.spend_code,
+                    member_id_trusted(), micros(request, "sale_time") or 0)
+
+
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, deps: Any) -> None:
         self.db, self.clock = deps.db, deps.clock
@@ -107,10 +117,27 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return checkout_pb2.CaptureResponse(**captured(await checkout.capture(self.db, self.clock, req)))
 
     async def PostSale(self, request: Any, context: aio.ServicerContext) -> Any:
-        req = PostSale(request.request_id, request.order_id, quote_of(request),
-                       write_context(request.context, context, request.request_id), request.spend_code,
-                       member_id_trusted(), micros(request, "sale_time") or 0)
-        return checkout_pb2.PostSaleResponse(**captured(await offline.post_sale(self.db, self.clock, req)))
+        return checkout_pb2.PostSaleResponse(
+            **captured(await offline.post_sale(self.db, self.clock, post_sale_of(request, context))))
+
+    async def PostSales(self, requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+        """Each batch of the sales that arrived, posted in one transaction, answered in order; a sale
+        the guard refused (limits, programme) answered with its refusal in its place."""
+        index = 0
+        async for batch in batches(requests, offline.MAX_SALES_PER_TRANSACTION):
+            admitted = [r for r in batch if not isinstance(r, LoyaltyError)]
+            posted = iter(await offline.post_sales(self.db, self.clock,
+                                                   [post_sale_of(r.sale, context) for r in admitted]))
+            for request in batch:
+                outcome = request if isinstance(request, LoyaltyError) else next(posted)
+                answer = checkout_pb2.PostSalesResponse(
+                    index=index, request_id="" if isinstance(request, LoyaltyError) else request.sale.request_id)
+                if isinstance(outcome, LoyaltyError):
+                    answer.refusal.CopyFrom(item_refusal(outcome, "sale."))
+                else:
+                    answer.posted.CopyFrom(checkout_pb2.PostSaleResponse(**captured(outcome)))
+                index += 1
+                yield answer
 
     async def Cancel(self, request: Any, context: aio.ServicerContext) -> Any:
         req = Cancel(request.request_id, request.programme_id, request.order_id,

@@ -11,6 +11,7 @@ import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
 import { EventBonusServiceDefinition } from "./gen/loyalty/v1/event_bonus";
+import { MemberImportServiceDefinition } from "./gen/loyalty/v1/member_import";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
 import { PointsServiceDefinition } from "./gen/loyalty/v1/points";
@@ -111,6 +112,7 @@ export const SERVICES = {
   points: PointsServiceDefinition,
   events: EventServiceDefinition,
   eventBonus: EventBonusServiceDefinition,
+  memberImport: MemberImportServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -129,6 +131,7 @@ export class LoyaltyClient {
   /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
   readonly events: ServiceClient<(typeof SERVICES)["events"]>;
   readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
+  readonly memberImport: ServiceClient<(typeof SERVICES)["memberImport"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -154,6 +157,7 @@ export class LoyaltyClient {
     this.points = this.bind(SERVICES.points);
     this.events = this.bind(SERVICES.events);
     this.eventBonus = this.bind(SERVICES.eventBonus);
+    this.memberImport = this.bind(SERVICES.memberImport);
     this.health = this.bind(SERVICES.health);
   }
 

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from loyalty.v1 import (
-    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, points_pb2,
-    programme_pb2,
+    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_import_pb2, member_import_pb2_grpc,
+    member_pb2, membership_pb2, points_pb2, programme_pb2,
 )
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import Stubs, assert_ledger_clean, programme_settings, reason
@@ -141,6 +141,12 @@ def priced(p: Priced) -> tuple:
             p.points_max, p.points_applied, p.discount_bps, f"DISCOUNT_SOURCE_{p.discount_source.upper()}")
 
 
+# How long before posting an offline sale was made: at once, an hour, days, and past PostSale's 30 days.
+SOLD_AGO_S = st.sampled_from([0, 3_600, 2 * 86_400, 29 * 86_400, 31 * 86_400])
+# A stream's refusal carries its code as a number; the rules name it.
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
 @dataclass
 class Api(Stubs):
     """Every service the model talks to over one channel."""
@@ -148,6 +154,7 @@ class Api(Stubs):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.channel)
+        self.member_import = member_import_pb2_grpc.MemberImportServiceStub(self.channel)
 
 
 class ModelMachine(RuleBasedStateMachine):
@@ -352,6 +359,26 @@ class ModelMachine(RuleBasedStateMachine):
             # The cashier confirmed the member (by hand here: codes are tested in tests/membership).
             self.change_status(index, ACTIVE)
 
+    @precondition(lambda self: len(self.world.members) < MAX_MEMBERS)
+    @rule(status=st.sampled_from([ACTIVE, NOT_CONFIRMED, DEACTIVATED]),
+          lots=st.lists(st.tuples(st.integers(1, 5_000), st.one_of(st.none(), st.integers(1, 60))), max_size=3))
+    def import_member(self, status: str, lots: list[tuple[int, int | None]]) -> None:
+        """A member of a previous system with opening lots, sent twice on one ImportMembers stream:
+        the second row replays the first."""
+        row = member_import_pb2.ImportMembersRequest(
+            programme_id=self.programme_id, line=1, member=member_import_pb2.ImportedMember(
+                external_id=self.request_id("import"), card_number=f"IMP{uuid.uuid4().hex[:16]}",
+                status=STATUSES[status],
+                lots=[member_import_pb2.ImportedLot(points=points, expire_time=None if days is None else timestamp(
+                    self.now + days * US_PER_DAY)) for points, days in lots]))
+        index = self.world.import_member(status, lots, self.now)
+        self.outcomes["ImportMembers ok"] += 1
+        first, again = self.api.member_import.ImportMembers(iter([row, row]), timeout=30)
+        assert (first.WhichOneof("outcome"), again.WhichOneof("outcome")) == ("imported", "imported"), (first, again)
+        assert (again.imported.member_id, again.imported.replayed) == (first.imported.member_id, True)
+        self.world.members[index].member_id = first.imported.member_id
+        self.touched_members.add(index)
+
     def change_status(self, who: int, status: str) -> None:
         # Between any two steps, so between a checkout and its capture too.
         index = self.pick_member(who)
@@ -542,9 +569,46 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy, ask=ASKS, at_till=st.booleans(),
-          sold_ago_s=st.sampled_from([0, 3_600, 2 * 86_400, 29 * 86_400, 31 * 86_400]))
+          sold_ago_s=SOLD_AGO_S)
     def post_sale(self, who: int, lines: list[Line], ask: str, at_till: bool, sold_ago_s: int) -> None:
         """A sale an offline till made ``sold_ago_s`` ago, posted now."""
+        request, step = self.offline_sale(who, lines, ask, at_till, sold_ago_s)
+        answer = self.attempt(step, (self.till if at_till else self.api).checkout.PostSale, request)
+        if answer is not None:
+            self.check_posted(request, *answer)
+
+    @precondition(lambda self: self.world.members)
+    @rule(sales=st.lists(st.tuples(st.integers(0, MAX_MEMBERS - 1), lines_strategy, ASKS, SOLD_AGO_S),
+                         min_size=1, max_size=4), at_till=st.booleans())
+    def post_sales(self, sales: list[tuple[int, list[Line], str, int]], at_till: bool) -> None:
+        """A till's backlog on one PostSales stream: each sale as PostSale would post it, in the
+        order sent, a refused one answered in its place while the others go on."""
+        requests, wanted = [], []
+        for who, lines, ask, sold_ago_s in sales:
+            request, step = self.offline_sale(who, lines, ask, at_till, sold_ago_s)
+            saved = copy.deepcopy(self.world)
+            try:
+                wanted.append(step())
+                self.outcomes["PostSales ok"] += 1
+            except Refused as refused:
+                self.world = saved
+                self.outcomes[f"PostSales {refused.reason}"] += 1
+                wanted.append(refused)
+            requests.append(request)
+        answers = list((self.till if at_till else self.api).checkout.PostSales(
+            iter([checkout_pb2.PostSalesRequest(sale=r) for r in requests]), timeout=30))
+        assert [a.index for a in answers] == list(range(len(requests)))
+        for request, want, got in zip(requests, wanted, answers, strict=True):
+            if isinstance(want, Refused):
+                assert got.WhichOneof("outcome") == "refusal", f"the server posted what the rules refuse ({want})"
+                assert (CODE_NAMES[got.refusal.code], got.refusal.reason) == (want.code, want.reason), got.refusal
+            else:
+                assert got.WhichOneof("outcome") == "posted", f"the server refused {got.refusal} what the rules accept"
+                self.check_posted(request, want, got.posted)
+
+    def offline_sale(self, who: int, lines: list[Line], ask: str, at_till: bool,
+                     sold_ago_s: int) -> tuple[checkout_pb2.PostSaleRequest, Callable[[], Any]]:
+        """A posted sale's request, and the rules' step for it."""
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
         self.next_order += 1
@@ -555,16 +619,14 @@ class ModelMachine(RuleBasedStateMachine):
             member=common_pb2.MemberRef(member_id=self.member_id(index)), lines=basket_pb(lines),
             requested_points=requested)
         request.sale_time.FromMicroseconds(sold_at)
-        answer = self.attempt(
-            lambda: self.world.post_sale(index, order_id, lines, requested, self.now, sold_at, not at_till),
-            (self.till if at_till else self.api).checkout.PostSale, request)
-        if answer is not None:
-            captured, resp = answer
-            assert resp.order.state == checkout_pb2.ORDER_STATE_CAPTURED
-            assert resp.order.capture_time.ToMicroseconds() == sold_at
-            assert (resp.spent_points, resp.earned_points) == (captured.spent, captured.earned)
-            assert pricing_of(resp.order.pricing) == priced(captured.pricing)
-            self.touched_orders.add(order_id)
+        return request, lambda: self.world.post_sale(index, order_id, lines, requested, self.now, sold_at, not at_till)
+
+    def check_posted(self, request: checkout_pb2.PostSaleRequest, captured: Any, resp: Any) -> None:
+        assert resp.order.state == checkout_pb2.ORDER_STATE_CAPTURED
+        assert resp.order.capture_time.ToMicroseconds() == request.sale_time.ToMicroseconds()
+        assert (resp.spent_points, resp.earned_points) == (captured.spent, captured.earned)
+        assert pricing_of(resp.order.pricing) == priced(captured.pricing)
+        self.touched_orders.add(request.order_id)
 
     def pick_order(self, data: st.DataObject, *states: str) -> str:
         """An order, mostly one in ``states`` (the others get the refusals)."""

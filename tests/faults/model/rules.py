@@ -556,6 +556,26 @@ class World:
         self.members.append(member)
         return len(self.members) - 1, p.welcome_points
 
+    def import_member(self, status: str, lots: list[tuple[int, int | None]], now: int) -> int:
+        """A member of a previous system (docs/membership.md "Importing members"), whatever the
+        programme's window: the status given, no welcome bonus, on the highest level met without
+        purchases unless deactivated (no history entry for it), its opening lots usable at once
+        (expiring after ``days``, None never), credited by one movement."""
+        member = Member("", status, now)
+        rungs = self.programme.ladder("")
+        first = highest_met(rungs, member, now) if status != DEACTIVATED else -1
+        if first >= 0:
+            member.level, member.level_at = rungs[first].name, now
+        for points, days in lots:
+            member.lots.append(Lot(points, now, NEVER if days is None else now + days * US_PER_DAY,
+                                   activation_recorded=True))
+        balance = sum(points for points, _ in lots)
+        if balance:
+            member.earned_total += balance
+            member.move(now, "MANUAL_ACCRUAL", balance)
+        self.members.append(member)
+        return len(self.members) - 1
+
     def member_for_write(self, index: int) -> Member:
         """Neither erased nor off-boarded (an erased member is told the stronger reason)."""
         member = self.members[index]
