@@ -95,6 +95,8 @@ class Programme:
     discounted_items_earn: bool = False
     compatibility: str = "points_after_discounts"
     refund_returns_spent_points: bool = False
+    # Seed 004's redemption rule for certificates (loyalty_core.certificates): single_order | multiple_orders.
+    certificate_redemption: str = "single_order"
     hold_ttl_s: int = 900
     negative_balance_policy: str = "refuse"
     debt_limit_points: int = 0

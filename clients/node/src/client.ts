@@ -7,6 +7,7 @@ import { ChannelCredentials, Client, Metadata, credentials, status, type Service
 import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
+import { CertificateServiceDefinition } from "./gen/loyalty/v1/certificate";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
@@ -111,6 +112,7 @@ export const SERVICES = {
   points: PointsServiceDefinition,
   events: EventServiceDefinition,
   eventBonus: EventBonusServiceDefinition,
+  certificates: CertificateServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -129,6 +131,7 @@ export class LoyaltyClient {
   /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
   readonly events: ServiceClient<(typeof SERVICES)["events"]>;
   readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
+  readonly certificates: ServiceClient<(typeof SERVICES)["certificates"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -154,6 +157,7 @@ export class LoyaltyClient {
     this.points = this.bind(SERVICES.points);
     this.events = this.bind(SERVICES.events);
     this.eventBonus = this.bind(SERVICES.eventBonus);
+    this.certificates = this.bind(SERVICES.certificates);
     this.health = this.bind(SERVICES.health);
   }
 

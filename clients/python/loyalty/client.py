@@ -14,8 +14,8 @@ from typing import Any, cast
 import grpc
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
-    programme_pb2_grpc,
+    certificate_pb2_grpc, checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc,
+    membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
 )
 
 
@@ -149,6 +149,7 @@ SERVICES: dict[str, type] = {
     "points": points_pb2_grpc.PointsServiceStub,
     "events": events_pb2_grpc.EventServiceStub,
     "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
+    "certificates": certificate_pb2_grpc.CertificateServiceStub,
 }
 
 
@@ -282,6 +283,7 @@ class LoyaltyClient:
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -330,6 +332,7 @@ class AsyncLoyaltyClient:
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     async def close(self) -> None:
         await self.channel.close()

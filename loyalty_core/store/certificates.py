@@ -1,0 +1,155 @@
+"""Certificates and their movements (member-owned rows): issue, find by code, hold, spend, release, end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from loyalty_core.certificates import Certificate
+from loyalty_core.model import MemberRef
+from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.later import Later
+from loyalty_core.store.members import ref_condition
+
+_COLUMNS = ("certificate_id::text", "member_id::text", "programme_id::text", "value_points", "remaining_points",
+            "held_points", "coalesce(held_order_id, '') AS held_order_id", "multiple_orders", "state", "expires_at",
+            "note", "issued_at", "ended_at", "end_reason")
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM certificate c"
+
+
+def _row(row: dict[str, Any]) -> Certificate:
+    return Certificate(**{**row, "expires_at": to_us(row["expires_at"]), "issued_at": to_us(row["issued_at"]),
+                          "ended_at": to_us(row["ended_at"])})
+
+
+async def _rows(cur: Any) -> list[Certificate]:
+    return [_row(r) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class CertificateMove:
+    """One movement to append: ``points`` changes what is left, ``held_delta`` what is held."""
+
+    certificate_id: str
+    kind: str
+    points: int
+    held_delta: int = 0
+    forfeited_points: int = 0
+    order_id: str | None = None
+    comment: str = ""
+
+
+async def insert(conn: Any, c: Certificate, code_hash: bytes, actor: str) -> None:
+    """The certificate and its issued movement."""
+    await conn.execute(
+        "INSERT INTO certificate (member_id, certificate_id, programme_id, code_hash, value_points,"
+        " remaining_points, held_points, multiple_orders, state, expires_at, note, issued_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 0, %s, 'active', %s, %s, %s)",
+        (c.member_id, c.certificate_id, c.programme_id, code_hash, c.value_points, c.value_points,
+         c.multiple_orders, to_dt(c.expires_at), c.note, to_dt(c.issued_at)),
+    )
+    await move(conn, c.member_id, c.issued_at, actor,
+               [CertificateMove(c.certificate_id, "issued", c.value_points, comment=c.note)])
+
+
+async def move(conn: Any, member_id: str, now: int, actor: str, moves: Sequence[CertificateMove]) -> None:
+    """Append ``moves`` to the member's certificate ledger (the rows' own columns are set by the caller)."""
+    await conn.cursor().executemany(
+        "INSERT INTO certificate_movement (member_id, certificate_id, kind, points, held_delta, forfeited_points,"
+        " order_id, created_at, actor, comment) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [(member_id, m.certificate_id, m.kind, m.points, m.held_delta, m.forfeited_points, m.order_id, to_dt(now),
+          actor, m.comment) for m in moves],
+    )
+
+
+async def set_state(conn: Any, c: Certificate, held_until: int | None = None) -> None:
+    """Write a certificate's balances, state, hold (until ``held_until`` when held) and end as ``c`` has them."""
+    await conn.execute(
+        "UPDATE certificate SET remaining_points = %s, held_points = %s, held_order_id = nullif(%s, ''),"
+        " held_until = %s, state = %s, ended_at = %s, end_reason = %s"
+        " WHERE member_id = %s AND certificate_id = %s",
+        (c.remaining_points, c.held_points, c.held_order_id, to_dt(held_until), c.state, to_dt(c.ended_at),
+         c.end_reason, c.member_id, c.certificate_id),
+    )
+
+
+async def get(conn: Any, programme_id: str, member_id: str, certificate_id: str) -> Certificate | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE programme_id = %s AND member_id = %s AND certificate_id = %s",
+                      (programme_id, member_id, certificate_id))
+    row = await cur.fetchone()
+    return None if row is None else _row(row)
+
+
+async def of_pairs(conn: Any, programme_id: str, pairs: Sequence[tuple[str, str]]) -> list[Certificate]:
+    """The programme's certificates among (member_id, certificate_id) ``pairs``."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        _SELECT + " JOIN unnest(%s::uuid[], %s::uuid[]) AS p(m, c) ON c.member_id = p.m AND c.certificate_id = p.c"
+        " WHERE c.programme_id = %s ORDER BY c.member_id, c.certificate_id",
+        ([m for m, _ in pairs], [c for _, c in pairs], programme_id),
+    )
+    return await _rows(cur)
+
+
+async def send_presented(conn: Any, programme_id: str, ref: MemberRef,
+                         hashes: Sequence[bytes]) -> Later[list[Certificate]]:
+    """The member's certificates whose codes hash to ``hashes`` (sent after the member's lock: what it
+    reads is what the lock protects); ``hashes`` empty sends nothing."""
+    if not hashes:
+        return Later(None, _nothing)
+    condition, value = ref_condition(ref)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        _SELECT + ", unnest(%s::bytea[]) WITH ORDINALITY AS h(code_hash, i)"
+        f" WHERE c.member_id = (SELECT member_id FROM member WHERE programme_id = %s AND {condition})"
+        " AND c.code_hash = h.code_hash ORDER BY h.i",
+        (list(hashes), programme_id, value),
+    )
+    return Later(cur, _rows)
+
+
+async def _nothing(_: Any) -> list[Certificate]:
+    return []
+
+
+async def held_by(conn: Any, member_id: str, order_id: str) -> list[Certificate]:
+    """The certificates the order holds."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE member_id = %s AND held_order_id = %s ORDER BY certificate_id",
+                      (member_id, order_id))
+    return await _rows(cur)
+
+
+async def of_ids(conn: Any, member_id: str, certificate_ids: Sequence[str]) -> list[Certificate]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE member_id = %s AND certificate_id = ANY(%s::uuid[]) ORDER BY certificate_id",
+                      (member_id, list(certificate_ids)))
+    return await _rows(cur)
+
+
+async def page(conn: Any, programme_id: str, member_id: str, states: Sequence[str], expires_from: int | None,
+               expires_before: int | None, after: tuple[int, str] | None, limit: int) -> list[Certificate]:
+    """One page of the programme's (or one member's) certificates, oldest issued first."""
+    where = ["c.programme_id = %(p)s"]
+    if member_id:
+        where.append("c.member_id = %(m)s")
+    if states:
+        where.append("c.state = ANY(%(states)s)")
+    if expires_from is not None:
+        where.append("c.expires_at >= %(from)s")
+    if expires_before is not None:
+        where.append("c.expires_at < %(before)s")
+    if after is not None:
+        where.append("(c.issued_at, c.certificate_id) > (%(at)s, %(id)s)")
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        _SELECT + " WHERE " + " AND ".join(where) + " ORDER BY c.issued_at, c.certificate_id LIMIT %(limit)s",
+        {"p": programme_id, "m": member_id or None, "states": list(states), "from": to_dt(expires_from),
+         "before": to_dt(expires_before), "at": to_dt(after[0]) if after else None, "id": after[1] if after else None,
+         "limit": limit},
+    )
+    return await _rows(cur)
