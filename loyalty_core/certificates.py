@@ -6,12 +6,13 @@ from __future__ import annotations
 import calendar
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from loyalty_core.bounds import MAX_AMOUNT
 from loyalty_core.errors import FailedPrecondition, InvalidArgument
-from loyalty_core.model import US_PER_DAY, WriteContext
+from loyalty_core.model import US_PER_DAY, CertificatePayment, WriteContext
 
 # Seed 004's redemption rules (Programme.certificate_redemption).
 SINGLE_ORDER = "single_order"
@@ -78,6 +79,8 @@ class Certificate:
     issued_at: int
     ended_at: int | None
     end_reason: str
+    # While held: when the expiry run releases the hold (the order's hold lifetime).
+    held_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,15 +123,6 @@ class CertificateFilter:
     expires_before: int | None = None
     page_size: int = 0
     page_token: str = ""
-
-
-@dataclass(frozen=True)
-class CertificatePayment:
-    """What one presented certificate pays of an order (points' worth)."""
-
-    certificate_id: str
-    points: int
-    expires_at: int | None
 
 
 def _bad(message: str, name: str, code: str = "value_out_of_range") -> InvalidArgument:
@@ -224,6 +218,31 @@ def pay(certificates: list[Certificate], payable: int) -> tuple[CertificatePayme
         payable -= take
         paid.append(CertificatePayment(c.certificate_id, take, c.expires_at))
     return tuple(paid)
+
+
+def split_return(returned: int, points_left: int) -> tuple[int, int]:
+    """A refund's returned points split: to the member's points first, up to what the order spent of
+    them and refunds did not give back yet (``points_left``), the rest to its certificates (drawn
+    first, given back last)."""
+    to_points = min(returned, points_left)
+    return to_points, returned - to_points
+
+
+def give_back_parts(paid: Sequence[CertificatePayment], earlier: dict[str, int], amount: int) -> list[tuple[str, int]]:
+    """(certificate id, points) giving ``amount`` back to the certificates that paid, the last drawn
+    first (latest expiry), each up to what it paid less what refunds gave it back before."""
+    parts = []
+    for p in reversed(paid):
+        give = min(p.points - earlier.get(p.certificate_id, 0), amount)
+        if give > 0:
+            parts.append((p.certificate_id, give))
+            amount -= give
+    return parts
+
+
+def takes_back(c: Certificate, now: int) -> bool:
+    """A certificate takes a refund's return unless its life ended: cancelled, expired, or past its expiry."""
+    return c.state not in (CANCELLED, EXPIRED) and (c.expires_at is None or now < c.expires_at)
 
 
 def check_cancellable(c: Certificate) -> None:

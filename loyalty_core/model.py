@@ -387,7 +387,20 @@ class PricingTerms:
 
 
 @dataclass(frozen=True)
+class CertificatePayment:
+    """What one presented certificate pays of an order (points' worth)."""
+
+    certificate_id: str
+    points: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
 class Pricing:
+    """A priced basket. ``points_applied`` is what the member's points pay, ``certificate_points``
+    what presented certificates pay (``certificates``: each one's part); the lines' ``points`` and
+    ``points_money_minor`` are both together."""
+
     currency_code: str
     member_id: str
     lines: tuple[LinePricing, ...]
@@ -401,6 +414,8 @@ class Pricing:
     money_due_minor: int
     earned_points: int
     terms: PricingTerms
+    certificate_points: int = 0
+    certificates: tuple[CertificatePayment, ...] = ()
 
     @property
     def discount_bps(self) -> int:
@@ -436,6 +451,8 @@ class Quote:
     channel: str = ""
     requested_points: int = 0
     currency_code: str = ""
+    # The codes of the certificates the member presents (loyalty_core.certificates); secrets.
+    certificate_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -529,6 +546,8 @@ class RefundRecord:
     shortfall_points: int
     debt_points: int
     created_at: int
+    # Of what certificates paid, what came back to them (the programme returning spent points).
+    certificate_returned_points: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,20 +10,20 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from loyalty_core.certificates import Certificate
-from loyalty_core.model import MemberRef
+from loyalty_core.model import CertificatePayment, MemberRef
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import ref_condition
 
-_COLUMNS = ("certificate_id::text", "member_id::text", "programme_id::text", "value_points", "remaining_points",
-            "held_points", "coalesce(held_order_id, '') AS held_order_id", "multiple_orders", "state", "expires_at",
-            "note", "issued_at", "ended_at", "end_reason")
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM certificate c"
+_COLUMNS = ("c.certificate_id::text, c.member_id::text, c.programme_id::text, c.value_points, c.remaining_points,"
+            " c.held_points, coalesce(c.held_order_id, '') AS held_order_id, c.multiple_orders, c.state,"
+            " c.expires_at, c.note, c.issued_at, c.ended_at, c.end_reason, c.held_until")
+_SELECT = f"SELECT {_COLUMNS} FROM certificate c"
 
 
 def _row(row: dict[str, Any]) -> Certificate:
     return Certificate(**{**row, "expires_at": to_us(row["expires_at"]), "issued_at": to_us(row["issued_at"]),
-                          "ended_at": to_us(row["ended_at"])})
+                          "ended_at": to_us(row["ended_at"]), "held_until": to_us(row["held_until"])})
 
 
 async def _rows(cur: Any) -> list[Certificate]:
@@ -88,7 +89,7 @@ async def of_pairs(conn: Any, programme_id: str, pairs: Sequence[tuple[str, str]
     """The programme's certificates among (member_id, certificate_id) ``pairs``."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        _SELECT + " JOIN unnest(%s::uuid[], %s::uuid[]) AS p(m, c) ON c.member_id = p.m AND c.certificate_id = p.c"
+        _SELECT + " JOIN unnest(%s::uuid[], %s::uuid[]) AS p(mid, cid) ON c.member_id = p.mid AND c.certificate_id = p.cid"
         " WHERE c.programme_id = %s ORDER BY c.member_id, c.certificate_id",
         ([m for m, _ in pairs], [c for _, c in pairs], programme_id),
     )
@@ -96,24 +97,99 @@ async def of_pairs(conn: Any, programme_id: str, pairs: Sequence[tuple[str, str]
 
 
 async def send_presented(conn: Any, programme_id: str, ref: MemberRef,
-                         hashes: Sequence[bytes]) -> Later[list[Certificate]]:
-    """The member's certificates whose codes hash to ``hashes`` (sent after the member's lock: what it
-    reads is what the lock protects); ``hashes`` empty sends nothing."""
+                         hashes: Sequence[bytes]) -> Later[dict[int, Certificate]]:
+    """The member's certificates whose codes hash to ``hashes``, by the code's position (sent after
+    the member's lock: what it reads is what the lock protects); ``hashes`` empty sends nothing."""
     if not hashes:
         return Later(None, _nothing)
     condition, value = ref_condition(ref)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        _SELECT + ", unnest(%s::bytea[]) WITH ORDINALITY AS h(code_hash, i)"
-        f" WHERE c.member_id = (SELECT member_id FROM member WHERE programme_id = %s AND {condition})"
-        " AND c.code_hash = h.code_hash ORDER BY h.i",
+        f"SELECT {_COLUMNS}, h.i - 1 AS position FROM certificate c"
+        " JOIN unnest(%s::bytea[]) WITH ORDINALITY AS h(code_hash, i) ON c.code_hash = h.code_hash"
+        f" WHERE c.member_id = (SELECT member_id FROM member WHERE programme_id = %s AND {condition})",
         (list(hashes), programme_id, value),
     )
-    return Later(cur, _rows)
+    return Later(cur, _by_position)
 
 
-async def _nothing(_: Any) -> list[Certificate]:
-    return []
+async def _by_position(cur: Any) -> dict[int, Certificate]:
+    rows = await cur.fetchall()
+    return {row.pop("position"): _row(row) for row in rows}
+
+
+async def _nothing(_: Any) -> dict[int, Certificate]:
+    return {}
+
+
+async def hold(conn: Any, member_id: str, order_id: str, payments: Sequence[CertificatePayment], until: int,
+               now: int, actor: str) -> None:
+    """Hold what each certificate pays for the order's open checkout, until ``until``."""
+    paying = [p for p in payments if p.points]
+    if not paying:
+        return
+    await conn.execute(
+        "UPDATE certificate c SET remaining_points = c.remaining_points - p.points, held_points = p.points,"
+        " state = 'held', held_order_id = %s, held_until = %s"
+        " FROM unnest(%s::uuid[], %s::bigint[]) AS p(id, points)"
+        " WHERE c.member_id = %s AND c.certificate_id = p.id",
+        (order_id, to_dt(until), [p.certificate_id for p in paying], [p.points for p in paying], member_id),
+    )
+    await move(conn, member_id, now, actor, [CertificateMove(p.certificate_id, "held", -p.points, p.points,
+                                                             order_id=order_id) for p in paying])
+
+
+async def release(conn: Any, member_id: str, order_id: str, now: int, actor: str, comment: str = "") -> int:
+    """Give back to its certificates what the order's checkout held of them; the points released."""
+    held = await held_by(conn, member_id, order_id)
+    if not held:
+        return 0
+    await conn.execute(
+        "UPDATE certificate SET remaining_points = remaining_points + held_points, held_points = 0,"
+        " state = 'active', held_order_id = NULL, held_until = NULL WHERE member_id = %s AND held_order_id = %s",
+        (member_id, order_id),
+    )
+    await move(conn, member_id, now, actor, [CertificateMove(c.certificate_id, "released", c.held_points,
+                                                             -c.held_points, order_id=order_id, comment=comment)
+                                             for c in held])
+    return sum(c.held_points for c in held)
+
+
+async def spend(conn: Any, held: Sequence[Certificate], order_id: str, now: int, actor: str) -> None:
+    """Spend what the order's checkout held of ``held``: a single-order certificate forfeits what is
+    left and is used; a multiple-order one keeps what is left, and is used when nothing is."""
+    for c in held:
+        forfeited = 0 if c.multiple_orders else c.remaining_points
+        left = c.remaining_points - forfeited
+        await move(conn, c.member_id, now, actor, [CertificateMove(c.certificate_id, "spent", -forfeited,
+                                                                   -c.held_points, forfeited, order_id)])
+        await set_state(conn, dataclasses.replace(
+            c, remaining_points=left, held_points=0, held_order_id="", state="active" if left else "used",
+            ended_at=None if left else now))
+
+
+async def returned_of(conn: Any, member_id: str, order_id: str) -> dict[str, int]:
+    """What refunds of the order gave back to each certificate so far."""
+    cur = await conn.execute(
+        "SELECT certificate_id::text, sum(points) FROM certificate_movement WHERE member_id = %s AND order_id = %s"
+        " AND kind = 'returned' GROUP BY 1", (member_id, order_id))
+    return {cid: int(points) for cid, points in await cur.fetchall()}
+
+
+async def give_back(conn: Any, member_id: str, order_id: str, parts: Sequence[tuple[str, int]], now: int,
+                    actor: str) -> None:
+    """Return ``parts`` (certificate id, points) to their certificates, which become active again
+    with what came back (their expiry unchanged)."""
+    if not parts:
+        return
+    await conn.execute(
+        "UPDATE certificate c SET remaining_points = c.remaining_points + p.points, state = 'active',"
+        " ended_at = NULL FROM unnest(%s::uuid[], %s::bigint[]) AS p(id, points)"
+        " WHERE c.member_id = %s AND c.certificate_id = p.id",
+        ([cid for cid, _ in parts], [p for _, p in parts], member_id),
+    )
+    await move(conn, member_id, now, actor, [CertificateMove(cid, "returned", p, order_id=order_id)
+                                             for cid, p in parts])
 
 
 async def held_by(conn: Any, member_id: str, order_id: str) -> list[Certificate]:

@@ -65,19 +65,10 @@ CREATE TABLE certificate_movement (
 );
 CREATE INDEX certificate_movement_of ON certificate_movement (member_id, certificate_id, movement_id);
 
--- As the points ledger (0013): append-only, except that an erased member's rows lose their comment.
-CREATE FUNCTION certificate_movement_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.comment = ''
-       AND to_jsonb(NEW) - 'comment' = to_jsonb(OLD) - 'comment'
-       AND EXISTS (SELECT FROM member WHERE member_id = OLD.member_id AND erased_at IS NOT NULL) THEN
-        RETURN NEW;
-    END IF;
-    RAISE EXCEPTION 'the ledger is append-only: % on certificate_movement refused', TG_OP
-        USING ERRCODE = 'restrict_violation';
-END $$;
+-- Append-only as the points ledger, by the points ledger's own function (0013): only an erased
+-- member's rows may lose their comment, every other column staying as it was.
 CREATE TRIGGER certificate_movement_append_only BEFORE UPDATE OR DELETE ON certificate_movement
-    FOR EACH ROW EXECUTE FUNCTION certificate_movement_is_append_only();
+    FOR EACH ROW EXECUTE FUNCTION movement_is_append_only();
 
 -- The right to issue and cancel certificates; the list is store/keys.py's RIGHTS, with
 -- 'member_import' (migration 0022), so that either may land first.
