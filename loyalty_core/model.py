@@ -697,6 +697,11 @@ class ExpiryRun:
     points_released: int = 0
     # Members whose due work this run did.
     members: int = 0
+    # Certificates past their expiry burnt, and what was left on them.
+    certificates_expired: int = 0
+    certificate_points_expired: int = 0
+    # Certificates whose checkout's hold lifetime ran out, given back.
+    certificate_holds_released: int = 0
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,36 @@ async def release(conn: Any, member_id: str, order_id: str, now: int, actor: str
     return sum(c.held_points for c in held)
 
 
+async def release_lapsed(conn: Any, member_id: str, as_of: int, actor: str) -> int:
+    """Release the member's certificates whose checkout's hold ran out by ``as_of``; how many."""
+    cur = await conn.execute("SELECT DISTINCT held_order_id FROM certificate WHERE member_id = %s AND state = 'held'"
+                             " AND held_until <= %s", (member_id, to_dt(as_of)))
+    orders = [order_id for (order_id,) in await cur.fetchall()]
+    released = 0
+    for order_id in orders:
+        released += len(await held_by(conn, member_id, order_id))
+        await release(conn, member_id, order_id, as_of, actor, comment="hold lifetime ran out")
+    return released
+
+
+async def burn_expired(conn: Any, member_id: str, as_of: int, actor: str) -> list[Certificate]:
+    """Burn what is left on the member's active certificates past their expiry by ``as_of``; the
+    certificates as they were."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE member_id = %s AND state = 'active' AND expires_at <= %s"
+                      " ORDER BY certificate_id", (member_id, to_dt(as_of)))
+    due = await _rows(cur)
+    if not due:
+        return []
+    await move(conn, member_id, as_of, actor, [CertificateMove(c.certificate_id, "expired", -c.remaining_points)
+                                               for c in due])
+    await conn.execute(
+        "UPDATE certificate SET remaining_points = 0, state = 'expired', ended_at = %s"
+        " WHERE member_id = %s AND certificate_id = ANY(%s::uuid[])",
+        (to_dt(as_of), member_id, [c.certificate_id for c in due]))
+    return due
+
+
 async def spend(conn: Any, held: Sequence[Certificate], order_id: str, now: int, actor: str) -> None:
     """Spend what the order's checkout held of ``held``: a single-order certificate forfeits what is
     left and is used; a multiple-order one keeps what is left, and is used when nothing is."""

@@ -43,6 +43,8 @@ CREATE INDEX certificate_of_order ON certificate (member_id, held_order_id) WHER
 -- What the expiry run finds: certificates past their expiry, holds past their end.
 CREATE INDEX certificate_expiring ON certificate (expires_at) WHERE state = 'active' AND expires_at IS NOT NULL;
 CREATE INDEX certificate_hold_ending ON certificate (held_until) WHERE state = 'held';
+-- What the points-liability gauge reads: the certificates still owed.
+CREATE INDEX certificate_owed ON certificate (programme_id, expires_at) WHERE state IN ('active', 'held');
 
 -- Every movement of a certificate, append-only: ``points`` changes remaining_points, ``held_delta``
 -- held_points, so both always equal the sums of their movements (VerifyLedger checks it).
