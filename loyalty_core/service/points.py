@@ -178,7 +178,9 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     holds = await orders.open_holds(conn, member_id, expired_by=as_of)
     await orders.release_holds(conn, member_id, holds, as_of, EXPIRY_CONTEXT, closed_as="expired")
     # Certificates as lots: a lapsed checkout's hold goes back first, so one expired meanwhile burns.
-    certificate_holds = await certificates.release_lapsed(conn, member_id, as_of, EXPIRY_CONTEXT.actor)
+    lapsed, certificate_holds = await certificates.release_holds(conn, member_id, as_of, EXPIRY_CONTEXT.actor,
+                                                                 lapsed_by=as_of, comment="hold lifetime ran out")
+    await orders.cancel_unpaid(conn, member_id, as_of, lapsed)
     burnt_certificates = await certificates.burn_expired(conn, member_id, as_of, EXPIRY_CONTEXT.actor)
     burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
     activated = await expiry.activate(conn, member_id, as_of)

@@ -155,16 +155,18 @@ async def release(conn: Any, member_id: str, order_id: str, now: int, actor: str
     return sum(c.held_points for c in held)
 
 
-async def release_lapsed(conn: Any, member_id: str, as_of: int, actor: str) -> int:
-    """Release the member's certificates whose checkout's hold ran out by ``as_of``; how many."""
-    cur = await conn.execute("SELECT DISTINCT held_order_id FROM certificate WHERE member_id = %s AND state = 'held'"
-                             " AND held_until <= %s", (member_id, to_dt(as_of)))
-    orders = [order_id for (order_id,) in await cur.fetchall()]
-    released = 0
-    for order_id in orders:
-        released += len(await held_by(conn, member_id, order_id))
-        await release(conn, member_id, order_id, as_of, actor, comment="hold lifetime ran out")
-    return released
+async def release_holds(conn: Any, member_id: str, now: int, actor: str, *, lapsed_by: int | None = None,
+                        comment: str = "") -> tuple[list[str], int]:
+    """Release every certificate an open checkout of the member holds (only those whose hold ran out
+    by ``lapsed_by`` when given): the orders they were held for, and how many certificates."""
+    cur = await conn.execute(
+        "SELECT held_order_id, count(*) FROM certificate WHERE member_id = %s AND state = 'held'"
+        " AND (%s::timestamptz IS NULL OR held_until <= %s) GROUP BY 1 ORDER BY 1",
+        (member_id, to_dt(lapsed_by), to_dt(lapsed_by)))
+    held = await cur.fetchall()
+    for order_id, _ in held:
+        await release(conn, member_id, order_id, now, actor, comment=comment)
+    return [order_id for order_id, _ in held], sum(int(n) for _, n in held)
 
 
 async def burn_expired(conn: Any, member_id: str, as_of: int, actor: str) -> list[Certificate]:
@@ -228,6 +230,13 @@ async def held_by(conn: Any, member_id: str, order_id: str) -> list[Certificate]
     await cur.execute(_SELECT + " WHERE member_id = %s AND held_order_id = %s ORDER BY certificate_id",
                       (member_id, order_id))
     return await _rows(cur)
+
+
+async def held_by_any(conn: Any, member_id: str) -> bool:
+    """Whether an open checkout holds one of the member's certificates."""
+    cur = await conn.execute("SELECT EXISTS (SELECT FROM certificate WHERE member_id = %s AND state = 'held')",
+                             (member_id,))
+    return bool((await cur.fetchone())[0])
 
 
 async def of_ids(conn: Any, member_id: str, certificate_ids: Sequence[str]) -> list[Certificate]:

@@ -281,10 +281,14 @@ async def release_holds(conn: Any, member_id: str, holds: Sequence[OpenHold], no
         await set_state(conn, h.programme_id, h.order_id, "cancelled", now)
 
 
-async def cancel_unpaid(conn: Any, member_id: str, now: int) -> None:
-    """Cancel the member's orders still waiting for payment (their holds released before)."""
-    await conn.execute("UPDATE orders SET state = 'cancelled', cancelled_at = %s WHERE member_id = %s AND state = 'held'",
-                       (to_dt(now), member_id))
+async def cancel_unpaid(conn: Any, member_id: str, now: int, order_ids: Sequence[str] | None = None) -> None:
+    """Cancel the member's orders still waiting for payment (all, or those of ``order_ids``; their
+    holds released before)."""
+    if order_ids is not None and not order_ids:
+        return
+    await conn.execute("UPDATE orders SET state = 'cancelled', cancelled_at = %s WHERE member_id = %s AND state = 'held'"
+                       " AND (%s::text[] IS NULL OR order_id = ANY(%s::text[]))",
+                       (to_dt(now), member_id, order_ids, order_ids))
 
 
 async def set_counted(conn: Any, programme_id: str, order_id: str, counted: bool) -> None:

@@ -12,10 +12,10 @@ import pytest
 from google.protobuf import timestamp_pb2
 from prometheus_client import CollectorRegistry
 
-from loyalty.v1 import certificate_pb2, points_pb2
+from loyalty.v1 import certificate_pb2, checkout_pb2, member_pb2, points_pb2
 from loyalty_core.clock import ManualClock
 from server.metrics import Metrics
-from tests.grpc.conftest import refusal, until_not_busy
+from tests.grpc.conftest import new_id, refusal, until_not_busy
 from tests.membership.conftest import refused
 from tests.membership.test_certificates import Certificates
 from tests.membership.test_certificates_at_the_till import check_out, issued, movements
@@ -70,8 +70,9 @@ def test_a_lapsed_checkout_hold_goes_back_and_a_certificate_expired_meanwhile_bu
     assert desk.get(ending).state == EXPIRED
     assert [k for k, _, _ in movements(database_url, ending.certificate_id)] == [
         "issued", "held", "released", "expired"]
+    # The run cancelled the order whose hold it released.
     assert refused(lambda: desk.capture(p.programme_id, order.order_id)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "hold_expired")
+        grpc.StatusCode.FAILED_PRECONDITION, "hold_not_open")
     assert list(desk.verify().disagreements) == []
 
 
@@ -115,4 +116,35 @@ def test_two_tills_presenting_one_certificate_at_once_exactly_one_holds_it(
     assert outcomes == ["certificate_not_usable"] * 3 + ["held"]
     held = desk.get(c)
     assert (held.held_points, held.remaining_points) == (100, 500)
+    assert list(desk.verify().disagreements) == []
+
+
+def test_a_lapsed_hold_of_certificates_only_cancels_its_order(desk: Certificates, clock: ManualClock) -> None:
+    p = desk.programme(hold_ttl_seconds=60)
+    m = desk.enrol(p.programme_id)
+    _, code = issued(desk, p.programme_id, m.member_id, 30)
+    order = check_out(desk, p.programme_id, m.member_id, [code])
+    clock.advance(seconds=61)
+
+    run_expiry(desk, p.programme_id)
+
+    got = desk.checkout.GetOrder(checkout_pb2.GetOrderRequest(programme_id=p.programme_id, order_id=order.order_id))
+    assert got.order.state == checkout_pb2.ORDER_STATE_CANCELLED
+
+
+def test_off_boarding_releases_the_certificates_its_checkouts_hold_and_erasure_waits_for_them(
+        desk: Certificates, channel_with: Callable[..., grpc.Channel]) -> None:
+    p = desk.programme()
+    m = desk.enrol(p.programme_id)
+    c, code = issued(desk, p.programme_id, m.member_id, 30)
+    check_out(desk, p.programme_id, m.member_id, [code])
+    privacy = Certificates(channel_with("privacy"))
+
+    assert refused(lambda: privacy.members.EraseMember(member_pb2.EraseMemberRequest(
+        request_id=new_id(), programme_id=p.programme_id, member_id=m.member_id))) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "member_has_open_holds")
+    desk.members.OffboardMember(member_pb2.OffboardMemberRequest(request_id=new_id(), programme_id=p.programme_id,
+                                                                 member_id=m.member_id))
+
+    assert (desk.get(c).state, desk.get(c).remaining_points) == (ACTIVE, 30)
     assert list(desk.verify().disagreements) == []
