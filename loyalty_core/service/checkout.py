@@ -74,23 +74,12 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Quoted:
         current = await rules.read_any(db, sent_rules)
         member = identified(current.programme, ref, found, verified)
     pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now,
-                                           event_discount_bps, presented=_presented(shown, req, now))
+                                           event_discount_bps, shown=shown)
     return quoted(pricing, member, rights, available)
 
 
 def _hashes(quote: Quote) -> list[bytes]:
     return [certificates.code_hash(code) for code in quote.certificate_codes]
-
-
-def _presented(found: dict[int, Certificate], quote: Quote, now: int) -> list[Certificate]:
-    """The presented certificates, each the member's and usable now; the first that is not is refused
-    by its position (an unknown code is told as not found, whatever made it so)."""
-    for i in range(len(quote.certificate_codes)):
-        if i not in found:
-            raise NotFound("certificate_not_found", f"certificate_codes[{i}] is no certificate of this member",
-                           field=f"certificate_codes[{i}]")
-        certificates.check_usable(found[i], now, i)
-    return [found[i] for i in range(len(quote.certificate_codes))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,9 +176,9 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
 
     async def work(unit: UnitOfWork[_BasketReads]) -> tuple[Order, str]:
         programme, member, lots, levels = await _read_basket(db, unit, ref, verified, req.order_id)
-        presented = _presented(await unit.reads.certificates.get(), req.quote, now)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now,
-                                               await unit.reads.event_discount_bps.get(), presented=presented)
+                                               await unit.reads.event_discount_bps.get(),
+                                               shown=await unit.reads.certificates.get())
         order, _ = await _hold_order(unit.conn, programme, member, lots, pricing, rights, available, req, ref, code,
                                      card_secret_checked=verified is not None, now=now, created_at=now)
         return order, member.member_id

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from loyalty_core import calc, certificates, membership
 from loyalty_core.bounds import INT64_MAX, MAX_AMOUNT, MAX_QUANTITY, at_most
 from loyalty_core.certificates import Certificate
-from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from loyalty_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.levels import Level
 from loyalty_core.model import (
     BasketLine, CategoryRule, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted,
@@ -162,6 +162,18 @@ def price(
     )
 
 
+def presented_certificates(shown: Mapping[int, Certificate], quote: Quote, now: int) -> list[Certificate]:
+    """The presented certificates (``shown``: those found, by the code's position), each the member's
+    and usable now; the first that is not is refused by its position (an unknown code is told as not
+    found, whatever made it so)."""
+    for i in range(len(quote.certificate_codes)):
+        if i not in shown:
+            raise NotFound("certificate_not_found", f"certificate_codes[{i}] is no certificate of this member",
+                           field=f"certificate_codes[{i}]")
+        certificates.check_usable(shown[i], now, i)
+    return [shown[i] for i in range(len(quote.certificate_codes))]
+
+
 def _priced(lines: Sequence[BasketLine], terms: PricingTerms, available: int, requested: int,
             presented: Sequence[Certificate], currency: str, member_id: str) -> Pricing:
     """:func:`price` with the presented certificates drawn first, earliest expiry first: they and the
@@ -177,17 +189,19 @@ def _priced(lines: Sequence[BasketLine], terms: PricingTerms, available: int, re
 
 def quote_for(
     programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int,
-    event_discount_bps: int = 0, lots_at: int | None = None, presented: Sequence[Certificate] = (),
+    event_discount_bps: int = 0, lots_at: int | None = None, shown: Mapping[int, Certificate] | None = None,
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
     ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
     member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``); ``lots_at`` when
     the lots pay, when not ``now`` (a posted sale is priced at its time, paid from the lots now);
-    ``presented`` the certificates presented, each usable: they pay only where points may."""
+    ``shown`` the member's certificates whose codes the quote presents, by the code's position
+    (``store.certificates.send_presented``): each must be usable, and pays only where points may."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)
+    presented = presented_certificates(shown or {}, quote, now)
     rights = membership.privileges(member, programme, levels, now, event_discount_bps)
     available = available_points(lots, now if lots_at is None else lots_at) if rights.may_pay_with_points else 0
     presented = presented if rights.may_pay_with_points else ()
