@@ -313,3 +313,57 @@ def test_verify_finds_a_certificate_whose_balance_disagrees_with_its_movements(
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE certificate SET remaining_points = 500 WHERE certificate_id = %s",
                      (issued.certificate.certificate_id,))
+
+
+@pytest.mark.parametrize("refs, reason, field", [
+    ([], "goodwill", "certificates"),
+    ([("bad", None)], "goodwill", "certificates[0].member_id"),
+    ([(None, "bad")], "goodwill", "certificates[0]"),
+    ([(None, None)], "", "reason"),
+    ([(None, None)], "x" * 1001, "reason"),
+])
+def test_bad_cancels_are_refused_naming_the_field_and_write_nothing(
+        cert: Certificates, database_url: str, refs: list[tuple[str | None, str | None]], reason: str,
+        field: str) -> None:
+    p = cert.programme()
+    m = cert.enrol(p.programme_id)
+    (issued,) = cert.issue(p.programme_id, m.member_id)
+    before = written(database_url)
+    request = certificate_pb2.CancelCertificatesRequest(
+        request_id=new_id(), programme_id=p.programme_id, reason=reason,
+        certificates=[certificate_pb2.CertificateRef(member_id=member or m.member_id,
+                                                     certificate_id=cid or issued.certificate.certificate_id)
+                      for member, cid in refs])
+
+    with pytest.raises(grpc.RpcError) as err:
+        cert.certificates.CancelCertificates(request)
+
+    assert (err.value.code(), violated_field(err.value)) == (grpc.StatusCode.INVALID_ARGUMENT, field)
+    assert written(database_url) == before
+
+
+def test_a_cancel_replayed_answers_the_same_and_cancels_once(cert: Certificates, database_url: str) -> None:
+    p = cert.programme()
+    m = cert.enrol(p.programme_id)
+    (issued,) = cert.issue(p.programme_id, m.member_id)
+    request = certificate_pb2.CancelCertificatesRequest(
+        request_id=new_id(), programme_id=p.programme_id, reason="duplicate",
+        certificates=[certificate_pb2.CertificateRef(member_id=m.member_id,
+                                                     certificate_id=issued.certificate.certificate_id)])
+    first = cert.certificates.CancelCertificates(request)
+    after = written(database_url)
+
+    assert cert.certificates.CancelCertificates(request) == first
+    assert written(database_url) == after
+    request.reason = "another reason"
+    assert refused(lambda: cert.certificates.CancelCertificates(request)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "idempotency_key_reused_with_different_request")
+
+
+def test_an_unknown_certificate_is_not_found(cert: Certificates) -> None:
+    p = cert.programme()
+    m = cert.enrol(p.programme_id)
+    ghost = certificate_pb2.Certificate(member_id=m.member_id, certificate_id=new_id(), programme_id=p.programme_id)
+
+    assert refused(lambda: cert.cancel(p.programme_id, ghost)) == (grpc.StatusCode.NOT_FOUND, "certificate_not_found")
+    assert refused(lambda: cert.get(ghost)) == (grpc.StatusCode.NOT_FOUND, "certificate_not_found")

@@ -12,7 +12,6 @@ import psycopg
 import pytest
 
 from loyalty.v1 import certificate_pb2, checkout_pb2, common_pb2, member_pb2, programme_pb2
-from loyalty_core.clock import ManualClock
 from tests.grpc.conftest import basket, checkout_request, new_id
 from tests.grpc.test_int64_bounds import violated_field
 from tests.membership.conftest import refused
@@ -292,13 +291,3 @@ def test_a_checkout_replayed_with_other_codes_gets_the_first_answer_and_the_code
         stored = "\n".join(r[0] for r in conn.execute("SELECT t::text FROM idempotency_key t"))
     assert code not in stored and other not in stored
 
-
-def test_capture_after_the_certificate_hold_lapsed_is_refused(till: Certificates, clock: ManualClock) -> None:
-    p = till.programme(hold_ttl_seconds=60)
-    m = till.enrol(p.programme_id)
-    _, code = issued(till, p.programme_id, m.member_id, 60)
-    order = check_out(till, p.programme_id, m.member_id, [code])
-    clock.advance(seconds=61)
-
-    assert refused(lambda: till.capture(p.programme_id, order.order_id)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "hold_expired")

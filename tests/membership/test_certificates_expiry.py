@@ -119,12 +119,15 @@ def test_two_tills_presenting_one_certificate_at_once_exactly_one_holds_it(
     assert list(desk.verify().disagreements) == []
 
 
-def test_a_lapsed_hold_of_certificates_only_cancels_its_order(desk: Certificates, clock: ManualClock) -> None:
+def test_a_lapsed_hold_of_certificates_only_refuses_its_capture_and_the_run_cancels_its_order(
+        desk: Certificates, clock: ManualClock) -> None:
     p = desk.programme(hold_ttl_seconds=60)
     m = desk.enrol(p.programme_id)
     _, code = issued(desk, p.programme_id, m.member_id, 30)
     order = check_out(desk, p.programme_id, m.member_id, [code])
     clock.advance(seconds=61)
+    assert refused(lambda: desk.capture(p.programme_id, order.order_id)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "hold_expired")
 
     run_expiry(desk, p.programme_id)
 
