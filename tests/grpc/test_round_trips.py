@@ -10,7 +10,9 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc
+from loyalty.v1 import (
+    certificate_pb2, certificate_pb2_grpc, checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc,
+)
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.server import ServerThread, make_test_settings
@@ -206,3 +208,42 @@ def test_get_member_gives_the_whole_card_in_one_round_trip(api: Api, channel: gr
     get()  # fills this process's programme cache
     get()  # prepares the statements a read sends when the programme is cached
     assert counted(proxy, get) == 1
+
+
+def test_certificates_at_the_till_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy) -> None:
+    """A presented certificate costs a quote one round trip (its own read) and a capture one (the
+    held certificates, read before they are spent); a checkout reads it with the claim, as nothing."""
+    issuer = certificate_pb2_grpc.CertificateServiceStub(channel)
+    p = api.programme(order_pay_share_bps=5_000)
+    m = api.enrol(p.programme_id)
+    lines = basket([("tickets", 2, 1_500), ("bar", 1, 700)])
+    ref = common_pb2.MemberRef(member_id=m.member_id)
+
+    def code() -> str:
+        return issuer.IssueCertificates(certificate_pb2.IssueCertificatesRequest(
+            request_id=new_id(), programme_id=p.programme_id, member_ids=[m.member_id], value_points=5,
+            expiry=certificate_pb2.CertificateExpiry(never=True))).certificates[0].code
+
+    codes = [code() for _ in range(3)]
+
+    def quote() -> None:
+        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=p.programme_id, member=ref, lines=lines,
+                                                     certificate_codes=codes[:1]))
+
+    order_id = ""
+
+    def checkout() -> None:
+        nonlocal order_id
+        order_id = new_id()
+        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
+            request_id=new_id(), programme_id=p.programme_id, order_id=order_id, member=ref, lines=lines,
+            certificate_codes=[codes.pop()]))
+
+    def capture() -> None:
+        api.capture(p.programme_id, order_id)
+
+    quote()
+    quote()
+    checkout()
+    capture()
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 3)
