@@ -6,6 +6,10 @@
 ALTER TABLE programme ADD COLUMN certificate_redemption text NOT NULL DEFAULT 'single_order'
     CHECK (certificate_redemption IN ('single_order', 'multiple_orders'));
 
+-- Of what certificates paid an order, what a refund gave back to them (RefundRecord).
+ALTER TABLE refund ADD COLUMN certificate_returned_points bigint NOT NULL DEFAULT 0
+    CHECK (certificate_returned_points >= 0);
+
 -- One certificate of one member. The code is kept only as its sha256: codes are 80 random bits, so
 -- the hash confirms no guess, and the till's code finds its row by the hash.
 CREATE TABLE certificate (
