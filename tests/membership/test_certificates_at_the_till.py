@@ -198,6 +198,10 @@ def test_a_refund_returns_points_first_then_the_certificate_when_the_programme_r
     stored = till.checkout.GetOrder(checkout_pb2.GetOrderRequest(programme_id=p.programme_id,
                                                                  order_id=order.order_id)).order
     assert [(r.returned_points, r.certificate_returned_points) for r in stored.refunds] == [(40, 10), (0, 50)]
+    with psycopg.connect(database_url) as conn:
+        events = conn.execute("SELECT payload->'certificate_returned_points' FROM outbox_event WHERE member_id = %s"
+                              " AND type = 'order.refunded' ORDER BY seq", (m.member_id,)).fetchall()
+    assert [points for (points,) in events] == [10, 50]
     back = till.get(c)
     assert (back.state, back.remaining_points) == (ACTIVE, 60)
     assert [k for k, _, _ in movements(database_url, c.certificate_id)][-2:] == ["returned", "returned"]
