@@ -233,10 +233,12 @@ def _refuse_points(member: Member, rights: membership.Privileges, requested: int
 @dataclasses.dataclass(frozen=True)
 class _OrderReads:
     """What every write to an order declares for its unit of work: the order's member locked with
-    the order read under the lock, and the programme with its levels unless this process has them."""
+    the order and the certificates its checkout holds read under the lock, and the programme with
+    its levels unless this process has them."""
 
     order: orders.OrderReads
     rules: rules.SentRules
+    certificates: Later[list[Certificate]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +251,8 @@ class _OrderWrite:
     member: Member
     programme: Programme
     levels: list[Level]
+    # The certificates the order's checkout holds.
+    held_certificates: tuple[Certificate, ...] = ()
 
     @property
     def order(self) -> Order:
@@ -264,7 +268,8 @@ class _OrderWrite:
         member, revision, stored = found
         current = await rules.read(unit.conn, db, unit.reads.rules, revision)
         checks.member_in_programme(member)
-        return cls(unit.conn, stored, member, current.programme, current.levels)
+        return cls(unit.conn, stored, member, current.programme, current.levels,
+                   tuple(await unit.reads.certificates.get()))
 
 
 async def _write_order(db: Database, *, method: str, programme_id: str, request: Any, result_type: type[T],
@@ -274,7 +279,8 @@ async def _write_order(db: Database, *, method: str, programme_id: str, request:
 
     async def send_reads(conn: Any) -> _OrderReads:
         return _OrderReads(await orders.send_order_reads(conn, programme_id, request.order_id),
-                           await rules.send(conn, db, programme_id))
+                           await rules.send(conn, db, programme_id),
+                           await certificate_store.send_held_by_order(conn, programme_id, request.order_id))
 
     async def work(unit: UnitOfWork[_OrderReads]) -> tuple[T, str]:
         write = await _OrderWrite.of(db, unit, request.order_id)
@@ -301,13 +307,11 @@ def _open_hold(stored: StoredOrder, now: int) -> None:
         raise FailedPrecondition("hold_not_open", f"the order is {stored.order.state}, not waiting for payment")
 
 
-async def _held_certificates(w: _OrderWrite, now: int) -> list[Certificate]:
+def _held_certificates(w: _OrderWrite, now: int) -> tuple[Certificate, ...]:
     """The certificates the order's checkout holds, all still held for it: when the expiry run
     released them (the hold outlived its lifetime) the order is refused as a lapsed hold is."""
     paying = {p.certificate_id for p in w.order.pricing.certificates if p.points}
-    if not paying:
-        return []
-    held = await certificate_store.held_by(w.conn, w.member.member_id, w.order.order_id)
+    held = w.held_certificates
     if {c.certificate_id for c in held} != paying or any(c.held_until is not None and now >= c.held_until
                                                          for c in held):
         raise FailedPrecondition("hold_expired", "the hold outlived its lifetime; check the order out again")
@@ -371,7 +375,7 @@ async def _capture_order(w: _OrderWrite, asked: int | None, context: Any, *, now
     ``at`` where the member's status counts it (its level judged ``now``). The movements are the
     ledger's at ``now``."""
     _open_hold(w.stored, now)
-    held_certificates = await _held_certificates(w, now)
+    held_certificates = _held_certificates(w, now)
     points = _points_to_spend(w.stored, asked)
     rights = membership.privileges(w.member, w.programme, w.levels, at)
     pricing = reprice(w.order.pricing, points, w.programme, rights)
@@ -430,7 +434,7 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
             await ledger.post(w.conn, order.member_id, now, req.context,
                               [_release_entry(w.stored, released, list(hold.lot_points))])
             await orders.close_hold(w.conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
-        if order.pricing.certificate_points:
+        if w.held_certificates:
             await certificate_store.release(w.conn, order.member_id, order.order_id, now, req.context.actor)
         await orders.set_state(w.conn, programme_id, order.order_id, "cancelled", now)
         cancelled = dataclasses.replace(

@@ -224,6 +224,15 @@ async def give_back(conn: Any, member_id: str, order_id: str, parts: Sequence[tu
                                              for cid, p in parts])
 
 
+async def send_held_by_order(conn: Any, programme_id: str, order_id: str) -> Later[list[Certificate]]:
+    """The certificates the order's open checkout holds (sent after the lock of the order's member)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_SELECT + " WHERE c.member_id = (SELECT member_id FROM orders WHERE programme_id = %s"
+                      " AND order_id = %s) AND c.held_order_id = %s ORDER BY c.certificate_id",
+                      (programme_id, order_id, order_id))
+    return Later(cur, _rows)
+
+
 async def held_by(conn: Any, member_id: str, order_id: str) -> list[Certificate]:
     """The certificates the order holds."""
     cur = conn.cursor(row_factory=dict_row)
