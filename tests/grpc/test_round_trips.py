@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -78,6 +79,26 @@ def counted(proxy: CountingProxy, call: object) -> int:
     return proxy.turns - before
 
 
+def till_calls(api: Api, programme_id: str, ref: common_pb2.MemberRef, lines: list[checkout_pb2.BasketLine],
+               fields: Callable[[], dict[str, Any]]) -> tuple[Callable[[], None], ...]:
+    """Quote, checkout (a new order each time) and capture of the last checkout, each with ``fields()``."""
+    order_id = ""
+
+    def quote() -> None:
+        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=programme_id, member=ref, lines=lines, **fields()))
+
+    def checkout() -> None:
+        nonlocal order_id
+        order_id = new_id()
+        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
+            request_id=new_id(), programme_id=programme_id, order_id=order_id, member=ref, lines=lines, **fields()))
+
+    def capture() -> None:
+        api.capture(programme_id, order_id)
+
+    return quote, checkout, capture
+
+
 @pytest.mark.parametrize("with_levels,expected", [(True, (1, 2, 3)), (False, (1, 2, 2))])
 def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy,
                                                           clock: ManualClock, with_levels: bool,
@@ -94,22 +115,7 @@ def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grp
     api.accrue(p.programme_id, m.member_id, 500)
     lines = basket([("tickets", 2, 1_500), ("bar", 1, 700)])
     ref = common_pb2.MemberRef(member_id=m.member_id)
-
-    def quote() -> None:
-        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=p.programme_id, member=ref, lines=lines,
-                                                     requested_points=10))
-
-    order_id = ""
-
-    def checkout() -> None:
-        nonlocal order_id
-        order_id = new_id()
-        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
-            request_id=new_id(), programme_id=p.programme_id, order_id=order_id, member=ref, lines=lines,
-            requested_points=10))
-
-    def capture() -> None:
-        api.capture(p.programme_id, order_id)
+    quote, checkout, capture = till_calls(api, p.programme_id, ref, lines, lambda: {"requested_points": 10})
 
     # Warm-up: the connection has prepared every statement and the key's lookup is cached from here on.
     quote()  # fills this process's programme cache
@@ -224,23 +230,10 @@ def test_certificates_at_the_till_round_trips(api: Api, channel: grpc.Channel, p
             request_id=new_id(), programme_id=p.programme_id, member_ids=[m.member_id], value_points=5,
             expiry=certificate_pb2.CertificateExpiry(never=True))).certificates[0].code
 
-    codes = [code() for _ in range(3)]
-
-    def quote() -> None:
-        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=p.programme_id, member=ref, lines=lines,
-                                                     certificate_codes=codes[:1]))
-
-    order_id = ""
-
-    def checkout() -> None:
-        nonlocal order_id
-        order_id = new_id()
-        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
-            request_id=new_id(), programme_id=p.programme_id, order_id=order_id, member=ref, lines=lines,
-            certificate_codes=[codes.pop()]))
-
-    def capture() -> None:
-        api.capture(p.programme_id, order_id)
+    # Each quote and checkout below presents a certificate of its own.
+    codes = [code() for _ in range(5)]
+    quote, checkout, capture = till_calls(api, p.programme_id, ref, lines,
+                                          lambda: {"certificate_codes": [codes.pop()]})
 
     quote()
     quote()
