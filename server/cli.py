@@ -116,7 +116,9 @@ def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
         r = await run_expiry(db, SystemClock(), args.programme_id, _as_of_us(args.as_of))
         print(f"{r.members} members: {r.lots_expired} lots expired ({r.points_expired} points), "
               f"{r.lots_activated} lots activated ({r.points_activated} points), "
-              f"{r.holds_released} holds released ({r.points_released} points)")
+              f"{r.holds_released} holds released ({r.points_released} points), "
+              f"{r.certificates_expired} certificates expired ({r.certificate_points_expired} points), "
+              f"{r.certificate_holds_released} certificate holds released")
         return 0
 
     return _on_database(settings, work)

@@ -129,6 +129,12 @@ RULES: dict[str, Rule] = {
                                                            programme_field="event_type.programme_id"),
     "/loyalty.v1.EventBonusService/ListEventTypes": _rule("programme_admin", "event_bonus", "read_only"),
     "/loyalty.v1.EventBonusService/RecordEvent": _rule("event_bonus"),
+    # CertificateService. Issuing and cancelling give or take value: their own right, never the till's.
+    # The till uses certificates through Quote and Checkout; read_only and the back office read them.
+    "/loyalty.v1.CertificateService/IssueCertificates": _rule("certificate_issue"),
+    "/loyalty.v1.CertificateService/CancelCertificates": _rule("certificate_issue"),
+    "/loyalty.v1.CertificateService/GetCertificate": _rule("certificate_issue", "programme_admin", "read_only"),
+    "/loyalty.v1.CertificateService/ListCertificates": _rule("certificate_issue", "programme_admin", "read_only"),
     "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
                                                              "programme_admin", "read_only"),
     # EventService: every member's changes of a programme go to whoever holds these, so they are

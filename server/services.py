@@ -20,10 +20,11 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc, member_pb2_grpc,
-    membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
+    certificate_pb2_grpc, checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc,
+    member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
 )
 from server.guard import UNDECODABLE, Guard
+from server.servicers.certificate import CertificateServicer
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.event_bonus import EventBonusServicer
 from server.servicers.events import EventServicer
@@ -43,6 +44,7 @@ SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = [
     (events_pb2_grpc.add_EventServiceServicer_to_server, EventServicer),
     (event_bonus_pb2_grpc.add_EventBonusServiceServicer_to_server, EventBonusServicer),
     (member_import_pb2_grpc.add_MemberImportServiceServicer_to_server, MemberImportServicer),
+    (certificate_pb2_grpc.add_CertificateServiceServicer_to_server, CertificateServicer),
 ]
 
 

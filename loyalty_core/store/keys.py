@@ -42,6 +42,8 @@ RIGHTS: tuple[str, ...] = (
     # Importing members with their balances and past purchases from a previous system
     # (ImportMembers, `loyalty-core import`): a migration's right, in no everyday key.
     "member_import",
+    # Issuing and cancelling bonus certificates (docs/certificates.md): the back office's, not the till's.
+    "certificate_issue",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

@@ -169,6 +169,15 @@ async def lock(conn: Any, member_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
+async def lock_many(conn: Any, programme_id: str, member_ids: list[str]) -> dict[str, Member]:
+    """Lock the programme's members among ``member_ids``, in id order (so two writes over several
+    members never deadlock); by id, the missing ones absent."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s AND member_id = ANY(%s::uuid[]) ORDER BY member_id"
+                      " FOR UPDATE", (programme_id, member_ids))
+    return {row["member_id"]: row_to_member(row) for row in await cur.fetchall()}
+
+
 async def set_phone(conn: Any, member_id: str, phone: str) -> None:
     """A new phone, not confirmed; a taken one raises psycopg's UniqueViolation (see ``UNIQUE_RULES``).
     The codes sent to the old phone go with it (a confirmation or spend code the old phone received

@@ -36,14 +36,15 @@ DISCOUNT_SOURCE = {
 }
 
 
-def quote_of(request: Any) -> Quote:
-    """QuoteRequest, CheckoutRequest and PostSaleRequest share these fields."""
+def quote_of(request: Any, certificate_codes: Any = ()) -> Quote:
+    """QuoteRequest, CheckoutRequest and PostSaleRequest share these fields; the first two take
+    ``certificate_codes`` too."""
     return Quote(
         programme_id=request.programme_id, member=member_ref(request.member),
         lines=tuple(BasketLine(x.line_id, x.sku, x.category, x.quantity, x.unit_price_minor, x.line_discount_minor)
                     for x in request.lines),
         store_id=request.store_id, channel=request.channel, requested_points=request.requested_points,
-        currency_code=request.currency_code,
+        currency_code=request.currency_code, certificate_codes=tuple(certificate_codes),
     )
 
 
@@ -61,6 +62,9 @@ def pricing(p: Pricing) -> checkout_pb2.Pricing:
         points_applied=p.points_applied, points_money_minor=p.points_money_minor, money_due_minor=p.money_due_minor,
         earned_points=p.earned_points, discount_bps=p.discount_bps,
         discount_source=DISCOUNT_SOURCE[p.discount_source], member_id=p.member_id,
+        certificate_points=p.certificate_points,
+        certificates=[checkout_pb2.CertificatePayment(certificate_id=c.certificate_id, points=c.points,
+                                                      expire_time=timestamp(c.expires_at)) for c in p.certificates],
     )
 
 
@@ -69,6 +73,7 @@ def refund_record(r: RefundRecord) -> checkout_pb2.RefundRecord:
         refund_id=r.refund_id, lines=[checkout_pb2.RefundLine(line_id=x.line_id, quantity=x.quantity) for x in r.lines],
         money_minor=r.money_minor, clawback_points=r.clawback_points, returned_points=r.returned_points,
         shortfall_points=r.shortfall_points, debt_points=r.debt_points, create_time=timestamp(r.created_at),
+        certificate_returned_points=r.certificate_returned_points,
     )
 
 
@@ -100,12 +105,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self.db, self.clock = deps.db, deps.clock
 
     async def Quote(self, request: Any, context: aio.ServicerContext) -> Any:
-        answer = await checkout.quote(self.db, self.clock, quote_of(request))
+        answer = await checkout.quote(self.db, self.clock, quote_of(request, request.certificate_codes))
         return checkout_pb2.QuoteResponse(pricing=pricing(answer.pricing),
                                           points_blocked=POINTS_BLOCKED_ENUM[answer.points_blocked])
 
     async def Checkout(self, request: Any, context: aio.ServicerContext) -> Any:
-        req = Checkout(request.request_id, request.order_id, quote_of(request),
+        req = Checkout(request.request_id, request.order_id, quote_of(request, request.certificate_codes),
                        write_context(request.context, context, request.request_id), request.spend_code,
                        member_id_trusted())
         return checkout_pb2.CheckoutResponse(order=order(await checkout.checkout(self.db, self.clock, req)))

@@ -7,6 +7,7 @@ import { ChannelCredentials, Client, Metadata, credentials, status, type Service
 import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
+import { CertificateServiceDefinition } from "./gen/loyalty/v1/certificate";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
@@ -113,6 +114,7 @@ export const SERVICES = {
   events: EventServiceDefinition,
   eventBonus: EventBonusServiceDefinition,
   memberImport: MemberImportServiceDefinition,
+  certificates: CertificateServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -132,6 +134,7 @@ export class LoyaltyClient {
   readonly events: ServiceClient<(typeof SERVICES)["events"]>;
   readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
   readonly memberImport: ServiceClient<(typeof SERVICES)["memberImport"]>;
+  readonly certificates: ServiceClient<(typeof SERVICES)["certificates"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -158,6 +161,7 @@ export class LoyaltyClient {
     this.events = this.bind(SERVICES.events);
     this.eventBonus = this.bind(SERVICES.eventBonus);
     this.memberImport = this.bind(SERVICES.memberImport);
+    this.certificates = this.bind(SERVICES.certificates);
     this.health = this.bind(SERVICES.health);
   }
 

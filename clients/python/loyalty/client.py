@@ -14,7 +14,8 @@ from typing import Any, cast
 import grpc
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc, member_pb2_grpc,
+    certificate_pb2_grpc, checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc,
+    member_pb2_grpc,
     membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
 )
 
@@ -152,6 +153,7 @@ SERVICES: dict[str, type] = {
     "events": events_pb2_grpc.EventServiceStub,
     "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
     "member_import": member_import_pb2_grpc.MemberImportServiceStub,
+    "certificates": certificate_pb2_grpc.CertificateServiceStub,
 }
 
 
@@ -299,6 +301,7 @@ class LoyaltyClient:
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
         self.member_import = cast(member_import_pb2_grpc.MemberImportServiceStub, wrap(SERVICES["member_import"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -348,6 +351,7 @@ class AsyncLoyaltyClient:
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
         self.member_import = cast(member_import_pb2_grpc.MemberImportServiceStub, wrap(SERVICES["member_import"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     async def close(self) -> None:
         await self.channel.close()
