@@ -22,6 +22,10 @@ MAX_ITERATIONS_PER_WORKER = 2_000_000
 # Hot-member scenarios put all traffic on this many members.
 HOT_MEMBERS = 10
 POINTS_PAYING_SHARE = 0.30  # share of orders that pay partly with points
+# The post_sales row: this many tills stream their backlogs at once (the rest of the calls in
+# flight stay idle), each backlog this many sales on one PostSales stream.
+POST_SALES_STREAMS = 4
+BACKLOG_SALES = 500
 
 
 @dataclass
@@ -37,26 +41,47 @@ class Recorder:
     acks: dict[str, int] = field(default_factory=dict)
     error_samples: dict[str, list[str]] = field(default_factory=dict)
 
-    async def call(self, method: str, coro: Awaitable[Any]) -> Any | None:
-        """Await one call, record it, return its response or None when it failed."""
-        t0 = time.perf_counter()
+    async def call(self, method: str, coro: Awaitable[Any], started: float | None = None) -> Any | None:
+        """Await one call, record it (its latency from ``started``, default now), return its response
+        or None when it failed."""
+        t0 = time.perf_counter() if started is None else started
         try:
             response = await coro
         except Exception as err:  # the status code is the result here, whatever it is
-            code = _code_name(err)
-            if self.measuring and time.perf_counter() <= self.stop_at:
-                by_code = self.errors.setdefault(method, {})
-                by_code[code] = by_code.get(code, 0) + 1
-            samples = self.error_samples.setdefault(method, [])
-            if len(samples) < 3:  # what the server said, for the report; a few are enough
-                details = getattr(err, "details", None)
-                samples.append(f"{code}: {details() if callable(details) else err}"[:300])
+            details = getattr(err, "details", None)
+            self._error(method, _code_name(err), str(details() if callable(details) else err))
             return None
         t1 = time.perf_counter()
         self.acks[method] = self.acks.get(method, 0) + 1
         if self.measuring and t1 <= self.stop_at:
             self.lat_us.setdefault(method, []).append(int((t1 - t0) * 1e6))
         return response
+
+
+    async def stream(self, method: str, call: Any, sent: dict[int, float]) -> None:
+        """Read a bidirectional stream's answers (each with the ``index`` of its request); record each
+        as one call whose latency runs from its request's send time (``sent``) to its answer. An
+        answer that is a refusal counts as an error of its reason; a broken stream as one error."""
+        try:
+            async for answer in call:
+                t1 = time.perf_counter()
+                t0 = sent.pop(answer.index)
+                if answer.WhichOneof("outcome") == "refusal":
+                    self._error(method, answer.refusal.reason, answer.refusal.message)
+                    continue
+                self.acks[method] = self.acks.get(method, 0) + 1
+                if self.measuring and t1 <= self.stop_at:
+                    self.lat_us.setdefault(method, []).append(int((t1 - t0) * 1e6))
+        except Exception as err:  # the status code is the result here, whatever it is
+            self._error(method, _code_name(err), str(err))
+
+    def _error(self, method: str, code: str, details: str) -> None:
+        if self.measuring and time.perf_counter() <= self.stop_at:
+            by_code = self.errors.setdefault(method, {})
+            by_code[code] = by_code.get(code, 0) + 1
+        samples = self.error_samples.setdefault(method, [])
+        if len(samples) < 3:  # what the server said, for the report; a few are enough
+            samples.append(f"{code}: {details}"[:300])
 
 
 def _code_name(err: BaseException) -> str:
@@ -136,7 +161,7 @@ async def db_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, A
 
 
 def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, list]:
-    """quote | checkout_capture | post_sale | pos_mix against the real server, members by phone."""
+    """quote | checkout_capture | post_sale | post_sales | pos_mix against the real server, members by phone."""
     from google.protobuf import timestamp_pb2
 
     from loyalty.v1 import checkout_pb2 as pb
@@ -165,7 +190,42 @@ def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, li
                   // 10000 for x in lines) // 2
         return min(rng.randrange(50, 2000), cap)
 
+    def offline_sale(order_id: str, member: Any, store: str, proto_lines: Any, requested: int,
+                     context: Any) -> Any:
+        # Sold an hour ago while the till was offline.
+        sale_time = timestamp_pb2.Timestamp()
+        sale_time.FromMicroseconds(time.time_ns() // 1000 - 3_600 * 10**6)
+        return pb.PostSaleRequest(
+            request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member, store_id=store,
+            channel="pos", lines=proto_lines, requested_points=requested, currency_code="USD", context=context,
+            sale_time=sale_time)
+
+    async def backlog(worker: int, rng: random.Random) -> None:
+        """One till's backlog of BACKLOG_SALES sales on one PostSales stream, sent as fast as the
+        stream takes them; each sale's answer is recorded as a call."""
+        if worker >= POST_SALES_STREAMS:
+            await asyncio.sleep(max(0.0, rec.stop_at - time.perf_counter()))
+            return
+        stub = stubs[worker % len(stubs)]
+        store = stores[worker % len(stores)]
+        context = common_pb2.WriteContext(store_id=store, terminal_id=f"till-{worker}")
+        sent: dict[int, float] = {}
+
+        def sales() -> Any:
+            for i in range(BACKLOG_SALES):
+                lines = baskets.basket(rng)
+                seq[worker] += 1
+                member = common_pb2.MemberRef(phone=baskets.phone(rng.randrange(int(plan["members"]))))
+                sent[i] = time.perf_counter()
+                yield pb.PostSalesRequest(sale=offline_sale(f"{tag}-{worker}-{seq[worker]}", member, store,
+                                                            baskets.to_proto(pb, lines), wish(lines, rng), context))
+
+        await rec.stream("PostSales", stub.PostSales(sales(), **opts()), sent)
+
     async def iteration(worker: int, rng: random.Random) -> None:
+        if kind == "post_sales":
+            await backlog(worker, rng)
+            return
         stub = stubs[worker % len(stubs)]
         member_no = rng.randrange(HOT_MEMBERS if plan.get("hot") else int(plan["members"]))
         member = common_pb2.MemberRef(phone=baskets.phone(member_no))
@@ -189,13 +249,8 @@ def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, li
         order_id = f"{tag}-{worker}-{seq[worker]}"
         context = common_pb2.WriteContext(store_id=store, terminal_id=f"till-{worker}")
         if kind == "post_sale":
-            # Sold an hour ago while the till was offline.
-            sale_time = timestamp_pb2.Timestamp()
-            sale_time.FromMicroseconds(time.time_ns() // 1000 - 3_600 * 10**6)
-            await rec.call("PostSale", stub.PostSale(pb.PostSaleRequest(
-                request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member,
-                store_id=store, channel="pos", lines=proto_lines, requested_points=requested, currency_code="USD",
-                context=context, sale_time=sale_time), **opts()))
+            await rec.call("PostSale", stub.PostSale(offline_sale(order_id, member, store, proto_lines, requested,
+                                                                  context), **opts()))
             return
         held = await rec.call("Checkout", stub.Checkout(pb.CheckoutRequest(
             request_id=uuid.uuid4().hex, programme_id=programme, order_id=order_id, member=member, store_id=store,
@@ -216,10 +271,50 @@ def loyalty_scenario(plan: dict[str, Any], rec: Recorder) -> tuple[Iteration, li
     return iteration, channels
 
 
+async def open_loop_quotes(plan: dict[str, Any], rec: Recorder, end: float) -> None:
+    """Quotes offered at ``plan["rate_per_s"]`` whatever the answers do (open loop): each is sent at
+    its own time and its latency counts from that time, so a server that falls behind shows it in
+    the latency rather than in a slower offer (what a till feels)."""
+    from loyalty.v1 import checkout_pb2 as pb
+    from loyalty.v1 import checkout_pb2_grpc, common_pb2
+
+    channels = _channels(plan)
+    stubs = [checkout_pb2_grpc.CheckoutServiceStub(ch) for ch in channels]
+    metadata = (("authorization", f"Bearer {plan['api_key']}"),) if plan.get("api_key") else None
+    stores = baskets.PROGRAMME_RULES["stores"]
+    rng = random.Random(f"{plan.get('seed', 1)}-open")
+    interval = 1.0 / float(plan["rate_per_s"])
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def one(n: int, due: float) -> None:
+        member = common_pb2.MemberRef(phone=baskets.phone(rng.randrange(int(plan["members"]))))
+        call = stubs[n % len(stubs)].Quote(pb.QuoteRequest(
+            programme_id=plan["programme_id"], member=member, store_id=stores[n % len(stores)], channel="pos",
+            lines=baskets.to_proto(pb, baskets.basket(rng)), currency_code="USD"),
+            timeout=CALL_TIMEOUT_S, metadata=metadata)
+        await rec.call("Quote", call, started=due)
+
+    start = time.perf_counter()
+    for n in range(MAX_ITERATIONS_PER_WORKER):
+        due = start + n * interval
+        if due >= end:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(n, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    await asyncio.gather(*(ch.close() for ch in channels))
+
+
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     rec = Recorder()
     scenario = plan["scenario"]
     closer: Callable[[], Awaitable[None]]
+    if scenario == "quote_open":
+        return await _run_open_loop(plan, rec)
     if scenario.startswith("ceiling:"):
         iteration, channels = ceiling_scenario(plan, rec)
         closer = lambda: asyncio.gather(*(ch.close() for ch in channels))  # noqa: E731
@@ -252,6 +347,10 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     await asyncio.gather(*(worker(i) for i in range(int(plan["concurrency"]))))
     await measure
     await closer()
+    return _result(rec, scenario)
+
+
+def _result(rec: Recorder, scenario: str) -> dict[str, Any]:
     methods = {name: {"lat_us": rec.lat_us.get(name, []), "errors": rec.errors.get(name, {})}
                for name in sorted(set(rec.lat_us) | set(rec.errors))}
     elapsed = rec.stop_at - rec.measure_start if rec.measuring else 0.0
@@ -259,6 +358,21 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     window = [rec.measure_start_wall, rec.measure_start_wall + elapsed] if rec.measuring else None
     return {"scenario": scenario, "elapsed_s": elapsed, "window": window, "methods": methods, "acks": rec.acks,
             "error_samples": rec.error_samples}
+
+
+async def _run_open_loop(plan: dict[str, Any], rec: Recorder) -> dict[str, Any]:
+    warmup_s, duration_s = float(plan["warmup_s"]), float(plan["duration_s"])
+    start = time.perf_counter()
+    rec.stop_at = start + warmup_s + duration_s
+
+    async def start_measuring() -> None:
+        await asyncio.sleep(warmup_s)
+        rec.measure_start, rec.measure_start_wall, rec.measuring = time.perf_counter(), time.time(), True
+
+    measure = asyncio.create_task(start_measuring())
+    await open_loop_quotes(plan, rec, rec.stop_at)
+    await measure
+    return _result(rec, plan["scenario"])
 
 
 def main(argv: list[str] | None = None) -> int:

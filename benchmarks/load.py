@@ -104,33 +104,51 @@ def _metadata(key: str | None) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {key}"),) if key else None
 
 
+async def _create_programme(channel: Any, md: Any, tag: str) -> str:
+    """The benchmark programme (baskets.PROGRAMME_RULES) by CreateProgramme; its id."""
+    from loyalty.v1 import programme_pb2, programme_pb2_grpc
+
+    rules = baskets.PROGRAMME_RULES
+    programme = programme_pb2.Programme(
+        name=f"bench {tag}", enabled=True, currency_code=rules["currency_code"],
+        point_value_minor=rules["point_value_minor"], point_lifetime_days=365, activation_delay_days=0,
+        order_pay_share_bps=rules["order_pay_share_bps"], default_cashback_bps=rules["default_cashback_bps"],
+        default_pay_share_bps=rules["default_pay_share_bps"],
+        category_rules=[programme_pb2.CategoryRule(**r) for r in rules["category_rules"]],
+        discounted_items_earn=True, compatibility=programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS,
+        refund_returns_spent_points=True, hold_ttl_seconds=3600,
+        negative_balance_policy=programme_pb2.NEGATIVE_BALANCE_POLICY_TAKE_AVAILABLE,
+        welcome_bonus_points=rules["welcome_bonus_points"], require_confirmation=False,
+        purchase_counts_when=programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
+        store_ids=rules["stores"], channels=rules["channels"])
+    created = await programme_pb2_grpc.ProgrammeServiceStub(channel).CreateProgramme(
+        programme_pb2.CreateProgrammeRequest(request_id=uuid.uuid4().hex, programme=programme),
+        metadata=md, timeout=30)
+    return created.programme.programme_id
+
+
+def create_programme(target: str, key: str | None, tag: str) -> str:
+    """The benchmark programme on the real server at ``target``, with no member yet."""
+    import grpc.aio
+
+    async def run() -> str:
+        async with grpc.aio.insecure_channel(target) as channel:
+            return await _create_programme(channel, _metadata(key), tag)
+
+    return asyncio.run(run())
+
+
 async def _seed(target: str, key: str | None, tag: str, members: int) -> tuple[str, float]:
     """Create the benchmark programme and enrol ``members`` members by concurrent EnrolMember calls
     (the real path, welcome bonus included). Returns (programme id, seconds spent enrolling)."""
     import grpc.aio
-    from loyalty.v1 import member_pb2, member_pb2_grpc, programme_pb2, programme_pb2_grpc
+    from loyalty.v1 import member_pb2, member_pb2_grpc
 
-    rules = baskets.PROGRAMME_RULES
     md = _metadata(key)
     channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1),
                                                            ("loyaltybench.channel", i)]) for i in range(8)]
     try:
-        programme = programme_pb2.Programme(
-            name=f"bench {tag}", enabled=True, currency_code=rules["currency_code"],
-            point_value_minor=rules["point_value_minor"], point_lifetime_days=365, activation_delay_days=0,
-            order_pay_share_bps=rules["order_pay_share_bps"], default_cashback_bps=rules["default_cashback_bps"],
-            default_pay_share_bps=rules["default_pay_share_bps"],
-            category_rules=[programme_pb2.CategoryRule(**r) for r in rules["category_rules"]],
-            discounted_items_earn=True, compatibility=programme_pb2.COMPATIBILITY_POINTS_AFTER_DISCOUNTS,
-            refund_returns_spent_points=True, hold_ttl_seconds=3600,
-            negative_balance_policy=programme_pb2.NEGATIVE_BALANCE_POLICY_TAKE_AVAILABLE,
-            welcome_bonus_points=rules["welcome_bonus_points"], require_confirmation=False,
-            purchase_counts_when=programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
-            store_ids=rules["stores"], channels=rules["channels"])
-        created = await programme_pb2_grpc.ProgrammeServiceStub(channels[0]).CreateProgramme(
-            programme_pb2.CreateProgrammeRequest(request_id=uuid.uuid4().hex, programme=programme),
-            metadata=md, timeout=30)
-        programme_id = created.programme.programme_id
+        programme_id = await _create_programme(channels[0], md, tag)
         stubs = [member_pb2_grpc.MemberServiceStub(ch) for ch in channels]
         queue = iter(range(members))
         started = time.perf_counter()

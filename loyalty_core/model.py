@@ -95,6 +95,8 @@ class Programme:
     discounted_items_earn: bool = False
     compatibility: str = "points_after_discounts"
     refund_returns_spent_points: bool = False
+    # Seed 004's redemption rule for certificates (loyalty_core.certificates): single_order | multiple_orders.
+    certificate_redemption: str = "single_order"
     hold_ttl_s: int = 900
     negative_balance_policy: str = "refuse"
     debt_limit_points: int = 0
@@ -385,7 +387,20 @@ class PricingTerms:
 
 
 @dataclass(frozen=True)
+class CertificatePayment:
+    """What one presented certificate pays of an order (points' worth)."""
+
+    certificate_id: str
+    points: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
 class Pricing:
+    """A priced basket. ``points_applied`` is what the member's points pay, ``certificate_points``
+    what presented certificates pay (``certificates``: each one's part); the lines' ``points`` and
+    ``points_money_minor`` are both together."""
+
     currency_code: str
     member_id: str
     lines: tuple[LinePricing, ...]
@@ -399,6 +414,8 @@ class Pricing:
     money_due_minor: int
     earned_points: int
     terms: PricingTerms
+    certificate_points: int = 0
+    certificates: tuple[CertificatePayment, ...] = ()
 
     @property
     def discount_bps(self) -> int:
@@ -434,6 +451,8 @@ class Quote:
     channel: str = ""
     requested_points: int = 0
     currency_code: str = ""
+    # The codes of the certificates the member presents (loyalty_core.certificates); secrets.
+    certificate_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -527,6 +546,8 @@ class RefundRecord:
     shortfall_points: int
     debt_points: int
     created_at: int
+    # Of what certificates paid, what came back to them (the programme returning spent points).
+    certificate_returned_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -676,6 +697,11 @@ class ExpiryRun:
     points_released: int = 0
     # Members whose due work this run did.
     members: int = 0
+    # Certificates past their expiry burnt, and what was left on them.
+    certificates_expired: int = 0
+    certificate_points_expired: int = 0
+    # Certificates whose checkout's hold lifetime ran out, given back.
+    certificate_holds_released: int = 0
 
 
 @dataclass(frozen=True)
@@ -799,3 +825,58 @@ def _field_decoder(tp: Any) -> _Codec | None:
 
 def _or_none(codec: _Codec) -> _Codec:
     return lambda v: None if v is None else codec(v)
+
+
+@dataclass(frozen=True)
+class ImportedLot:
+    """An opening balance as one lot: its points, activation (None: at the import) and expiry (None: never)."""
+
+    points: int
+    activates_at: int | None = None
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedPurchase:
+    """A past purchase from the previous system: its order id there, time, amount and parts by category."""
+
+    order_id: str
+    at: int
+    amount_minor: int
+    by_category: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportedMember:
+    """One member of the previous system (docs/membership.md "Importing members"); status "" is
+    enrolment's, level_name "" the one the purchases reach, purchases_total_minor 0 their sum,
+    enrolled_at 0 the import's time."""
+
+    external_id: str
+    phone: str = ""
+    card_number: str = ""
+    status: str = ""
+    customer_group: str = ""
+    level_name: str = ""
+    purchases_total_minor: int = 0
+    custom_fields: tuple[CustomValue, ...] = ()
+    lots: tuple[ImportedLot, ...] = ()
+    purchases: tuple[ImportedPurchase, ...] = ()
+    enrolled_at: int = 0
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One row of an import: its programme, where it is in its source (0 for nowhere) and the member."""
+
+    programme_id: str
+    line: int
+    member: ImportedMember
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A row imported: its member, and whether an earlier import made it (nothing written now)."""
+
+    member_id: str
+    replayed: bool = False

@@ -1,4 +1,4 @@
-"""`loyalty-core` command line: serve, migrate, verify, keys and one command per scheduled job."""
+"""`loyalty-core` command line: serve, migrate, verify, keys, import and one command per scheduled job."""
 
 from __future__ import annotations
 
@@ -67,14 +67,15 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return _on_database(settings, work)
 
 
-def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
-    """``work(db)`` on a one-connection Database (LOYALTY_DATABASE_URL, or the embedded one); its exit
-    code, 2 when a rule refused it (say a later --as-of: the message says why, no traceback)."""
+def _on_database(settings: Settings, work: Callable[[Any], Awaitable[int]], connections: int = 1) -> int:
+    """``work(db)`` on a Database of ``connections`` connections (LOYALTY_DATABASE_URL, or the embedded
+    one); its exit code, 2 when a rule refused it (say a later --as-of: the message says why, no
+    traceback)."""
     from loyalty_core import errors
     from loyalty_core.store.db import Database
 
     async def run(url: str) -> int:
-        async with Database(url, pool_min_size=1, pool_max_size=1) as db:
+        async with Database(url, pool_min_size=connections, pool_max_size=connections) as db:
             return await work(db)
 
     with _database_url(settings) as url:
@@ -115,7 +116,9 @@ def cmd_expire(settings: Settings, args: argparse.Namespace) -> int:
         r = await run_expiry(db, SystemClock(), args.programme_id, _as_of_us(args.as_of))
         print(f"{r.members} members: {r.lots_expired} lots expired ({r.points_expired} points), "
               f"{r.lots_activated} lots activated ({r.points_activated} points), "
-              f"{r.holds_released} holds released ({r.points_released} points)")
+              f"{r.holds_released} holds released ({r.points_released} points), "
+              f"{r.certificates_expired} certificates expired ({r.certificate_points_expired} points), "
+              f"{r.certificate_holds_released} certificate holds released")
         return 0
 
     return _on_database(settings, work)
@@ -195,6 +198,92 @@ def cmd_export_member(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _on_database(settings, work)
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import members from a JSON Lines or CSV file, a batch per transaction, a progress line on
+    stderr; each refused row on stdout (line, external id, reason, field, message); exit 1 if any
+    row was refused. Running it again on the same file imports only what is missing."""
+    from loyalty_core import errors
+    from loyalty_core.clock import SystemClock
+    from loyalty_core.model import ImportRow, WriteContext
+    from loyalty_core.service import imports
+    from loyalty_core.store.db import Database
+    from server import import_source
+
+    with open(args.file, encoding="utf-8", newline="") as f:
+        progress = import_source.Progress(import_source.count_rows(f, args.format), sys.stderr)
+    context = WriteContext(actor=CLI_ACTOR)
+    refused = 0
+
+    def report(line: int, external_id: str, err: errors.LoyaltyError) -> None:
+        nonlocal refused
+        refused += 1
+        print(f"line {line}: {external_id or '-'}: {err.code}" + (f" ({err.field})" if err.field else "")
+              + f": {err.message}")
+
+    async def run_batch(db: Database, batch: list[ImportRow]) -> None:
+        outcomes = await imports.import_members(db, SystemClock(), batch, context)
+        bad = 0
+        for row, outcome in zip(batch, outcomes):
+            if isinstance(outcome, errors.LoyaltyError):
+                bad += 1
+                report(row.line, row.member.external_id, outcome)
+        progress.add(len(batch), bad)
+
+    async def work(db: Database) -> int:
+        # Up to --jobs batches at once, each in its own transaction on its own connection: while
+        # one waits for PostgreSQL, the next is read and checked.
+        running: set[asyncio.Task[None]] = set()
+
+        async def submit(rows: list[ImportRow]) -> None:
+            if len(running) >= args.jobs:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.discard(task)
+                    task.result()  # a batch that failed ends the import with its error
+            running.add(asyncio.create_task(run_batch(db, rows)))
+
+        batch: list[ImportRow] = []
+        with open(args.file, encoding="utf-8", newline="") as f:
+            for line, member in import_source.rows(f, args.format):
+                if isinstance(member, errors.LoyaltyError):
+                    report(line, "", member)
+                    progress.add(1, 1)
+                    continue
+                batch.append(ImportRow(args.programme_id, line, member))
+                if len(batch) == args.batch_size:
+                    await submit(batch)
+                    batch = []
+            if batch:
+                await submit(batch)
+        for task in running:
+            await task
+        progress.finish()
+        return 1 if refused else 0
+
+    return _on_database(settings, work, connections=args.jobs)
+
+
+def _import_args(parser: argparse.ArgumentParser) -> None:
+    from server import import_source
+
+    parser.add_argument("file", help="the rows: one member per line (JSON Lines) or per CSV row")
+    parser.add_argument("--programme-id", required=True, help="the programme the members join")
+    parser.add_argument("--format", choices=import_source.FORMATS, default="jsonl")
+    parser.add_argument("--batch-size", type=_batch_size, default=1000,
+                        help="rows per transaction (1..1000)")
+    parser.add_argument("--jobs", type=int, choices=range(1, 9), default=2, metavar="1..8",
+                        help="batches in flight at once, one connection each (default 2)")
+
+
+def _batch_size(text: str) -> int:
+    from loyalty_core.service.imports import MAX_ROWS_PER_TRANSACTION
+
+    value = int(text)
+    if not 1 <= value <= MAX_ROWS_PER_TRANSACTION:
+        raise argparse.ArgumentTypeError(f"1..{MAX_ROWS_PER_TRANSACTION}")
+    return value
 
 
 def _export_args(parser: argparse.ArgumentParser) -> None:
@@ -369,6 +458,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "deliver-webhooks": ("send the due webhook deliveries (the job, for cron)", _deliver_args, cmd_deliver_webhooks),
     "export-member": ("print everything held about one member as one JSON document", _export_args,
                       cmd_export_member),
+    "import": ("import members with their balances and past purchases from a JSON Lines or CSV file",
+               _import_args, cmd_import),
 }
 
 

@@ -108,36 +108,82 @@ class Guard:
         guard = self
 
         async def guarded(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            t0 = time.perf_counter()
-            stats.begin()
-            try:
+            async def start() -> tuple[Any, str, AsyncIterator[Any]]:
                 caller = await guard._admit(method, rule, request, context)
-                programme = programme_label(request, rule.programme_field)
-                responses = behavior(request, context).__aiter__()
-                while True:
-                    # The caller and the observer are published around each step, not across a
-                    # yield: gRPC may resume (or cancel) the stream from another task's context.
-                    with publish_caller(caller), observe.observed_by(guard.metrics, programme):
-                        try:
-                            response = await responses.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    yield response
-            except (asyncio.CancelledError, GeneratorExit):
-                stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
-                raise
-            except aio.AbortError:
-                stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
-                refusal, error = _refusal(method, exc)
-            else:
-                stats.end(_code_of(context), None, t0, request)
-                return
-            await _abort(context, refusal, error, stats, t0, request)
+                return caller, programme_label(request, rule.programme_field), behavior(request, context).__aiter__()
+
+            async for response in guard._stream(stats, context, request, start):
+                yield response
 
         guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
         return guarded
+
+    def wrap_bidi(self, method: str, behavior: Callable[[AsyncIterator[Any], aio.ServicerContext], AsyncIterator[Any]]
+                  ) -> Callable[..., AsyncIterator[Any]]:
+        """``behavior`` (a stream-stream servicer method) guarded: the database and the caller's right
+        checked once, before the first request is read; each request's limits and programme checked
+        as it arrives. ``behavior`` reads a stream whose items are the requests, or, for a request
+        that failed those checks, the LoyaltyError that refused it (the servicer answers it in its
+        place: one bad request does not end the stream). Its metrics and log line name no programme
+        or member: a stream's requests may name many."""
+        stats = _MethodStats(self.metrics, method, "bidi_stream")
+        rule = rights.rule_for(method)
+        guard = self
+
+        async def guarded(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async def start() -> tuple[Any, str, AsyncIterator[Any]]:
+                caller = await guard._admit(method, rule, None, context)
+                assert rule is not None  # _admit refused a method without one
+
+                async def admitted() -> AsyncIterator[Any]:
+                    async for request in requests:
+                        if request is UNDECODABLE:
+                            yield _UNDECODABLE_REFUSAL
+                            continue
+                        try:
+                            guard._admit_request(caller, rule, request)
+                        except errors.LoyaltyError as refusal:
+                            yield refusal
+                        else:
+                            yield request
+
+                return caller, "", behavior(admitted(), context).__aiter__()
+
+            async for response in guard._stream(stats, context, None, start):
+                yield response
+
+        guarded.__name__ = guarded.__qualname__ = method.rpartition("/")[2]
+        return guarded
+
+    async def _stream(self, stats: _MethodStats, context: aio.ServicerContext, request: Any,
+                      start: Callable[[], Awaitable[tuple[Any, str, AsyncIterator[Any]]]]) -> AsyncIterator[Any]:
+        """A streaming call's responses, from ``start`` (the checks, then the caller, the programme's
+        label and the servicer's responses), ended with the status, metrics and log line of ``wrap``."""
+        t0 = time.perf_counter()
+        stats.begin()
+        try:
+            caller, programme, responses = await start()
+            while True:
+                # The caller and the observer are published around each step, not across a
+                # yield: gRPC may resume (or cancel) the stream from another task's context.
+                with publish_caller(caller), observe.observed_by(self.metrics, programme):
+                    try:
+                        response = await responses.__anext__()
+                    except StopAsyncIteration:
+                        break
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            stats.end(grpc.StatusCode.CANCELLED, None, t0, request)
+            raise
+        except aio.AbortError:
+            stats.end(_code_of(context, grpc.StatusCode.UNKNOWN), None, t0, request)
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted by _refusal, as for a unary call
+            refusal, error = _refusal(stats.method, exc)
+        else:
+            stats.end(_code_of(context), None, t0, request)
+            return
+        await _abort(context, refusal, error, stats, t0, request)
 
     async def _admit(self, method: str, rule: rights.Rule | None, request: Any,
                      context: aio.ServicerContext) -> Any:
@@ -156,9 +202,16 @@ class Guard:
             raise errors.PermissionDenied(
                 "right_not_granted", f"key {caller.name!r} has no right that allows {method}",
                 needs=",".join(sorted(rule.rights)) if rule else "")
+        if request is not None:  # a stream's requests are checked one by one (wrap_bidi)
+            self._admit_request(caller, rule, request)
+        return caller
+
+    @staticmethod
+    def _admit_request(caller: Any, rule: rights.Rule, request: Any) -> None:
+        """One request's checks once its caller is admitted: every field within its limit, and the
+        programme it names one the caller's key may act on."""
         limits.check(request)
         check_programme(caller, request, rule.programme_field)
-        return caller
 
 
 def _refusal(method: str, exc: Exception) -> tuple[Any, str | None]:

@@ -13,7 +13,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 # Digits that look like a phone or card number (7+ digits, optional + and separators) are masked.
 _LONG_NUMBER = re.compile(r"\+?\d[\d ()-]{5,}\d")
 _SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key", "phone", "otp", "confirmation_code",
-                "spend_code")
+                "spend_code", "certificate_code")
 # Fields that are identifiers we choose ourselves, never a phone or card number: printed as they are.
 _SAFE_KEYS = {"member_id", "method", "grpc_code", "error", "event", "version", "request_id", "data_dir"}
 

@@ -178,7 +178,7 @@ class LedgerCollector:
         if reading is None:
             return
         outstanding = GaugeMetricFamily(
-            "loyalty_outstanding_points", "Points owed to members (in lots, held included), by programme and "
+            "loyalty_outstanding_points", "Points owed to members (in lots and on certificates, held included), by programme and "
             "the UTC month they expire in ('never' for points that do not).", labels=["programme_id", "expiry_month"])
         for (programme_id, month), points in sorted(reading.outstanding_points.items()):
             outstanding.add_metric([programme_id, month], points)
@@ -193,8 +193,8 @@ class LedgerCollector:
             held.add_metric([programme_id], reading.held_points[programme_id])
             oldest.add_metric([programme_id], reading.oldest_hold_age_s[programme_id])
         yield from (holds, held, oldest)
-        lag = GaugeMetricFamily("loyalty_expiry_lag_seconds", "Age of the oldest lot the expiry run should have "
-                                "burnt, or hold it should have released, by now; 0 when it is up to date.")
+        lag = GaugeMetricFamily("loyalty_expiry_lag_seconds", "Age of the oldest lot or certificate the expiry "
+                                "run should have burnt, or hold it should have released, by now; 0 when it is up to date.")
         lag.add_metric([], reading.expiry_lag_s)
         yield lag
         # The scheduler's state is in the database, so every replica reports the same figures.

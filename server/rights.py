@@ -47,11 +47,14 @@ _MEMBER_READERS = ("pos", "ecommerce", "programme_admin", "personal_discount", "
 _SALE = ("pos", "ecommerce")
 
 RULES: dict[str, Rule] = {
+    # Moving members from a previous system: a migration's own right, in no everyday key.
+    "/loyalty.v1.MemberImportService/ImportMembers": _rule("member_import"),
     # CheckoutService: the sale. POS and e-commerce have the same rights (docs/spec.md: "likewise").
     "/loyalty.v1.CheckoutService/Quote": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Checkout": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Capture": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/PostSale": _rule(*_SALE),
+    "/loyalty.v1.CheckoutService/PostSales": _rule(*_SALE, programme_field="sale.programme_id"),
     "/loyalty.v1.CheckoutService/Cancel": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/Refund": _rule(*_SALE),
     "/loyalty.v1.CheckoutService/CompleteOrder": _rule(*_SALE),
@@ -126,6 +129,12 @@ RULES: dict[str, Rule] = {
                                                            programme_field="event_type.programme_id"),
     "/loyalty.v1.EventBonusService/ListEventTypes": _rule("programme_admin", "event_bonus", "read_only"),
     "/loyalty.v1.EventBonusService/RecordEvent": _rule("event_bonus"),
+    # CertificateService. Issuing and cancelling give or take value: their own right, never the till's.
+    # The till uses certificates through Quote and Checkout; read_only and the back office read them.
+    "/loyalty.v1.CertificateService/IssueCertificates": _rule("certificate_issue"),
+    "/loyalty.v1.CertificateService/CancelCertificates": _rule("certificate_issue"),
+    "/loyalty.v1.CertificateService/GetCertificate": _rule("certificate_issue", "programme_admin", "read_only"),
+    "/loyalty.v1.CertificateService/ListCertificates": _rule("certificate_issue", "programme_admin", "read_only"),
     "/loyalty.v1.MembershipService/ListMemberHistory": _rule("ecommerce", "personal_discount", "level_status",
                                                              "programme_admin", "read_only"),
     # EventService: every member's changes of a programme go to whoever holds these, so they are

@@ -20,14 +20,16 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
-    programme_pb2_grpc,
+    certificate_pb2_grpc, checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc,
+    member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
 )
 from server.guard import UNDECODABLE, Guard
+from server.servicers.certificate import CertificateServicer
 from server.servicers.checkout import CheckoutServicer
 from server.servicers.event_bonus import EventBonusServicer
 from server.servicers.events import EventServicer
 from server.servicers.member import MemberServicer
+from server.servicers.member_import import MemberImportServicer
 from server.servicers.membership import MembershipServicer
 from server.servicers.points import PointsServicer
 from server.servicers.programme import ProgrammeServicer
@@ -41,6 +43,8 @@ SERVICES: list[tuple[Callable[[Any, Any], None], Callable[[Any], Any]]] = [
     (membership_pb2_grpc.add_MembershipServiceServicer_to_server, MembershipServicer),
     (events_pb2_grpc.add_EventServiceServicer_to_server, EventServicer),
     (event_bonus_pb2_grpc.add_EventBonusServiceServicer_to_server, EventBonusServicer),
+    (member_import_pb2_grpc.add_MemberImportServiceServicer_to_server, MemberImportServicer),
+    (certificate_pb2_grpc.add_CertificateServiceServicer_to_server, CertificateServicer),
 ]
 
 
@@ -54,8 +58,9 @@ class ServiceStub:
     method_names: tuple[str, ...]
     # name -> (request class, response class)
     message_classes: dict[str, tuple[type[Message], type[Message]]]
-    # The methods that answer with a stream (none of ours streams requests).
+    # The methods that answer with a stream, and those of them that take one (bidirectional).
     server_streaming: frozenset[str] = frozenset()
+    client_streaming: frozenset[str] = frozenset()
 
 
 def proto_modules() -> list[ModuleType]:
@@ -80,6 +85,7 @@ def declared_services() -> list[ServiceStub]:
                 {name: (GetMessageClass(m.input_type), GetMessageClass(m.output_type))
                  for name, m in descriptor.methods_by_name.items()},
                 frozenset(name for name, m in descriptor.methods_by_name.items() if m.server_streaming),
+                frozenset(name for name, m in descriptor.methods_by_name.items() if m.client_streaming),
             ))
     return found
 
@@ -95,8 +101,13 @@ def lenient_parser(request_cls: type[Message]) -> Callable[[bytes], Any]:
 
 
 def _handler(guard: Guard, method: str, behavior: Any, request_cls: type[Message], response_cls: type[Message], *,
-             streaming: bool) -> grpc.RpcMethodHandler:
-    """The method's handler, guarded: unary-unary, or unary-stream for a method that streams its answer."""
+             streaming: bool, bidi: bool) -> grpc.RpcMethodHandler:
+    """The method's handler, guarded: unary-unary, unary-stream for a method that streams its answer,
+    stream-stream for one that streams both ways (none of ours takes a stream for one answer)."""
+    if bidi:
+        return grpc.stream_stream_rpc_method_handler(guard.wrap_bidi(method, behavior),
+                                                     request_deserializer=lenient_parser(request_cls),
+                                                     response_serializer=response_cls.SerializeToString)
     if streaming:
         return grpc.unary_stream_rpc_method_handler(guard.wrap_stream(method, behavior),
                                                     request_deserializer=lenient_parser(request_cls),
@@ -117,7 +128,7 @@ def register_all(server: Any, deps: Any, guard: Guard) -> list[str]:
         # does not parse reaches the guard (as UNDECODABLE) instead of grpc's own UNKNOWN + traceback.
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(stub.full_name, {
             name: _handler(guard, f"/{stub.full_name}/{name}", getattr(servicer, name), request_cls, response_cls,
-                           streaming=name in stub.server_streaming)
+                           streaming=name in stub.server_streaming, bidi=name in stub.client_streaming)
             for name, (request_cls, response_cls) in stub.message_classes.items()
         }),))
         names.append(stub.full_name)

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 
-from loyalty_core import calc, membership
+from loyalty_core import calc, certificates, membership
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
+from loyalty_core.certificates import Certificate
 from loyalty_core.clock import Clock
 from loyalty_core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.levels import Level
@@ -24,6 +25,7 @@ from loyalty_core.service.idempotent import write_key
 from loyalty_core.service.lots import claw, draw, fill, int64s, lifetime_end
 from loyalty_core.service.members import check_ref, identified, verify_card
 from loyalty_core.service.pricing import check_basket, member_blocks_points, quote_for, quoted, reprice
+from loyalty_core.store import certificates as certificate_store
 from loyalty_core.store import event_bonus, ledger, members, orders, unit_of_work
 from loyalty_core.store import membership as history
 from loyalty_core.store.db import UNIQUE_VIOLATIONS, Database, violated_constraint
@@ -66,11 +68,17 @@ async def quote(db: Database, clock: Clock, req: Quote) -> Quoted:
     async with db.connection() as conn, (contextlib.nullcontext() if copy is not None else conn.pipeline()):
         sent_rules = rules.SentRules(programme_id, copy) if copy is not None else await rules.send(conn, db, programme_id)
         found, lots, event_discount_bps = await ledger.member_and_lots(conn, programme_id, ref, now)
+        # Only a quote that presents certificates reads them (a round trip of its own).
+        shown = await (await certificate_store.send_presented(conn, programme_id, ref, _hashes(req))).get()
         current = await rules.read_any(db, sent_rules)
         member = identified(current.programme, ref, found, verified)
     pricing, rights, available = quote_for(current.programme, member, current.levels, lots, req, now,
-                                           event_discount_bps)
+                                           event_discount_bps, shown=shown)
     return quoted(pricing, member, rights, available)
+
+
+def _hashes(quote: Quote) -> list[bytes]:
+    return [certificates.code_hash(code) for code in quote.certificate_codes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,20 +88,22 @@ class _BasketReads:
     lots: Later[Lots]
     sent_rules: rules.SentRules
     event_discount_bps: Later[int]
+    certificates: Later[dict[int, Certificate]]
 
 
 async def _send_basket_reads(conn: Any, db: Database, programme_id: str, ref: MemberRef,
-                             order_id: str, now: int) -> _BasketReads:
+                             order_id: str, now: int, hashes: list[bytes] | None = None) -> _BasketReads:
     """What a checkout reads, sent together (one round trip in pipeline mode): the member, locked,
     whether the order exists, the member's lots and largest event discount (read after the lock is
-    granted), and the programme with its levels unless this process has them (checked against the
-    revision the lock reads)."""
+    granted), the programme with its levels unless this process has them (checked against the
+    revision the lock reads), and the certificates whose code ``hashes`` holds, read under the lock."""
     return _BasketReads(
         await members.send_lock(conn, programme_id, ref),
         await orders.send_exists(conn, programme_id, order_id),
         await ledger.send_lots_of(conn, programme_id, ref),
         await rules.send(conn, db, programme_id),
         await event_bonus.send_best_discount(conn, programme_id, ref, now),
+        await certificate_store.send_presented(conn, programme_id, ref, hashes or []),
     )
 
 
@@ -123,8 +133,12 @@ async def _hold_order(conn: Any, programme: Programme, member: Member, lots: Lot
     checks.check_member_room(member, "lines", earned_points=pricing.net_minor // pricing.terms.point_value_minor,
                              purchase_minor=pricing.net_minor)
     requested = req.quote.requested_points
+    blocked = member_blocks_points(member, rights)
+    if req.quote.certificate_codes and blocked:
+        # A member who may not pay with points may not pay with certificates either.
+        raise FailedPrecondition(blocked, _MEMBER_BLOCKS_POINTS[blocked])
     if requested > pricing.points_applied:
-        _refuse_points(member, rights, requested, available, pricing.points_max)
+        _refuse_points(member, rights, requested, available, pricing.points_max - pricing.certificate_points)
     await spending.authorise(conn, programme, member, ref, code, card_secret_checked=card_secret_checked,
                              trusted=req.member_id_trusted, points=pricing.points_applied, now=now,
                              actor=req.context.actor, order_id=req.order_id)
@@ -139,6 +153,8 @@ async def _hold_order(conn: Any, programme: Programme, member: Member, lots: Lot
             "held", -pricing.points_applied, held_delta=pricing.points_applied,
             lots=[(lot, -points) for lot, points in taken], order_id=req.order_id, hold_id=hold.hold.hold_id,
         )])
+    await certificate_store.hold(conn, member.member_id, req.order_id, pricing.certificates,
+                                 now + programme.hold_ttl_s * US_PER_S, now, req.context.actor)
     order = Order(
         programme_id=programme.programme_id, order_id=req.order_id, member_id=member.member_id, state="held",
         store_id=req.quote.store_id, channel=req.quote.channel, pricing=pricing,
@@ -160,13 +176,14 @@ async def checkout(db: Database, clock: Clock, req: Checkout) -> Order:
     async def work(unit: UnitOfWork[_BasketReads]) -> tuple[Order, str]:
         programme, member, lots, levels = await _read_basket(db, unit, ref, verified, req.order_id)
         pricing, rights, available = quote_for(programme, member, levels, lots, req.quote, now,
-                                               await unit.reads.event_discount_bps.get())
+                                               await unit.reads.event_discount_bps.get(),
+                                               shown=await unit.reads.certificates.get())
         order, _ = await _hold_order(unit.conn, programme, member, lots, pricing, rights, available, req, ref, code,
                                      card_secret_checked=verified is not None, now=now, created_at=now)
         return order, member.member_id
 
     send_reads = functools.partial(_send_basket_reads, db=db, programme_id=programme_id, ref=ref,
-                                   order_id=req.order_id, now=now)
+                                   order_id=req.order_id, now=now, hashes=_hashes(req.quote))
     return await _new_order(db, programme_id, ref, req.order_id,
                             lambda: unit_of_work.run(db, write_key("Checkout", programme_id, req, now), request=req,
                                                      result_type=Order, work=work, send_reads=send_reads))
@@ -215,10 +232,12 @@ def _refuse_points(member: Member, rights: membership.Privileges, requested: int
 @dataclasses.dataclass(frozen=True)
 class _OrderReads:
     """What every write to an order declares for its unit of work: the order's member locked with
-    the order read under the lock, and the programme with its levels unless this process has them."""
+    the order and the certificates its checkout holds read under the lock, and the programme with
+    its levels unless this process has them."""
 
     order: orders.OrderReads
     rules: rules.SentRules
+    certificates: Later[list[Certificate]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +250,8 @@ class _OrderWrite:
     member: Member
     programme: Programme
     levels: list[Level]
+    # The certificates the order's checkout holds.
+    held_certificates: tuple[Certificate, ...] = ()
 
     @property
     def order(self) -> Order:
@@ -246,7 +267,8 @@ class _OrderWrite:
         member, revision, stored = found
         current = await rules.read(unit.conn, db, unit.reads.rules, revision)
         checks.member_in_programme(member)
-        return cls(unit.conn, stored, member, current.programme, current.levels)
+        return cls(unit.conn, stored, member, current.programme, current.levels,
+                   tuple(await unit.reads.certificates.get()))
 
 
 async def _write_order(db: Database, *, method: str, programme_id: str, request: Any, result_type: type[T],
@@ -255,8 +277,9 @@ async def _write_order(db: Database, *, method: str, programme_id: str, request:
     whose reads (``_OrderReads``) travel with the idempotency claim in one round trip."""
 
     async def send_reads(conn: Any) -> _OrderReads:
-        return _OrderReads(await orders.send_order_reads(conn, programme_id, request.order_id),
-                           await rules.send(conn, db, programme_id))
+        order = await orders.send_order_reads(conn, programme_id, request.order_id)
+        return _OrderReads(order, await rules.send(conn, db, programme_id),
+                           await certificate_store.send_held_by_order(conn, order.member_key, request.order_id))
 
     async def work(unit: UnitOfWork[_OrderReads]) -> tuple[T, str]:
         write = await _OrderWrite.of(db, unit, request.order_id)
@@ -281,6 +304,17 @@ def _open_hold(stored: StoredOrder, now: int) -> None:
         raise FailedPrecondition("hold_expired", "the hold outlived its lifetime; check the order out again")
     if stored.order.state != "held":
         raise FailedPrecondition("hold_not_open", f"the order is {stored.order.state}, not waiting for payment")
+
+
+def _held_certificates(w: _OrderWrite, now: int) -> tuple[Certificate, ...]:
+    """The certificates the order's checkout holds, all still held for it: when the expiry run
+    released them (the hold outlived its lifetime) the order is refused as a lapsed hold is."""
+    paying = {p.certificate_id for p in w.order.pricing.certificates if p.points}
+    held = w.held_certificates
+    if {c.certificate_id for c in held} != paying or any(c.held_until is not None and now >= c.held_until
+                                                         for c in held):
+        raise FailedPrecondition("hold_expired", "the hold outlived its lifetime; check the order out again")
+    return held
 
 
 def _release_entry(stored: StoredOrder, points: int, lot_points: list[int]) -> Entry:
@@ -340,6 +374,7 @@ async def _capture_order(w: _OrderWrite, asked: int | None, context: Any, *, now
     ``at`` where the member's status counts it (its level judged ``now``). The movements are the
     ledger's at ``now``."""
     _open_hold(w.stored, now)
+    held_certificates = _held_certificates(w, now)
     points = _points_to_spend(w.stored, asked)
     rights = membership.privileges(w.member, w.programme, w.levels, at)
     pricing = reprice(w.order.pricing, points, w.programme, rights)
@@ -356,6 +391,7 @@ async def _capture_order(w: _OrderWrite, asked: int | None, context: Any, *, now
     counted = w.programme.purchase_counts_when == "captured" and membership.counts(w.member, w.programme,
                                                                                    captured, at)
     await orders.capture(w.conn, captured, counted, now, closing)
+    await certificate_store.spend(w.conn, held_certificates, w.order.order_id, now, context.actor)
     if pricing.terms.discount_source == membership.SOURCE_EVENT:
         await event_bonus.use_next_order_discount(w.conn, w.member.member_id, w.order.order_id,
                                                   pricing.terms.discount_bps, w.order.created_at, at)
@@ -397,6 +433,8 @@ async def cancel(db: Database, clock: Clock, req: Cancel) -> Cancelled:
             await ledger.post(w.conn, order.member_id, now, req.context,
                               [_release_entry(w.stored, released, list(hold.lot_points))])
             await orders.close_hold(w.conn, order.member_id, orders.HoldClosing(hold.hold.hold_id, "released"), now)
+        if w.held_certificates:
+            await certificate_store.release(w.conn, order.member_id, order.order_id, now, req.context.actor)
         await orders.set_state(w.conn, order.member_id, programme_id, order.order_id, "cancelled", now)
         cancelled = dataclasses.replace(
             order, state="cancelled", hold=dataclasses.replace(hold.hold, state="released") if hold else None
@@ -461,6 +499,22 @@ async def _return_spent(w: _OrderWrite, returned: int, now: int, ctx: Any, refun
     return returned
 
 
+async def _return_to_certificates(w: _OrderWrite, amount: int, now: int, actor: str) -> int:
+    """Give ``amount`` back to the certificates that paid the order (the last drawn first); a
+    certificate whose life ended (cancelled, expired) takes nothing back: its part is forfeited.
+    What was given back."""
+    if not amount:
+        return 0
+    order_id, member_id = w.order.order_id, w.member.member_id
+    parts = certificates.give_back_parts(w.order.pricing.certificates,
+                                         await certificate_store.returned_of(w.conn, member_id, order_id), amount)
+    alive = {c.certificate_id for c in await certificate_store.of_ids(w.conn, member_id, [cid for cid, _ in parts])
+             if certificates.takes_back(c, now)}
+    parts = [(cid, p) for cid, p in parts if cid in alive]
+    await certificate_store.give_back(w.conn, member_id, order_id, parts, now, actor)
+    return sum(p for _, p in parts)
+
+
 def _shortfall_policy(w: _OrderWrite, clawback: int, shortfall: int, refund_id: str) -> tuple[int, int, list[Entry]]:
     """What the programme's negative-balance policy makes of points that could not be taken back:
     (shortfall kept, debt incurred, its movements); a refusal under ``refuse`` or past the debt limit."""
@@ -499,8 +553,11 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
             return sum(calc.prorate(getattr(line, value), line.refunded_quantity, k, line.quantity) for line, k in wanted)
 
         money, clawback = share("money_due_minor"), share("earned_points")
-        returned = await _return_spent(w, share("points") if w.programme.refund_returns_spent_points else 0, now,
-                                       req.context, refund_id)
+        to_points, to_certificates = certificates.split_return(
+            share("points") if w.programme.refund_returns_spent_points else 0,
+            order.spent_points - sum(r.returned_points for r in order.refunds))
+        returned = await _return_spent(w, to_points, now, req.context, refund_id)
+        certificate_returned = await _return_to_certificates(w, to_certificates, now, req.context.actor)
         # After the return, so points just given back can cover the take-back.
         taken, shortfall = claw(await ledger.lots(w.conn, w.member.member_id), clawback, now, w.stored.earned_lot_id)
         taken_total = sum(p for _, p in taken)
@@ -512,7 +569,7 @@ async def refund(db: Database, clock: Clock, req: Refund) -> Refunded:
         record = RefundRecord(
             refund_id=refund_id, lines=tuple(RefundLine(line.line_id, k) for line, k in wanted), money_minor=money,
             clawback_points=taken_total, returned_points=returned, shortfall_points=shortfall,
-            debt_points=debt, created_at=now,
+            debt_points=debt, created_at=now, certificate_returned_points=certificate_returned,
         )
         await orders.insert_refund(w.conn, programme_id, order.order_id, w.member.member_id, record,
                                    [line.line_no for line, _ in wanted])

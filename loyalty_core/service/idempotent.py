@@ -21,7 +21,7 @@ PROGRAMMES_SCOPE = unit_of_work.PROGRAMMES_SCOPE
 # it, the stored row would confirm a guess of a 6-digit code in a fraction of a second, bypassing
 # the secret's own scrypt hash. So a fingerprint says only whether a secret was given; a retry
 # under the same request_id with another secret gets the first answer.
-SECRET_FIELDS = frozenset({"card_secret", "code", "spend_code"})
+SECRET_FIELDS = frozenset({"card_secret", "code", "spend_code", "certificate_codes"})
 
 
 def _without_secrets(data: Any) -> Any:

@@ -19,7 +19,7 @@ from loyalty_core.service import checks, custom_fields
 from loyalty_core.service.idempotent import run_write
 from loyalty_core.service.lots import balance_of, burn_forecast, expiry_end
 from loyalty_core.service.pricing import check_programme_running
-from loyalty_core.store import ledger, members as store, orders, programmes
+from loyalty_core.store import certificates, ledger, members as store, orders, programmes
 from loyalty_core.store import membership as history
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import UNIQUE_VIOLATIONS, Database, savepoint, violated_constraint
@@ -282,6 +282,7 @@ async def offboard(db: Database, clock: Clock, req: Offboard) -> MemberCard:
         # (a capture or refund after this is refused, member_offboarded).
         await orders.release_holds(conn, member_id, await orders.open_holds(conn, member_id), now, req.context,
                                    closed_as="released")
+        await certificates.release_holds(conn, member_id, now, req.context.actor, comment="member off-boarded")
         await orders.cancel_unpaid(conn, member_id, now)
         await store.offboard(conn, member_id, now)
         await history.add_event(conn, member_id, "participation", "offboarded", now, actor=req.context.actor,

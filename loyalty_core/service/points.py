@@ -18,7 +18,7 @@ from loyalty_core import membership
 from loyalty_core.service import checks, rules, spending
 from loyalty_core.service.idempotent import write_key
 from loyalty_core.service.lots import MAX_LIFETIME_DAYS, draw, expiring, expiry_end
-from loyalty_core.store import expiry, history, ledger, members, orders, unit_of_work
+from loyalty_core.store import certificates, expiry, history, ledger, members, orders, unit_of_work
 from loyalty_core.store.convert import MAX_US
 from loyalty_core.store.db import Database
 from loyalty_core.store.later import Later
@@ -172,11 +172,16 @@ async def list_history(db: Database, req: History) -> Page[Movement]:
 async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
     """One member's due work, under the member's lock: release stale holds (their points go back
     to their lots first, so a lot that expired meanwhile burns them), burn expired lots, activate
-    due ones. What is done leaves nothing due, so a second run (or a second server) finds no work."""
+    due ones; the same for certificates (lapsed holds released, expired ones burnt). What is done leaves nothing due, so a second run (or a second server) finds no work."""
     if not await members.lock(conn, member_id):
         return ExpiryRun()
     holds = await orders.open_holds(conn, member_id, expired_by=as_of)
     await orders.release_holds(conn, member_id, holds, as_of, EXPIRY_CONTEXT, closed_as="expired")
+    # Certificates as lots: a lapsed checkout's hold goes back first, so one expired meanwhile burns.
+    lapsed, certificate_holds = await certificates.release_holds(conn, member_id, as_of, EXPIRY_CONTEXT.actor,
+                                                                 lapsed_by=as_of, comment="hold lifetime ran out")
+    await orders.cancel_unpaid(conn, member_id, as_of, lapsed)
+    burnt_certificates = await certificates.burn_expired(conn, member_id, as_of, EXPIRY_CONTEXT.actor)
     burnt = expiring(await expiry.lots_to_burn(conn, member_id, as_of), as_of)
     activated = await expiry.activate(conn, member_id, as_of)
     entries = []
@@ -191,6 +196,9 @@ async def _expire_member(conn: Any, member_id: str, as_of: int) -> ExpiryRun:
         lots_expired=len(burnt), points_expired=sum(p for _, p in burnt),
         lots_activated=len(activated), points_activated=sum(p for _, p in activated),
         holds_released=len(holds), points_released=sum(h.points for h in holds),
+        certificates_expired=len(burnt_certificates),
+        certificate_points_expired=sum(c.remaining_points for c in burnt_certificates),
+        certificate_holds_released=certificate_holds,
     )
 
 

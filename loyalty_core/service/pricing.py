@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from loyalty_core import calc, membership
-from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY, at_most
-from loyalty_core.errors import FailedPrecondition, InvalidArgument
+from loyalty_core import calc, certificates, membership
+from loyalty_core.bounds import INT64_MAX, MAX_AMOUNT, MAX_QUANTITY, at_most
+from loyalty_core.certificates import Certificate
+from loyalty_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from loyalty_core.levels import Level
-from loyalty_core.model import BasketLine, CategoryRule, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted
+from loyalty_core.model import (
+    BasketLine, CategoryRule, LinePricing, Member, Pricing, PricingTerms, Programme, Quote, Quoted,
+)
 from loyalty_core.service.checks import MAX_ID, MAX_LINES, member_in_programme, text_arg
 from loyalty_core.service.lots import available_points, int64s
 from loyalty_core.store.ledger import Lots
@@ -43,7 +46,25 @@ def check_basket(quote: Quote) -> tuple[BasketLine, ...]:
     if quote.requested_points < 0:
         raise InvalidArgument("value_out_of_range", "requested_points must not be negative", field="requested_points")
     at_most(quote.requested_points, MAX_AMOUNT, "requested_points")
+    check_certificate_codes(quote.certificate_codes)
     return tuple(lines)
+
+
+def check_certificate_codes(codes: Sequence[str]) -> list[bytes]:
+    """The presented codes' hashes: at most ``PRESENTED_MAX``, each given once (the same code in
+    another form counts as the same)."""
+    if len(codes) > certificates.PRESENTED_MAX:
+        raise InvalidArgument("too_many_items", f"at most {certificates.PRESENTED_MAX} certificates per order",
+                              field="certificate_codes")
+    hashes: list[bytes] = []
+    for i, code in enumerate(codes):
+        text_arg(code, f"certificate_codes[{i}]", max_len=certificates.MAX_CODE_TEXT, required=True)
+        digest = certificates.code_hash(code)
+        if digest in hashes:
+            raise InvalidArgument("value_out_of_range", f"certificate_codes[{i}] was presented before",
+                                  field=f"certificate_codes[{i}]")
+        hashes.append(digest)
+    return hashes
 
 
 def check_programme_running(programme: Programme, now: int) -> None:
@@ -141,27 +162,58 @@ def price(
     )
 
 
+def presented_certificates(shown: Mapping[int, Certificate], quote: Quote, now: int) -> list[Certificate]:
+    """The presented certificates (``shown``: those found, by the code's position), each the member's
+    and usable now; the first that is not is refused by its position (an unknown code is told as not
+    found, whatever made it so)."""
+    for i in range(len(quote.certificate_codes)):
+        if i not in shown:
+            raise NotFound("certificate_not_found", f"certificate_codes[{i}] is no certificate of this member",
+                           field=f"certificate_codes[{i}]")
+        certificates.check_usable(shown[i], now, i)
+    return [shown[i] for i in range(len(quote.certificate_codes))]
+
+
+def _priced(lines: Sequence[BasketLine], terms: PricingTerms, available: int, requested: int,
+            presented: Sequence[Certificate], currency: str, member_id: str) -> Pricing:
+    """:func:`price` with the presented certificates drawn first, earliest expiry first: they and the
+    points asked share what points may pay (the order's and the categories' caps)."""
+    on_certificates = min(sum(c.remaining_points for c in presented), MAX_AMOUNT)
+    total = price(lines, terms, min(available, INT64_MAX - on_certificates) + on_certificates,
+                  requested + on_certificates, currency, member_id)
+    paid = certificates.pay(list(presented), total.points_applied)
+    from_certificates = sum(p.points for p in paid)
+    return dataclasses.replace(total, points_applied=total.points_applied - from_certificates,
+                               certificate_points=from_certificates, certificates=paid)
+
+
 def quote_for(
     programme: Programme, member: Member, levels: Sequence[Level], lots: Lots, quote: Quote, now: int,
-    event_discount_bps: int = 0, lots_at: int | None = None,
+    event_discount_bps: int = 0, lots_at: int | None = None, shown: Mapping[int, Certificate] | None = None,
 ) -> tuple[Pricing, membership.Privileges, int]:
     """The basket priced for the member now (what a Quote answers and a Checkout holds), with the
     member's privileges and the points available to pay, which say why fewer points apply.
     ``levels`` are the programme's (``store.membership.send_levels_of``); ``event_discount_bps`` the
     member's largest usable event discount (``store.event_bonus.BEST_DISCOUNT``); ``lots_at`` when
-    the lots pay, when not ``now`` (a posted sale is priced at its time, paid from the lots now)."""
+    the lots pay, when not ``now`` (a posted sale is priced at its time, paid from the lots now);
+    ``shown`` the member's certificates whose codes the quote presents, by the code's position
+    (``store.certificates.send_presented``): each must be usable, and pays only where points may."""
     lines = check_basket(quote)
     check_programme_applies(programme, quote, now)
     member_in_programme(member)
+    presented = presented_certificates(shown or {}, quote, now)
     rights = membership.privileges(member, programme, levels, now, event_discount_bps)
     available = available_points(lots, now if lots_at is None else lots_at) if rights.may_pay_with_points else 0
-    terms = terms_for(programme, lines, rights, quote.requested_points > 0)
-    pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
-    if terms.points_instead_of_discounts and not pricing.points_applied:
+    presented = presented if rights.may_pay_with_points else ()
+    terms = terms_for(programme, lines, rights, quote.requested_points > 0 or bool(presented))
+    pricing = _priced(lines, terms, available, quote.requested_points, presented, programme.currency_code,
+                      member.member_id)
+    if terms.points_instead_of_discounts and not (pricing.points_applied or pricing.certificate_points):
         # "Points instead of discounts" is a choice made by the points that pay, not those asked:
         # when none can pay, the discounts apply.
         terms = dataclasses.replace(terms, points_instead_of_discounts=False)
-        pricing = price(lines, terms, available, quote.requested_points, programme.currency_code, member.member_id)
+        pricing = _priced(lines, terms, available, quote.requested_points, presented, programme.currency_code,
+                          member.member_id)
     return pricing, rights, available
 
 
@@ -195,4 +247,8 @@ def reprice(pricing: Pricing, points: int, programme: Programme, rights: members
              for x in pricing.lines]
     earning = terms_for(programme, lines, rights, paying=False).cashback_bps
     terms = dataclasses.replace(pricing.terms, cashback_bps=earning)
-    return price(lines, terms, points, points, pricing.currency_code, pricing.member_id)
+    # The certificates pay what they paid at checkout (they were held for it), beside the points.
+    paying = points + pricing.certificate_points
+    priced = price(lines, terms, paying, paying, pricing.currency_code, pricing.member_id)
+    return dataclasses.replace(priced, points_applied=points, certificate_points=pricing.certificate_points,
+                               certificates=pricing.certificates)

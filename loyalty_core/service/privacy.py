@@ -11,7 +11,7 @@ from loyalty_core.errors import FailedPrecondition, NotFound
 from loyalty_core.model import MemberCard, MemberRef, WriteContext
 from loyalty_core.service import checks
 from loyalty_core.service.idempotent import run_write
-from loyalty_core.store import members, privacy as store
+from loyalty_core.store import certificates, members, privacy as store
 from loyalty_core.store import membership as history
 from loyalty_core.store.db import Database
 
@@ -64,6 +64,9 @@ async def erase(db: Database, clock: Clock, req: MemberDataRequest) -> Erased:
         if member.held_points:
             raise FailedPrecondition("member_has_open_holds", f"checkouts hold {member.held_points} of the member's "
                                      "points; capture or cancel them (or let their holds expire) first")
+        if await certificates.held_by_any(conn, member_id):
+            raise FailedPrecondition("member_has_open_holds", "checkouts hold the member's certificates; capture or"
+                                     " cancel them (or let their holds expire) first")
         rows = await store.erase(conn, member_id, now)
         await history.add_event(conn, member_id, "participation", "erased", now, actor=req.context.actor,
                                 details={"history_events": rows.history_events, "movements": rows.movements,

@@ -32,6 +32,7 @@ CHOICES = {
     "compatibility": ("points_after_discounts", "points_instead_of_discounts"),
     "negative_balance_policy": ("refuse", "take_available", "debt"),
     "purchase_counts_when": ("captured", "completed"),
+    "certificate_redemption": ("single_order", "multiple_orders"),
 }
 # Put a limit on everything: lifetimes up to 100 years, at most 1000 stores, channels and rules.
 MAX_DAYS = MAX_LIFETIME_DAYS

@@ -72,6 +72,10 @@ async def _ask_citus(conn: Any) -> None:
     await on_citus(conn)
 
 
+# The refusal of a call that waited past lock_timeout for a member another call holds.
+MEMBER_BUSY = "member_busy"
+
+
 class Database:
     """An ``AsyncConnectionPool`` with the rules every use case follows.
 
@@ -165,7 +169,7 @@ class Database:
             if isinstance(err, RETRYABLE):
                 raise
             if isinstance(err, psycopg.errors.LockNotAvailable):
-                raise errors.Unavailable("member_busy", "another call holds this member; retry shortly") from err
+                raise errors.Unavailable(MEMBER_BUSY, "another call holds this member; retry shortly") from err
             if isinstance(err, psycopg.Error) and (err.sqlstate is None or err.sqlstate.startswith(_SERVER_GONE)):
                 for callback in self.on_server_gone:
                     callback()

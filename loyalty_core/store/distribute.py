@@ -19,10 +19,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The per-programme unique values, each a table distributed by the value (migration 0023 and the
-# idempotency keys of 0001).
+# The per-programme unique values, each a table distributed by the value (migration 0023, the
+# idempotency keys of 0001 and the imported rows' external ids of 0022).
 LOOKUPS = {"member_phone": "phone", "member_card": "card_number", "order_key": "order_id",
-           "idempotency_key": "request_id"}
+           "idempotency_key": "request_id", "member_import": "external_id"}
 MEMBER_COLUMN = "member_id"
 # The table every member-owned table is colocated with.
 MEMBER_TABLE = "member"

@@ -16,9 +16,10 @@ DUE_BATCH = 1000
 
 async def due_members(conn: Any, programme_id: str | None, as_of: int,
                       batch: int = DUE_BATCH) -> AsyncIterator[tuple[str, str]]:
-    """(member id, programme id) of members with a lot to burn, a lot to activate or a hold to
-    release by ``as_of`` (the partial indexes lot_to_expire, lot_to_activate and hold_open_expiry
-    serve these), ``batch`` rows at a time. ``conn`` must be in a transaction (a server-side
+    """(member id, programme id) of members with a lot to burn, a lot to activate, a hold to
+    release, a certificate to burn or a certificate's hold to release by ``as_of`` (the partial
+    indexes lot_to_expire, lot_to_activate, hold_open_expiry, certificate_expiring and
+    certificate_hold_ending serve these), ``batch`` rows at a time. ``conn`` must be in a transaction (a server-side
     cursor lives in one); the caller does each member's work on other connections."""
     async with conn.cursor(name="due_members") as cur:
         cur.itersize = batch
@@ -29,6 +30,10 @@ async def due_members(conn: Any, programme_id: str | None, as_of: int,
                    SELECT member_id FROM lot WHERE activated_at IS NULL AND activates_at <= %(t)s
                    UNION ALL
                    SELECT member_id FROM hold WHERE state = 'open' AND expires_at <= %(t)s
+                   UNION ALL
+                   SELECT member_id FROM certificate WHERE state = 'active' AND expires_at <= %(t)s
+                   UNION ALL
+                   SELECT member_id FROM certificate WHERE state = 'held' AND held_until <= %(t)s
                ) d JOIN member m ON m.member_id = d.member_id
                WHERE %(p)s::uuid IS NULL OR m.programme_id = %(p)s::uuid""",
             {"t": to_dt(as_of), "p": programme_id},

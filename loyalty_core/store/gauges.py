@@ -34,8 +34,8 @@ class LedgerGauges:
     open_holds: dict[str, int] = field(default_factory=dict)
     held_points: dict[str, int] = field(default_factory=dict)
     oldest_hold_age_s: dict[str, float] = field(default_factory=dict)
-    # How far behind the expiry run is: the age of the oldest lot it should have burnt, or hold it
-    # should have released, by ``now``; 0 when it is up to date.
+    # How far behind the expiry run is: the age of the oldest lot or certificate it should have
+    # burnt, or hold it should have released, by ``now``; 0 when it is up to date.
     expiry_lag_s: float = 0.0
     jobs: dict[str, JobState] = field(default_factory=dict)
     # Per live webhook subscription: (events waiting, age of the oldest in seconds).
@@ -47,8 +47,8 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
     g = LedgerGauges()
     with conn.transaction():
         # Points the programme owes, by the calendar month (UTC) they burn in: what is left in lots,
-        # and what open holds took from lots (a hold is still owed until it is captured; it goes
-        # back to the very lots it came from, so it burns with them).
+        # what open holds took from lots (a hold is still owed until it is captured; it goes
+        # back to the very lots it came from, so it burns with them), and what is left on certificates.
         for programme_id, month, points in conn.execute(
             """SELECT o.programme_id::text,
                       coalesce(to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM'), %s),
@@ -60,7 +60,11 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
                      SELECT h.programme_id, l.expires_at, a.points
                      FROM hold h CROSS JOIN unnest(h.lot_ids, h.lot_points) AS a(lot_id, points)
                      JOIN lot l ON l.member_id = h.member_id AND l.lot_id = a.lot_id
-                     WHERE h.state = 'open') o
+                     WHERE h.state = 'open'
+                     UNION ALL
+                     -- Certificates are owed as points are: what is left on them, held part included.
+                     SELECT programme_id, expires_at, remaining_points + held_points
+                     FROM certificate WHERE state IN ('active', 'held')) o
                GROUP BY 1, 2""",
             (NEVER,),
         ):
@@ -76,7 +80,9 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
             """SELECT least(
                    (SELECT min(expires_at) FROM lot
                     WHERE remaining > 0 AND expired_at IS NULL AND expires_at <= %(now)s),
-                   (SELECT min(expires_at) FROM hold WHERE state = 'open' AND expires_at <= %(now)s))""",
+                   (SELECT min(expires_at) FROM hold WHERE state = 'open' AND expires_at <= %(now)s),
+                   (SELECT min(expires_at) FROM certificate WHERE state = 'active' AND expires_at <= %(now)s),
+                   (SELECT min(held_until) FROM certificate WHERE state = 'held' AND held_until <= %(now)s))""",
             {"now": now},
         ).fetchone()
         if row and row[0] is not None:

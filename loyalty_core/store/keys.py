@@ -39,6 +39,11 @@ RIGHTS: tuple[str, ...] = (
     "order_void",
     # Changing a member's phone, card or customer group (docs/membership.md "Editing a member").
     "member_edit",
+    # Importing members with their balances and past purchases from a previous system
+    # (ImportMembers, `loyalty-core import`): a migration's right, in no everyday key.
+    "member_import",
+    # Issuing and cancelling bonus certificates (docs/certificates.md): the back office's, not the till's.
+    "certificate_issue",
 )
 KEY_PREFIX = "lck_"
 # 32 random bytes, base64url: 43 characters after the prefix.

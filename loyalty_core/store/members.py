@@ -220,6 +220,15 @@ async def lock(conn: Any, member_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
+async def lock_many(conn: Any, programme_id: str, member_ids: list[str]) -> dict[str, Member]:
+    """Lock the programme's members among ``member_ids``, in id order (so two writes over several
+    members never deadlock); by id, the missing ones absent."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"{_SELECT} WHERE programme_id = %s AND member_id = ANY(%s::uuid[]) ORDER BY member_id"
+                      " FOR UPDATE", (programme_id, member_ids))
+    return {row["member_id"]: row_to_member(row) for row in await cur.fetchall()}
+
+
 async def release_phone(conn: Any, member_id: str) -> None:
     """The member's phone look-up goes (a new phone, an erasure): the phone is free for another member."""
     await conn.execute("DELETE FROM member_phone WHERE member_id = %s", (member_id,))

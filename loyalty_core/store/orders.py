@@ -55,6 +55,7 @@ SELECT o.programme_id::text, o.order_id, o.member_id::text, o.state, o.store_id,
                 'refund_id', r.refund_id, 'lines', r.lines, 'money_minor', r.money_minor,
                 'clawback_points', r.clawback_points, 'returned_points', r.returned_points,
                 'shortfall_points', r.shortfall_points, 'debt_points', r.debt_points,
+                'certificate_returned_points', r.certificate_returned_points,
                 'created_at', (extract(epoch FROM r.created_at) * 1000000)::bigint)
                ORDER BY r.created_at, r.refund_id), '[]')
           FROM refund r WHERE r.member_id = {member} AND r.programme_id = o.programme_id
@@ -79,6 +80,7 @@ def _stored(row: dict[str, Any]) -> StoredOrder:
             refund_id=r["refund_id"], lines=tuple(RefundLine(**x) for x in r["lines"]), money_minor=r["money_minor"],
             clawback_points=r["clawback_points"], returned_points=r["returned_points"],
             shortfall_points=r["shortfall_points"], debt_points=r["debt_points"], created_at=r["created_at"],
+            certificate_returned_points=r["certificate_returned_points"],
         )
         for r in row["refunds"]
     )
@@ -117,6 +119,8 @@ class OrderReads:
 
     member: Later[tuple[Member | None, int | None]]
     order: Later[StoredOrder | None]
+    # The order's member id as SQL and values (``members.order_member``), for more reads beside these.
+    member_key: tuple[str, tuple[str, ...]]
 
     async def get(self) -> tuple[Member, int | None, StoredOrder] | None:
         """(member, programme revision, order); None when the programme has no such order."""
@@ -130,7 +134,8 @@ class OrderReads:
 
 async def send_order_reads(conn: Any, programme_id: str, order_id: str) -> OrderReads:
     member = await members.order_member(conn, programme_id, order_id)  # one look-up for both
-    return OrderReads(await members.send_lock_of_order(conn, member), await send_get(conn, programme_id, order_id, member))
+    return OrderReads(await members.send_lock_of_order(conn, member), await send_get(conn, programme_id, order_id, member),
+                      member)
 
 
 async def _found(cur: Any) -> bool:
@@ -291,10 +296,14 @@ async def release_holds(conn: Any, member_id: str, holds: Sequence[OpenHold], no
         await set_state(conn, member_id, h.programme_id, h.order_id, "cancelled", now)
 
 
-async def cancel_unpaid(conn: Any, member_id: str, now: int) -> None:
-    """Cancel the member's orders still waiting for payment (their holds released before)."""
-    await conn.execute("UPDATE orders SET state = 'cancelled', cancelled_at = %s WHERE member_id = %s AND state = 'held'",
-                       (to_dt(now), member_id))
+async def cancel_unpaid(conn: Any, member_id: str, now: int, order_ids: Sequence[str] | None = None) -> None:
+    """Cancel the member's orders still waiting for payment (all, or those of ``order_ids``; their
+    holds released before)."""
+    if order_ids is not None and not order_ids:
+        return
+    await conn.execute("UPDATE orders SET state = 'cancelled', cancelled_at = %s WHERE member_id = %s AND state = 'held'"
+                       " AND (%s::text[] IS NULL OR order_id = ANY(%s::text[]))",
+                       (to_dt(now), member_id, order_ids, order_ids))
 
 
 async def set_counted(conn: Any, member_id: str, programme_id: str, order_id: str, counted: bool) -> None:
@@ -337,16 +346,17 @@ async def insert_refund(
         "order_id": order_id, "refund_id": record.refund_id, "money_minor": record.money_minor,
         "clawback_points": record.clawback_points, "returned_points": record.returned_points,
         "shortfall_points": record.shortfall_points, "debt_points": record.debt_points,
+        "certificate_returned_points": record.certificate_returned_points,
     })
     await conn.execute(
         f"WITH {outbox.CTE} INSERT INTO refund (programme_id, order_id, member_id, refund_id, lines, money_minor,"
-        " clawback_points, returned_points, shortfall_points, debt_points, created_at) VALUES (%(programme)s,"
-        " %(order)s, %(member)s, %(refund)s, %(lines)s, %(money)s, %(clawback)s, %(returned)s, %(shortfall)s,"
-        " %(debt)s, %(at)s)",
+        " clawback_points, returned_points, shortfall_points, debt_points, certificate_returned_points, created_at)"
+        " VALUES (%(programme)s, %(order)s, %(member)s, %(refund)s, %(lines)s, %(money)s, %(clawback)s, %(returned)s,"
+        " %(shortfall)s, %(debt)s, %(certificates)s, %(at)s)",
         {"programme": programme_id, "order": order_id, "member": member_id, "refund": record.refund_id,
          "lines": Jsonb(to_json(record.lines)), "money": record.money_minor, "clawback": record.clawback_points,
          "returned": record.returned_points, "shortfall": record.shortfall_points, "debt": record.debt_points,
-         "at": to_dt(record.created_at), **outbox.params(member_id, record.created_at, [event])},
+         "certificates": record.certificate_returned_points, "at": to_dt(record.created_at), **outbox.params(member_id, record.created_at, [event])},
     )
     await conn.execute(
         "UPDATE order_line l SET refunded_quantity = l.refunded_quantity + u.quantity"

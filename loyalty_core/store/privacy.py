@@ -53,6 +53,10 @@ async def erase(conn: Any, member_id: str, now: int) -> ErasedRows:
     )
     movements = await counted(conn, "UPDATE movement SET comment = '' WHERE member_id = %(m)s AND comment <> ''",
                               {"m": member_id})
+    # A certificate's note and a cancel's reason are the issuer's free text, as a movement's comment is.
+    await conn.execute("UPDATE certificate SET note = '', end_reason = '' WHERE member_id = %s", (member_id,))
+    movements += await counted(conn, "UPDATE certificate_movement SET comment = '' WHERE member_id = %(m)s"
+                               " AND comment <> ''", {"m": member_id})
     # The outbox keeps the events not yet delivered or purged: their comments go too (docs/events.md).
     await conn.execute("UPDATE outbox_event SET payload = jsonb_set(payload, '{comment}', '\"\"')"
                        " WHERE member_id = %s AND payload->>'comment' <> ''", (member_id,))
@@ -98,10 +102,15 @@ SELECT jsonb_build_object(
         ORDER BY o.created_at, o.order_id) FROM orders o WHERE o.member_id = %(m)s), '[]'),
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
     'custom_fields', {_ROWS.format(order="t.name", table="member_custom_value")},
+    'certificates', coalesce((SELECT jsonb_agg(to_jsonb(t) - 'code_hash' ORDER BY t.issued_at, t.certificate_id)
+                              FROM certificate t WHERE t.member_id = m.member_id), '[]'),
+    'certificate_movements', {_ROWS.format(order="t.movement_id", table="certificate_movement")},
     'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
     'history', {_ROWS.format(order="t.event_id", table="member_event")},
     'events', {_ROWS.format(order="t.seq", table="outbox_event")},
-    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
+    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")},
+    'imported_as', coalesce((SELECT jsonb_agg(to_jsonb(t) - 'fingerprint' ORDER BY t.external_id)
+                             FROM member_import t WHERE t.member_id = m.member_id), '[]')
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = %(m)s
 WHERE m.programme_id = %(p)s AND m.member_id = %(m)s

@@ -22,7 +22,7 @@ _COLUMNS = (
     "debt_limit_points", "welcome_bonus_points", "welcome_bonus_lifetime_days", "require_confirmation",
     "purchase_counts_when", "discount_ranges", "card_secret_required", "spend_identifications",
     "expiry_notice_days", "created_at", "updated_at", "welcome_bonus_expiry", "custom_fields", "sms_senders",
-    "default_sms_sender",
+    "default_sms_sender", "certificate_redemption",
 )
 _TIMES = {"starts_at", "ends_at", "created_at", "updated_at"}
 _SELECT = "SELECT programme_id::text, " + ", ".join(_COLUMNS) + ", revision FROM programme"

@@ -101,6 +101,30 @@ async def no_reads(conn: Any) -> None:
     return None
 
 
+async def _claim_and_work(conn: Any, key: Key, result_type: type[T],
+                          work: Callable[[UnitOfWork[R]], Awaitable[tuple[T, str | None]]],
+                          send_reads: Callable[[Any], Awaitable[R]]) -> T:
+    """One write's steps in the transaction on ``conn``: the claim with the declared reads (one
+    round trip), the stored answer on a replay, else the work and its result stored under the key."""
+    claim = await idempotency.send_claim(conn, key.scope, key.request_id, key.method, key.fingerprint, key.now)
+    reads = await send_reads(conn)
+    earlier = await claim.get()
+    if earlier is not None:
+        return _replay(earlier, key, result_type)
+    result, member_id = await work(UnitOfWork(conn, reads))
+    await idempotency.finish(conn, key.scope, key.request_id, to_json(result), member_id)
+    return result
+
+
+async def _keep_refusal(conn: Any, key: Key, request: Any,
+                        refusal: errors.FailedPrecondition) -> idempotency.StoredOutcome | None:
+    """Store ``refusal`` under the key, so that a retry stays refused; None when stored, else what
+    another request with the key left first (it met a different state: its answer stands)."""
+    member_id = await _member_named(conn, key.scope, request)
+    return await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint,
+                                    _refusal_json(refusal), member_id, key.now)
+
+
 async def run(
     db: Database,
     key: Key,
@@ -119,28 +143,71 @@ async def run(
     stays refused; malformed requests and NotFound are not stored. A serialization failure re-runs
     the whole attempt (``Database.run_in_pipeline``), reads included."""
 
-    async def attempt(conn: Any) -> T:
-        claim = await idempotency.send_claim(conn, key.scope, key.request_id, key.method, key.fingerprint, key.now)
-        reads = await send_reads(conn)
-        earlier = await claim.get()
-        if earlier is not None:
-            return _replay(earlier, key, result_type)
-        result, member_id = await work(UnitOfWork(conn, reads))
-        await idempotency.finish(conn, key.scope, key.request_id, to_json(result), member_id)
-        return result
-
     try:
-        return await db.run_in_pipeline(attempt)
+        return await db.run_in_pipeline(_claim_and_work, key, result_type, work, send_reads)
     except errors.FailedPrecondition as refusal:
-        kept = _refusal_json(refusal)
-
-        async def keep(conn: Any) -> idempotency.StoredOutcome | None:
-            member_id = await _member_named(conn, key.scope, request)
-            return await idempotency.refuse(conn, key.scope, key.request_id, key.method, key.fingerprint, kept,
-                                            member_id, key.now)
-
-        earlier = await db.run_in_transaction(keep)
+        earlier = await db.run_in_transaction(_keep_refusal, key, request, refusal)
         if earlier is None:
             raise
-        # Another request with this key finished first (it met a different state): its answer stands.
         return _replay(earlier, key, result_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Write(Generic[T, R]):
+    """One write of a batch (``run_many``): what ``run`` takes for it."""
+
+    key: Key
+    request: Any
+    result_type: type[T]
+    work: Callable[[UnitOfWork[R]], Awaitable[tuple[T, str | None]]]
+    send_reads: Callable[[Any], Awaitable[R]]
+
+
+async def _roll_back_to_savepoint(conn: Any) -> None:
+    """Undo the write since its savepoint, in pipeline mode. psycopg forgets every statement it
+    prepared when it reads a ROLLBACK's answer and deallocates them on the server at the end of the
+    next execute; read at a sync or a fetch, a statement prepared by that next execute would be
+    deallocated too while psycopg still counts it prepared. So the answer is read at a sync of its
+    own, then an unprepared statement's execute sends the deallocation before anything is prepared
+    again (a round trip, on a refused write only)."""
+    await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    async with conn.pipeline() as pipeline:
+        await pipeline.sync()
+    await conn.execute("SELECT 1", prepare=False)
+
+
+_SAVEPOINT = "unit_of_work"
+
+
+async def run_many(db: Database, writes: list[Write[Any, Any]]) -> list[Any]:
+    """Each of ``writes`` as ``run`` would do it, all in one transaction: per write its result or
+    the domain error that refused it (a LoyaltyError, returned, not raised), in order.
+
+    Each write runs inside a savepoint, sent in the pipeline with its claim (no round trip of its
+    own): a refusal rolls back that write alone, its refusal stored as ``run`` stores it, and the
+    next write goes on. The writes see each other's effects in order, so writes about one member
+    apply in the order given. A serialization failure or deadlock re-runs the whole batch; any other
+    database error ends it (the caller decides what to do with its writes)."""
+
+    async def attempt(conn: Any) -> list[Any]:
+        outcomes: list[Any] = []
+        for w in writes:
+            await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            try:
+                outcomes.append(await _claim_and_work(conn, w.key, w.result_type, w.work, w.send_reads))
+                await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+                continue
+            except errors.FailedPrecondition as refusal:
+                await _roll_back_to_savepoint(conn)
+                earlier = await _keep_refusal(conn, w.key, w.request, refusal)
+                try:
+                    outcomes.append(refusal if earlier is None else _replay(earlier, w.key, w.result_type))
+                except errors.LoyaltyError as replayed:
+                    outcomes.append(replayed)
+            except errors.LoyaltyError as err:
+                await _roll_back_to_savepoint(conn)
+                outcomes.append(err)
+            await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        return outcomes
+
+    return await db.run_in_pipeline(attempt)

@@ -68,6 +68,30 @@ WHERE h.state = 'open' AND h.points <> (SELECT coalesce(sum(x), 0) FROM unnest(h
 ORDER BY 1, 2, 3
 """
 
+# Every certificate's balances are the sums of its movements, its value its issued movement, and a
+# certificate that ended holds nothing.
+_CERTIFICATES = f"""
+WITH mv AS (
+    SELECT member_id, certificate_id, sum(points) AS points, sum(held_delta) AS held,
+           coalesce(sum(points) FILTER (WHERE kind = 'issued'), 0) AS issued
+    FROM certificate_movement GROUP BY member_id, certificate_id
+)
+SELECT mem.programme_id::text, mem.member_id::text, c.invariant, 'certificate ' || x.certificate_id::text || ': ' || c.detail
+FROM certificate x
+JOIN member mem ON mem.member_id = x.member_id
+LEFT JOIN mv ON mv.member_id = x.member_id AND mv.certificate_id = x.certificate_id
+CROSS JOIN LATERAL (VALUES
+    ('certificate_remaining_equals_movements', x.remaining_points = coalesce(mv.points, 0),
+     ('remaining ' || (x.remaining_points)::text || ', movements sum to ' || (coalesce(mv.points, 0))::text)),
+    ('certificate_held_equals_movements', x.held_points = coalesce(mv.held, 0),
+     ('held ' || (x.held_points)::text || ', movements sum to ' || (coalesce(mv.held, 0))::text)),
+    ('certificate_value_equals_its_issue', x.value_points = coalesce(mv.issued, 0),
+     ('value ' || (x.value_points)::text || ', issued ' || (coalesce(mv.issued, 0))::text))
+) AS c(invariant, ok, detail)
+WHERE NOT c.ok AND {_SCOPE}
+ORDER BY 1, 2, 3
+"""
+
 _COUNTS = f"""
 SELECT (SELECT count(*) FROM member mem WHERE {_SCOPE}),
        (SELECT count(*) FROM lot l JOIN member mem ON mem.member_id = l.member_id WHERE {_SCOPE})
@@ -76,7 +100,7 @@ SELECT (SELECT count(*) FROM member mem WHERE {_SCOPE}),
 
 async def disagreements(conn: Any, programme_id: str | None) -> list[Disagreement]:
     found = []
-    for query in (_MEMBERS, _LOTS):
+    for query in (_MEMBERS, _LOTS, _CERTIFICATES):
         cur = await conn.execute(query, {"p": programme_id})
         found += [Disagreement(*r) for r in await cur.fetchall()]
     return found

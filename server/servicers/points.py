@@ -54,7 +54,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         return points_pb2.RunExpiryResponse(
             lots_expired=run.lots_expired, points_expired=run.points_expired, lots_activated=run.lots_activated,
             points_activated=run.points_activated, holds_released=run.holds_released,
-            points_released=run.points_released,
+            points_released=run.points_released, certificates_expired=run.certificates_expired,
+            certificate_points_expired=run.certificate_points_expired,
+            certificate_holds_released=run.certificate_holds_released,
         )
 
     async def VerifyLedger(self, request: Any, context: aio.ServicerContext) -> Any:

@@ -30,6 +30,10 @@ COUNTS_WHEN = {
     programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED: "captured",
     programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED: "completed",
 }
+REDEMPTION = {
+    programme_pb2.CERTIFICATE_REDEMPTION_SINGLE_ORDER: "single_order",
+    programme_pb2.CERTIFICATE_REDEMPTION_MULTIPLE_ORDERS: "multiple_orders",
+}
 CUSTOM_FIELD_TYPE = {
     programme_pb2.CUSTOM_FIELD_TYPE_TEXT: "text",
     programme_pb2.CUSTOM_FIELD_TYPE_INTEGER: "integer",
@@ -88,6 +92,8 @@ def to_domain(p: programme_pb2.Programme) -> Programme:
                         f.required, tuple(f.choices)) for i, f in enumerate(p.custom_fields)),
         sms_senders=tuple(StoreSender(s.store_id, s.sender_name) for s in p.sms_senders),
         default_sms_sender=p.default_sms_sender,
+        certificate_redemption=_enum(REDEMPTION, p.certificate_redemption, "certificate_redemption",
+                                     DEFAULTS.certificate_redemption),
     )
 
 
@@ -136,6 +142,7 @@ def to_proto(p: Programme) -> programme_pb2.Programme:
         sms_senders=[programme_pb2.StoreSmsSender(store_id=s.store_id, sender_name=s.sender_name)
                      for s in p.sms_senders],
         default_sms_sender=p.default_sms_sender,
+        certificate_redemption=_name(REDEMPTION, p.certificate_redemption),
     )
 
 

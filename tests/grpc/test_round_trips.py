@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from loyalty.v1 import checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc
+from loyalty.v1 import (
+    certificate_pb2, certificate_pb2_grpc, checkout_pb2, common_pb2, member_pb2, membership_pb2, membership_pb2_grpc,
+)
 from tests.fixtures import citus
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.proxy import TcpProxy
@@ -82,6 +85,26 @@ def counted(proxy: CountingProxy, call: object) -> int:
 ORDER_LOOKUP = 1 if citus.CITUS_MODE else 0
 
 
+def till_calls(api: Api, programme_id: str, ref: common_pb2.MemberRef, lines: list[checkout_pb2.BasketLine],
+               fields: Callable[[], dict[str, Any]]) -> tuple[Callable[[], None], ...]:
+    """Quote, checkout (a new order each time) and capture of the last checkout, each with ``fields()``."""
+    order_id = ""
+
+    def quote() -> None:
+        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=programme_id, member=ref, lines=lines, **fields()))
+
+    def checkout() -> None:
+        nonlocal order_id
+        order_id = new_id()
+        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
+            request_id=new_id(), programme_id=programme_id, order_id=order_id, member=ref, lines=lines, **fields()))
+
+    def capture() -> None:
+        api.capture(programme_id, order_id)
+
+    return quote, checkout, capture
+
+
 @pytest.mark.parametrize("with_levels,expected", [(True, (1, 2, 3)), (False, (1, 2, 2))])
 def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy,
                                                           clock: ManualClock, with_levels: bool,
@@ -98,22 +121,7 @@ def test_quote_checkout_capture_and_post_sale_round_trips(api: Api, channel: grp
     api.accrue(p.programme_id, m.member_id, 500)
     lines = basket([("tickets", 2, 1_500), ("bar", 1, 700)])
     ref = common_pb2.MemberRef(member_id=m.member_id)
-
-    def quote() -> None:
-        api.checkout.Quote(checkout_pb2.QuoteRequest(programme_id=p.programme_id, member=ref, lines=lines,
-                                                     requested_points=10))
-
-    order_id = ""
-
-    def checkout() -> None:
-        nonlocal order_id
-        order_id = new_id()
-        api.checkout.Checkout(checkout_pb2.CheckoutRequest(
-            request_id=new_id(), programme_id=p.programme_id, order_id=order_id, member=ref, lines=lines,
-            requested_points=10))
-
-    def capture() -> None:
-        api.capture(p.programme_id, order_id)
+    quote, checkout, capture = till_calls(api, p.programme_id, ref, lines, lambda: {"requested_points": 10})
 
     # Warm-up: the connection has prepared every statement and the key's lookup is cached from here on.
     quote()  # fills this process's programme cache
@@ -214,3 +222,29 @@ def test_get_member_gives_the_whole_card_in_one_round_trip(api: Api, channel: gr
     get()  # fills this process's programme cache
     get()  # prepares the statements a read sends when the programme is cached
     assert counted(proxy, get) == 1
+
+
+def test_certificates_at_the_till_round_trips(api: Api, channel: grpc.Channel, proxy: CountingProxy) -> None:
+    """A presented certificate costs a quote one round trip (its own read); a checkout reads it with
+    the claim, and a capture the certificates its checkout holds, at no round trip of their own."""
+    issuer = certificate_pb2_grpc.CertificateServiceStub(channel)
+    p = api.programme(order_pay_share_bps=5_000)
+    m = api.enrol(p.programme_id)
+    lines = basket([("tickets", 2, 1_500), ("bar", 1, 700)])
+    ref = common_pb2.MemberRef(member_id=m.member_id)
+
+    def code() -> str:
+        return issuer.IssueCertificates(certificate_pb2.IssueCertificatesRequest(
+            request_id=new_id(), programme_id=p.programme_id, member_ids=[m.member_id], value_points=5,
+            expiry=certificate_pb2.CertificateExpiry(never=True))).certificates[0].code
+
+    # Each quote and checkout below presents a certificate of its own.
+    codes = [code() for _ in range(5)]
+    quote, checkout, capture = till_calls(api, p.programme_id, ref, lines,
+                                          lambda: {"certificate_codes": [codes.pop()]})
+
+    quote()
+    quote()
+    checkout()
+    capture()
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 2)

@@ -227,7 +227,9 @@ EXPORT_SECTION_OF = {"member": "member", "card_lock": "card", "phone_confirmatio
                      "lot": "lots", "hold": "holds", "movement": "movements", "orders": "orders",
                      "order_line": "orders[].lines", "refund": "orders[].refunds", "purchase": "purchases",
                      "member_event": "history", "outbox_event": "events", "expiry_notice": "expiry_notices",
-                     "event_grant": "event_grants", "member_custom_value": "custom_fields"}
+                     "event_grant": "event_grants", "member_custom_value": "custom_fields",
+                     "member_import": "imported_as",
+                     "certificate": "certificates", "certificate_movement": "certificate_movements"}
 # Tables with a member's rows that are the API's technical record, not the member's data: the
 # idempotency keys (erasure wipes them), the outbox's per-member counter and webhooks' dead letters
 # (which name an event, kept in "events").

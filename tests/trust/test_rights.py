@@ -42,14 +42,17 @@ def test_every_rule_names_a_served_rpc():
     assert not stale, f"rules for RPCs that no longer exist: {stale}"
 
 
-def test_every_rpc_is_unary_or_server_streaming_so_the_guard_covers_it():
-    # The guard wraps unary methods and methods that stream their answer (server.guard.Guard.wrap
-    # and wrap_stream); a method that streams requests would reach no guard.
+def test_every_rpc_has_the_guard_of_its_shape():
+    # The guard wraps unary methods, methods that stream their answer and methods that stream both
+    # ways (server.guard.Guard.wrap, wrap_stream and wrap_bidi); a method that streams requests for
+    # one answer would reach no guard.
     methods = served_methods()
-    assert not [name for name, m in methods.items() if m.client_streaming]
-    streaming = {stub.full_name: stub.server_streaming for stub in services.declared_services()}
-    assert {name for name, m in methods.items() if m.server_streaming} == {
-        f"/{service}/{name}" for service, names in streaming.items() for name in names}
+    assert not [name for name, m in methods.items() if m.client_streaming and not m.server_streaming]
+    for kind, shapes in (("server_streaming", lambda m: m.server_streaming),
+                         ("client_streaming", lambda m: m.client_streaming)):
+        declared = {stub.full_name: getattr(stub, kind) for stub in services.declared_services()}
+        assert {name for name, m in methods.items() if shapes(m)} == {
+            f"/{service}/{name}" for service, names in declared.items() for name in names}
 
 
 def test_rules_use_known_rights_and_programme_fields():

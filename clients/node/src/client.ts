@@ -7,10 +7,12 @@ import { ChannelCredentials, Client, Metadata, credentials, status, type Service
 import type { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
 import { HealthDefinition } from "./gen/grpc/health/v1/health";
+import { CertificateServiceDefinition } from "./gen/loyalty/v1/certificate";
 import { CheckoutServiceDefinition } from "./gen/loyalty/v1/checkout";
 import { EventServiceDefinition } from "./gen/loyalty/v1/events";
 import type { DeepPartial } from "./gen/loyalty/v1/common";
 import { EventBonusServiceDefinition } from "./gen/loyalty/v1/event_bonus";
+import { MemberImportServiceDefinition } from "./gen/loyalty/v1/member_import";
 import { MemberServiceDefinition } from "./gen/loyalty/v1/member";
 import { MembershipServiceDefinition } from "./gen/loyalty/v1/membership";
 import { PointsServiceDefinition } from "./gen/loyalty/v1/points";
@@ -111,6 +113,8 @@ export const SERVICES = {
   points: PointsServiceDefinition,
   events: EventServiceDefinition,
   eventBonus: EventBonusServiceDefinition,
+  memberImport: MemberImportServiceDefinition,
+  certificates: CertificateServiceDefinition,
   health: HealthDefinition,
 } as const;
 
@@ -129,6 +133,8 @@ export class LoyaltyClient {
   /** Webhook subscriptions; WatchEvents streams and is not wrapped (use a grpc-js client of EventServiceDefinition). */
   readonly events: ServiceClient<(typeof SERVICES)["events"]>;
   readonly eventBonus: ServiceClient<(typeof SERVICES)["eventBonus"]>;
+  readonly memberImport: ServiceClient<(typeof SERVICES)["memberImport"]>;
+  readonly certificates: ServiceClient<(typeof SERVICES)["certificates"]>;
   readonly health: ServiceClient<(typeof SERVICES)["health"]>;
 
   private readonly channel: Client;
@@ -154,6 +160,8 @@ export class LoyaltyClient {
     this.points = this.bind(SERVICES.points);
     this.events = this.bind(SERVICES.events);
     this.eventBonus = this.bind(SERVICES.eventBonus);
+    this.memberImport = this.bind(SERVICES.memberImport);
+    this.certificates = this.bind(SERVICES.certificates);
     this.health = this.bind(SERVICES.health);
   }
 

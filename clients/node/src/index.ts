@@ -3,6 +3,7 @@
 
 export * from "./client";
 export * from "./errors";
+export * as certificate from "./gen/loyalty/v1/certificate";
 export * as checkout from "./gen/loyalty/v1/checkout";
 export * as common from "./gen/loyalty/v1/common";
 export * as event_bonus from "./gen/loyalty/v1/event_bonus";

@@ -14,8 +14,9 @@ from typing import Any, cast
 import grpc
 
 from loyalty.v1 import (
-    checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_pb2_grpc, membership_pb2_grpc, points_pb2_grpc,
-    programme_pb2_grpc,
+    certificate_pb2_grpc, checkout_pb2_grpc, event_bonus_pb2_grpc, events_pb2_grpc, member_import_pb2_grpc,
+    member_pb2_grpc,
+    membership_pb2_grpc, points_pb2_grpc, programme_pb2_grpc,
 )
 
 
@@ -94,7 +95,8 @@ async def call_with_retry_async(
 
 
 # The generated stubs' streaming methods, sync and grpc.aio: passed through unwrapped.
-_STREAMS = (grpc.UnaryStreamMultiCallable, grpc.aio.UnaryStreamMultiCallable)
+_STREAMS = (grpc.UnaryStreamMultiCallable, grpc.aio.UnaryStreamMultiCallable, grpc.StreamStreamMultiCallable,
+            grpc.aio.StreamStreamMultiCallable)
 
 
 class _RetryingStub:
@@ -109,8 +111,9 @@ class _RetryingStub:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         rpc = getattr(self._stub, name)
         if isinstance(rpc, _STREAMS):
-            # A stream (WatchEvents) as generated: no deadline of a unary call, and the caller
-            # resumes it from its last cursor rather than retrying it.
+            # A stream (WatchEvents, PostSales, ImportMembers) as generated: no deadline of a unary
+            # call, and the caller resumes it (from its last cursor; by sending its items again,
+            # each idempotent) rather than retrying it.
             return cast(Callable[..., Any], rpc)
 
         def call(request: Any, *, timeout: float | None = None, metadata: Sequence[tuple[str, str]] = ()) -> Any:
@@ -149,6 +152,8 @@ SERVICES: dict[str, type] = {
     "points": points_pb2_grpc.PointsServiceStub,
     "events": events_pb2_grpc.EventServiceStub,
     "event_bonus": event_bonus_pb2_grpc.EventBonusServiceStub,
+    "member_import": member_import_pb2_grpc.MemberImportServiceStub,
+    "certificates": certificate_pb2_grpc.CertificateServiceStub,
 }
 
 
@@ -162,7 +167,8 @@ class _BearerAuth(grpc.AuthMetadataPlugin):
         callback(self._header, None)
 
 
-class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamStreamClientInterceptor):
     """The same header on a plaintext channel, where gRPC refuses call credentials (unary calls and
     streams alike)."""
 
@@ -174,6 +180,7 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
         return continuation(details._replace(metadata=metadata), request)
 
     intercept_unary_stream = intercept_unary_unary
+    intercept_stream_stream = intercept_unary_unary
 
 
 class _AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -197,6 +204,16 @@ class _AsyncBearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         metadata = [*(details.metadata or ()), self._header]
         return await continuation(details._replace(metadata=metadata), request)
+
+
+class _AsyncBearerBidiInterceptor(grpc.aio.StreamStreamClientInterceptor):
+    """The header on a plaintext grpc.aio channel's streams both ways (PostSales, ImportMembers)."""
+
+    def __init__(self, api_key: str) -> None:
+        self._stream = _AsyncBearerStreamInterceptor(api_key)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await self._stream.intercept_unary_stream(continuation, details, request_iterator)
 
 
 def _call_credentials(api_key: str | None, root_certificates: bytes | None) -> grpc.ChannelCredentials:
@@ -243,7 +260,8 @@ def open_aio_channel(
     transport = _Transport.of(root_certificates, tls, server_name)
     if transport.secure:
         return grpc.aio.secure_channel(target, _call_credentials(api_key, root_certificates), transport.options)
-    interceptors = [_AsyncBearerInterceptor(api_key), _AsyncBearerStreamInterceptor(api_key)] if api_key else None
+    interceptors = ([_AsyncBearerInterceptor(api_key), _AsyncBearerStreamInterceptor(api_key),
+                     _AsyncBearerBidiInterceptor(api_key)] if api_key else None)
     return grpc.aio.insecure_channel(target, interceptors=interceptors)
 
 
@@ -282,6 +300,8 @@ class LoyaltyClient:
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
+        self.member_import = cast(member_import_pb2_grpc.MemberImportServiceStub, wrap(SERVICES["member_import"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     def close(self) -> None:
         self.channel.close()
@@ -330,6 +350,8 @@ class AsyncLoyaltyClient:
         self.points = cast(points_pb2_grpc.PointsServiceStub, wrap(SERVICES["points"]))
         self.events = cast(events_pb2_grpc.EventServiceStub, wrap(SERVICES["events"]))
         self.event_bonus = cast(event_bonus_pb2_grpc.EventBonusServiceStub, wrap(SERVICES["event_bonus"]))
+        self.member_import = cast(member_import_pb2_grpc.MemberImportServiceStub, wrap(SERVICES["member_import"]))
+        self.certificates = cast(certificate_pb2_grpc.CertificateServiceStub, wrap(SERVICES["certificates"]))
 
     async def close(self) -> None:
         await self.channel.close()

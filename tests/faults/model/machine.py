@@ -6,10 +6,12 @@ levels, an event type, custom fields), then runs random steps: enrolments, statu
 changes, off-boarding, phone changes, custom field updates, accruals, event bonuses, redemptions,
 quotes, checkouts, captures (all, fewer or no points), cancels, multi-line and per-unit refunds,
 completions, voids, expiry runs, level reviews and manual levels, range changes
-and recalculation, requests above the bounds, taken order ids and clock moves. Every answer, and
+and recalculation, certificates issued and cancelled and presented to quotes and checkouts (the
+member's, in any state, or another member's), requests above the bounds, taken order ids and clock moves. Every answer, and
 every refusal's status and reason, is the rules' answer; after every step the members and orders
 it touched read back as the rules say (balances, burn-outs, forecast, totals, history, member
-card, GetMember's balance and custom values, order, pricing, hold and refunds); at the end every
+card, GetMember's balance and custom values, the member's certificates, order, pricing with what
+each certificate pays, hold and refunds); at the end every
 member and order, the forecasts, both histories (points and the member's), the card's points and
 orders tabs, the outbox's points events, ListMembers by custom value and VerifyLedger.
 """
@@ -30,8 +32,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from loyalty.v1 import (
-    checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc, member_pb2, membership_pb2, points_pb2,
-    programme_pb2,
+    certificate_pb2, certificate_pb2_grpc, checkout_pb2, common_pb2, event_bonus_pb2, event_bonus_pb2_grpc,
+    member_import_pb2, member_import_pb2_grpc, member_pb2, membership_pb2, points_pb2, programme_pb2,
 )
 from loyalty_core.bounds import MAX_AMOUNT, MAX_QUANTITY
 from tests.faults.helpers import Stubs, assert_ledger_clean, programme_settings, reason
@@ -106,6 +108,7 @@ def programmes(draw: Any) -> Programme:
         levels=draw(st.sampled_from([(), LADDER])),
         event_type=EVENT_TYPE,
         custom_fields=CUSTOM_FIELDS,
+        certificates_multiple=draw(st.booleans()),
     )
 
 
@@ -131,14 +134,22 @@ def pricing_of(p: Any) -> tuple:
     """A Pricing message as the comparable figures."""
     return (tuple((x.line_id, x.gross_minor, x.line_discount_minor, x.order_discount_minor, x.net_minor, x.points,
                    x.points_money_minor, x.money_due_minor, x.earned_points) for x in p.lines),
-            p.points_max, p.points_applied, p.discount_bps, checkout_pb2.DiscountSource.Name(p.discount_source))
+            p.points_max, p.points_applied, p.discount_bps, checkout_pb2.DiscountSource.Name(p.discount_source),
+            p.certificate_points, tuple((c.certificate_id, c.points) for c in p.certificates))
 
 
 def priced(p: Priced) -> tuple:
     """The rules' pricing as the same figures."""
     return (tuple((x.line_id, x.gross, x.line_discount, x.order_discount, x.net, x.points, x.points_money,
                    x.money_due, x.earned) for x in p.lines),
-            p.points_max, p.points_applied, p.discount_bps, f"DISCOUNT_SOURCE_{p.discount_source.upper()}")
+            p.points_max, p.points_applied, p.discount_bps, f"DISCOUNT_SOURCE_{p.discount_source.upper()}",
+            p.certificate_points, p.certificates)
+
+
+# How long before posting an offline sale was made: at once, an hour, days, and past PostSale's 30 days.
+SOLD_AGO_S = st.sampled_from([0, 3_600, 2 * 86_400, 29 * 86_400, 31 * 86_400])
+# A stream's refusal carries its code as a number; the rules name it.
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 @dataclass
@@ -148,6 +159,8 @@ class Api(Stubs):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.events = event_bonus_pb2_grpc.EventBonusServiceStub(self.channel)
+        self.member_import = member_import_pb2_grpc.MemberImportServiceStub(self.channel)
+        self.certificates = certificate_pb2_grpc.CertificateServiceStub(self.channel)
 
 
 class ModelMachine(RuleBasedStateMachine):
@@ -228,6 +241,8 @@ class ModelMachine(RuleBasedStateMachine):
             welcome_bonus_points=programme.welcome_points,
             require_confirmation=programme.require_confirmation,
             card_secret_required=programme.card_secret_required,
+            certificate_redemption=programme_pb2.CERTIFICATE_REDEMPTION_MULTIPLE_ORDERS
+            if programme.certificates_multiple else programme_pb2.CERTIFICATE_REDEMPTION_SINGLE_ORDER,
             purchase_counts_when=programme_pb2.PURCHASE_COUNTS_WHEN_COMPLETED
             if programme.counts_when == "completed" else programme_pb2.PURCHASE_COUNTS_WHEN_CAPTURED,
             discount_ranges=[programme_pb2.DiscountRange(customer_group=r.group, min_purchases_minor=r.from_minor,
@@ -352,6 +367,26 @@ class ModelMachine(RuleBasedStateMachine):
             # The cashier confirmed the member (by hand here: codes are tested in tests/membership).
             self.change_status(index, ACTIVE)
 
+    @precondition(lambda self: len(self.world.members) < MAX_MEMBERS)
+    @rule(status=st.sampled_from([ACTIVE, NOT_CONFIRMED, DEACTIVATED]),
+          lots=st.lists(st.tuples(st.integers(1, 5_000), st.one_of(st.none(), st.integers(1, 60))), max_size=3))
+    def import_member(self, status: str, lots: list[tuple[int, int | None]]) -> None:
+        """A member of a previous system with opening lots, sent twice on one ImportMembers stream:
+        the second row replays the first."""
+        row = member_import_pb2.ImportMembersRequest(
+            programme_id=self.programme_id, line=1, member=member_import_pb2.ImportedMember(
+                external_id=self.request_id("import"), card_number=f"IMP{uuid.uuid4().hex[:16]}",
+                status=STATUSES[status],
+                lots=[member_import_pb2.ImportedLot(points=points, expire_time=None if days is None else timestamp(
+                    self.now + days * US_PER_DAY)) for points, days in lots]))
+        index = self.world.import_member(status, lots, self.now)
+        self.outcomes["ImportMembers ok"] += 1
+        first, again = self.api.member_import.ImportMembers(iter([row, row]), timeout=30)
+        assert (first.WhichOneof("outcome"), again.WhichOneof("outcome")) == ("imported", "imported"), (first, again)
+        assert (again.imported.member_id, again.imported.replayed) == (first.imported.member_id, True)
+        self.world.members[index].member_id = first.imported.member_id
+        self.touched_members.add(index)
+
     def change_status(self, who: int, status: str) -> None:
         # Between any two steps, so between a checkout and its capture too.
         index = self.pick_member(who)
@@ -464,6 +499,67 @@ class ModelMachine(RuleBasedStateMachine):
                      points_pb2.RedeemPointsRequest(request_id=self.request_id("redeem"), programme_id=self.programme_id,
                                                     member_id=self.member_id(index), points=points))
 
+    # -- certificates (docs/certificates.md) ---------------------------------------------------------
+
+    def certificate_pairs(self) -> list[tuple[int, int]]:
+        return [(owner, i) for owner, m in enumerate(self.world.members) for i in range(len(m.certificates))]
+
+    @precondition(lambda self: self.world.members)
+    @rule(value=st.sampled_from([20, 150, 400]), days=st.sampled_from([None, 1, 5, 40]), cancel=st.integers(0, 3),
+          data=st.data())
+    def certificates(self, value: int, days: int | None, cancel: int, data: st.DataObject) -> None:
+        """Issue a certificate to one or two members, or (a quarter of the time) cancel one or two."""
+        pairs = self.certificate_pairs()
+        picks = data.draw(st.lists(st.integers(0, 63), min_size=1, max_size=2), label="which")
+        if cancel == 0 and pairs:
+            chosen = list(dict.fromkeys(pairs[i % len(pairs)] for i in picks))
+            self.touched_members.update(owner for owner, _ in chosen)
+            request = certificate_pb2.CancelCertificatesRequest(
+                request_id=self.request_id("cancel_certificates"), programme_id=self.programme_id, reason="model",
+                certificates=[certificate_pb2.CertificateRef(
+                    member_id=self.member_id(owner),
+                    certificate_id=self.world.members[owner].certificates[i].certificate_id) for owner, i in chosen])
+            answer = self.attempt(lambda: self.world.cancel_certificates(chosen),
+                                  self.api.certificates.CancelCertificates, request)
+            if answer is not None:
+                assert {c.state for c in answer[1].certificates} == {certificate_pb2.CERTIFICATE_STATE_CANCELLED}
+            return
+        indexes = list(dict.fromkeys(i % len(self.world.members) for i in picks))
+        self.touched_members.update(indexes)
+        expiry = certificate_pb2.CertificateExpiry(never=True) if days is None else \
+            certificate_pb2.CertificateExpiry(days=days)
+        request = certificate_pb2.IssueCertificatesRequest(
+            request_id=self.request_id("issue"), programme_id=self.programme_id, value_points=value, expiry=expiry,
+            member_ids=[self.member_id(i) for i in indexes])
+        answer = self.attempt(lambda: self.world.issue_certificates(indexes, value, days, self.now),
+                              self.api.certificates.IssueCertificates, request)
+        if answer is None:
+            return
+        made, resp = answer
+        for c, got in zip(made, resp.certificates, strict=True):
+            c.certificate_id, c.code = got.certificate.certificate_id, got.code
+            assert (got.certificate.value_points, got.certificate.multiple_orders,
+                    got.certificate.expire_time.ToMicroseconds() if got.certificate.HasField("expire_time")
+                    else None) == (c.value, c.multiple, c.expires_at)
+
+    def presented(self, index: int, data: st.DataObject) -> tuple[tuple[int, int], ...]:
+        """Certificates a basket presents, as (member, certificate) indexes: a third of the time none,
+        else one or two of the member's usable ones, now and then ones in any state or another member's."""
+        # The same draws whatever the world holds (what is usable depends on the clock, which goes on
+        # from one sequence to the next): hypothesis refuses a strategy whose shape depends on it.
+        which = data.draw(st.integers(0, 4), label="which")
+        present = data.draw(st.integers(0, 2), label="present")
+        picks = data.draw(st.lists(st.integers(0, 63), min_size=1, max_size=2), label="presented")
+        owned = [(owner, i) for owner, i in self.certificate_pairs() if owner == index]
+        usable = [(owner, i) for owner, i in owned if self.world.members[owner].certificates[i].usable(self.now)]
+        pool = {0: self.certificate_pairs(), 1: owned}.get(which, usable)
+        if not pool or present == 0:
+            return ()
+        return tuple(dict.fromkeys(pool[i % len(pool)] for i in picks))
+
+    def codes(self, presented: tuple[tuple[int, int], ...]) -> list[str]:
+        return [self.world.members[owner].certificates[i].code for owner, i in presented]
+
     # -- the till's flow ----------------------------------------------------------------------------
 
     def requested_points(self, index: int, lines: list[Line], ask: str) -> int:
@@ -478,14 +574,17 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
-          ask=ASKS)
-    def quote(self, who: int, lines: list[Line], ask: str) -> None:
+          ask=ASKS, data=st.data())
+    def quote(self, who: int, lines: list[Line], ask: str, data: st.DataObject) -> None:
         index = self.pick_member(who)
         requested = self.requested_points(index, lines, ask)
-        answer = self.attempt(lambda: self.world.quote(index, lines, requested, self.now), self.api.checkout.Quote,
+        shown = self.presented(index, data)
+        answer = self.attempt(lambda: self.world.quote(index, lines, requested, self.now, presented=shown),
+                              self.api.checkout.Quote,
                               checkout_pb2.QuoteRequest(programme_id=self.programme_id, lines=basket_pb(lines),
                                                         member=common_pb2.MemberRef(member_id=self.member_id(index)),
-                                                        requested_points=requested))
+                                                        requested_points=requested,
+                                                        certificate_codes=self.codes(shown)))
         if answer is not None:
             (want, terms, rights, available), resp = answer
             assert pricing_of(resp.pricing) == priced(want)
@@ -494,13 +593,14 @@ class ModelMachine(RuleBasedStateMachine):
                 if blocked else resp.points_blocked == checkout_pb2.POINTS_BLOCKED_UNSPECIFIED
 
     @precondition(lambda self: self.world.members)
-    @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy, ask=ASKS, at_till=st.booleans())
-    def checkout(self, who: int, lines: list[Line], ask: str, at_till: bool) -> None:
+    @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy, ask=ASKS, at_till=st.booleans(),
+          data=st.data())
+    def checkout(self, who: int, lines: list[Line], ask: str, at_till: bool, data: st.DataObject) -> None:
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
         self.next_order += 1
         requested = self.requested_points(index, lines, ask)
-        self.checkout_as(index, order_id, lines, requested, at_till)
+        self.checkout_as(index, order_id, lines, requested, at_till, self.presented(index, data))
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy,
@@ -512,7 +612,8 @@ class ModelMachine(RuleBasedStateMachine):
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
         self.next_order += 1
-        self.checkout_as(index, order_id, lines, self.requested_points(index, lines, ask))
+        self.checkout_as(index, order_id, lines, self.requested_points(index, lines, ask),
+                         presented=self.presented(index, data))
         if order_id not in self.world.orders:
             return
         self.capture_order(order_id, spend)
@@ -520,17 +621,22 @@ class ModelMachine(RuleBasedStateMachine):
          "void": lambda: self.void_order(order_id), "nothing": lambda: None}[then]()
 
     def checkout_as(self, index: int, order_id: str, lines: list[Line], requested: int,
-                    at_till: bool = False) -> None:
-        """A checkout from a trusted channel, or from a till naming the member by id."""
+                    at_till: bool = False, presented: tuple[tuple[int, int], ...] = ()) -> None:
+        """A checkout from a trusted channel, or from a till naming the member by id, presenting
+        ``presented`` certificates."""
         request = checkout_pb2.CheckoutRequest(
             request_id=self.request_id("checkout"), programme_id=self.programme_id, order_id=order_id,
             member=common_pb2.MemberRef(member_id=self.member_id(index)), lines=basket_pb(lines),
-            requested_points=requested)
-        answer = self.attempt(lambda: self.world.checkout(index, order_id, lines, requested, self.now, not at_till),
+            requested_points=requested, certificate_codes=self.codes(presented))
+        answer = self.attempt(lambda: self.world.checkout(index, order_id, lines, requested, self.now, not at_till,
+                                                          presented=presented),
                               (self.till if at_till else self.api).checkout.Checkout, request)
         if answer is None:
             return
         order, resp = answer
+        if order.pricing.certificate_points:
+            # What the run reached: orders that certificates paid.
+            self.outcomes["Checkout paid by certificates"] += 1
         assert resp.order.state == checkout_pb2.ORDER_STATE_HELD
         assert pricing_of(resp.order.pricing) == priced(order.pricing)
         if order.hold is not None:
@@ -542,9 +648,46 @@ class ModelMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.world.members)
     @rule(who=st.integers(0, MAX_MEMBERS - 1), lines=lines_strategy, ask=ASKS, at_till=st.booleans(),
-          sold_ago_s=st.sampled_from([0, 3_600, 2 * 86_400, 29 * 86_400, 31 * 86_400]))
+          sold_ago_s=SOLD_AGO_S)
     def post_sale(self, who: int, lines: list[Line], ask: str, at_till: bool, sold_ago_s: int) -> None:
         """A sale an offline till made ``sold_ago_s`` ago, posted now."""
+        request, step = self.offline_sale(who, lines, ask, at_till, sold_ago_s)
+        answer = self.attempt(step, (self.till if at_till else self.api).checkout.PostSale, request)
+        if answer is not None:
+            self.check_posted(request, *answer)
+
+    @precondition(lambda self: self.world.members)
+    @rule(sales=st.lists(st.tuples(st.integers(0, MAX_MEMBERS - 1), lines_strategy, ASKS, SOLD_AGO_S),
+                         min_size=1, max_size=4), at_till=st.booleans())
+    def post_sales(self, sales: list[tuple[int, list[Line], str, int]], at_till: bool) -> None:
+        """A till's backlog on one PostSales stream: each sale as PostSale would post it, in the
+        order sent, a refused one answered in its place while the others go on."""
+        requests, wanted = [], []
+        for who, lines, ask, sold_ago_s in sales:
+            request, step = self.offline_sale(who, lines, ask, at_till, sold_ago_s)
+            saved = copy.deepcopy(self.world)
+            try:
+                wanted.append(step())
+                self.outcomes["PostSales ok"] += 1
+            except Refused as refused:
+                self.world = saved
+                self.outcomes[f"PostSales {refused.reason}"] += 1
+                wanted.append(refused)
+            requests.append(request)
+        answers = list((self.till if at_till else self.api).checkout.PostSales(
+            iter([checkout_pb2.PostSalesRequest(sale=r) for r in requests]), timeout=30))
+        assert [a.index for a in answers] == list(range(len(requests)))
+        for request, want, got in zip(requests, wanted, answers, strict=True):
+            if isinstance(want, Refused):
+                assert got.WhichOneof("outcome") == "refusal", f"the server posted what the rules refuse ({want})"
+                assert (CODE_NAMES[got.refusal.code], got.refusal.reason) == (want.code, want.reason), got.refusal
+            else:
+                assert got.WhichOneof("outcome") == "posted", f"the server refused {got.refusal} what the rules accept"
+                self.check_posted(request, want, got.posted)
+
+    def offline_sale(self, who: int, lines: list[Line], ask: str, at_till: bool,
+                     sold_ago_s: int) -> tuple[checkout_pb2.PostSaleRequest, Callable[[], Any]]:
+        """A posted sale's request, and the rules' step for it."""
         index = self.pick_member(who)
         order_id = f"o{self.next_order}"
         self.next_order += 1
@@ -555,16 +698,14 @@ class ModelMachine(RuleBasedStateMachine):
             member=common_pb2.MemberRef(member_id=self.member_id(index)), lines=basket_pb(lines),
             requested_points=requested)
         request.sale_time.FromMicroseconds(sold_at)
-        answer = self.attempt(
-            lambda: self.world.post_sale(index, order_id, lines, requested, self.now, sold_at, not at_till),
-            (self.till if at_till else self.api).checkout.PostSale, request)
-        if answer is not None:
-            captured, resp = answer
-            assert resp.order.state == checkout_pb2.ORDER_STATE_CAPTURED
-            assert resp.order.capture_time.ToMicroseconds() == sold_at
-            assert (resp.spent_points, resp.earned_points) == (captured.spent, captured.earned)
-            assert pricing_of(resp.order.pricing) == priced(captured.pricing)
-            self.touched_orders.add(order_id)
+        return request, lambda: self.world.post_sale(index, order_id, lines, requested, self.now, sold_at, not at_till)
+
+    def check_posted(self, request: checkout_pb2.PostSaleRequest, captured: Any, resp: Any) -> None:
+        assert resp.order.state == checkout_pb2.ORDER_STATE_CAPTURED
+        assert resp.order.capture_time.ToMicroseconds() == request.sale_time.ToMicroseconds()
+        assert (resp.spent_points, resp.earned_points) == (captured.spent, captured.earned)
+        assert pricing_of(resp.order.pricing) == priced(captured.pricing)
+        self.touched_orders.add(request.order_id)
 
     def pick_order(self, data: st.DataObject, *states: str) -> str:
         """An order, mostly one in ``states`` (the others get the refusals)."""
@@ -628,9 +769,12 @@ class ModelMachine(RuleBasedStateMachine):
             expected, resp = answer
             got = resp.refund
             assert (got.money_minor, got.clawback_points, got.returned_points, got.shortfall_points,
-                    got.debt_points) == (expected.money, expected.clawback, expected.returned, expected.shortfall,
-                                         expected.debt)
+                    got.debt_points, got.certificate_returned_points) == (
+                expected.money, expected.clawback, expected.returned, expected.shortfall, expected.debt,
+                expected.certificate_returned)
             assert [(x.line_id, x.quantity) for x in got.lines] == list(expected.lines)
+            if expected.certificate_returned:
+                self.outcomes["Refund returned to certificates"] += 1
 
     @precondition(lambda self: self.world.orders)
     @rule(data=st.data())
@@ -671,8 +815,10 @@ class ModelMachine(RuleBasedStateMachine):
         self.touched_orders.update(self.world.orders)
         run = self.api.points.RunExpiry(points_pb2.RunExpiryRequest(programme_id=self.programme_id), timeout=30)
         expected = self.world.expire(self.now)
-        assert (run.holds_released, run.points_released, run.lots_expired, run.points_expired) == (
-            expected.holds_released, expected.points_released, expected.lots_expired, expected.points_expired)
+        assert (run.holds_released, run.points_released, run.lots_expired, run.points_expired,
+                run.certificates_expired, run.certificate_points_expired, run.certificate_holds_released) == (
+            expected.holds_released, expected.points_released, expected.lots_expired, expected.points_expired,
+            expected.certificates_expired, expected.certificate_points_expired, expected.certificate_holds_released)
 
     def expire_later_is_refused(self, ahead_s: int) -> None:
         # An expiry never acts on a time later than now: refused, and nothing changes.
@@ -780,6 +926,17 @@ class ModelMachine(RuleBasedStateMachine):
                     whole.balance.burning_points) == (got.active_points, got.pending_points, got.held_points,
                                                       got.burning_points), f"member {index}"
             assert {v.name: v.value for v in whole.member.custom_fields} == self.world.members[index].custom
+            self.certificates_agree(index)
+
+    def certificates_agree(self, index: int) -> None:
+        """The member's certificates as ListCertificates gives them: state, what is left and held."""
+        listed = self.api.certificates.ListCertificates(certificate_pb2.ListCertificatesRequest(
+            programme_id=self.programme_id, member_id=self.member_id(index), page_size=500), timeout=10)
+        got = {c.certificate_id: (certificate_pb2.CertificateState.Name(c.state), c.remaining_points, c.held_points,
+                                  c.held_order_id) for c in listed.certificates}
+        assert got == {c.certificate_id: (f"CERTIFICATE_STATE_{c.state.upper()}", c.remaining + c.held, c.held,
+                                          c.held_order) for c in self.world.members[index].certificates}, \
+            f"member {index}: certificates"
 
     def histories_agree(self, indexes: list[int]) -> None:
         """The forecast and both histories (append-only, so read once at the end: any step's
@@ -861,8 +1018,10 @@ class ModelMachine(RuleBasedStateMachine):
                 assert got.hold.points == (order.spent or order.hold.points), order_id
             # Refunds of one moment (the test's clock stands still between steps) in any order.
             assert by_moment([(r.create_time.ToMicroseconds(), r.money_minor, r.clawback_points, r.returned_points,
-                               r.shortfall_points, r.debt_points) for r in got.refunds]) == by_moment(
-                [(r.at, r.money, r.clawback, r.returned, r.shortfall, r.debt) for r in order.refunds]), order_id
+                               r.shortfall_points, r.debt_points, r.certificate_returned_points)
+                              for r in got.refunds]) == by_moment(
+                [(r.at, r.money, r.clawback, r.returned, r.shortfall, r.debt, r.certificate_returned)
+                 for r in order.refunds]), order_id
 
     def teardown(self) -> None:
         if not self.programme_id:

@@ -161,6 +161,8 @@ class Programme:
     levels: tuple[LevelRule, ...] = ()
     event_type: EventType | None = None
     custom_fields: tuple[CustomField, ...] = ()
+    # Seed 004's redemption rule: certificates pay several orders (else one, the rest forfeited).
+    certificates_multiple: bool = False
 
     def ladder(self, group: str) -> list[LevelRule]:
         return sorted((lv for lv in self.levels if lv.open_to(group)), key=lambda lv: lv.priority)
@@ -186,6 +188,32 @@ class Lot:
 
     def live(self, now: int) -> bool:
         return self.remaining > 0 and now < self.expires_at
+
+
+@dataclass
+class Certificate:
+    """A bonus certificate (docs/certificates.md): ``remaining`` may still pay, ``held`` an open
+    checkout (``held_order``) holds until ``held_until``; ``expires_at`` None: never."""
+
+    value: int
+    multiple: bool
+    expires_at: int | None
+    issued_at: int
+    remaining: int
+    state: str = "active"  # active, held, used, expired, cancelled
+    held: int = 0
+    held_order: str = ""
+    held_until: int = 0
+    # Set from the server's answer to the issue.
+    certificate_id: str = ""
+    code: str = ""
+
+    def usable(self, now: int) -> bool:
+        return self.state == "active" and self.remaining > 0 and (self.expires_at is None or now < self.expires_at)
+
+    def draw_order(self) -> tuple:
+        """Earliest expiry first (never last), then the oldest issued."""
+        return (self.expires_at is None, self.expires_at or 0, self.issued_at, self.certificate_id)
 
 
 @dataclass
@@ -233,6 +261,7 @@ class Member:
     last_event_at: int | None = None
     # Custom field values by name (an erasure removes them).
     custom: dict[str, str] = field(default_factory=dict)
+    certificates: list[Certificate] = field(default_factory=list)
 
     def move(self, now: int, kind: str, points: int) -> None:
         self.history.append((now, kind, points))
@@ -318,6 +347,10 @@ class Priced(Value):
     points_applied: int
     discount_bps: int
     discount_source: str
+    # What presented certificates pay (beside points_applied, the member's points), and each one's
+    # part as (certificate id, points) in the order they are drawn.
+    certificate_points: int = 0
+    certificates: tuple[tuple[str, int], ...] = ()
 
     def total(self, name: str) -> int:
         return sum(getattr(x, name) for x in self.lines)
@@ -343,6 +376,22 @@ def price(lines: list[Line], terms: Terms, available: int, requested: int) -> Pr
         tuple(LinePrice(x.line_id, g, x.line_discount, o, n, p, p * pv, d, e)
               for x, g, o, n, p, d, e in zip(lines, gross, order_discount, net, points, due, earned)),
         points_max, applied, 0 if instead else terms.discount_bps, "none" if instead else terms.discount_source)
+
+
+def price_with(lines: list[Line], terms: Terms, available: int, requested: int,
+               presented: list[Certificate]) -> Priced:
+    """``price`` with the certificates drawn first, earliest expiry first: they and the points asked
+    share what points may pay."""
+    on_certificates = sum(c.remaining for c in presented)
+    total = price(lines, terms, available + on_certificates, requested + on_certificates)
+    left, paid = total.points_applied, []
+    for c in sorted(presented, key=Certificate.draw_order):
+        take = min(c.remaining, left)
+        left -= take
+        paid.append((c.certificate_id, take))
+    from_certificates = sum(p for _, p in paid)
+    return replace(total, points_applied=total.points_applied - from_certificates,
+                   certificate_points=from_certificates, certificates=tuple(paid))
 
 
 # -- what a member may do (docs/membership.md "Statuses", "Discounts") ---------------------------
@@ -480,6 +529,7 @@ class RefundAnswer(Value):
     debt: int
     lines: tuple[tuple[str, int], ...]
     at: int
+    certificate_returned: int = 0
 
 
 @dataclass
@@ -498,6 +548,8 @@ class Order:
     spent_from: list[tuple[int, int]] = field(default_factory=list)
     returned: dict[int, int] = field(default_factory=dict)
     refunds: list[RefundAnswer] = field(default_factory=list)
+    # What refunds gave back to each certificate that paid (by certificate id).
+    certificates_returned: dict[str, int] = field(default_factory=dict)
 
     def refund_state(self) -> str:
         """What the card's orders tab says of its refunds: none, partial or whole (every unit)."""
@@ -526,6 +578,9 @@ class ExpiryRun:
     points_released: int
     lots_expired: int
     points_expired: int
+    certificates_expired: int = 0
+    certificate_points_expired: int = 0
+    certificate_holds_released: int = 0
 
 
 # -- the world: one request per method ---------------------------------------------------------
@@ -556,6 +611,26 @@ class World:
         self.members.append(member)
         return len(self.members) - 1, p.welcome_points
 
+    def import_member(self, status: str, lots: list[tuple[int, int | None]], now: int) -> int:
+        """A member of a previous system (docs/membership.md "Importing members"), whatever the
+        programme's window: the status given, no welcome bonus, on the highest level met without
+        purchases unless deactivated (no history entry for it), its opening lots usable at once
+        (expiring after ``days``, None never), credited by one movement."""
+        member = Member("", status, now)
+        rungs = self.programme.ladder("")
+        first = highest_met(rungs, member, now) if status != DEACTIVATED else -1
+        if first >= 0:
+            member.level, member.level_at = rungs[first].name, now
+        for points, days in lots:
+            member.lots.append(Lot(points, now, NEVER if days is None else now + days * US_PER_DAY,
+                                   activation_recorded=True))
+        balance = sum(points for points, _ in lots)
+        if balance:
+            member.earned_total += balance
+            member.move(now, "MANUAL_ACCRUAL", balance)
+        self.members.append(member)
+        return len(self.members) - 1
+
     def member_for_write(self, index: int) -> Member:
         """Neither erased nor off-boarded (an erased member is told the stronger reason)."""
         member = self.members[index]
@@ -572,6 +647,8 @@ class World:
         if member.erased:
             raise refuse("member_erased")
         if any(o.hold is not None and o.hold.state == "open" for o in self.orders_of(index)):
+            raise refuse("member_has_open_holds")
+        if any(c.state == "held" for c in member.certificates):
             raise refuse("member_has_open_holds")
         member.erased = member.offboarded = True
         member.group = ""
@@ -599,6 +676,9 @@ class World:
                 if order.hold is not None and order.hold.state == "open":
                     self.release(member, order.hold, now, "released")
                 order.state = "cancelled"
+        for c in member.certificates:
+            if c.state == "held":
+                self.release_certificate(c)
         member.offboarded = True
         member.event(now, "offboarded", "", "")
 
@@ -682,33 +762,75 @@ class World:
         member.spent_total += points
         member.move(now, "SPENT", -points)
 
+    # certificates (docs/certificates.md) ------------------------------------------------------------
+
+    def issue_certificates(self, indexes: list[int], value: int, days: int | None, now: int) -> list[Certificate]:
+        """One certificate to each member, all or none: each in the programme and not deactivated.
+        It keeps the programme's redemption rule; ``days`` None never expires."""
+        for index in indexes:
+            if self.member_for_write(index).status == DEACTIVATED:
+                raise refuse("member_deactivated")
+        made = []
+        for index in indexes:
+            made.append(Certificate(value, self.programme.certificates_multiple,
+                                    None if days is None else now + days * US_PER_DAY, now, value))
+            self.members[index].certificates.append(made[-1])
+        return made
+
+    def cancel_certificates(self, chosen: list[tuple[int, int]]) -> list[Certificate]:
+        """Cancel, all or none: what is left is burnt; one an open checkout holds, or one that
+        ended, is refused."""
+        found = [self.members[owner].certificates[which] for owner, which in chosen]
+        for c in found:
+            if c.state == "held":
+                raise refuse("certificate_held")
+            if c.state != "active":
+                raise refuse("certificate_not_active")
+        for c in found:
+            c.remaining, c.state = 0, "cancelled"
+        return found
+
     # the till's flow ----------------------------------------------------------------------------
 
-    def quote(self, index: int, lines: list[Line], requested: int, now: int,
-              sold_at: int | None = None) -> tuple[Priced, Terms, Rights, int]:
+    def quote(self, index: int, lines: list[Line], requested: int, now: int, sold_at: int | None = None,
+              presented: tuple[tuple[int, int], ...] = ()) -> tuple[Priced, Terms, Rights, int]:
         """The basket priced now (a posted sale: in the programme's window when sold, paid from the
-        lots usable now). "Points instead of discounts" is chosen by the points that pay, not those
-        asked: when none can pay, the discounts apply."""
+        lots usable now). "Points instead of discounts" is chosen by the points (and certificates)
+        that pay, not those asked: when none can pay, the discounts apply. ``presented``: the
+        certificates shown, as (member, certificate) indexes: each must be the member's and usable,
+        and pays only where points may."""
         self.programme.running(now if sold_at is None else sold_at)
         member = self.member_for_write(index)
+        shown = []
+        for owner, which in presented:
+            if owner != index:
+                raise refuse("certificate_not_found", "NOT_FOUND")
+            if not member.certificates[which].usable(now):
+                raise refuse("certificate_not_usable")
+            shown.append(member.certificates[which])
         rights = rights_of(self.programme, member)
         available = member.available(now) if rights.pays else 0
-        terms = terms_for(self.programme, lines, rights, requested > 0)
-        priced = price(lines, terms, available, requested)
-        if terms.points_instead_of_discounts and not priced.points_applied:
+        shown = shown if rights.pays else []
+        terms = terms_for(self.programme, lines, rights, requested > 0 or bool(shown))
+        priced = price_with(lines, terms, available, requested, shown)
+        if terms.points_instead_of_discounts and not (priced.points_applied or priced.certificate_points):
             terms = replace(terms, points_instead_of_discounts=False)
-            priced = price(lines, terms, available, requested)
+            priced = price_with(lines, terms, available, requested, shown)
         return priced, terms, rights, available
 
     def checkout(self, index: int, order_id: str, lines: list[Line], requested: int, now: int,
-                 trusted: bool = True, sold_at: int | None = None) -> Order:
+                 trusted: bool = True, sold_at: int | None = None,
+                 presented: tuple[tuple[int, int], ...] = ()) -> Order:
         """The quote, and the points that pay held from the lots that expire first. Asking more than
         the order may take is refused, most fundamental reason first; so is holding points for a
         member named by id from a till (not ``trusted``) where card secrets are required."""
         if order_id in self.orders:
             raise refuse("order_already_checked_out", "ALREADY_EXISTS")
-        priced, terms, rights, available = self.quote(index, lines, requested, now, sold_at)
+        priced, terms, rights, available = self.quote(index, lines, requested, now, sold_at, presented)
         member = self.members[index]
+        if presented and not rights.pays:
+            # Certificates pay only where points may.
+            raise refuse("member_deactivated" if member.status == DEACTIVATED else "member_not_confirmed")
         if requested > priced.points_applied:
             if member.status == DEACTIVATED:
                 raise refuse("member_deactivated")
@@ -723,6 +845,11 @@ class World:
             taken, _ = member.take(priced.points_applied, member.fifo(now))
             hold = Hold(priced.points_applied, taken, now + self.programme.hold_ttl_s * US_PER_S)
             member.move(now, "HELD", priced.points_applied)
+        for c in member.certificates:
+            paid = dict(priced.certificates).get(c.certificate_id, 0) if c.certificate_id else 0
+            if paid:
+                c.remaining, c.held, c.state = c.remaining - paid, paid, "held"
+                c.held_order, c.held_until = order_id, now + self.programme.hold_ttl_s * US_PER_S
         order = Order(index, lines, priced, terms, hold)
         self.orders[order_id] = order
         return order
@@ -758,13 +885,29 @@ class World:
             raise refuse("hold_expired")
         if order.state != "held":
             raise refuse("hold_not_open")
+        held_certificates = self.held_by(order_id)
+        paying = [cid for cid, p in order.pricing.certificates if p]
+        if sorted(c.certificate_id for c in held_certificates) != sorted(paying) or any(
+                now >= c.held_until for c in held_certificates):
+            raise refuse("hold_expired")
         held = hold.points if hold else 0
         spend = held if points is None else points
         if spend > held:
             raise refuse("capture_must_not_exceed_hold")
         rights = rights_of(self.programme, member)
         earning = terms_for(self.programme, order.lines, rights, paying=False).cashback
-        order.pricing = price(order.lines, replace(order.terms, cashback=earning), spend, spend)
+        # The certificates pay what they held, beside the points spent.
+        on_certificates = order.pricing.certificate_points
+        repriced = price(order.lines, replace(order.terms, cashback=earning), spend + on_certificates,
+                         spend + on_certificates)
+        order.pricing = replace(repriced, points_applied=spend, certificate_points=on_certificates,
+                                certificates=order.pricing.certificates)
+        for c in held_certificates:
+            # A single-order certificate forfeits what it did not pay; a multiple-order one keeps it.
+            if not c.multiple:
+                c.remaining = 0
+            c.held, c.held_order = 0, ""
+            c.state = "active" if c.remaining else "used"
         if hold is not None:
             self.spend_hold(member, order, spend, now)
         earned = order.pricing.total("earned")
@@ -822,8 +965,19 @@ class World:
         if order.hold is not None and order.hold.state == "open":
             released = order.hold.points
             self.release(member, order.hold, now, "released")
+        for c in self.held_by(order_id):
+            self.release_certificate(c)
         order.state = "cancelled"
         return released
+
+    def held_by(self, order_id: str) -> list[Certificate]:
+        """The certificates the order's open checkout holds."""
+        member = self.members[self.orders[order_id].member]
+        return [c for c in member.certificates if c.state == "held" and c.held_order == order_id]
+
+    @staticmethod
+    def release_certificate(c: Certificate) -> None:
+        c.remaining, c.held, c.held_order, c.held_until, c.state = c.remaining + c.held, 0, "", 0, "active"
 
     def paid(self, order: Order) -> None:
         if order.state == "voided":
@@ -858,7 +1012,26 @@ class World:
                        for line, k in wanted)
 
         money, clawback = share("money_due"), share("earned")
-        returned = share("points") if self.programme.refund_returns_spent and order.spent else 0
+        # Points first (up to what the order spent of them and refunds did not give back), then the
+        # certificates, the last drawn first, each up to what it paid; an ended certificate takes
+        # nothing (its part is forfeited).
+        coming_back = share("points") if self.programme.refund_returns_spent else 0
+        returned = min(coming_back, order.spent - sum(r.returned for r in order.refunds))
+        to_certificates = coming_back - returned
+        certificate_returned = 0
+        by_cid = {c.certificate_id: c for c in member.certificates}
+        for cid, paid in reversed(order.pricing.certificates):
+            give = min(paid - order.certificates_returned.get(cid, 0), to_certificates)
+            if give <= 0:
+                continue
+            to_certificates -= give
+            c = by_cid[cid]
+            if c.state in ("cancelled", "expired") or (c.expires_at is not None and now >= c.expires_at):
+                continue
+            c.remaining += give
+            c.state = "active"
+            order.certificates_returned[cid] = order.certificates_returned.get(cid, 0) + give
+            certificate_returned += give
         if returned:
             room = [part - order.returned.get(lot, 0) for lot, part in order.spent_from]
             for (lot, _), part in zip(order.spent_from, largest_remainder(returned, room)):
@@ -888,7 +1061,8 @@ class World:
             order.refunded[line] = order.refunded.get(line, 0) + k
         if order.counted:
             self.uncount(member, order_id, order.left_by_category(), now)
-        order.refunds.append(RefundAnswer(money, clawed, returned, shortfall, debt, tuple(wanted), now))
+        order.refunds.append(RefundAnswer(money, clawed, returned, shortfall, debt, tuple(wanted), now,
+                                          certificate_returned))
         return order.refunds[-1]
 
     def complete(self, order_id: str, now: int) -> None:
@@ -1006,6 +1180,7 @@ class World:
         """Member by member: stale holds released (their orders cancelled), what is left of expired
         lots burnt, due lots activated."""
         holds = released = lots = burnt_points = 0
+        certificate_holds = certificates_burnt = certificate_points = 0
         for index, member in enumerate(self.members):
             for order in self.orders_of(index):
                 hold = order.hold
@@ -1013,6 +1188,17 @@ class World:
                     self.release(member, hold, now, "expired")
                     order.state = "cancelled"
                     holds, released = holds + 1, released + hold.points
+            # Certificates as lots: a lapsed hold goes back (its order cancelled), then what is left
+            # of expired ones burns.
+            for c in member.certificates:
+                if c.state == "held" and c.held_until <= now:
+                    self.orders[c.held_order].state = "cancelled"
+                    self.release_certificate(c)
+                    certificate_holds += 1
+            for c in member.certificates:
+                if c.state == "active" and c.expires_at is not None and c.expires_at <= now:
+                    certificates_burnt, certificate_points = certificates_burnt + 1, certificate_points + c.remaining
+                    c.remaining, c.state = 0, "expired"
             burnt = [lot for lot in member.lots if lot.remaining > 0 and lot.expires_at <= now]
             if burnt:
                 total = sum(lot.remaining for lot in burnt)
@@ -1025,7 +1211,8 @@ class World:
                 if not lot.activation_recorded and lot.activates_at <= now:
                     lot.activation_recorded = True
                     member.move(now, "ACTIVATED", 0)
-        return ExpiryRun(holds, released, lots, burnt_points)
+        return ExpiryRun(holds, released, lots, burnt_points, certificates_burnt, certificate_points,
+                         certificate_holds)
 
     # reading the points account -----------------------------------------------------------------
 
