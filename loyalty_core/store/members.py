@@ -224,9 +224,18 @@ async def lock_many(conn: Any, programme_id: str, member_ids: list[str]) -> dict
     """Lock the programme's members among ``member_ids``, in id order (so two writes over several
     members never deadlock); by id, the missing ones absent."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"{_SELECT} WHERE programme_id = %s AND member_id = ANY(%s::uuid[]) ORDER BY member_id"
-                      " FOR UPDATE", (programme_id, member_ids))
-    return {row["member_id"]: row_to_member(row) for row in await cur.fetchall()}
+    if not await on_citus(conn):
+        await cur.execute(f"{_SELECT} WHERE programme_id = %s AND member_id = ANY(%s::uuid[]) ORDER BY member_id"
+                          " FOR UPDATE", (programme_id, member_ids))
+        return {row["member_id"]: row_to_member(row) for row in await cur.fetchall()}
+    # Citus locks rows only in a statement on one shard: one statement per member, in the same order.
+    found = {}
+    for member_id in sorted(set(member_ids)):
+        await cur.execute(f"{_SELECT} WHERE programme_id = %s AND member_id = %s::uuid FOR UPDATE",
+                          (programme_id, member_id))
+        if row := await cur.fetchone():
+            found[row["member_id"]] = row_to_member(row)
+    return found
 
 
 async def release_phone(conn: Any, member_id: str) -> None:

@@ -103,14 +103,12 @@ SELECT jsonb_build_object(
     'purchases', {_ROWS.format(order="t.counted_at, t.order_id", table="purchase")},
     'custom_fields', {_ROWS.format(order="t.name", table="member_custom_value")},
     'certificates', coalesce((SELECT jsonb_agg(to_jsonb(t) - 'code_hash' ORDER BY t.issued_at, t.certificate_id)
-                              FROM certificate t WHERE t.member_id = m.member_id), '[]'),
+                              FROM certificate t WHERE t.member_id = %(m)s), '[]'),
     'certificate_movements', {_ROWS.format(order="t.movement_id", table="certificate_movement")},
     'event_grants', {_ROWS.format(order="t.granted_at, t.event_code, t.occurrence_key", table="event_grant")},
     'history', {_ROWS.format(order="t.event_id", table="member_event")},
     'events', {_ROWS.format(order="t.seq", table="outbox_event")},
-    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")},
-    'imported_as', coalesce((SELECT jsonb_agg(to_jsonb(t) - 'fingerprint' ORDER BY t.external_id)
-                             FROM member_import t WHERE t.member_id = m.member_id), '[]')
+    'expiry_notices', {_ROWS.format(order="t.expires_on, t.days_before", table="expiry_notice")}
 )
 FROM member m LEFT JOIN card_lock cl ON cl.member_id = %(m)s
 WHERE m.programme_id = %(p)s AND m.member_id = %(m)s
@@ -121,7 +119,12 @@ async def export(conn: Any, programme_id: str, member_id: str) -> dict[str, Any]
     """The member's document, None when the programme has no such member."""
     cur = await conn.execute(_EXPORT, {"p": programme_id, "m": member_id})
     row = await cur.fetchone()
-    return None if row is None else row[0]
+    if row is None:
+        return None
+    # Read apart: on Citus the import's look-up lives on other shards (by external id) than the member.
+    cur = await conn.execute("SELECT to_jsonb(t) - 'fingerprint' FROM member_import t WHERE t.member_id = %s"
+                             " ORDER BY t.external_id", (member_id,))
+    return {**row[0], "imported_as": [imported for imported, in await cur.fetchall()]}
 
 
 def as_text(document: dict[str, Any]) -> str:

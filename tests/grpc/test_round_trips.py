@@ -247,4 +247,4 @@ def test_certificates_at_the_till_round_trips(api: Api, channel: grpc.Channel, p
     quote()
     checkout()
     capture()
-    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 2)
+    assert (counted(proxy, quote), counted(proxy, checkout), counted(proxy, capture)) == (2, 2, 2 + ORDER_LOOKUP)
