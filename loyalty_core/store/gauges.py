@@ -94,6 +94,10 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
                FROM scheduled_job"""
         ):
             g.jobs[name] = JobState(last_success_s, lag_s)
+        if conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'").fetchone():
+            # Webhooks do not run on Citus (docs/scale-out.md): their backlog's query joins a
+            # reference table to the outbox laterally, which Citus refuses.
+            return g
         for subscription_id, waiting, oldest in conn.execute(WAITING_SQL, {"most": EVENTS_COUNTED_MAX, "ids": None}):
             g.webhooks[subscription_id] = (int(waiting), 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
     return g
