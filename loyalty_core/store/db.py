@@ -17,6 +17,7 @@ import psycopg_pool
 from psycopg import pq
 
 from loyalty_core import errors, observe
+from loyalty_core.store import distribute
 from loyalty_core.store.cache import TtlCache
 from loyalty_core.store.member_calls import MemberCalls
 
@@ -47,8 +48,7 @@ async def on_citus(conn: Any) -> bool:
     connection, any other connection on its first question (a round trip, once)."""
     found = _ON_CITUS.get(conn)
     if found is None:
-        cur = await conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'")
-        found = _ON_CITUS[conn] = await cur.fetchone() is not None
+        found = _ON_CITUS[conn] = await distribute.is_citus(conn)
     return found
 
 

@@ -33,8 +33,12 @@ class DistributionError(RuntimeError):
     """The setting asks for Citus where there is none, or is not one of ``MODES``."""
 
 
+# One row when the database has the citus extension.
+CITUS_INSTALLED = "SELECT true FROM pg_extension WHERE extname = 'citus'"
+
+
 async def is_citus(conn: Any) -> bool:
-    cur = await conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'")
+    cur = await conn.execute(CITUS_INSTALLED)
     return await cur.fetchone() is not None
 
 

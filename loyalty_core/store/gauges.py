@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from loyalty_core.store.distribute import CITUS_INSTALLED
 from loyalty_core.store.webhooks import EVENTS_COUNTED_MAX, WAITING_SQL
 
 NEVER = "never"
@@ -94,7 +95,7 @@ def read(conn: psycopg.Connection[Any], now: datetime) -> LedgerGauges:
                FROM scheduled_job"""
         ):
             g.jobs[name] = JobState(last_success_s, lag_s)
-        if conn.execute("SELECT true FROM pg_extension WHERE extname = 'citus'").fetchone():
+        if conn.execute(CITUS_INSTALLED).fetchone():
             # Webhooks do not run on Citus (docs/scale-out.md): their backlog's query joins a
             # reference table to the outbox laterally, which Citus refuses.
             return g

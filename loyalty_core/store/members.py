@@ -71,6 +71,13 @@ async def member_key(conn: Any, programme_id: str, ref: MemberRef) -> tuple[str,
     if ref.member_id:
         return "%s::uuid", (ref.member_id,)
     table, column, value = _lookup(ref)
+    return await _looked_up(conn, table, column, value, programme_id)
+
+
+async def _looked_up(conn: Any, table: str, column: str, value: str,
+                     programme_id: str) -> tuple[str, tuple[str, ...]]:
+    """SQL naming the member id that the look-up ``table`` holds for ``value``, and its values: a
+    subquery on one PostgreSQL, the id read first on Citus (see ``member_key``)."""
     if await on_citus(conn):
         cur = await conn.execute(f"SELECT member_id::text FROM {table} WHERE {column} = %s AND programme_id = %s",
                                  (value, programme_id))
@@ -142,12 +149,7 @@ async def send_lock_of_order(conn: Any, member: tuple[str, tuple[str, ...]]) -> 
 async def order_member(conn: Any, programme_id: str, order_id: str) -> tuple[str, tuple[str, ...]]:
     """The SQL of the member id an order's look-up row (migration 0023) holds, and its values: a
     subquery on one PostgreSQL; on Citus the id itself, read first (see ``ref_condition``)."""
-    if await on_citus(conn):
-        cur = await conn.execute("SELECT member_id::text FROM order_key WHERE order_id = %s AND programme_id = %s",
-                                 (order_id, programme_id))
-        row = await cur.fetchone()
-        return "%s::uuid", (row[0] if row else NO_MEMBER,)
-    return "(SELECT member_id FROM order_key WHERE order_id = %s AND programme_id = %s)", (order_id, programme_id)
+    return await _looked_up(conn, "order_key", "order_id", order_id, programme_id)
 
 
 async def card_of(conn: Any, programme_id: str, card_number: str) -> tuple[str, str | None, bool] | None:
