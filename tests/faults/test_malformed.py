@@ -67,15 +67,24 @@ def field_values(field: FieldDescriptor, ids: list[str], depth: int) -> st.Searc
     return st.just(None)  # no float, double or bytes field in our requests
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+
+
 def message_values(descriptor: Descriptor, ids: list[str], depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
     """A dict of some of the message's fields with random values (nested messages as dicts)."""
     if depth > 3:
         return st.just({})
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for field in descriptor.fields:
-        values = field_values(field, ids, depth)
-        if field.is_repeated:
-            values = st.lists(values, max_size=3)
+        if _is_map(field):
+            entry = field.message_type.fields_by_name
+            values = st.dictionaries(field_values(entry["key"], ids, depth), field_values(entry["value"], ids, depth),
+                                     max_size=3)
+        elif field.is_repeated:
+            values = st.lists(field_values(field, ids, depth), max_size=3)
+        else:
+            values = field_values(field, ids, depth)
         fields[field.name] = values
     return st.fixed_dictionaries({}, optional=fields)
 
@@ -86,7 +95,14 @@ def build(cls: type[Message], values: dict[str, Any]) -> Message:
     msg = cls()
     for name, value in values.items():
         field = cls.DESCRIPTOR.fields_by_name[name]
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    getattr(msg, name)[key].CopyFrom(build(GetMessageClass(value_field.message_type), item))
+                else:
+                    getattr(msg, name)[key] = item
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
             sub_cls = GetMessageClass(field.message_type)
             if field.is_repeated:
                 getattr(msg, name).extend(build(sub_cls, v) for v in value)
