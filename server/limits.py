@@ -70,10 +70,17 @@ def _step(field: FieldDescriptor) -> Callable[[Message], bool] | None:
     """The check of one field, or None when it needs none."""
     name = field.name
     if field.is_repeated:
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        if _is_map(field):
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                item = value_field.message_type
+                within: Callable[[object], bool] = lambda x: _walker(item)(x)
+            elif value_field.type == FieldDescriptor.TYPE_STRING:
+                within = lambda x: _string_within(x, name)
+            else:
+                within = lambda x: True
             return lambda m: len(v := getattr(m, name)) <= MAX_REPEATED and all(
-                _string_within(k, name) if isinstance(k, str) else True for k in v) and all(
-                _string_within(x, name) if isinstance(x, str) else _within(x) for x in v.values())
+                (_string_within(k, name) if isinstance(k, str) else True) and within(x) for k, x in v.items())
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             item = field.message_type
             return lambda m: len(v := getattr(m, name)) <= MAX_REPEATED and all(_walker(item)(x) for x in v)
@@ -94,6 +101,10 @@ def _step(field: FieldDescriptor) -> Callable[[Message], bool] | None:
     return None
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+
+
 def _string_within(value: str, name: str) -> bool:
     return len(value) <= (MAX_TEXT_CHARS if name in TEXT_FIELDS else MAX_STRING_CHARS) and "\x00" not in value
 
@@ -106,7 +117,15 @@ def _check(message: Message, prefix: str) -> None:
                 raise errors.InvalidArgument(
                     "too_many_items", f"{path} has {len(value)} items; at most {MAX_REPEATED}", field=path
                 )
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if _is_map(field):
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(key, path, field.name)
+                    if isinstance(item, Message):
+                        _check(item, f"{path}[{key!r}].")
+                    elif isinstance(item, str):
+                        _check_string(item, f"{path}[{key!r}]", field.name)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
                 for i, item in enumerate(value):
                     _check(item, f"{path}[{i}].")
             elif field.type == FieldDescriptor.TYPE_STRING:

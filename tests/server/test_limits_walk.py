@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from loyalty.v1 import checkout_pb2, common_pb2, points_pb2
+from loyalty.v1 import checkout_pb2, common_pb2, member_import_pb2, points_pb2
 from loyalty_core import errors
 from server import limits
 
@@ -21,11 +21,16 @@ OVER = [
     (checkout_pb2.QuoteRequest(member=common_pb2.MemberRef(phone="+1\x00")), "member.phone"),
     (points_pb2.ListPointsHistoryRequest(page_size=limits.MAX_PAGE_SIZE + 1), "page_size"),
     (points_pb2.RunExpiryRequest(as_of_time=Timestamp(seconds=limits.MAX_TIMESTAMP_S + 1)), "as_of_time"),
+    # Maps: a key over the string limit names the map; an integer map's values need no walk.
+    (member_import_pb2.ImportedPurchase(by_category_minor={"c" * (limits.MAX_STRING_CHARS + 1): 1}),
+     "by_category_minor"),
+    (common_pb2.ItemRefusal(metadata={"k": "v" * (limits.MAX_STRING_CHARS + 1)}), "metadata['k']"),
 ]
 WITHIN = [
     checkout_pb2.QuoteRequest(lines=lines(limits.MAX_REPEATED), store_id="s" * limits.MAX_STRING_CHARS),
     points_pb2.ListPointsHistoryRequest(page_size=limits.MAX_PAGE_SIZE),
     points_pb2.RunExpiryRequest(as_of_time=Timestamp(seconds=limits.MAX_TIMESTAMP_S)),
+    member_import_pb2.ImportedPurchase(by_category_minor={"c" * limits.MAX_STRING_CHARS: 2**63 - 1, "d": 0}),
 ]
 
 
