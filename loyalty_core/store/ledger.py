@@ -77,6 +77,11 @@ class Posted:
     lot_id: int | None
 
 
+# A lot given points back (a release, a refund's return) has something to burn again; one an
+# expiry burnt is marked burnt then.
+_LOTS_UPDATE = """UPDATE lot SET remaining = lot.remaining + d.delta,
+                   expired_at = CASE WHEN d.delta > 0 THEN NULL WHEN d.burnt THEN %(now)s ELSE lot.expired_at END"""
+
 _POST = f"""
 WITH new_lot AS (
     -- A lot usable at once has nothing for the expiry run to activate.
@@ -103,14 +108,12 @@ WITH new_lot AS (
     FROM e ORDER BY e.seq
     RETURNING movement_id
 ), lot_delta AS (
-    SELECT a.lot_id, sum(a.points) AS delta
+    SELECT a.lot_id, sum(a.points) AS delta, bool_or(e.kind = 'expired') AS burnt
     FROM e, unnest(e.lot_ids, e.lot_points) AS a(lot_id, points)
     WHERE a.lot_id <> {NEW_LOT}
     GROUP BY a.lot_id
 ), lots AS (
-    -- A lot given points back (a release, a refund's return) has something to burn again.
-    UPDATE lot SET remaining = lot.remaining + d.delta,
-                   expired_at = CASE WHEN d.delta > 0 THEN NULL ELSE lot.expired_at END
+    {_LOTS_UPDATE}
     FROM lot_delta d
     WHERE lot.member_id = %(member_id)s AND lot.lot_id = d.lot_id
     RETURNING lot.lot_id
@@ -172,12 +175,81 @@ async def post(
             **outbox.params(member_id, now, [_event(e) for e in entries]),
         },
     )
+    _observe(entries)
+    return Later(cur, _posted)
+
+
+def _observe(entries: Sequence[Entry]) -> None:
     for e in entries:
         # The points each kind moves, as TOTALS_SQL counts them; reported once the transaction commits.
         moved = {"spent": -(e.points + e.held_delta), "expired": -e.points, "held": e.held_delta}.get(e.kind, e.points)
         if moved > 0:
             observe.points_moved(e.kind, moved)
-    return Later(cur, _posted)
+
+
+# ``_POST`` for the entries of many members, without new lots: a batch job's (the expiry run's).
+_POST_MANY = f"""
+WITH e AS (
+    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e(
+        seq int, member_id uuid, kind text, points bigint, held_delta bigint, debt_delta bigint, lot_ids bigint[],
+        lot_points bigint[], order_id text, hold_id uuid, refund_id uuid, comment text, event jsonb, i int, n int)
+), moved AS (
+    INSERT INTO movement (member_id, kind, points, held_delta, debt_delta, lot_ids, lot_points, order_id,
+                          hold_id, refund_id, created_at, actor, store_id, terminal_id, reason_code,
+                          correlation_id, comment)
+    SELECT e.member_id, e.kind, e.points, e.held_delta, e.debt_delta, e.lot_ids, e.lot_points, e.order_id,
+           e.hold_id, e.refund_id, %(now)s, %(actor)s, %(store_id)s, %(terminal_id)s, %(reason_code)s,
+           %(correlation_id)s, e.comment
+    FROM e ORDER BY e.seq
+    RETURNING 1
+), lot_delta AS (
+    SELECT e.member_id, a.lot_id, sum(a.points) AS delta, bool_or(e.kind = 'expired') AS burnt
+    FROM e, unnest(e.lot_ids, e.lot_points) AS a(lot_id, points)
+    GROUP BY e.member_id, a.lot_id
+), lots AS (
+    {_LOTS_UPDATE}
+    FROM lot_delta d
+    WHERE lot.member_id = d.member_id AND lot.lot_id = d.lot_id
+    RETURNING 1
+), totals AS (
+    SELECT member_id, {", ".join(f"{expr} AS {c}" for c, expr in TOTALS_SQL.items())} FROM e GROUP BY member_id
+), counters AS (
+    UPDATE member SET {", ".join(f"{c} = member.{c} + t.{c}" for c in TOTALS_SQL)}
+    FROM totals t WHERE member.member_id = t.member_id
+    RETURNING 1
+), outbox_in AS (
+    SELECT member_id, i, n, event AS e FROM e
+), {outbox.CTE_MANY}
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
+"""
+
+
+async def post_many(conn: Any, now: int, context: WriteContext, entries: dict[str, Sequence[Entry]]) -> None:
+    """``post`` for many members in one statement: ``entries`` by member id, none creating a lot.
+    Each member's row must be locked by the caller. One member's entries go through ``post``,
+    whose statement Citus routes to the member's shard."""
+    if len(entries) == 1:
+        [(member_id, member_entries)] = entries.items()
+        await post(conn, member_id, now, context, member_entries)
+        return
+    rows = []
+    for member_id, member_entries in entries.items():
+        for i, e in enumerate(member_entries, 1):
+            assert all(lot != NEW_LOT for lot, _ in e.lots), "post_many creates no lot"
+            rows.append({
+                "seq": len(rows), "member_id": member_id, "kind": e.kind, "points": e.points,
+                "held_delta": e.held_delta, "debt_delta": e.debt_delta,
+                "lot_ids": [lot for lot, _ in e.lots], "lot_points": [pts for _, pts in e.lots],
+                "order_id": e.order_id, "hold_id": e.hold_id, "refund_id": e.refund_id, "comment": e.comment,
+                "event": outbox.event_json(_event(e)), "i": i, "n": len(member_entries),
+            })
+        _observe(member_entries)
+    if rows:
+        await conn.execute(_POST_MANY, {
+            "now": to_dt(now), "entries": Jsonb(rows), "outbox_now": to_dt(now),
+            "actor": context.actor, "store_id": context.store_id, "terminal_id": context.terminal_id,
+            "reason_code": context.reason_code, "correlation_id": context.correlation_id,
+        })
 
 
 def _us(column: str) -> str:
@@ -188,8 +260,9 @@ def _us(column: str) -> str:
 
 # What calc needs of a lot with points left: its times in microseconds, one that never expires as
 # calc's NEVER. ``_LOTS`` ends where the member's id goes.
-_LOTS = (f"SELECT lot_id, remaining, {_us('activates_at')} AS activates_us, coalesce({_us('expires_at')}, {NEVER})"
-         " AS expires_us FROM lot WHERE remaining > 0 AND member_id = ")
+LOT_COLUMNS = (f"lot_id, remaining, {_us('activates_at')} AS activates_us,"
+               f" coalesce({_us('expires_at')}, {NEVER}) AS expires_us")
+_LOTS = f"SELECT {LOT_COLUMNS} FROM lot WHERE remaining > 0 AND member_id = "
 
 
 async def _lots(cur: Any) -> Lots:

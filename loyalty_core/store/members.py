@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -216,10 +217,15 @@ async def named(conn: Any, programme_id: str, member_ids: list[str], phones: lis
     return None if row is None else row[0]
 
 
-async def lock(conn: Any, member_id: str) -> bool:
-    """Take the member's row lock; False when there is no such member."""
-    cur = await conn.execute("SELECT true FROM member WHERE member_id = %s FOR UPDATE", (member_id,))
-    return await cur.fetchone() is not None
+async def lock(conn: Any, member_ids: Sequence[str]) -> set[str]:
+    """Take the members' row locks, in id order; the ids of those that exist. One member's statement
+    names its id alone (Citus locks rows only in a statement on one shard)."""
+    if len(member_ids) == 1:
+        cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = %s FOR UPDATE", (member_ids[0],))
+    else:
+        cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = ANY(%s::uuid[])"
+                                 " ORDER BY member_id FOR UPDATE", (list(member_ids),))
+    return {r[0] for r in await cur.fetchall()}
 
 
 async def lock_many(conn: Any, programme_id: str, member_ids: list[str]) -> dict[str, Member]:

@@ -1,7 +1,8 @@
 """The outbox's SQL: events written with the change that makes them, and read in commit-safe order.
 
 Writing: ``CTE`` is a pair of data-modifying CTEs that a change's own statement carries (the
-ledger's post, a history entry, an order's capture), so the event costs no statement of its own.
+ledger's post, a history entry, an order's capture), so the event costs no statement of its own;
+``CTE_MANY`` is the same for the changes of many members in one statement.
 It takes the member's ``outbox_member`` row (created on first use) for the member's next sequence
 numbers and stamps the events with ``tx = greatest(own xid, the member's last tx)``.
 
@@ -43,12 +44,34 @@ CTE = """outbox_seq AS (
 )"""
 
 
+# ``CTE`` for the events of many members in one statement (a batch job's), from a CTE named
+# ``outbox_in`` (member_id, i, n, e): each event, its position i (1..n) among its member's n events.
+# Parameters: %(outbox_now)s.
+CTE_MANY = """outbox_seq AS (
+    INSERT INTO outbox_member AS o (member_id, last_seq, last_tx)
+    SELECT member_id, max(n), pg_current_xact_id() FROM outbox_in GROUP BY member_id
+    ON CONFLICT (member_id) DO UPDATE SET last_seq = o.last_seq + excluded.last_seq,
+                                          last_tx = greatest(o.last_tx, excluded.last_tx)
+    RETURNING member_id, last_seq, last_tx
+), outbox_rows AS (
+    INSERT INTO outbox_event (member_id, seq, programme_id, event_id, type, payload_version, payload, created_at, tx)
+    SELECT x.member_id, s.last_seq - x.n + x.i, m.programme_id, gen_random_uuid(), x.e->>'type',
+           (x.e->>'version')::int, x.e->'payload', %(outbox_now)s, s.last_tx
+    FROM outbox_in x JOIN outbox_seq s USING (member_id) JOIN member m USING (member_id)
+    ORDER BY x.member_id, x.i  -- positions in each member's sequence order
+    RETURNING 1
+)"""
+
+
+def event_json(event: NewEvent) -> dict[str, Any]:
+    return {"type": event.type, "version": EVENT_TYPES[event.type], "payload": dict(event.payload)}
+
+
 def params(member_id: str, now: int, events: Sequence[NewEvent]) -> dict[str, Any]:
     """``CTE``'s parameters for ``events`` of one member at ``now``."""
     return {
         "outbox_member": member_id, "outbox_now": to_dt(now),
-        "outbox_events": Jsonb([{"type": e.type, "version": EVENT_TYPES[e.type], "payload": dict(e.payload)}
-                                for e in events]),
+        "outbox_events": Jsonb([event_json(e) for e in events]),
     }
 
 
