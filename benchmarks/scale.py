@@ -32,9 +32,6 @@ OPEN_LOOP_P99_TARGET_MS = 5.0
 P50_GROWTH_TARGET = 1.2  # p50 at the largest count within this many times the smallest's
 EXPIRY_TARGET_S_PER_MILLION = 60.0
 IMPORT_TARGET_S_PER_MILLION = 300.0
-# The expiry row makes at most this many members' lots due at each count (the job's cost is per due
-# member; its time is projected to a million from what it took here).
-EXPIRY_DUE_MAX = 20_000
 
 
 def _iso(moment: datetime) -> str:
@@ -135,7 +132,7 @@ def measure_size(cfg: Any, url: str, stub_dir: str, target: dict[str, Any], serv
     row["quote_open_loop"] = _load_row(cfg, "quote_open", target, server, members, tag, rate_per_s=rate)
     row["quote_open_loop"]["offered_per_s"] = rate
     row["storage"] = bytes_per_member(url, members)
-    row["expiry"] = expire_due(url, target["programme_id"], min(members, EXPIRY_DUE_MAX))
+    row["expiry"] = expire_due(url, target["programme_id"], members)
     log(f"  expiry: {row['expiry']['due_lots']} due lots in {row['expiry']['seconds']} s; "
         f"{row['storage']['bytes_per_member']} bytes per member")
     return row
