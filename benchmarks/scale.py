@@ -2,7 +2,7 @@
 count the quote's and checkout + capture's p50, the expiry job over due lots, the database's bytes
 per member, and an open-loop quote row offered at half the gRPC + SELECT ceiling's rate.
 
-    python -m benchmarks.scale --members 10000,100000      # results in benchmarks/results/scale.*
+    python -m benchmarks.scale --members 10000,100000      # benchmarks/results/scale.json, SCALE.md, scale.png
     python -m benchmarks.scale --short                     # the test suite's mode (a few hundred members)
 """
 
@@ -187,6 +187,47 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def chart(results: dict[str, Any], path: Path) -> Path:
+    """Each figure against the member count (log scale), its target drawn where it has one."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen here, and none needed
+    import matplotlib.pyplot as plt
+
+    sizes = results["sizes"]
+    counts = [s["members"] for s in sizes]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8))
+    panels = [
+        ("p50 ms (16 in flight)", {"Quote": [s["quote"]["methods"].get("Quote", {}).get("p50_ms") for s in sizes],
+                                   **{m: [s["checkout_capture"]["methods"].get(m, {}).get("p50_ms") for s in sizes]
+                                      for m in ("Checkout", "Capture")}}, None),
+        ("open-loop quote p99 ms", {"p99": [s["quote_open_loop"]["total"]["p99_ms"] for s in sizes]},
+         OPEN_LOOP_P99_TARGET_MS),
+        ("expiry s per million due lots", {"projected": [s["expiry"]["seconds_per_million_projected"] for s in sizes]},
+         EXPIRY_TARGET_S_PER_MILLION),
+        ("import s per million members", {"projected": [s["import"]["seconds_per_million_projected"] for s in sizes]},
+         IMPORT_TARGET_S_PER_MILLION),
+        ("database bytes per member", {"bytes": [s["storage"]["bytes_per_member"] for s in sizes]}, None),
+        ("open-loop offered and answered quotes/s", {
+            "offered": [s["quote_open_loop"]["offered_per_s"] for s in sizes],
+            "answered": [s["quote_open_loop"]["total"]["calls_per_s"] for s in sizes]}, None),
+    ]
+    for ax, (title, series, target) in zip(axes.flat, panels, strict=True):
+        for label, ys in series.items():
+            ax.plot(counts, [y if y is not None else float("nan") for y in ys], marker="o", label=label)
+        if target is not None:
+            ax.axhline(target, color="red", linestyle="--", linewidth=1, label="target")
+        ax.set_xscale("log")
+        ax.set_xlabel("members")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Cost as work grows, run {results['meta']['started_at']} ({results['meta']['mode']} mode)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def run(argv: list[str] | None) -> tuple[Any, dict[str, Any]]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", add_help=False)
     p.add_argument("--members", default=None, help="member counts, ascending, comma-separated "
@@ -230,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scale.json").write_text(json.dumps(results, indent=1))
     (out_dir / "SCALE.md").write_text(markdown(results))
-    print(json.dumps({"results": str(out_dir / "scale.json"), "summary": results["summary"]}))
+    png = chart(results, out_dir / "scale.png")
+    print(json.dumps({"results": str(out_dir / "scale.json"), "chart": str(png), "summary": results["summary"]}))
     return 0 if results["verify"]["exit_code"] == 0 else 1
 
 

@@ -1,7 +1,8 @@
-"""Conversions between the domain's int64 microseconds and PostgreSQL's timestamptz."""
+"""Conversions between the domain's values and PostgreSQL's: int64 microseconds and timestamptz, id lists."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from loyalty_core.calc import NEVER
@@ -26,3 +27,10 @@ def to_us(dt: datetime | None) -> int | None:
 def expiry_us(dt: datetime | None) -> int:
     """A lot's or hold's expiry: NULL means never, which calc spells ``NEVER``."""
     return NEVER if dt is None else (dt - EPOCH) // ONE_US
+
+
+def uuid_array(ids: Sequence[str]) -> str:
+    """Member ids as a ``uuid[]`` parameter's text (the statement casts it): psycopg's list dumper
+    walks a list item by item in Python, which a batch of hundreds of ids pays in every statement.
+    The ids are the database's own (uuid text), so nothing in them needs quoting."""
+    return "{" + ",".join(ids) + "}"

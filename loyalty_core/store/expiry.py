@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loyalty_core.store.convert import to_dt
+from loyalty_core.store.convert import to_dt, uuid_array
 from loyalty_core.store.ledger import LOT_COLUMNS, Lots
 
 
@@ -62,7 +62,7 @@ def _members(member_ids: Sequence[str]) -> tuple[str, Any]:
     # One member's statements name its id alone, which Citus routes to the member's shard.
     if len(member_ids) == 1:
         return "member_id = %s", member_ids[0]
-    return "member_id = ANY(%s::uuid[])", list(member_ids)
+    return "member_id = ANY(%s::uuid[])", uuid_array(member_ids)
 
 
 async def lots_to_burn(conn: Any, member_ids: Sequence[str], as_of: int) -> dict[str, Lots]:

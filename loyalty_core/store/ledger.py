@@ -15,7 +15,7 @@ from loyalty_core.events import NewEvent, movement_event
 from loyalty_core.levels import Purchase
 from loyalty_core.model import LotAllocation, LotRecord, Member, MemberRef, PendingActivation, WriteContext
 from loyalty_core.store import outbox
-from loyalty_core.store.convert import to_dt
+from loyalty_core.store.convert import to_dt, uuid_array
 from loyalty_core.store.event_bonus import BEST_DISCOUNT
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import SELECT_MEMBER, key_condition, member_key, row_to_member
@@ -209,7 +209,8 @@ WITH e AS (
 ), lots AS (
     {_LOTS_UPDATE}
     FROM lot_delta d
-    WHERE lot.member_id = d.member_id AND lot.lot_id = d.lot_id
+    -- The members named outright: the planner then reads their lots by index, not every lot.
+    WHERE lot.member_id = ANY(%(members)s::uuid[]) AND lot.member_id = d.member_id AND lot.lot_id = d.lot_id
     RETURNING 1
 ), totals AS (
     SELECT member_id, {", ".join(f"{expr} AS {c}" for c, expr in TOTALS_SQL.items())} FROM e GROUP BY member_id
@@ -246,7 +247,7 @@ async def post_many(conn: Any, now: int, context: WriteContext, entries: dict[st
         _observe(member_entries)
     if rows:
         await conn.execute(_POST_MANY, {
-            "now": to_dt(now), "entries": Jsonb(rows), "outbox_now": to_dt(now),
+            "now": to_dt(now), "entries": Jsonb(rows), "outbox_now": to_dt(now), "members": uuid_array(list(entries)),
             "actor": context.actor, "store_id": context.store_id, "terminal_id": context.terminal_id,
             "reason_code": context.reason_code, "correlation_id": context.correlation_id,
         })

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from loyalty_core.model import Member, MemberFilter, MemberRef
-from loyalty_core.store.convert import to_dt, to_us
+from loyalty_core.store.convert import to_dt, to_us, uuid_array
 from loyalty_core.store.db import on_citus
 from loyalty_core.store.later import Later
 
@@ -224,7 +224,7 @@ async def lock(conn: Any, member_ids: Sequence[str]) -> set[str]:
         cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = %s FOR UPDATE", (member_ids[0],))
     else:
         cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = ANY(%s::uuid[])"
-                                 " ORDER BY member_id FOR UPDATE", (list(member_ids),))
+                                 " ORDER BY member_id FOR UPDATE", (uuid_array(member_ids),))
     return {r[0] for r in await cur.fetchall()}
 
 

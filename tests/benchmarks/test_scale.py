@@ -36,3 +36,4 @@ def test_short_scale_run_measures_every_row_at_every_member_count(create_databas
     assert set(results["summary"]["p50_growth"]) == {"Quote", "Checkout", "Capture"}
     assert results["verify"]["exit_code"] == 0
     assert (tmp_path / "SCALE.md").read_text().startswith("# Cost as work grows")
+    assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
