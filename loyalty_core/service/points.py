@@ -223,7 +223,7 @@ async def _burn_and_activate(conn: Any, member_ids: list[str], as_of: int) -> Ex
 
 # Members with only lots due are expired this many to a transaction, with this many such
 # transactions at once (the database works on one while this process builds the next). On Citus
-# each member's transaction stays on its own shard instead.
+# each member's transaction stays on its own shard instead: batches of one, as many at once.
 LOTS_BATCH = 500
 LOTS_BATCHES_IN_FLIGHT = 2
 
@@ -265,11 +265,11 @@ async def run_expiry(db: Database, clock: Clock, programme_id: str, as_of: int |
     # connection of its own; the work runs in transactions from the pool.
     try:
         async with db.dedicated_connection() as conn, conn.transaction():
-            batched = not await on_citus(conn)
+            lots_batch = 1 if await on_citus(conn) else LOTS_BATCH
             async for due in expiry.due_members(conn, programme_id, as_of, batch):
-                if due.programme_id != pending_programme or len(pending) == LOTS_BATCH:
+                if due.programme_id != pending_programme or len(pending) == lots_batch:
                     await send_pending()
-                if batched and due.lots_only:
+                if due.lots_only:
                     pending_programme = due.programme_id
                     pending.append(due.member_id)
                 else:
