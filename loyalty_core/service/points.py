@@ -209,8 +209,9 @@ async def _burn_and_activate(conn: Any, member_ids: list[str], as_of: int) -> Ex
     points_expired = 0
     for member_id in member_ids:
         burnt = expiring(burnable[member_id], as_of) if member_id in burnable else []
-        member_entries = [Entry("expired", -sum(p for _, p in burnt), lots=[(lot, -p) for lot, p in burnt])] if burnt else []
-        member_entries += [Entry("activated", 0, lots=[(lot, 0)]) for lot, _ in activated.get(member_id, ())]
+        member_entries = [Entry("activated", 0, lots=[(lot, 0)]) for lot, _ in activated.get(member_id, ())]
+        if burnt:
+            member_entries.insert(0, Entry("expired", -sum(p for _, p in burnt), lots=[(lot, -p) for lot, p in burnt]))
         if member_entries:
             entries[member_id] = member_entries
         burnt_lots += [lot for lot, _ in burnt]
