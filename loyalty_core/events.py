@@ -33,13 +33,16 @@ EVENT_TYPES: dict[str, int] = {
     "order.captured": 1,
     "order.refunded": 1,
     "order.voided": 1,
+    **{f"certificate.{kind}": 1 for kind in ("issued", "held", "spent", "released", "expired", "cancelled",
+                                             "returned")},
 }
 
 # The Event message's payload field (its oneof) for each type.
 PAYLOAD_FIELDS: dict[str, str] = {
     **{t: "points_moved" for t in EVENT_TYPES if t.startswith("points.") and t != "points.expiring_soon"},
     "points.expiring_soon": "points_expiring_soon",
-    **{t: t.replace(".", "_") for t in EVENT_TYPES if not t.startswith("points.")},
+    **{t: "certificate_moved" for t in EVENT_TYPES if t.startswith("certificate.")},
+    **{t: t.replace(".", "_") for t in EVENT_TYPES if not t.startswith(("points.", "certificate."))},
 }
 
 # A movement's kind -> its event type; the kinds not named (reversed, refund_return, debt_repaid,
@@ -69,6 +72,16 @@ def movement_event(kind: str, points: int, *, order_id: str | None, hold_id: str
     return NewEvent(_MOVEMENT_TYPES.get(kind, "points.adjusted"), {
         "movement_kind": kind, "points": points, "order_id": order_id or "", "hold_id": hold_id or "",
         "refund_id": refund_id or "", "comment": comment,
+    })
+
+
+def certificate_event(kind: str, certificate_id: str, points: int, held_points: int, forfeited_points: int,
+                      order_id: str | None, comment: str) -> NewEvent:
+    """The event of one certificate movement: its changes of what is left and what is held (never
+    the code, which no event or row carries)."""
+    return NewEvent(f"certificate.{kind}", {
+        "certificate_id": certificate_id, "movement_kind": kind, "points": points, "held_points": held_points,
+        "forfeited_points": forfeited_points, "order_id": order_id or "", "comment": comment,
     })
 
 

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from loyalty_core.certificates import Certificate
+from loyalty_core.events import certificate_event
 from loyalty_core.model import CertificatePayment, MemberRef
+from loyalty_core.store import outbox
 from loyalty_core.store.convert import to_dt, to_us
 from loyalty_core.store.later import Later
 from loyalty_core.store.members import member_key
@@ -57,12 +60,28 @@ async def insert(conn: Any, c: Certificate, code_hash: bytes, actor: str) -> Non
 
 
 async def move(conn: Any, member_id: str, now: int, actor: str, moves: Sequence[CertificateMove]) -> None:
-    """Append ``moves`` to the member's certificate ledger (the rows' own columns are set by the caller)."""
-    await conn.cursor().executemany(
-        "INSERT INTO certificate_movement (member_id, certificate_id, kind, points, held_delta, forfeited_points,"
-        " order_id, created_at, actor, comment) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [(member_id, m.certificate_id, m.kind, m.points, m.held_delta, m.forfeited_points, m.order_id, to_dt(now),
-          actor, m.comment) for m in moves],
+    """Append ``moves`` to the member's certificate ledger, each with its event in the outbox, in one
+    statement (the rows' own columns are set by the caller)."""
+    await conn.execute(
+        f"""WITH moves AS (
+                INSERT INTO certificate_movement (member_id, certificate_id, kind, points, held_delta,
+                                                  forfeited_points, order_id, created_at, actor, comment)
+                SELECT %(outbox_member)s, m.certificate_id, m.kind, m.points, m.held_delta, m.forfeited_points,
+                       m.order_id, %(outbox_now)s, %(actor)s, m.comment
+                FROM jsonb_to_recordset(%(moves)s) AS m(seq int, certificate_id uuid, kind text, points bigint,
+                                                         held_delta bigint, forfeited_points bigint, order_id text,
+                                                         comment text)
+                ORDER BY m.seq
+                RETURNING 1
+            ), {outbox.CTE}
+            SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM outbox_rows)""",
+        {"moves": Jsonb([{"seq": i, "certificate_id": m.certificate_id, "kind": m.kind, "points": m.points,
+                          "held_delta": m.held_delta, "forfeited_points": m.forfeited_points, "order_id": m.order_id,
+                          "comment": m.comment} for i, m in enumerate(moves)]),
+         "actor": actor,
+         **outbox.params(member_id, now, [certificate_event(m.kind, m.certificate_id, m.points, m.held_delta,
+                                                            m.forfeited_points, m.order_id, m.comment)
+                                          for m in moves])},
     )
 
 
