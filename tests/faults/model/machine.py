@@ -505,9 +505,10 @@ class ModelMachine(RuleBasedStateMachine):
         return [(owner, i) for owner, m in enumerate(self.world.members) for i in range(len(m.certificates))]
 
     @precondition(lambda self: self.world.members)
-    @rule(value=st.sampled_from([20, 150, 400]), days=st.sampled_from([None, 1, 5, 40]), cancel=st.integers(0, 3),
-          data=st.data())
-    def certificates(self, value: int, days: int | None, cancel: int, data: st.DataObject) -> None:
+    @rule(value=st.sampled_from([20, 150, 400]),
+          term=st.sampled_from([None, ("days", 1), ("days", 5), ("days", 40), ("months", 1), ("months", 13)]),
+          cancel=st.integers(0, 3), data=st.data())
+    def certificates(self, value: int, term: tuple[str, int] | None, cancel: int, data: st.DataObject) -> None:
         """Issue a certificate to one or two members, or (a quarter of the time) cancel one or two."""
         pairs = self.certificate_pairs()
         picks = data.draw(st.lists(st.integers(0, 63), min_size=1, max_size=2), label="which")
@@ -526,12 +527,12 @@ class ModelMachine(RuleBasedStateMachine):
             return
         indexes = list(dict.fromkeys(i % len(self.world.members) for i in picks))
         self.touched_members.update(indexes)
-        expiry = certificate_pb2.CertificateExpiry(never=True) if days is None else \
-            certificate_pb2.CertificateExpiry(days=days)
+        expiry = certificate_pb2.CertificateExpiry(never=True) if term is None else \
+            certificate_pb2.CertificateExpiry(**{term[0]: term[1]})
         request = certificate_pb2.IssueCertificatesRequest(
             request_id=self.request_id("issue"), programme_id=self.programme_id, value_points=value, expiry=expiry,
             member_ids=[self.member_id(i) for i in indexes])
-        answer = self.attempt(lambda: self.world.issue_certificates(indexes, value, days, self.now),
+        answer = self.attempt(lambda: self.world.issue_certificates(indexes, value, term, self.now),
                               self.api.certificates.IssueCertificates, request)
         if answer is None:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 NEVER = 2**63 - 1
 BPS = 10_000
@@ -583,7 +584,27 @@ class ExpiryRun:
     certificate_holds_released: int = 0
 
 
+def certificate_end(now: int, term: tuple[str, int] | None) -> int | None:
+    """When a certificate issued at ``now`` for ``term`` stops paying (docs/certificates.md): n days
+    later, or n calendar months later on the same day at the same time, the month's last day when
+    that month is shorter (31 January + 1 month: the last day of February); None: never."""
+    if term is None:
+        return None
+    unit, n = term
+    if unit == "days":
+        return now + n * US_PER_DAY
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    issued = epoch + timedelta(microseconds=now)
+    months = issued.year * 12 + issued.month - 1 + n
+    year, month = divmod(months, 12)
+    first_of_next = datetime(year + (month + 1) // 12, (month + 1) % 12 + 1, 1, tzinfo=UTC)
+    last_day = (first_of_next - timedelta(days=1)).day
+    end = issued.replace(year=year, month=month + 1, day=min(issued.day, last_day))
+    return (end - epoch) // timedelta(microseconds=1)
+
+
 # -- the world: one request per method ---------------------------------------------------------
+
 
 @dataclass
 class World:
@@ -764,16 +785,18 @@ class World:
 
     # certificates (docs/certificates.md) ------------------------------------------------------------
 
-    def issue_certificates(self, indexes: list[int], value: int, days: int | None, now: int) -> list[Certificate]:
+    def issue_certificates(self, indexes: list[int], value: int, term: tuple[str, int] | None,
+                           now: int) -> list[Certificate]:
         """One certificate to each member, all or none: each in the programme and not deactivated.
-        It keeps the programme's redemption rule; ``days`` None never expires."""
+        It keeps the programme's redemption rule; it expires ``term`` (("days", n) or ("months", n))
+        after now, or (None) never."""
         for index in indexes:
             if self.member_for_write(index).status == DEACTIVATED:
                 raise refuse("member_deactivated")
         made = []
         for index in indexes:
-            made.append(Certificate(value, self.programme.certificates_multiple,
-                                    None if days is None else now + days * US_PER_DAY, now, value))
+            made.append(Certificate(value, self.programme.certificates_multiple, certificate_end(now, term), now,
+                                    value))
             self.members[index].certificates.append(made[-1])
         return made
 
