@@ -205,19 +205,19 @@ async def _burn_and_activate(conn: Any, member_ids: list[str], as_of: int) -> Ex
     burnable = await expiry.lots_to_burn(conn, member_ids, as_of)
     activated = await expiry.activate(conn, member_ids, as_of)
     entries: dict[str, list[Entry]] = {}
-    burnt_lots: list[int] = []
-    points_expired = 0
+    lots_expired = points_expired = 0
     for member_id in member_ids:
         burnt = expiring(burnable[member_id], as_of) if member_id in burnable else []
         member_entries = [Entry("activated", 0, lots=[(lot, 0)]) for lot, _ in activated.get(member_id, ())]
         if burnt:
-            member_entries.insert(0, Entry("expired", -sum(p for _, p in burnt), lots=[(lot, -p) for lot, p in burnt]))
+            points = sum(p for _, p in burnt)
+            member_entries.insert(0, Entry("expired", -points, lots=[(lot, -p) for lot, p in burnt]))
+            lots_expired += len(burnt)
+            points_expired += points
         if member_entries:
             entries[member_id] = member_entries
-        burnt_lots += [lot for lot, _ in burnt]
-        points_expired += sum(p for _, p in burnt)
     await ledger.post_many(conn, as_of, EXPIRY_CONTEXT, entries)
-    return ExpiryRun(lots_expired=len(burnt_lots), points_expired=points_expired,
+    return ExpiryRun(lots_expired=lots_expired, points_expired=points_expired,
                      lots_activated=sum(len(a) for a in activated.values()),
                      points_activated=sum(p for a in activated.values() for _, p in a))
 

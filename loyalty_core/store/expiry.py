@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loyalty_core.store.convert import to_dt, uuid_array
+from loyalty_core.store.convert import to_dt
 from loyalty_core.store.ledger import LOT_COLUMNS, Lots
+from loyalty_core.store.members import ids_condition
 
 
 # Due members are read this many at a time from a server-side cursor: a run over millions of
@@ -20,7 +21,7 @@ class DueMember:
     member_id: str
     programme_id: str
     # Only lots to burn or activate: no hold and no certificate to act on, so the member can join
-    # a batch of others (``lots_to_burn`` ... ``mark_expired`` over many members).
+    # a batch of others (``lots_to_burn`` and ``activate`` over many members).
     lots_only: bool
 
 
@@ -58,16 +59,9 @@ async def due_members(conn: Any, programme_id: str | None, as_of: int,
             yield DueMember(member_id, member_programme, lots_only)
 
 
-def _members(member_ids: Sequence[str]) -> tuple[str, Any]:
-    # One member's statements name its id alone, which Citus routes to the member's shard.
-    if len(member_ids) == 1:
-        return "member_id = %s", member_ids[0]
-    return "member_id = ANY(%s::uuid[])", uuid_array(member_ids)
-
-
 async def lots_to_burn(conn: Any, member_ids: Sequence[str], as_of: int) -> dict[str, Lots]:
     """By member, the lots with points left that expire by ``as_of``."""
-    condition, members = _members(member_ids)
+    condition, members = ids_condition(member_ids)
     cur = await conn.execute(
         f"SELECT member_id::text, {LOT_COLUMNS} FROM lot"
         f" WHERE {condition} AND remaining > 0 AND expires_at <= %s ORDER BY member_id, lot_id",
@@ -87,7 +81,7 @@ async def lots_to_burn(conn: Any, member_ids: Sequence[str], as_of: int) -> dict
 
 async def activate(conn: Any, member_ids: Sequence[str], as_of: int) -> dict[str, list[tuple[int, int]]]:
     """Mark the members' lots due by ``as_of`` activated; by member, (lot_id, remaining) of each."""
-    condition, members = _members(member_ids)
+    condition, members = ids_condition(member_ids)
     cur = await conn.execute(
         f"UPDATE lot SET activated_at = %s WHERE {condition} AND activated_at IS NULL AND activates_at <= %s"
         " RETURNING member_id::text, lot_id, remaining",

@@ -82,6 +82,13 @@ class Posted:
 _LOTS_UPDATE = """UPDATE lot SET remaining = lot.remaining + d.delta,
                    expired_at = CASE WHEN d.delta > 0 THEN NULL WHEN d.burnt THEN %(now)s ELSE lot.expired_at END"""
 
+# What both posts read of each entry (``_entry_row``) and where they write it.
+_ENTRY_COLUMNS = ("seq int, kind text, points bigint, held_delta bigint, debt_delta bigint, lot_ids bigint[],"
+                  " lot_points bigint[], order_id text, hold_id uuid, refund_id uuid, comment text")
+_MOVEMENT_INSERT = """INSERT INTO movement (member_id, kind, points, held_delta, debt_delta, lot_ids, lot_points,
+                          order_id, hold_id, refund_id, created_at, actor, store_id, terminal_id,
+                          reason_code, correlation_id, comment)"""
+
 _POST = f"""
 WITH new_lot AS (
     -- A lot usable at once has nothing for the expiry run to activate.
@@ -93,13 +100,9 @@ WITH new_lot AS (
     WHERE %(lot_source)s::text IS NOT NULL
     RETURNING lot_id
 ), e AS (
-    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e(
-        seq int, kind text, points bigint, held_delta bigint, debt_delta bigint, lot_ids bigint[],
-        lot_points bigint[], order_id text, hold_id uuid, refund_id uuid, comment text)
+    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e({_ENTRY_COLUMNS})
 ), moved AS (
-    INSERT INTO movement (member_id, kind, points, held_delta, debt_delta, lot_ids, lot_points, order_id,
-                          hold_id, refund_id, created_at, actor, store_id, terminal_id, reason_code,
-                          correlation_id, comment)
+    {_MOVEMENT_INSERT}
     SELECT %(member_id)s, e.kind, e.points, e.held_delta, e.debt_delta,
            ARRAY(SELECT CASE WHEN u.x = {NEW_LOT} THEN (SELECT lot_id FROM new_lot) ELSE u.x END
                  FROM unnest(e.lot_ids) WITH ORDINALITY AS u(x, i) ORDER BY u.i),
@@ -125,6 +128,13 @@ WITH new_lot AS (
 SELECT (SELECT lot_id FROM new_lot), (SELECT array_agg(movement_id ORDER BY movement_id) FROM moved),
        (SELECT count(*) FROM lots), (SELECT count(*) FROM counters)
 """
+
+
+def _entry_row(seq: int, e: Entry) -> dict[str, Any]:
+    """``e`` as a row of ``_ENTRY_COLUMNS``."""
+    return {"seq": seq, "kind": e.kind, "points": e.points, "held_delta": e.held_delta, "debt_delta": e.debt_delta,
+            "lot_ids": [lot for lot, _ in e.lots], "lot_points": [pts for _, pts in e.lots],
+            "order_id": e.order_id, "hold_id": e.hold_id, "refund_id": e.refund_id, "comment": e.comment}
 
 
 def _event(e: Entry) -> NewEvent:
@@ -153,14 +163,7 @@ async def post(
     allocations to ``NEW_LOT``, and each movement's event in the outbox. The member row must be
     locked by the caller. Read the ids only when
     needed: in pipeline mode the statement then travels with the transaction's next round trip."""
-    rows = [
-        {
-            "seq": i, "kind": e.kind, "points": e.points, "held_delta": e.held_delta, "debt_delta": e.debt_delta,
-            "lot_ids": [lot for lot, _ in e.lots], "lot_points": [pts for _, pts in e.lots],
-            "order_id": e.order_id, "hold_id": e.hold_id, "refund_id": e.refund_id, "comment": e.comment,
-        }
-        for i, e in enumerate(entries)
-    ]
+    rows = [_entry_row(i, e) for i, e in enumerate(entries)]
     cur = await conn.execute(
         _POST,
         {
@@ -190,13 +193,9 @@ def _observe(entries: Sequence[Entry]) -> None:
 # ``_POST`` for the entries of many members, without new lots: a batch job's (the expiry run's).
 _POST_MANY = f"""
 WITH e AS (
-    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e(
-        seq int, member_id uuid, kind text, points bigint, held_delta bigint, debt_delta bigint, lot_ids bigint[],
-        lot_points bigint[], order_id text, hold_id uuid, refund_id uuid, comment text, event jsonb, i int, n int)
+    SELECT * FROM jsonb_to_recordset(%(entries)s) AS e({_ENTRY_COLUMNS}, member_id uuid, event jsonb, i int, n int)
 ), moved AS (
-    INSERT INTO movement (member_id, kind, points, held_delta, debt_delta, lot_ids, lot_points, order_id,
-                          hold_id, refund_id, created_at, actor, store_id, terminal_id, reason_code,
-                          correlation_id, comment)
+    {_MOVEMENT_INSERT}
     SELECT e.member_id, e.kind, e.points, e.held_delta, e.debt_delta, e.lot_ids, e.lot_points, e.order_id,
            e.hold_id, e.refund_id, %(now)s, %(actor)s, %(store_id)s, %(terminal_id)s, %(reason_code)s,
            %(correlation_id)s, e.comment
@@ -237,13 +236,8 @@ async def post_many(conn: Any, now: int, context: WriteContext, entries: dict[st
     for member_id, member_entries in entries.items():
         for i, e in enumerate(member_entries, 1):
             assert all(lot != NEW_LOT for lot, _ in e.lots), "post_many creates no lot"
-            rows.append({
-                "seq": len(rows), "member_id": member_id, "kind": e.kind, "points": e.points,
-                "held_delta": e.held_delta, "debt_delta": e.debt_delta,
-                "lot_ids": [lot for lot, _ in e.lots], "lot_points": [pts for _, pts in e.lots],
-                "order_id": e.order_id, "hold_id": e.hold_id, "refund_id": e.refund_id, "comment": e.comment,
-                "event": outbox.event_json(_event(e)), "i": i, "n": len(member_entries),
-            })
+            rows.append({**_entry_row(len(rows), e), "member_id": member_id,
+                         "event": outbox.event_json(_event(e)), "i": i, "n": len(member_entries)})
         _observe(member_entries)
     if rows:
         await conn.execute(_POST_MANY, {

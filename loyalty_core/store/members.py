@@ -217,14 +217,19 @@ async def named(conn: Any, programme_id: str, member_ids: list[str], phones: lis
     return None if row is None else row[0]
 
 
-async def lock(conn: Any, member_ids: Sequence[str]) -> set[str]:
-    """Take the members' row locks, in id order; the ids of those that exist. One member's statement
-    names its id alone (Citus locks rows only in a statement on one shard)."""
+def ids_condition(member_ids: Sequence[str]) -> tuple[str, Any]:
+    """A condition on ``member_id`` naming ``member_ids``, and its parameter. One member's names its
+    id alone, which Citus routes to the member's shard (and locks rows there only)."""
     if len(member_ids) == 1:
-        cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = %s FOR UPDATE", (member_ids[0],))
-    else:
-        cur = await conn.execute("SELECT member_id::text FROM member WHERE member_id = ANY(%s::uuid[])"
-                                 " ORDER BY member_id FOR UPDATE", (uuid_array(member_ids),))
+        return "member_id = %s", member_ids[0]
+    return "member_id = ANY(%s::uuid[])", uuid_array(member_ids)
+
+
+async def lock(conn: Any, member_ids: Sequence[str]) -> set[str]:
+    """Take the members' row locks, in id order; the ids of those that exist."""
+    condition, ids = ids_condition(member_ids)
+    cur = await conn.execute(f"SELECT member_id::text FROM member WHERE {condition} ORDER BY member_id FOR UPDATE",
+                             (ids,))
     return {r[0] for r in await cur.fetchall()}
 
 
