@@ -36,9 +36,10 @@ def _stat(pid_dir: Path) -> tuple[str, int, int] | None:
     return name, int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def read_ticks(server_roots: Sequence[int], client_roots: Sequence[int] = ()) -> tuple[int, int, int]:
-    """CPU ticks so far of the server (``server_roots`` with all their descendants), of every
-    PostgreSQL process, and of the clients (``client_roots`` with theirs)."""
+def read_process_ticks(server_roots: Sequence[int],
+                       client_roots: Sequence[int] = ()) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """CPU ticks so far, by pid, of the server (``server_roots`` with all their descendants), of
+    every PostgreSQL process, and of the clients (``client_roots`` with theirs)."""
     procs = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and (st := _stat(d)) is not None:
@@ -47,19 +48,25 @@ def read_ticks(server_roots: Sequence[int], client_roots: Sequence[int] = ()) ->
     for pid, (_, ppid, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
 
-    def tree(roots: Sequence[int]) -> int:
-        total, stack, seen = 0, [p for p in roots if p in procs], set()
+    def tree(roots: Sequence[int]) -> dict[int, int]:
+        found: dict[int, int] = {}
+        stack = [p for p in roots if p in procs]
         while stack:
             pid = stack.pop()
-            if pid in seen:
+            if pid in found:
                 continue
-            seen.add(pid)
-            total += procs[pid][2]
+            found[pid] = procs[pid][2]
             stack += children.get(pid, [])
-        return total
+        return found
 
-    postgres = sum(t for name, _, t in procs.values() if name in POSTGRES_NAMES)
+    postgres = {pid: t for pid, (name, _, t) in procs.items() if name in POSTGRES_NAMES}
     return tree(server_roots), postgres, tree(client_roots)
+
+
+def read_ticks(server_roots: Sequence[int], client_roots: Sequence[int] = ()) -> tuple[int, int, int]:
+    """``read_process_ticks`` summed: the server's, PostgreSQL's and the clients' ticks so far."""
+    server, postgres, clients = read_process_ticks(server_roots, client_roots)
+    return sum(server.values()), sum(postgres.values()), sum(clients.values())
 
 
 class CpuSampler:
@@ -69,12 +76,19 @@ class CpuSampler:
         self.server_pids = server_pids
         self.client_pids = client_pids
         self.samples: list[tuple[float, int, int, int]] = []
+        # The last ticks seen of every process of each group: one that exits during the window (a
+        # client done early, a PostgreSQL backend closed) keeps what it spent, so no group's sum
+        # ever goes down.
+        self._seen: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
         self.available = Path("/proc/self/stat").exists()
 
     def _sample(self) -> None:
-        self.samples.append((time.time(), *read_ticks(self.server_pids(), self.client_pids())))
+        now = time.time()
+        for seen, ticks in zip(self._seen, read_process_ticks(self.server_pids(), self.client_pids()), strict=True):
+            seen.update(ticks)
+        self.samples.append((now, *(sum(seen.values()) for seen in self._seen)))
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL_S):

@@ -54,6 +54,25 @@ def test_cpu_ticks_of_a_process_include_its_children_as_they_count_themselves() 
     assert abs(as_client - alone) <= 3 and postgres >= 0
 
 
+def test_a_process_that_exits_keeps_the_cpu_it_spent_in_the_samples() -> None:
+    # A client that is done before the window ends (or a PostgreSQL backend that closes) leaves
+    # /proc: its group's ticks must not fall, or a row's CPU per call comes out negative.
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time\nend = time.process_time() + 0.3\n"
+                              "while time.process_time() < end: pass\nprint('done', flush=True)\nsys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sampler = cpu.CpuSampler(lambda: [], lambda: [child.pid])
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline() == "done\n"
+    sampler._sample()
+    child.stdin.close()
+    child.wait()
+    child.stdout.close()
+    sampler._sample()
+    (_, _, _, before), (_, _, _, after) = sampler.samples
+    assert before >= 0.2 * cpu.TICKS_PER_S and after >= before
+
+
 def test_cpu_per_call_is_what_the_window_used_over_its_calls() -> None:
     sampler = cpu.CpuSampler(lambda: [])
     t = cpu.TICKS_PER_S
